@@ -1,0 +1,482 @@
+"""The transformers backend: a grounding VLM reasons and boxes the target, a SAM-family model masks it.
+
+Stages (as transformers pipelines): preprocess on CPU (marks drawn, chat prompt, image tensors) ->
+forward on the device (batched generate under torch.inference_mode, SAM) -> postprocess on CPU
+(defensive parsing, coordinates back to the original image, masks, confidences, embeddings).
+
+Embeddings for Token-for-Query (MLLM-For3D): e_i is the mean of the VLM's last-layer hidden states
+over the tokens of the target's label, from a text-only forward of that label; q is the same pooling
+over the instruction. Encoding phrases on their own, rather than reading the hidden states of the
+generated answer, keeps e_i and q in the same context-free space, so e_i . q compares what was found
+with what was asked and the same label gives the same e_i in every view.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+from ...core.config import ConfigError, check_choice, check_int, check_range
+from ...core.types import BackendView, InputError, Prediction2D, SegmentationResult, ViewPredictions
+from ..base import BackendError, SegmentationBackend, normalise_instruction
+from .parsing import ImageTarget, parse_grounding, to_image_targets
+from .prompts import CoordinateFormat, build_prompt, draw_marks
+from .sam import SamKind, decode_masks, preprocess_image, read_normalisation, slice_embeddings
+
+_LOG = logging.getLogger(__name__)
+
+# model_type -> how the model writes coordinates (Qwen2/2.5-VL: resized pixels; Qwen3 family: 0..1000).
+_COORDS_BY_MODEL_TYPE = {
+    "qwen2_vl": CoordinateFormat.RESIZED_PIXELS,
+    "qwen2_5_vl": CoordinateFormat.RESIZED_PIXELS,
+    "qwen3_vl": CoordinateFormat.NORMALISED_1000,
+    "qwen3_vl_moe": CoordinateFormat.NORMALISED_1000,
+}
+_MIN_IMAGE_SIDE = 16
+_MAX_ASPECT = 50.0
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TransformersBackendConfig:
+    """Configuration of the transformers backend, validated at construction (errors name the field)."""
+
+    vlm_model: str  # HF id (e.g. Qwen/Qwen2.5-VL-7B-Instruct) or local directory
+    sam_model: str  # HF id (e.g. facebook/sam2.1-hiera-large, facebook/sam-vit-base) or local directory
+    sam_kind: str = "auto"  # auto (from the checkpoint's model_type) | sam | sam2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (bfloat16 recommended on GPU)
+    max_new_tokens: int = 128  # answer length bound; a JSON list of 3 boxes needs ~80 tokens
+    batch_size: int = 4  # views per generate call; halved automatically on out-of-memory
+    load_in_4bit: bool = False  # bitsandbytes quantisation of the VLM (CUDA only)
+    load_in_8bit: bool = False
+    min_confidence: float = 0.0  # predictions with alpha below this are dropped
+    max_targets_per_view: int = 3  # ranked targets kept from one answer
+    coord_format: str = "auto"  # auto (from model_type) | pixels | norm1000
+    geometry_prompting: bool = True  # draw marks and add their metric table when views carry marks
+    local_files_only: bool = False  # never contact the hub (local directories always load offline)
+
+    def __post_init__(self) -> None:
+        for name in ("vlm_model", "sam_model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{name} must be a Hugging Face model id or a local directory, got {value!r}")
+        check_choice("sam_kind", self.sam_kind, ("auto",) + tuple(k.value for k in SamKind))
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
+                                                    or (self.device.startswith("cuda:")
+                                                        and self.device[5:].isdigit())):
+            raise ConfigError(f"device must be one of ['auto', 'cpu', 'cuda', 'cuda:N'], got {self.device!r}")
+        check_choice("dtype", self.dtype, ("float32", "float16", "bfloat16"))
+        check_int("max_new_tokens", self.max_new_tokens, 1, 4096)
+        check_int("batch_size", self.batch_size, 1, 256)
+        check_range("min_confidence", self.min_confidence, 0.0, 1.0)
+        check_int("max_targets_per_view", self.max_targets_per_view, 1, 32)
+        check_choice("coord_format", self.coord_format, ("auto",) + tuple(f.value for f in CoordinateFormat))
+        for name in ("load_in_4bit", "load_in_8bit", "geometry_prompting", "local_files_only"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ConfigError("load_in_4bit and load_in_8bit are exclusive; set at most one")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA (or other accelerator) out-of-memory errors."""
+    import torch
+
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom_type is not None and isinstance(exc, oom_type)) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def run_with_oom_backoff(items: Sequence[T], batch_size: int, fn: Callable[[Sequence[T]], list[R]],
+                         what: str) -> list[R]:
+    """Apply `fn` to consecutive batches; on out-of-memory retry that batch at half size, down to 1.
+
+    Raises BackendError when a single item does not fit. The smaller size is kept for later batches,
+    since what failed once will fail again.
+    """
+    import torch
+
+    out: list[R] = []
+    start, size = 0, batch_size
+    while start < len(items):
+        batch = items[start:start + size]
+        try:
+            out.extend(fn(batch))
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not is_out_of_memory(exc):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if size == 1:
+                raise BackendError(
+                    f"out of memory in {what} even with one view per batch ({exc}); use a smaller model, "
+                    "dtype bfloat16/float16, load_in_4bit/load_in_8bit, or a larger GPU") from None
+            size = max(1, size // 2)
+            _LOG.warning("out of memory in %s; retrying with batch size %d", what, size)
+            continue
+        start += len(batch)
+    return out
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> cuda when available else cpu; a CUDA device that is absent -> BackendError."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise BackendError(f"device {device!r} requested but CUDA is not available (torch "
+                               f"{torch.__version__}, built with CUDA {torch.version.cuda}); set device: cpu "
+                               "or auto, or install a CUDA build of torch")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise BackendError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA "
+                               "device(s) exist")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The torch dtype; float16 on CPU falls back to float32 with a warning."""
+    import torch
+
+    if dtype == "float16" and device == "cpu":
+        # Many CPU kernels have no float16 implementation (or emulate it very slowly), so generation
+        # would fail or crawl; bfloat16 is the half precision that CPUs support.
+        _LOG.warning("dtype float16 is not supported well on CPU; using float32 (bfloat16 also works on CPU)")
+        return torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model is loaded from: a local directory (always offline) or a hub id."""
+
+    ref: str
+    local_dir: Path | None
+
+    def kwargs(self, local_files_only: bool) -> dict:
+        """from_pretrained keyword arguments for this source."""
+        return {"local_files_only": self.local_dir is not None or local_files_only}
+
+    @property
+    def name(self) -> str:
+        return str(self.local_dir) if self.local_dir is not None else self.ref
+
+
+def resolve_source(field_name: str, ref: str) -> ModelSource:
+    """A local directory when `ref` is one; a hub id when it looks like 'org/name'; else BackendError."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return ModelSource(ref, path.resolve())
+    looks_like_path = ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or "\\" in ref or path.exists()
+    if looks_like_path:
+        raise BackendError(f"{field_name}: model directory {ref!r} does not exist (or is not a directory); "
+                           "give an existing directory holding config.json and weights, or a Hugging Face id "
+                           "on a machine that can reach the hub")
+    return ModelSource(ref, None)
+
+
+def _load_error(field_name: str, source: ModelSource, exc: Exception) -> BackendError:
+    hint = ("the directory lacks files the loader needs" if source.local_dir is not None else
+            "it is not in the local Hugging Face cache and the hub is not reachable (offline machines "
+            "need the model downloaded beforehand, e.g. `huggingface-cli download "
+            f"{source.ref}`, then point {field_name} at the local directory)")
+    return BackendError(f"{field_name}: cannot load {source.name!r}: {hint}. Cause: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, eq=False)
+class _PreparedView:
+    """A view after CPU preprocessing: prompt text (image tokens expanded) and the image's patches.
+
+    pixel_values (P, C) float32 patches; image_grid_thw (1, 3) int64; model_wh the resized (w, h).
+    """
+
+    view: BackendView
+    prompt_text: str
+    pixel_values: object
+    image_grid_thw: object
+    model_wh: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class VlmAnswer:
+    """The decoded answer of one view and the geometric mean of its token probabilities in [0, 1]."""
+
+    text: str
+    token_confidence: float
+
+
+class TransformersBackend(SegmentationBackend):
+    """Reason with a VLM (Qwen2.5-VL / Qwen3-VL), then segment with SAM / SAM 2; weights load once here."""
+
+    name = "transformers"
+
+    def __init__(self, config: TransformersBackendConfig | None = None, **fields_: object) -> None:
+        if config is None:
+            known = {f.name for f in fields(TransformersBackendConfig)}
+            unknown = sorted(set(fields_) - known)
+            if unknown:
+                raise ConfigError(f"unknown transformers backend parameter(s) {unknown}; known: {sorted(known)}")
+            missing = sorted({"vlm_model", "sam_model"} - set(fields_))
+            if missing:
+                raise ConfigError(f"transformers backend needs {missing}")
+            config = TransformersBackendConfig(**fields_)
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        t0 = time.perf_counter()
+        self._load_vlm()
+        self._load_sam()
+        self.load_s = time.perf_counter() - t0
+
+    # ---- loading (configure time) ----------------------------------------------------------------
+    def _quantization(self):
+        if not (self.config.load_in_4bit or self.config.load_in_8bit):
+            return None
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise BackendError("load_in_4bit/load_in_8bit need the bitsandbytes package, which is not installed "
+                               "(pip install bitsandbytes, CUDA only); or set both to false")
+        if not self.device.startswith("cuda"):
+            raise BackendError(f"load_in_4bit/load_in_8bit need a CUDA device; the backend runs on {self.device}")
+        from transformers import BitsAndBytesConfig
+
+        if self.config.load_in_4bit:
+            return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=self.dtype,
+                                      bnb_4bit_quant_type="nf4")
+        return BitsAndBytesConfig(load_in_8bit=True)
+
+    def _load_vlm(self) -> None:
+        from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+        source = resolve_source("vlm_model", self.config.vlm_model)
+        kw = source.kwargs(self.config.local_files_only)
+        quant = self._quantization()
+        try:
+            model_config = AutoConfig.from_pretrained(source.name, **kw)
+            # Tokenizer and image processor rather than AutoProcessor: in transformers 5 the Qwen-VL
+            # processors also build a video processor, which requires torchvision
+            # (huggingface/transformers#48558); image grounding needs neither.
+            self.tokenizer = AutoTokenizer.from_pretrained(source.name, **kw)
+            self.image_processor = AutoImageProcessor.from_pretrained(source.name, **kw)
+            load_kw = {"dtype": self.dtype, **kw}
+            if quant is not None:
+                load_kw.update(quantization_config=quant, device_map={"": self.device})
+            self.vlm = AutoModelForImageTextToText.from_pretrained(source.name, **load_kw)
+        except (OSError, ValueError) as exc:
+            raise _load_error("vlm_model", source, exc) from None
+        if quant is None:
+            self.vlm.to(self.device)
+        self.vlm.eval()
+        model_type = model_config.model_type
+        if self.config.coord_format != "auto":
+            self.coord_format = CoordinateFormat(self.config.coord_format)
+        elif model_type in _COORDS_BY_MODEL_TYPE:
+            self.coord_format = _COORDS_BY_MODEL_TYPE[model_type]
+        else:
+            raise BackendError(f"vlm_model: model_type {model_type!r} has no known grounding coordinate format "
+                               f"(known: {sorted(_COORDS_BY_MODEL_TYPE)}); set coord_format to pixels or norm1000")
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BackendError(f"vlm_model: {source.name!r} has no chat template; use an instruction-tuned model")
+        self.image_token = "<|image_pad|>"
+        self.image_token_id = getattr(model_config, "image_token_id", None)
+        if self.image_token_id is None:
+            self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        self.merge_size = int(getattr(self.image_processor, "merge_size", 2))
+        self.patch_size = int(getattr(self.image_processor, "patch_size", 14))
+        eos = self.vlm.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        self.eos_ids.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(
+            iter(self.eos_ids))
+
+    def _load_sam(self) -> None:
+        from transformers import AutoConfig, SamModel, Sam2Model
+
+        source = resolve_source("sam_model", self.config.sam_model)
+        kw = source.kwargs(self.config.local_files_only)
+        try:
+            sam_config = AutoConfig.from_pretrained(source.name, **kw)
+        except (OSError, ValueError) as exc:
+            raise _load_error("sam_model", source, exc) from None
+        kinds = {k.value: k for k in SamKind}
+        detected = kinds.get(sam_config.model_type)
+        if self.config.sam_kind != "auto":
+            requested = SamKind(self.config.sam_kind)
+            if detected is not None and detected is not requested:
+                raise BackendError(f"sam_kind is {requested.value!r} but {source.name!r} is a "
+                                   f"{sam_config.model_type!r} checkpoint; set sam_kind: auto")
+            detected = requested
+        if detected is None:
+            raise BackendError(f"sam_model: model_type {sam_config.model_type!r} is not a supported SAM "
+                               f"(supported: {sorted(kinds)})")
+        self.sam_kind = detected
+        cls = SamModel if detected is SamKind.SAM else Sam2Model
+        try:
+            self.sam = cls.from_pretrained(source.name, dtype=self.dtype, **kw).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise _load_error("sam_model", source, exc) from None
+        self.sam_side = int(sam_config.prompt_encoder_config.image_size)
+        self.sam_mean, self.sam_std = read_normalisation(source.local_dir)
+
+    def close(self) -> None:
+        """Drop the weights and return device memory."""
+        import torch
+
+        for attr in ("vlm", "sam"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ---- preprocess (CPU) ------------------------------------------------------------------------
+    @staticmethod
+    def validate_view(view: BackendView) -> None:
+        """InputError unless the colour image is (H, W, 3) uint8 matching the view's intrinsics."""
+        img = view.color_rgb
+        if not isinstance(img, np.ndarray):
+            raise InputError(f"view {view.keyframe_id}: color_rgb must be a numpy array, got {type(img).__name__}")
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise InputError(f"view {view.keyframe_id}: color_rgb must be (H, W, 3), got shape {img.shape}")
+        if img.dtype != np.uint8:
+            raise InputError(f"view {view.keyframe_id}: color_rgb must be uint8, got {img.dtype}")
+        h, w = img.shape[:2]
+        if min(h, w) < _MIN_IMAGE_SIDE or max(h, w) / min(h, w) > _MAX_ASPECT:
+            raise InputError(f"view {view.keyframe_id}: image {w}x{h} is too small (< {_MIN_IMAGE_SIDE} px) or "
+                             f"too elongated (aspect > {_MAX_ASPECT:g})")
+        if (view.intrinsics.width, view.intrinsics.height) != (w, h):
+            raise InputError(f"view {view.keyframe_id}: image is {w}x{h} but intrinsics are for "
+                             f"{view.intrinsics.width}x{view.intrinsics.height}")
+
+    def _preprocess(self, view: BackendView, instruction: str) -> _PreparedView:
+        """Marks drawn, image patchified, prompt built in the resized frame, image tokens expanded."""
+        h, w = view.color_rgb.shape[:2]
+        marks = view.marks if self.config.geometry_prompting else ()
+        image = draw_marks(view.color_rgb, marks) if marks else view.color_rgb
+        image_inputs = self.image_processor(images=[image], return_tensors="pt")
+        grid = image_inputs["image_grid_thw"][0]
+        # The processor's resize is the frame Qwen2.5-VL writes absolute pixel coordinates in.
+        model_wh = (int(grid[2]) * self.patch_size, int(grid[1]) * self.patch_size)
+        prompt = build_prompt(instruction, self.coord_format, (w, h), model_wh, marks,
+                              self.config.max_targets_per_view)
+        text = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+        n_tokens = int(grid.prod()) // (self.merge_size ** 2)
+        text = text.replace(self.image_token, self.image_token * n_tokens, 1)
+        return _PreparedView(view=view, prompt_text=text, pixel_values=image_inputs["pixel_values"],
+                             image_grid_thw=image_inputs["image_grid_thw"], model_wh=model_wh)
+
+    # ---- forward (device) ------------------------------------------------------------------------
+    def _generate(self, batch: Sequence[_PreparedView]) -> list[VlmAnswer]:
+        """One batched, left-padded generate over several views."""
+        import torch
+
+        text_inputs = self.tokenizer([p.prompt_text for p in batch], padding=True, padding_side="left",
+                                     return_tensors="pt")
+        image_inputs = {"pixel_values": torch.cat([p.pixel_values for p in batch]),
+                        "image_grid_thw": torch.cat([p.image_grid_thw for p in batch])}
+        # M-RoPE needs to know which positions are image tokens (what the Qwen-VL processors return).
+        text_inputs["mm_token_type_ids"] = (text_inputs["input_ids"] == self.image_token_id).int()
+        inputs = {k: v.to(self.device) for k, v in {**text_inputs, **image_inputs}.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            out = self.vlm.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False,
+                                    return_dict_in_generate=True, output_logits=True, pad_token_id=self.pad_id)
+        new_tokens = out.sequences[:, text_inputs["input_ids"].shape[1]:].cpu()
+        logprobs = torch.stack([torch.log_softmax(step.float(), dim=-1) for step in out.logits], dim=1).cpu()
+        answers = []
+        for row in range(new_tokens.shape[0]):
+            ids = new_tokens[row].tolist()
+            end = next((i for i, t in enumerate(ids) if t in self.eos_ids or t == self.pad_id), len(ids))
+            token_lp = logprobs[row, torch.arange(end), new_tokens[row, :end]]
+            confidence = float(torch.exp(token_lp.mean())) if end else 0.0
+            answers.append(VlmAnswer(self.tokenizer.decode(ids[:end], skip_special_tokens=True), confidence))
+        return answers
+
+    def _segment_views(self, items: Sequence[tuple[_PreparedView, tuple[ImageTarget, ...]]]) -> list[list]:
+        """SAM masks for every target of every view: images embedded as a batch, prompts per view."""
+        import torch
+
+        tensors, geometries = zip(*(preprocess_image(p.view.color_rgb, self.sam_kind, self.sam_side,
+                                                     self.sam_mean, self.sam_std) for p, _ in items))
+        pixel_values = torch.from_numpy(np.stack(tensors)).to(self.device, self.dtype)
+        with torch.inference_mode():
+            embeddings = self.sam.get_image_embeddings(pixel_values)
+            return [decode_masks(self.sam, slice_embeddings(embeddings, i), geometry, targets, self.device,
+                                 self.dtype)
+                    for i, ((_, targets), geometry) in enumerate(zip(items, geometries))]
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32 L2-normalised mean last-layer hidden states of each text (text-only forward)."""
+        import torch
+
+        enc = self.tokenizer(list(texts), padding=True, padding_side="left", return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            hidden = self.vlm(**enc, output_hidden_states=True).hidden_states[-1].float()
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu().numpy()
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    # ---- the query ------------------------------------------------------------------------------
+    def segment(self, views: Sequence[BackendView], instruction: str | bytes) -> SegmentationResult:
+        """Per view: VLM answer -> ranked targets -> SAM masks; alpha = SAM quality x VLM token confidence."""
+        text = normalise_instruction(instruction)
+        views = tuple(views)
+        for view in views:
+            self.validate_view(view)
+        if not hasattr(self, "vlm"):
+            raise BackendError("the transformers backend was closed; construct a new one")
+        t0 = time.perf_counter()
+        prepared = [self._preprocess(v, text) for v in views]
+        answers = run_with_oom_backoff(prepared, self.config.batch_size, self._generate, "VLM generation")
+        targets = []
+        for p, answer in zip(prepared, answers):
+            h, w = p.view.color_rgb.shape[:2]
+            targets.append(to_image_targets(parse_grounding(answer.text), self.coord_format, (w, h), p.model_wh,
+                                            p.view.marks, self.config.max_targets_per_view))
+        # Views with no target cost no SAM encoding.
+        to_segment = [i for i, ts in enumerate(targets) if ts]
+        decoded = run_with_oom_backoff([(prepared[i], targets[i]) for i in to_segment], self.config.batch_size,
+                                       self._segment_views, "SAM decoding")
+        masks: list[list] = [[] for _ in prepared]
+        for i, view_masks in zip(to_segment, decoded):
+            masks[i] = view_masks
+        labels = sorted({t.label for ts in targets for t in ts if t.label})
+        vectors = self.embed_texts([text, *labels])
+        query, by_label = vectors[0], dict(zip(labels, vectors[1:]))
+        results = []
+        for p, answer, view_targets, view_masks in zip(prepared, answers, targets, masks):
+            predictions = []
+            for target, sam_mask in zip(view_targets, view_masks):
+                alpha = float(np.clip(sam_mask.score * answer.token_confidence, 0.0, 1.0))
+                if alpha < self.config.min_confidence or not math.isfinite(alpha):
+                    continue
+                # Without a label the target is "what the instruction asked for": e_i = q.
+                embedding = by_label.get(target.label, query)
+                predictions.append(Prediction2D(mask=sam_mask.mask, confidence=alpha, embedding=embedding,
+                                                label=target.label, box_xyxy=target.box_xyxy))
+            results.append(ViewPredictions(keyframe_id=p.view.keyframe_id, predictions=tuple(predictions)))
+        return SegmentationResult(target_phrase=_target_phrase(targets, text), query_embedding=query,
+                                  views=tuple(results), forward_ms=(time.perf_counter() - t0) * 1e3)
+
+
+def _target_phrase(targets: Sequence[Sequence[ImageTarget]], instruction: str) -> str:
+    """The label most views rank first (ties: first seen); the instruction when no view named one."""
+    counts: dict[str, int] = {}
+    for view_targets in targets:
+        if view_targets and view_targets[0].label:
+            counts[view_targets[0].label] = counts.get(view_targets[0].label, 0) + 1
+    return max(counts, key=counts.get) if counts else instruction

@@ -1,0 +1,94 @@
+"""Pinhole projection, unprojection and rigid-transform helpers (all numpy, vectorised)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .types import CameraIntrinsics, InputError
+
+
+def check_pose(world_T_camera: np.ndarray, *, name: str = "world_T_camera", tol: float = 1e-3) -> np.ndarray:
+    """Return the pose as float64 (4, 4) or raise InputError if it is not a finite rigid transform."""
+    pose = np.asarray(world_T_camera, dtype=np.float64)
+    if pose.shape != (4, 4):
+        raise InputError(f"{name}: expected a 4x4 matrix, got shape {pose.shape}")
+    if not np.all(np.isfinite(pose)):
+        raise InputError(f"{name}: contains NaN or inf")
+    if not np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0], atol=tol):
+        raise InputError(f"{name}: last row must be [0 0 0 1], got {pose[3].tolist()}")
+    rot = pose[:3, :3]
+    ortho_err = float(np.abs(rot @ rot.T - np.eye(3)).max())
+    if ortho_err > tol:
+        raise InputError(f"{name}: rotation is not orthonormal (max |R R^T - I| = {ortho_err:.3g})")
+    if np.linalg.det(rot) < 0:
+        raise InputError(f"{name}: rotation is a reflection (det < 0)")
+    return pose
+
+
+def invert_transform(a_T_b: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid 4x4 transform (b_T_a)."""
+    rot, trans = a_T_b[:3, :3], a_T_b[:3, 3]
+    out = np.eye(4)
+    out[:3, :3] = rot.T
+    out[:3, 3] = -rot.T @ trans
+    return out
+
+
+def transform_points(a_T_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 transform to (N, 3) points; returns (N, 3) in the dtype of the input."""
+    pts = np.asarray(points_b)
+    out = pts.astype(np.float64, copy=False) @ a_T_b[:3, :3].T + a_T_b[:3, 3]
+    return out.astype(pts.dtype if pts.dtype.kind == "f" else np.float64, copy=False)
+
+
+def project_points(points_camera: np.ndarray, intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """Project (N, 3) camera-frame points. Returns (uv (N, 2) float64 pixel coords, z (N,) metres).
+
+    Points with z <= 0 get uv = NaN.
+    """
+    pts = np.asarray(points_camera, dtype=np.float64)
+    z = pts[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = intrinsics.fx * pts[:, 0] / z + intrinsics.cx
+        v = intrinsics.fy * pts[:, 1] / z + intrinsics.cy
+    uv = np.stack([u, v], axis=1)
+    uv[z <= 0] = np.nan
+    return uv, z
+
+
+def unproject_depth(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray | None = None,
+                    stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Back-project valid depth pixels to camera-frame points.
+
+    Returns (points (N, 3) float32 in the camera optical frame, pixel indices (N, 2) int as (row, col)).
+    """
+    depth = depth_m[::stride, ::stride]
+    valid = np.isfinite(depth) & (depth > 0)
+    if mask is not None:
+        valid &= mask[::stride, ::stride]
+    rows, cols = np.nonzero(valid)
+    rows_full, cols_full = rows * stride, cols * stride
+    z = depth[rows, cols].astype(np.float32)
+    x = (cols_full - intrinsics.cx) / intrinsics.fx * z
+    y = (rows_full - intrinsics.cy) / intrinsics.fy * z
+    pts = np.stack([x, y, z], axis=1).astype(np.float32)
+    return pts, np.stack([rows_full, cols_full], axis=1)
+
+
+def pixel_lookup(uv: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round projected pixel coords to integer (row, col) and tell which fall inside the image.
+
+    Returns (inside (N,) bool, rows (N,) int, cols (N,) int); rows/cols are clipped so they can
+    index safely even where `inside` is False.
+    """
+    finite = np.all(np.isfinite(uv), axis=1)
+    cols = np.where(finite, np.round(uv[:, 0]), -1).astype(np.int64)
+    rows = np.where(finite, np.round(uv[:, 1]), -1).astype(np.int64)
+    inside = finite & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    return inside, np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1)
+
+
+def rotation_angle_rad(a_R_b: np.ndarray) -> float:
+    """Angle of a rotation matrix, in radians."""
+    cos = (np.trace(a_R_b) - 1.0) / 2.0
+    return float(np.arccos(np.clip(cos, -1.0, 1.0)))

@@ -1,0 +1,323 @@
+"""Keyframe selection and storage, and the per-view visibility test used by queries and voting.
+
+Issue 3 ("Keyframes"): keyframes are selected by motion, view novelty and sharpness, stored
+downsampled, capped in count and bytes, and evicted so that map coverage is kept. The visibility
+test (frustum + depth agreement) is the one MLLM-For3D's spatial consistency needs: a view that
+cannot see a point must not vote against it (arXiv 2503.18135).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .config import check_int, check_range
+from .geometry import (invert_transform, pixel_lookup, project_points, rotation_angle_rad, transform_points,
+                       unproject_depth)
+from .types import CameraIntrinsics, InputError, Keyframe, RgbdFrame
+
+
+def visible_mask(points_world_m: np.ndarray, view: Keyframe | np.ndarray,
+                 intrinsics: CameraIntrinsics | None = None, depth_m: np.ndarray | None = None, *,
+                 depth_tolerance_m: float = 0.05, depth_tolerance_frac: float = 0.03) -> np.ndarray:
+    """Which world points a view actually sees: inside its frustum and not occluded.
+
+    Args:
+        points_world_m: (N, 3) float, points in the world frame, metres.
+        view: a Keyframe, or a (4, 4) float64 `world_T_camera` (camera optical frame -> world);
+            with a pose, `intrinsics` and `depth_m` are required.
+        intrinsics: CameraIntrinsics of `depth_m` (ignored when `view` is a Keyframe).
+        depth_m: (H, W) float32 metres of the view, 0 (or non-finite) where invalid
+            (ignored when `view` is a Keyframe).
+        depth_tolerance_m, depth_tolerance_frac: a point counts as seen when
+            |z_point - depth_at_pixel| <= max(depth_tolerance_m, depth_tolerance_frac * depth_at_pixel).
+
+    Returns:
+        (N,) bool. False for points behind the camera, outside the image, at pixels with invalid
+        depth (the view cannot confirm them), behind the observed surface (occluded) or in front of it
+        (the view sees through them, so the point is not on a surface it observed).
+    """
+    if isinstance(view, Keyframe):
+        world_T_camera, intrinsics, depth_m = view.world_T_camera, view.intrinsics, view.depth_m
+    else:
+        world_T_camera = view
+        if intrinsics is None or depth_m is None:
+            raise InputError("visible_mask: a pose view needs both intrinsics and depth_m")
+    pts = np.asarray(points_world_m)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise InputError(f"visible_mask: points_world_m must be (N, 3), got {pts.shape}")
+    if depth_m.shape != (intrinsics.height, intrinsics.width):
+        raise InputError(f"visible_mask: depth_m is {depth_m.shape}, intrinsics say "
+                         f"{(intrinsics.height, intrinsics.width)}")
+    if pts.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    points_camera = transform_points(invert_transform(np.asarray(world_T_camera, dtype=np.float64)),
+                                     pts.astype(np.float64, copy=False))
+    uv, z = project_points(points_camera, intrinsics)
+    inside, rows, cols = pixel_lookup(uv, intrinsics.width, intrinsics.height)
+    observed = depth_m[rows, cols].astype(np.float64)
+    valid = inside & (z > 0) & np.isfinite(observed) & (observed > 0)
+    tolerance = np.maximum(depth_tolerance_m, depth_tolerance_frac * observed)
+    with np.errstate(invalid="ignore"):
+        agrees = np.abs(z - observed) <= tolerance
+    return valid & agrees
+
+
+@dataclass(frozen=True)
+class KeyframeConfig:
+    """Selection thresholds, storage caps and visibility tolerances of the keyframe store."""
+
+    min_translation_m: float = 0.3
+    min_rotation_deg: float = 20.0
+    min_novelty: float = 0.2
+    sharpness_ratio: float = 0.5
+    sharpness_window: int = 30
+    image_scale: float = 0.5
+    max_keyframes: int = 100
+    max_bytes: int = 256 * 2 ** 20
+    coverage_stride: int = 6
+    depth_tolerance_m: float = 0.05
+    depth_tolerance_frac: float = 0.03
+
+    def __post_init__(self) -> None:
+        check_range("min_translation_m", self.min_translation_m, 0.0)
+        check_range("min_rotation_deg", self.min_rotation_deg, 0.0, 180.0)
+        check_range("min_novelty", self.min_novelty, 0.0, 1.0)
+        check_range("sharpness_ratio", self.sharpness_ratio, 0.0, 1.0)
+        check_int("sharpness_window", self.sharpness_window, 1, 10_000)
+        check_range("image_scale", self.image_scale, 0.05, 1.0)
+        check_int("max_keyframes", self.max_keyframes, 1, 100_000)
+        check_int("max_bytes", self.max_bytes, 1)
+        check_int("coverage_stride", self.coverage_stride, 1, 64)
+        check_range("depth_tolerance_m", self.depth_tolerance_m, 0.0)
+        check_range("depth_tolerance_frac", self.depth_tolerance_frac, 0.0, 1.0)
+
+
+class KeyframeDecision(enum.Enum):
+    """Outcome of offering a frame to the store."""
+
+    ADDED = "added"
+    REJECTED_BLURRED = "rejected_blurred"
+    REJECTED_NO_MOTION = "rejected_no_motion"
+    REJECTED_NOT_NOVEL = "rejected_not_novel"
+
+
+@dataclass(frozen=True)
+class OfferResult:
+    """What `KeyframeStore.offer` decided; novelty is NaN when it was not computed."""
+
+    decision: KeyframeDecision
+    keyframe_id: int | None
+    sharpness: float
+    novelty: float
+    evicted_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ViewVisibility:
+    """How one keyframe sees a set of points.
+
+    score = sum over visible points of cos(angle) / max(distance_m, 1): each seen point counts,
+    discounted when seen obliquely or from farther than 1 m (fewer pixels per point).
+    """
+
+    keyframe: Keyframe
+    num_visible: int
+    fraction_visible: float
+    mean_distance_m: float
+    mean_cos_angle: float
+    score: float
+
+
+@dataclass(frozen=True, eq=False)
+class VisibilityTable:
+    """Visibility of N points in K keyframes: `visible` (K, N) bool, `views` in the same order."""
+
+    visible: np.ndarray
+    views: tuple[ViewVisibility, ...]
+
+    @property
+    def keyframe_ids(self) -> np.ndarray:
+        return np.array([v.keyframe.keyframe_id for v in self.views], dtype=np.int64)
+
+
+def laplacian_sharpness(color_rgb: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey image (Pech-Pacheco et al., ICPR 2000); low means blurred."""
+    grey = cv2.cvtColor(color_rgb, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+def _view_quality(points_world_m: np.ndarray, world_T_camera: np.ndarray,
+                  normals_world: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per point: distance to the camera (m) and cos of the viewing angle (to the normal, else the axis)."""
+    rays = points_world_m - world_T_camera[:3, 3]
+    dist_m = np.linalg.norm(rays, axis=1)
+    unit = rays / np.maximum(dist_m, 1e-9)[:, None]
+    if normals_world is not None:
+        cos = np.abs(np.einsum("ij,ij->i", unit, normals_world))
+    else:
+        cos = unit @ world_T_camera[:3, 2]
+    return dist_m, np.clip(cos, 0.0, 1.0)
+
+
+@dataclass(eq=False)
+class _Entry:
+    keyframe: Keyframe
+    coverage_points_world_m: np.ndarray  # (M, 3) float64 sample of the keyframe's surface
+    cover_count: np.ndarray  # (M,) int32: how many *other* keyframes see each sample
+
+
+class KeyframeStore:
+    """Selects, stores and evicts keyframes; answers "which keyframes see these points, how well".
+
+    Selection (issue 3): a frame is rejected as blurred when its Laplacian variance is below
+    `sharpness_ratio` x the median of the last `sharpness_window` offered frames; the first sharp frame
+    is always added; later ones need motion (>= min_translation_m or >= min_rotation_deg from the last
+    keyframe) and novelty (>= min_novelty of its depth samples not seen by any stored keyframe).
+
+    Eviction, when over `max_keyframes` or `max_bytes`: the keyframe whose surface samples are most
+    covered by other keyframes (largest fraction seen by at least one other) goes first, ties to the
+    oldest; the newest keyframe is never evicted. This keeps the map's coverage rather than recency.
+    Thread-safe: keyframes are immutable, and queries work on a copy of the list.
+    """
+
+    def __init__(self, config: KeyframeConfig | None = None) -> None:
+        self.config = config or KeyframeConfig()
+        self._lock = threading.Lock()
+        self._entries: list[_Entry] = []
+        self._sharpness_history: deque[float] = deque(maxlen=self.config.sharpness_window)
+        self._next_id = 0
+        self._bytes = 0
+
+    def _visible(self, points_world_m: np.ndarray, keyframe: Keyframe) -> np.ndarray:
+        return visible_mask(points_world_m, keyframe, depth_tolerance_m=self.config.depth_tolerance_m,
+                            depth_tolerance_frac=self.config.depth_tolerance_frac)
+
+    def _downsample(self, frame: RgbdFrame) -> tuple[CameraIntrinsics, np.ndarray, np.ndarray]:
+        scale = self.config.image_scale
+        if scale == 1.0:
+            return frame.intrinsics, frame.color_rgb.copy(), frame.depth_m.astype(np.float32, copy=True)
+        intr = frame.intrinsics.scaled(scale)
+        size = (intr.width, intr.height)
+        color = cv2.resize(frame.color_rgb, size, interpolation=cv2.INTER_AREA)
+        # Nearest neighbour: averaging depth across an edge would invent surfaces between objects.
+        depth = cv2.resize(frame.depth_m.astype(np.float32, copy=False), size, interpolation=cv2.INTER_NEAREST)
+        return intr, color, depth
+
+    def _coverage_points(self, depth_m: np.ndarray, intrinsics: CameraIntrinsics,
+                         world_T_camera: np.ndarray) -> np.ndarray:
+        points_camera, _ = unproject_depth(depth_m, intrinsics, stride=self.config.coverage_stride)
+        return transform_points(world_T_camera, points_camera.astype(np.float64))
+
+    def offer(self, frame: RgbdFrame) -> OfferResult:
+        """Consider a validated frame as a keyframe; add it (possibly evicting others) if selected."""
+        cfg = self.config
+        intr, color, depth = self._downsample(frame)
+        sharpness = laplacian_sharpness(color)
+        with self._lock:
+            history = list(self._sharpness_history)
+            self._sharpness_history.append(sharpness)
+            if len(history) >= 5 and sharpness < cfg.sharpness_ratio * float(np.median(history)):
+                return OfferResult(KeyframeDecision.REJECTED_BLURRED, None, sharpness, math.nan)
+            entries = list(self._entries)
+        pose = np.asarray(frame.world_T_camera, dtype=np.float64)
+        samples = self._coverage_points(depth, intr, pose)
+        novelty = math.nan
+        if entries:
+            last = entries[-1].keyframe.world_T_camera
+            moved_m = float(np.linalg.norm(pose[:3, 3] - last[:3, 3]))
+            turned_deg = math.degrees(rotation_angle_rad(last[:3, :3].T @ pose[:3, :3]))
+            if moved_m < cfg.min_translation_m and turned_deg < cfg.min_rotation_deg:
+                return OfferResult(KeyframeDecision.REJECTED_NO_MOTION, None, sharpness, novelty)
+            seen = np.zeros(len(samples), dtype=bool)
+            for entry in entries:
+                seen |= self._visible(samples, entry.keyframe)
+            novelty = 1.0 - float(seen.mean()) if len(samples) else 0.0
+            if novelty < cfg.min_novelty:
+                return OfferResult(KeyframeDecision.REJECTED_NOT_NOVEL, None, sharpness, novelty)
+        with self._lock:
+            keyframe = Keyframe(self._next_id, frame.stamp_ns, pose.copy(), intr, color, depth, sharpness)
+            self._next_id += 1
+            self._insert_locked(keyframe, samples)
+            evicted = self._evict_locked()
+        return OfferResult(KeyframeDecision.ADDED, keyframe.keyframe_id, sharpness, novelty, evicted)
+
+    def _insert_locked(self, keyframe: Keyframe, samples: np.ndarray) -> None:
+        count = np.zeros(len(samples), dtype=np.int32)
+        for entry in self._entries:
+            count += self._visible(samples, entry.keyframe)
+            entry.cover_count += self._visible(entry.coverage_points_world_m, keyframe)
+        self._entries.append(_Entry(keyframe, samples, count))
+        self._bytes += keyframe.nbytes
+
+    def _evict_locked(self) -> tuple[int, ...]:
+        evicted = []
+        cfg = self.config
+        while len(self._entries) > 1 and (len(self._entries) > cfg.max_keyframes or self._bytes > cfg.max_bytes):
+            candidates = self._entries[:-1]  # never the newest
+            redundancy = [float((e.cover_count > 0).mean()) if len(e.cover_count) else 1.0 for e in candidates]
+            victim = candidates[int(np.argmax(redundancy))]  # argmax takes the first = oldest on ties
+            self._entries.remove(victim)
+            self._bytes -= victim.keyframe.nbytes
+            for entry in self._entries:
+                entry.cover_count -= self._visible(entry.coverage_points_world_m, victim.keyframe)
+            evicted.append(victim.keyframe.keyframe_id)
+        return tuple(evicted)
+
+    def visibility(self, points_world_m: np.ndarray, normals_world: np.ndarray | None = None) -> VisibilityTable:
+        """Per keyframe: which of the (N, 3) points it sees (frustum + depth test) and how well."""
+        pts = np.asarray(points_world_m, dtype=np.float64)
+        normals = None if normals_world is None else np.asarray(normals_world, dtype=np.float64)
+        keyframes = self.keyframes
+        visible = np.zeros((len(keyframes), len(pts)), dtype=bool)
+        views = []
+        for k, keyframe in enumerate(keyframes):
+            mask = self._visible(pts, keyframe)
+            visible[k] = mask
+            n = int(mask.sum())
+            if n == 0:
+                views.append(ViewVisibility(keyframe, 0, 0.0, math.nan, math.nan, 0.0))
+                continue
+            dist_m, cos = _view_quality(pts[mask], keyframe.world_T_camera, None if normals is None else normals[mask])
+            score = float(np.sum(cos / np.maximum(dist_m, 1.0)))
+            views.append(ViewVisibility(keyframe, n, n / len(pts), float(dist_m.mean()), float(cos.mean()), score))
+        return VisibilityTable(visible, tuple(views))
+
+    def keyframes_seeing(self, points_world_m: np.ndarray, *, normals_world: np.ndarray | None = None,
+                         min_visible: int = 1, max_views: int | None = None) -> tuple[ViewVisibility, ...]:
+        """Keyframes that see at least `min_visible` of the points, best score first."""
+        table = self.visibility(points_world_m, normals_world)
+        ranked = sorted((v for v in table.views if v.num_visible >= min_visible), key=lambda v: -v.score)
+        return tuple(ranked[:max_views] if max_views is not None else ranked)
+
+    @property
+    def keyframes(self) -> tuple[Keyframe, ...]:
+        with self._lock:
+            return tuple(e.keyframe for e in self._entries)
+
+    def get(self, keyframe_id: int) -> Keyframe | None:
+        """The stored keyframe with this id, or None if it was evicted or never existed."""
+        with self._lock:
+            return next((e.keyframe for e in self._entries if e.keyframe.keyframe_id == keyframe_id), None)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def clear(self) -> None:
+        """Remove every keyframe (ids keep increasing)."""
+        with self._lock:
+            self._entries.clear()
+            self._sharpness_history.clear()
+            self._bytes = 0

@@ -1,0 +1,172 @@
+"""One SegmentQuery, end to end, without ROS: select views -> 2D segmentation -> multi-view voting.
+
+The ROS query node and the offline `mllm3d segment` command both run this; they differ only in
+how the map is produced and how the backend is reached (`SegmentFn`: a local backend or a ROS
+service client).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from ..backends.base import BackendError, BackendUnavailable, normalise_instruction
+from .config import check_int, check_range
+from .types import (BackendView, InputError, Keyframe, MapSnapshot, QueryResult, QueryStatus, SegmentationResult,
+                    ViewPredictions)
+from .view_selection import ViewSelectionConfig, select_views
+from .voting import MultiViewVoter, VotingConfig
+
+SegmentFn = Callable[[Sequence[BackendView], str], SegmentationResult]
+ProgressFn = Callable[[str, float], None]
+
+
+class MapSource(Protocol):
+    """What the pipeline needs from the mapper: a consistent snapshot and the stored keyframes."""
+
+    def snapshot(self) -> MapSnapshot: ...
+
+    def keyframes(self) -> tuple[Keyframe, ...]: ...
+
+
+class QueryCanceled(Exception):
+    """Raised inside a SegmentFn when the query was cancelled while it waited."""
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """Defaults and bounds of a query.
+
+    default_max_views: views per query when the goal says 0 (MLLM-For3D's default, 4). [1, 32]
+    max_views_limit: upper bound on a goal's max_views. [1, 64]
+    default_min_confidence: objects below this confidence are dropped when the goal says 0. [0, 1]
+    timeout_s: a query taking longer is aborted with TIMEOUT. (0, 3600]
+    region_max_points: map points used to score view coverage (subsampled evenly). [100, 1e6]
+    """
+
+    default_max_views: int = 4
+    max_views_limit: int = 16
+    default_min_confidence: float = 0.2
+    timeout_s: float = 60.0
+    region_max_points: int = 20000
+
+    def __post_init__(self) -> None:
+        check_int("max_views_limit", self.max_views_limit, 1, 64)
+        check_int("default_max_views", self.default_max_views, 1, self.max_views_limit)
+        check_range("default_min_confidence", self.default_min_confidence, 0.0, 1.0)
+        check_range("timeout_s", self.timeout_s, 0.0, 3600.0, low_inclusive=False)
+        check_int("region_max_points", self.region_max_points, 100, 1_000_000)
+
+
+def keyframe_to_view(keyframe: Keyframe) -> BackendView:
+    return BackendView(keyframe_id=keyframe.keyframe_id, color_rgb=keyframe.color_rgb, depth_m=keyframe.depth_m,
+                       intrinsics=keyframe.intrinsics, world_T_camera=keyframe.world_T_camera)
+
+
+def _merge_embeddings(results: Sequence[SegmentationResult]) -> np.ndarray | None:
+    embs = [r.query_embedding for r in results if r.query_embedding is not None and r.query_embedding.size]
+    if not embs:
+        return None
+    q = np.mean(np.stack(embs), axis=0).astype(np.float32)
+    n = float(np.linalg.norm(q))
+    return q / n if n > 0 else None
+
+
+class QueryPipeline:
+    """Runs queries against a map source with a segmentation function and a voter."""
+
+    def __init__(self, map_source: MapSource, segment_fn: SegmentFn, config: QueryConfig | None = None,
+                 voting: VotingConfig | None = None, view_selection: ViewSelectionConfig | None = None) -> None:
+        self.map_source = map_source
+        self.segment_fn = segment_fn
+        self.config = config or QueryConfig()
+        self.voter = MultiViewVoter(voting or VotingConfig())
+        self.view_selection = view_selection or ViewSelectionConfig()
+
+    def run(self, instruction: str | bytes, max_views: int = 0, min_confidence: float = 0.0,
+            progress: ProgressFn | None = None, is_canceled: Callable[[], bool] | None = None) -> QueryResult:
+        """Answer one instruction. Never raises for bad input or backend failures: the status says what happened."""
+        t0 = time.monotonic()
+        progress = progress or (lambda stage, frac: None)
+        is_canceled = is_canceled or (lambda: False)
+        timings: dict[str, float] = {}
+
+        def done(status: QueryStatus, message: str, **kw) -> QueryResult:
+            return QueryResult(status=status, message=message, elapsed_s=time.monotonic() - t0,
+                               timings_ms=timings, **kw)
+
+        try:
+            text = normalise_instruction(instruction)
+        except InputError as exc:
+            return done(QueryStatus.INVALID_INSTRUCTION, str(exc))
+        if max_views < 0 or max_views > self.config.max_views_limit:
+            return done(QueryStatus.INVALID_GOAL,
+                        f"max_views must be in [0, {self.config.max_views_limit}] (0 = default), got {max_views}")
+        if not (0.0 <= min_confidence <= 1.0) or not np.isfinite(min_confidence):
+            return done(QueryStatus.INVALID_GOAL, f"min_confidence must be in [0, 1], got {min_confidence}")
+        max_views = max_views or self.config.default_max_views
+        min_confidence = min_confidence or self.config.default_min_confidence
+        deadline = t0 + self.config.timeout_s
+
+        progress("selecting views", 0.0)
+        t = time.monotonic()
+        snapshot = self.map_source.snapshot()
+        if snapshot.num_points == 0:
+            return done(QueryStatus.MAP_EMPTY, "map is empty: no RGB-D frames have been fused yet "
+                        "(check the colour, depth, camera_info and pose topics)")
+        keyframes = {kf.keyframe_id: kf for kf in self.map_source.keyframes()}
+        if not keyframes:
+            return done(QueryStatus.NO_VIEWS, "no keyframes stored yet: move the camera to build the map")
+        stride = max(1, snapshot.num_points // self.config.region_max_points)
+        region = snapshot.points_world_m[::stride]
+        selection_cfg = ViewSelectionConfig(**{**self.view_selection.__dict__, "max_views": max_views})
+        chosen = select_views(tuple(keyframes.values()), region, selection_cfg)
+        timings["select_views_ms"] = (time.monotonic() - t) * 1e3
+        if not chosen:
+            return done(QueryStatus.NO_VIEWS, "no keyframe sees the mapped surface")
+
+        results: list[SegmentationResult] = []
+        t = time.monotonic()
+        try:
+            for i, kf_id in enumerate(chosen):
+                if is_canceled():
+                    return done(QueryStatus.CANCELED, f"canceled after {i} of {len(chosen)} views",
+                                views_used=i)
+                if time.monotonic() > deadline:
+                    return done(QueryStatus.TIMEOUT, f"timed out after {self.config.timeout_s:.0f} s "
+                                f"({i} of {len(chosen)} views segmented)", views_used=i)
+                progress(f"segmenting view {i + 1}/{len(chosen)}", 0.1 + 0.7 * i / len(chosen))
+                results.append(self.segment_fn([keyframe_to_view(keyframes[kf_id])], text))
+        except QueryCanceled:
+            return done(QueryStatus.CANCELED, "canceled while the backend was segmenting", views_used=len(results))
+        except TimeoutError as exc:
+            return done(QueryStatus.TIMEOUT, f"backend timed out: {exc}", views_used=len(results))
+        except BackendUnavailable as exc:
+            return done(QueryStatus.BACKEND_UNAVAILABLE, str(exc), views_used=len(results))
+        except InputError as exc:
+            return done(QueryStatus.INVALID_INSTRUCTION, str(exc), views_used=len(results))
+        except BackendError as exc:
+            return done(QueryStatus.BACKEND_ERROR, f"backend failed: {exc}", views_used=len(results))
+        timings["segment_ms"] = (time.monotonic() - t) * 1e3
+
+        phrase = next((r.target_phrase for r in results if r.target_phrase), text)
+        views: list[ViewPredictions] = [v for r in results for v in r.views]
+        progress("voting", 0.85)
+        if is_canceled():
+            return done(QueryStatus.CANCELED, "canceled before voting", views_used=len(chosen))
+        vote = self.voter.vote(snapshot, [keyframes[i] for i in chosen], views, _merge_embeddings(results))
+        timings["vote_ms"] = vote.timings.total_ms
+        objects = tuple(o for o in vote.objects if o.confidence >= min_confidence)
+        progress("done", 1.0)
+        if not objects:
+            d = vote.diagnostics
+            return done(QueryStatus.NOT_FOUND,
+                        f"no object matching '{phrase}' is consistent across views: {d.masks_in} masks in "
+                        f"{len(chosen)} views, {d.masks_used} used, {d.hypotheses} 3D hypotheses, "
+                        f"{d.hypotheses_rejected_unsupported} rejected as unsupported by the views that see them",
+                        target_phrase=phrase, views_used=len(chosen))
+        return done(QueryStatus.SUCCESS, f"found {len(objects)} object(s) for '{phrase}'", target_phrase=phrase,
+                    objects=objects, views_used=len(chosen))

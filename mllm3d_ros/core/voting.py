@@ -1,0 +1,599 @@
+"""Multi-view consistency voting: from per-view 2D masks to trustworthy, ranked 3D objects.
+
+Implements the 3D side of MLLM-For3D (arXiv 2503.18135) without its trained 3D network:
+the 2D model's per-view pseudo masks are lifted onto the map's points and only what the views agree
+on in 3D survives. The paper's two ideas, as used here:
+
+- *Spatial consistency* (the paper's answer to "hallucinated objects and targets that are not
+  localised consistently across views"): a map point is judged only by the views that can actually
+  see it (inside the frustum and not occluded, the depth test of `keyframes.visible_mask`); a view
+  that sees it inside a mask is positive evidence, one that sees it outside every mask is negative
+  evidence, a view that cannot see it is no evidence at all.
+- *Token-for-Query* (the paper's multimodal alignment that "identifies the same object across
+  views"): one query embedding q is formed for the whole query and each mask is weighted by
+  w = alpha * max(0, e . q), so a mask whose segmentation-token embedding disagrees with the query
+  carries little or no vote.
+
+Pipeline of `MultiViewVoter.vote` (stage names match `VoteTimings`):
+  1. filter: drop low-confidence and tiny masks;
+  2. weight: Token-for-Query weights;
+  3. lift: project the map once per view (float32, reused by every mask of that view);
+  4. consistency: per-point weighted positive / (positive + negative) ratio, keep points above it;
+  5. cluster: voxel connected components of the kept points (object hypotheses);
+  6./7. associate: assign each mask to the hypothesis it covers, check embedding agreement,
+     count supporting vs seeing views, reject hallucinations (support ratio below threshold);
+  8. objects: per-point and per-object confidence, yaw-only oriented box, rank by confidence.
+
+Pure numpy: no ROS, no open3d, no scipy, so it runs wherever the core runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .config import ConfigError, check_int, check_range
+from .geometry import invert_transform
+from .types import InputError, Keyframe, MapSnapshot, Object3D, OrientedBox3D, ViewPredictions
+
+
+@dataclass(frozen=True)
+class VotingConfig:
+    """Every threshold of multi-view voting, validated at construction.
+
+    Attributes:
+        min_mask_confidence: masks whose confidence alpha is below this are dropped before anything
+            else (MLLM-For3D drops low-confidence masks first). [0, 1], default 0.3.
+        min_mask_area_frac: masks covering less than this fraction of their image are dropped as
+            tiny (a few pixels of mask lift to noise). [0, 1], default 0.0005.
+        min_mask_area_pixels: absolute floor for the same test, in pixels of the keyframe image;
+            the larger of the two floors applies. >= 0, default 20.
+        min_mask_weight: masks whose Token-for-Query weight alpha * max(0, e . q) is below this carry
+            no vote (they are off-query: the model segmented something the query is not about).
+            [0, 1], default 0.05.
+        depth_tolerance_m: a map point is seen by a view when |z_point - depth_at_pixel| is within
+            max(depth_tolerance_m, depth_tolerance_frac * depth); otherwise it is occluded (or in
+            front of the observed surface) and the view gives no evidence on it. > 0, default 0.05.
+        depth_tolerance_frac: the depth-proportional part of that tolerance (depth noise grows
+            with range). [0, 1], default 0.03.
+        empty_view_weight: negative-evidence weight of a view whose model returned no usable mask
+            ("not found here" is weaker evidence than "found it elsewhere"). [0, 1], default 0.1.
+        min_positive_ratio: spatial consistency; a point is kept when its weighted positive evidence
+            is at least this fraction of all its evidence. (0, 1], default 0.5.
+        min_positive_weight: a kept point also needs at least this much positive weight, so one
+            weak, unopposed mask cannot create an object on its own. >= 0, default 0.15.
+        cluster_voxel_size_m: kept points are grouped by 26-connectivity of voxels this big; about
+            twice the map resolution bridges sampling gaps without merging separate objects.
+            > 0, default 0.06.
+        min_cluster_points: hypotheses with fewer points are discarded as specks. >= 1, default 20.
+        min_visible_frac: a view "can see" a hypothesis when it sees at least this fraction of its
+            points. (0, 1], default 0.2.
+        min_mask_cover_frac: a mask supports a hypothesis when it covers at least this fraction of
+            the hypothesis's points that its view sees. (0, 1], default 0.3.
+        min_association_similarity: cross-view association; a mask assigned to a hypothesis by 3D
+            overlap counts as support only if its embedding's cosine similarity with the
+            hypothesis's (weight-averaged) embedding is at least this. [-1, 1], default 0.3.
+        min_support_ratio: hallucination rejection; a hypothesis supported by fewer than this
+            fraction of the views that can see it is rejected. [0, 1], default 0.5.
+        min_supporting_views: a hypothesis must also be confirmed by at least this many views (by
+            all of them when the query has fewer): surfaces that only one view sees cannot be checked
+            for consistency, and a lone confident hallucination looks exactly like that. >= 1, default 2.
+        confidence_prior_weight: pseudo-weight of negative evidence added to every hypothesis's
+            confidence denominator, so an object seen by one view only cannot reach the confidence
+            of one confirmed by several. >= 0, default 1.0.
+        max_objects: at most this many objects are returned, best first. >= 1, default 10.
+    """
+
+    min_mask_confidence: float = 0.3
+    min_mask_area_frac: float = 0.0005
+    min_mask_area_pixels: int = 20
+    min_mask_weight: float = 0.05
+    depth_tolerance_m: float = 0.05
+    depth_tolerance_frac: float = 0.03
+    empty_view_weight: float = 0.1
+    min_positive_ratio: float = 0.5
+    min_positive_weight: float = 0.15
+    cluster_voxel_size_m: float = 0.06
+    min_cluster_points: int = 20
+    min_visible_frac: float = 0.2
+    min_mask_cover_frac: float = 0.3
+    min_association_similarity: float = 0.3
+    min_support_ratio: float = 0.5
+    min_supporting_views: int = 2
+    confidence_prior_weight: float = 1.0
+    max_objects: int = 10
+
+    def __post_init__(self) -> None:
+        check_range("min_mask_confidence", self.min_mask_confidence, 0.0, 1.0)
+        check_range("min_mask_area_frac", self.min_mask_area_frac, 0.0, 1.0)
+        check_int("min_mask_area_pixels", self.min_mask_area_pixels, 0)
+        check_range("min_mask_weight", self.min_mask_weight, 0.0, 1.0)
+        check_range("depth_tolerance_m", self.depth_tolerance_m, 0.0, low_inclusive=False)
+        check_range("depth_tolerance_frac", self.depth_tolerance_frac, 0.0, 1.0)
+        check_range("empty_view_weight", self.empty_view_weight, 0.0, 1.0)
+        check_range("min_positive_ratio", self.min_positive_ratio, 0.0, 1.0, low_inclusive=False)
+        check_range("min_positive_weight", self.min_positive_weight, 0.0)
+        check_range("cluster_voxel_size_m", self.cluster_voxel_size_m, 0.0, low_inclusive=False)
+        check_int("min_cluster_points", self.min_cluster_points, 1)
+        check_range("min_visible_frac", self.min_visible_frac, 0.0, 1.0, low_inclusive=False)
+        check_range("min_mask_cover_frac", self.min_mask_cover_frac, 0.0, 1.0, low_inclusive=False)
+        check_range("min_association_similarity", self.min_association_similarity, -1.0, 1.0)
+        check_range("min_support_ratio", self.min_support_ratio, 0.0, 1.0)
+        check_int("min_supporting_views", self.min_supporting_views, 1)
+        check_range("confidence_prior_weight", self.confidence_prior_weight, 0.0)
+        check_int("max_objects", self.max_objects, 1)
+
+
+@dataclass(frozen=True, eq=False)
+class ViewProjection:
+    """The map points one view sees, with the flat pixel index (row * width + col) of each.
+
+    visible_indices (V,) int64 into the map's points; pixel_index (V,) int64 into the view's image.
+    """
+
+    keyframe_id: int
+    visible_indices: np.ndarray
+    pixel_index: np.ndarray
+    image_shape: tuple[int, int]
+
+
+@dataclass(frozen=True, eq=False)
+class PointVotes:
+    """Weighted evidence per map point (N,) float32: positive (inside a mask), negative (seen outside all)."""
+
+    positive: np.ndarray
+    negative: np.ndarray
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """positive / (positive + negative), 0 where a point has no evidence at all."""
+        total = self.positive + self.negative
+        return np.divide(self.positive, total, out=np.zeros_like(total), where=total > 0)
+
+
+@dataclass(frozen=True)
+class VoteTimings:
+    """Wall time per stage, milliseconds."""
+
+    filter_ms: float = 0.0
+    lift_ms: float = 0.0
+    consistency_ms: float = 0.0
+    cluster_ms: float = 0.0
+    associate_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class VoteDiagnostics:
+    """What happened to the input: masks dropped and why, points and hypotheses kept and rejected."""
+
+    views: int = 0
+    masks_in: int = 0
+    masks_dropped_low_confidence: int = 0
+    masks_dropped_small: int = 0
+    masks_dropped_off_query: int = 0
+    masks_used: int = 0
+    points_seen: int = 0
+    points_positive: int = 0
+    points_kept: int = 0
+    hypotheses: int = 0
+    hypotheses_rejected_small: int = 0
+    hypotheses_rejected_unsupported: int = 0
+    objects: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class VoteResult:
+    """Ranked objects (best first), the query embedding used (D,) or None, timings and diagnostics."""
+
+    objects: tuple[Object3D, ...]
+    query_embedding: np.ndarray | None
+    timings: VoteTimings
+    diagnostics: VoteDiagnostics
+
+
+# ----------------------------------------------------------------------------------------------
+# Free functions (each one step of the method, unit-tested on its own)
+# ----------------------------------------------------------------------------------------------
+
+def unified_query_embedding(embeddings: np.ndarray, confidences: np.ndarray,
+                            query_embedding: np.ndarray | None = None) -> np.ndarray | None:
+    """Token-for-Query's single query q (D,), L2-normalised.
+
+    The backend's own query embedding (e.g. the text embedding of the instruction) when given, else
+    the confidence-weighted mean of the masks' embeddings (M, D). None when neither defines a direction.
+    """
+    if query_embedding is not None:
+        q = np.asarray(query_embedding, dtype=np.float64).ravel()
+    elif len(embeddings) == 0:
+        return None
+    else:
+        q = (np.asarray(confidences, dtype=np.float64)[:, None] * np.asarray(embeddings, dtype=np.float64)).sum(0)
+    norm = float(np.linalg.norm(q))
+    if not np.isfinite(norm) or norm < 1e-12:
+        return None
+    return (q / norm).astype(np.float32)
+
+
+def token_for_query_weights(confidences: np.ndarray, embeddings: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Per-mask weight w = alpha * max(0, e . q) (MLLM-For3D, Token-for-Query); (M,) float32 in [0, 1]."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.shape[0] == 0:
+        return np.zeros(0, dtype=np.float32)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = emb / np.maximum(norms, 1e-12)  # the contract says normalised; do not trust it blindly
+    sim = np.clip(emb @ np.asarray(query, dtype=np.float32), 0.0, 1.0)
+    return (np.asarray(confidences, dtype=np.float32) * sim).astype(np.float32)
+
+
+def project_to_view(points_world_m: np.ndarray, keyframe: Keyframe, depth_tolerance_m: float,
+                    depth_tolerance_frac: float) -> ViewProjection:
+    """Which map points the keyframe sees, and at which pixel.
+
+    The same test as `keyframes.visible_mask` (frustum, valid depth, |z - depth| within
+    max(depth_tolerance_m, depth_tolerance_frac * depth)), but in float32 and returning the pixels
+    too: voting needs them for every mask of the view, and projecting once per view is what keeps
+    8 views of a 300k-point map inside the latency budget.
+    """
+    pts = np.asarray(points_world_m, dtype=np.float32)
+    intr = keyframe.intrinsics
+    height, width = keyframe.depth_m.shape
+    if (height, width) != (intr.height, intr.width):
+        raise InputError(f"keyframe {keyframe.keyframe_id}: depth is {(height, width)}, intrinsics say "
+                         f"{(intr.height, intr.width)}")
+    camera_T_world = invert_transform(np.asarray(keyframe.world_T_camera, dtype=np.float64))
+    rot = camera_T_world[:3, :3].astype(np.float32)
+    trans = camera_T_world[:3, 3].astype(np.float32)
+    z = pts @ rot[2] + trans[2]
+    # Cull behind-camera points before the division; typically half of a room is behind a view.
+    front = np.flatnonzero(z > 1e-6)
+    pts_f, z_f = pts[front], z[front]
+    inv_z = 1.0 / z_f
+    cols = np.rint((pts_f @ rot[0] + trans[0]) * inv_z * np.float32(intr.fx) + np.float32(intr.cx))
+    rows = np.rint((pts_f @ rot[1] + trans[1]) * inv_z * np.float32(intr.fy) + np.float32(intr.cy))
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    idx = front[inside]
+    pix = rows[inside].astype(np.int64) * width + cols[inside].astype(np.int64)
+    z_in = z_f[inside]
+    observed = np.asarray(keyframe.depth_m, dtype=np.float32).ravel()[pix]
+    tol = np.maximum(np.float32(depth_tolerance_m), np.float32(depth_tolerance_frac) * observed)
+    with np.errstate(invalid="ignore"):
+        seen = (observed > 0) & (np.abs(z_in - observed) <= tol)  # NaN depth compares False
+    return ViewProjection(keyframe.keyframe_id, idx[seen], pix[seen], (height, width))
+
+
+def lift_masks(projection: ViewProjection, masks: Sequence[np.ndarray]) -> np.ndarray:
+    """Which of the view's visible points fall inside each mask: (J, V) bool for J masks."""
+    hits = np.zeros((len(masks), projection.visible_indices.shape[0]), dtype=bool)
+    for j, mask in enumerate(masks):
+        if mask.shape != projection.image_shape:
+            raise InputError(f"keyframe {projection.keyframe_id}: mask is {mask.shape}, image is "
+                             f"{projection.image_shape}")
+        hits[j] = mask.ravel()[projection.pixel_index]
+    return hits
+
+
+def point_votes(num_points: int, projections: Sequence[ViewProjection], hits: Sequence[np.ndarray],
+                weights: Sequence[np.ndarray], negative_weights: Sequence[float]) -> PointVotes:
+    """Accumulate spatial-consistency evidence over views.
+
+    Per view k: a seen point inside mask j gains max_j weights[k][j] (one view, one vote, however
+    many of its masks overlap); a seen point outside every mask gains negative_weights[k] against it;
+    points the view does not see gain nothing (MLLM-For3D, spatial consistency with visibility).
+    hits[k] is (J_k, V_k) bool from `lift_masks`, weights[k] (J_k,).
+    """
+    positive = np.zeros(num_points, dtype=np.float32)
+    negative = np.zeros(num_points, dtype=np.float32)
+    for proj, hit, weight, neg_w in zip(projections, hits, weights, negative_weights):
+        if hit.shape[0]:
+            best = (hit * np.asarray(weight, dtype=np.float32)[:, None]).max(axis=0)
+            inside = hit.any(axis=0)
+        else:
+            best = np.zeros(proj.visible_indices.shape[0], dtype=np.float32)
+            inside = np.zeros(proj.visible_indices.shape[0], dtype=bool)
+        # visible_indices are unique within a view, so fancy-index += is exact here
+        positive[proj.visible_indices] += best
+        negative[proj.visible_indices] += np.where(inside, np.float32(0.0), np.float32(neg_w))
+    return PointVotes(positive, negative)
+
+
+# Half of the 26 neighbour offsets; the other half are the same edges seen from the other side.
+_HALF_NEIGHBOURS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
+                             if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
+
+
+def _connected_components(num_nodes: int, edge_a: np.ndarray, edge_b: np.ndarray) -> np.ndarray:
+    """Component root per node by vectorised hooking and pointer jumping (no scipy in the core)."""
+    parent = np.arange(num_nodes, dtype=np.int64)
+    while True:
+        pa, pb = parent[edge_a], parent[edge_b]
+        differ = pa != pb
+        if not differ.any():
+            return parent
+        lo, hi = np.minimum(pa[differ], pb[differ]), np.maximum(pa[differ], pb[differ])
+        np.minimum.at(parent, hi, lo)  # hook the larger root under the smaller; roots only decrease
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+
+
+@dataclass(frozen=True, eq=False)
+class PointClusters:
+    """Connected components of points: labels (M,) int64 0..C-1 ordered by size (largest first),
+    -1 for points of components smaller than the minimum; how many components were kept / discarded."""
+
+    labels: np.ndarray
+    num_clusters: int
+    num_discarded: int
+
+
+def cluster_points(points_world_m: np.ndarray, voxel_size_m: float, min_points: int = 1) -> PointClusters:
+    """Group points by 26-connectivity of the voxels (edge `voxel_size_m`) they occupy.
+
+    Voxel connectivity instead of DBSCAN: O(M log M), vectorised, and at about twice the map
+    resolution it bridges sampling gaps without merging objects a voxel apart.
+    """
+    pts = np.asarray(points_world_m, dtype=np.float64)
+    if pts.shape[0] == 0:
+        return PointClusters(np.zeros(0, dtype=np.int64), 0, 0)
+    cell = np.floor((pts - pts.min(axis=0)) / voxel_size_m).astype(np.int64) + 1  # +1: room for -1 neighbours
+    dims = cell.max(axis=0) + 2
+    keys = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
+    voxel_keys, voxel_of_point = np.unique(keys, return_inverse=True)
+    edge_a, edge_b = [], []
+    for off in _HALF_NEIGHBOURS:
+        neighbour = voxel_keys + (off[0] * dims[1] + off[1]) * dims[2] + off[2]
+        pos = np.minimum(np.searchsorted(voxel_keys, neighbour), voxel_keys.shape[0] - 1)
+        found = voxel_keys[pos] == neighbour
+        edge_a.append(np.flatnonzero(found))
+        edge_b.append(pos[found])
+    root = _connected_components(voxel_keys.shape[0], np.concatenate(edge_a), np.concatenate(edge_b))
+    _, point_comp, sizes = np.unique(root[voxel_of_point], return_inverse=True, return_counts=True)
+    big = sizes >= min_points
+    order = np.argsort(-sizes, kind="stable")
+    rank = np.full(sizes.shape[0], -1, dtype=np.int64)
+    big_in_order = order[big[order]]
+    rank[big_in_order] = np.arange(big_in_order.shape[0])
+    return PointClusters(rank[point_comp], int(big.sum()), int((~big).sum()))
+
+
+def oriented_box(points_world_m: np.ndarray) -> OrientedBox3D:
+    """Yaw-only oriented box (z up): PCA of the points in the ground plane, z extent from min/max.
+
+    Robots plan with gravity-aligned boxes, so roll and pitch are fixed at zero. Box x is the main
+    horizontal axis, y the other horizontal one, z world up; size_m is the extent along each.
+    """
+    pts = np.asarray(points_world_m, dtype=np.float64)
+    if pts.shape[0] == 0:
+        raise InputError("oriented_box: no points")
+    xy = pts[:, :2] - pts[:, :2].mean(axis=0)
+    axis_x = np.array([1.0, 0.0])
+    if pts.shape[0] >= 2:
+        cov = xy.T @ xy
+        if np.trace(cov) > 1e-18:
+            eigval, eigvec = np.linalg.eigh(cov)
+            axis_x = eigvec[:, 1]
+            if axis_x[0] < 0 or (axis_x[0] == 0 and axis_x[1] < 0):  # a canonical sign for yaw
+                axis_x = -axis_x
+    axis_y = np.array([-axis_x[1], axis_x[0]])
+    world_R_box = np.eye(3)
+    world_R_box[:2, 0] = axis_x
+    world_R_box[:2, 1] = axis_y
+    local = pts @ world_R_box  # coordinates along the box axes
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    center_world = world_R_box @ ((lo + hi) / 2.0)
+    return OrientedBox3D(center_world_m=center_world, world_R_box=world_R_box, size_m=hi - lo)
+
+
+# ----------------------------------------------------------------------------------------------
+# The voter
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class _ViewMasks:
+    """The masks of one view that survived filtering, with their Token-for-Query weights."""
+
+    keyframe: Keyframe
+    masks: tuple[np.ndarray, ...]
+    confidences: np.ndarray  # (J,) float32
+    embeddings: np.ndarray  # (J, D) float32
+    labels: tuple[str, ...]
+
+
+class MultiViewVoter:
+    """Fuses per-view 2D predictions into ranked 3D objects (MLLM-For3D spatial consistency + Token-for-Query)."""
+
+    def __init__(self, config: VotingConfig = VotingConfig()) -> None:
+        if not isinstance(config, VotingConfig):
+            raise ConfigError(f"config must be a VotingConfig, got {type(config).__name__}")
+        self.config = config
+
+    def vote(self, snapshot: MapSnapshot, keyframes: Sequence[Keyframe], views: Sequence[ViewPredictions],
+             query_embedding: np.ndarray | None = None) -> VoteResult:
+        """Vote the views' masks into 3D objects over the snapshot's points, best first.
+
+        `views` decide which keyframes take part (a keyframe without predictions is ignored; a view
+        with zero predictions is a view where the model found nothing). Raises InputError when a view
+        names a keyframe not in `keyframes` or a mask does not match its keyframe's image size.
+        """
+        cfg = self.config
+        t_start = time.perf_counter()
+        by_id = {kf.keyframe_id: kf for kf in keyframes}
+        points = np.asarray(snapshot.points_world_m, dtype=np.float32)
+
+        # 1. filter: drop low-confidence and tiny masks first (MLLM-For3D, before any weighting).
+        filtered, counts = self._filter(views, by_id)
+        all_conf = np.concatenate([v.confidences for v in filtered]) if filtered else np.zeros(0, np.float32)
+        all_emb = [v.embeddings for v in filtered if v.embeddings.shape[0]]
+        # 2. weight: Token-for-Query.
+        query = unified_query_embedding(np.concatenate(all_emb) if all_emb else np.zeros((0, 1)), all_conf,
+                                        query_embedding)
+        if query is not None and all_emb and all_emb[0].shape[1] != query.shape[0]:
+            raise InputError(f"query embedding has {query.shape[0]} dimensions, mask embeddings {all_emb[0].shape[1]}")
+        weights = [token_for_query_weights(v.confidences, v.embeddings, query) if query is not None
+                   else np.zeros(len(v.masks), np.float32) for v in filtered]
+        kept_views, kept_weights, dropped_off_query = [], [], 0
+        for view, w in zip(filtered, weights):
+            keep = w >= cfg.min_mask_weight
+            dropped_off_query += int((~keep).sum())
+            kept_views.append(_ViewMasks(view.keyframe, tuple(m for m, k in zip(view.masks, keep) if k),
+                                         view.confidences[keep], view.embeddings[keep],
+                                         tuple(lab for lab, k in zip(view.labels, keep) if k)))
+            kept_weights.append(w[keep])
+        t_filter = time.perf_counter()
+
+        # 3. lift: one projection per view, shared by all its masks.
+        projections = [project_to_view(points, v.keyframe, cfg.depth_tolerance_m, cfg.depth_tolerance_frac)
+                       for v in kept_views]
+        hits = [lift_masks(p, v.masks) for p, v in zip(projections, kept_views)]
+        t_lift = time.perf_counter()
+
+        # 4. consistency: a view that found the target elsewhere speaks against a point as strongly
+        # as its best mask; a view that found nothing speaks weakly (empty_view_weight).
+        negative_weights = [float(w.max()) if w.shape[0] else cfg.empty_view_weight for w in kept_weights]
+        votes = point_votes(points.shape[0], projections, hits, kept_weights, negative_weights)
+        ratio = votes.ratio
+        kept_mask = (ratio >= cfg.min_positive_ratio) & (votes.positive >= cfg.min_positive_weight)
+        kept_idx = np.flatnonzero(kept_mask)
+        t_consistency = time.perf_counter()
+
+        # 5. cluster the surviving points into object hypotheses.
+        clusters = cluster_points(points[kept_idx], cfg.cluster_voxel_size_m, cfg.min_cluster_points)
+        t_cluster = time.perf_counter()
+
+        # 6.-8. associate masks to hypotheses, reject unsupported ones, build ranked objects.
+        objects, rejected_unsupported = self._objects(points, kept_idx, clusters, projections,
+                                                      hits, kept_views, kept_weights, negative_weights, ratio)
+        t_end = time.perf_counter()
+
+        diagnostics = VoteDiagnostics(
+            views=len(filtered), masks_in=counts[0], masks_dropped_low_confidence=counts[1],
+            masks_dropped_small=counts[2], masks_dropped_off_query=dropped_off_query,
+            masks_used=int(sum(w.shape[0] for w in kept_weights)),
+            points_seen=int(np.count_nonzero((votes.positive + votes.negative) > 0)),
+            points_positive=int(np.count_nonzero(votes.positive > 0)), points_kept=int(kept_idx.shape[0]),
+            hypotheses=clusters.num_clusters + clusters.num_discarded, hypotheses_rejected_small=clusters.num_discarded,
+            hypotheses_rejected_unsupported=rejected_unsupported, objects=len(objects))
+        ms = 1000.0
+        timings = VoteTimings(filter_ms=(t_filter - t_start) * ms, lift_ms=(t_lift - t_filter) * ms,
+                              consistency_ms=(t_consistency - t_lift) * ms, cluster_ms=(t_cluster - t_consistency) * ms,
+                              associate_ms=(t_end - t_cluster) * ms, total_ms=(t_end - t_start) * ms)
+        return VoteResult(objects, query, timings, diagnostics)
+
+    def _filter(self, views: Sequence[ViewPredictions], by_id: dict[int, Keyframe]
+                ) -> tuple[list[_ViewMasks], tuple[int, int, int]]:
+        cfg = self.config
+        out: list[_ViewMasks] = []
+        masks_in = low_conf = small = 0
+        seen_ids: set[int] = set()
+        for view in views:
+            if view.keyframe_id not in by_id:
+                raise InputError(f"predictions for keyframe {view.keyframe_id}, which is not among the keyframes")
+            if view.keyframe_id in seen_ids:
+                raise InputError(f"two sets of predictions for keyframe {view.keyframe_id}")
+            seen_ids.add(view.keyframe_id)
+            kf = by_id[view.keyframe_id]
+            height, width = kf.depth_m.shape
+            min_area = max(cfg.min_mask_area_pixels, cfg.min_mask_area_frac * height * width)
+            masks, conf, emb, labels = [], [], [], []
+            for pred in view.predictions:
+                masks_in += 1
+                mask = np.asarray(pred.mask, dtype=bool)
+                if mask.shape != (height, width):
+                    raise InputError(f"keyframe {view.keyframe_id}: mask is {mask.shape}, image is {(height, width)}")
+                if not np.isfinite(pred.confidence) or pred.confidence < cfg.min_mask_confidence:
+                    low_conf += 1
+                    continue
+                if np.count_nonzero(mask) < min_area:
+                    small += 1
+                    continue
+                masks.append(mask)
+                conf.append(pred.confidence)
+                emb.append(np.asarray(pred.embedding, dtype=np.float32).ravel())
+                labels.append(pred.label)
+            dims = {e.shape[0] for e in emb}
+            if len(dims) > 1:
+                raise InputError(f"keyframe {view.keyframe_id}: embeddings of different sizes {sorted(dims)}")
+            out.append(_ViewMasks(kf, tuple(masks), np.asarray(conf, dtype=np.float32),
+                                  np.stack(emb) if emb else np.zeros((0, 1), np.float32), tuple(labels)))
+        dims = {v.embeddings.shape[1] for v in out if v.embeddings.shape[0]}
+        if len(dims) > 1:
+            raise InputError(f"embeddings of different sizes across views: {sorted(dims)}")
+        return out, (masks_in, low_conf, small)
+
+    def _objects(self, points: np.ndarray, kept_idx: np.ndarray, clusters: PointClusters,
+                 projections: Sequence[ViewProjection], hits: Sequence[np.ndarray], views: Sequence[_ViewMasks],
+                 weights: Sequence[np.ndarray], negative_weights: Sequence[float], ratio: np.ndarray
+                 ) -> tuple[tuple[Object3D, ...], int]:
+        """Steps 6-8: cross-view association, support counting and hallucination rejection, ranking."""
+        cfg = self.config
+        labels_kept, num_clusters = clusters.labels, clusters.num_clusters
+        if num_clusters == 0:
+            return (), 0
+        label_of_point = np.full(points.shape[0], -1, dtype=np.int64)
+        label_of_point[kept_idx] = labels_kept
+        cluster_sizes = np.bincount(labels_kept[labels_kept >= 0], minlength=num_clusters)
+        num_views = len(views)
+        sees = np.zeros((num_views, num_clusters), dtype=bool)
+        assigned = []  # per view: (J,) index of the hypothesis each mask is assigned to, or -1
+        for k, (proj, hit) in enumerate(zip(projections, hits)):
+            lab = label_of_point[proj.visible_indices]
+            in_cluster = lab >= 0
+            visible_count = np.bincount(lab[in_cluster], minlength=num_clusters)
+            sees[k] = visible_count >= np.maximum(1.0, cfg.min_visible_frac * cluster_sizes)
+            cluster_of_mask = np.full(hit.shape[0], -1, dtype=np.int64)
+            for j in range(hit.shape[0]):
+                covered = np.bincount(lab[in_cluster & hit[j]], minlength=num_clusters)
+                # 3D overlap decides which hypothesis a mask belongs to: the one it covers most points of
+                best = int(np.argmax(covered))
+                cover_frac = covered[best] / max(1, visible_count[best])
+                if covered[best] > 0 and sees[k, best] and cover_frac >= cfg.min_mask_cover_frac:
+                    cluster_of_mask[j] = best
+            assigned.append(cluster_of_mask)
+
+        # Cross-view association by embedding: each hypothesis's embedding is the weighted mean of the
+        # masks assigned to it; a mask that overlaps it in 3D but means something else does not support it.
+        dim = next((v.embeddings.shape[1] for v in views if v.embeddings.shape[0]), 1)
+        cluster_emb = np.zeros((num_clusters, dim), dtype=np.float64)
+        for view, w, cl in zip(views, weights, assigned):
+            for j in np.flatnonzero(cl >= 0):
+                cluster_emb[cl[j]] += w[j] * view.embeddings[j]
+        cluster_emb /= np.maximum(np.linalg.norm(cluster_emb, axis=1, keepdims=True), 1e-12)
+        support_weight = np.zeros((num_views, num_clusters), dtype=np.float64)  # best supporting mask weight
+        best_label = [("", 0.0)] * num_clusters
+        for k, (view, w, cl) in enumerate(zip(views, weights, assigned)):
+            for j in np.flatnonzero(cl >= 0):
+                c = cl[j]
+                if float(view.embeddings[j] @ cluster_emb[c]) < cfg.min_association_similarity:
+                    continue
+                support_weight[k, c] = max(support_weight[k, c], float(w[j]))
+                if w[j] > best_label[c][1]:
+                    best_label[c] = (view.labels[j], float(w[j]))
+
+        neg_w = np.asarray(negative_weights, dtype=np.float64)[:, None]
+        supporting = (support_weight > 0) & sees
+        n_support = supporting.sum(axis=0)
+        n_visible = sees.sum(axis=0)
+        support_ratio = np.divide(n_support, n_visible, out=np.zeros(num_clusters), where=n_visible > 0)
+        # Confidence: supporting weight over all weight that could have confirmed it, shrunk by a prior
+        # so that evidence from several views outranks a single unopposed view.
+        confidence = (np.where(supporting, support_weight, 0.0).sum(axis=0)
+                      / (np.where(sees, np.maximum(neg_w, support_weight), 0.0).sum(axis=0)
+                         + cfg.confidence_prior_weight))
+        min_views = max(1, min(cfg.min_supporting_views, num_views))
+        accepted = (n_support >= min_views) & (support_ratio >= cfg.min_support_ratio)
+        rejected = int(num_clusters - accepted.sum())
+        order = [c for c in np.argsort(-confidence, kind="stable") if accepted[c]][: cfg.max_objects]
+        objects = []
+        for c in order:
+            idx = kept_idx[labels_kept == c]
+            objects.append(Object3D(point_indices=idx.astype(np.int64), point_confidence=ratio[idx].astype(np.float32),
+                                    box=oriented_box(points[idx]), confidence=float(confidence[c]),
+                                    supporting_views=int(n_support[c]), visible_views=int(n_visible[c]),
+                                    label=best_label[c][0]))
+        return tuple(objects), rejected

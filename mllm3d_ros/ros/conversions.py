@@ -1,0 +1,186 @@
+"""Message <-> core-type conversions (numpy only; no cv_bridge, no sensor_msgs_py on pip-only set-ups).
+
+Reading uses `np.frombuffer(msg.data)` and writing `arr.tobytes()`: filling `msg.data` from numpy
+arrays is 30-50x slower (ros2-pip pitfall 8).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from geometry_msgs.msg import Point, Pose, Quaternion
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from ..core.frame_checks import decode_color, decode_compressed_color, decode_depth, intrinsics_from_k
+from ..core.types import CameraIntrinsics
+
+_PC2_FIELDS_XYZ_RGB_CONF = [
+    PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+    PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+    PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+    PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1),
+    PointField(name="confidence", offset=16, datatype=PointField.FLOAT32, count=1),
+]
+_PC2_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("confidence", "<f4")])
+
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(stamp_ns: int, header: Header | None = None):
+    header = header or Header()
+    header.stamp.sec = int(stamp_ns // 1_000_000_000)
+    header.stamp.nanosec = int(stamp_ns % 1_000_000_000)
+    return header.stamp
+
+
+def make_header(frame_id: str, stamp_ns: int) -> Header:
+    header = Header(frame_id=frame_id)
+    ns_to_stamp(stamp_ns, header)
+    return header
+
+
+def image_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+    """Image (rgb8/bgr8/rgba8/bgra8/mono8) or CompressedImage -> (H, W, 3) uint8 RGB."""
+    if isinstance(msg, CompressedImage):
+        return decode_compressed_color(bytes(msg.data))
+    return decode_color(bytes(msg.data), msg.width, msg.height, msg.step, msg.encoding)
+
+
+def image_to_depth_m(msg: Image) -> np.ndarray:
+    """Image (16UC1 mm or 32FC1 m) -> (H, W) float32 metres, invalid = 0."""
+    return decode_depth(bytes(msg.data), msg.width, msg.height, msg.step, msg.encoding, bool(msg.is_bigendian))
+
+
+def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    return Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3, data=rgb.tobytes())
+
+
+def depth_to_image(depth_m: np.ndarray, header: Header, encoding: str = "32FC1") -> Image:
+    """(H, W) float32 metres -> 32FC1 (metres) or 16UC1 (millimetres) Image."""
+    h, w = depth_m.shape
+    if encoding == "16UC1":
+        data = np.clip(np.round(depth_m * 1000.0), 0, 65535).astype("<u2")
+    elif encoding == "32FC1":
+        data = np.ascontiguousarray(depth_m, dtype="<f4")
+    else:
+        raise ValueError(f"depth encoding must be 16UC1 or 32FC1, got {encoding!r}")
+    return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0, step=w * data.itemsize,
+                 data=data.tobytes())
+
+
+def mask_to_image(mask: np.ndarray, header: Header) -> Image:
+    data = np.ascontiguousarray(mask, dtype=np.uint8) * np.uint8(255)
+    h, w = mask.shape
+    return Image(header=header, height=h, width=w, encoding="mono8", is_bigendian=0, step=w, data=data.tobytes())
+
+
+def image_to_mask(msg: Image) -> np.ndarray:
+    """mono8 mask Image -> (H, W) bool."""
+    if msg.encoding not in ("mono8", "8UC1"):
+        raise ValueError(f"mask encoding must be mono8, got {msg.encoding!r}")
+    rows = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)[:, :msg.width]
+    return rows > 127
+
+
+def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
+    return intrinsics_from_k(msg.width, msg.height, msg.k)
+
+
+def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header: Header) -> CameraInfo:
+    k = intrinsics.matrix
+    p = np.zeros((3, 4))
+    p[:3, :3] = k
+    return CameraInfo(header=header, width=intrinsics.width, height=intrinsics.height, distortion_model="plumb_bob",
+                      d=[0.0] * 5, k=k.ravel().tolist(), r=np.eye(3).ravel().tolist(), p=p.ravel().tolist())
+
+
+def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """Unit quaternion (x, y, z, w) -> 3x3 rotation; the quaternion is normalised first."""
+    q = np.array([w, x, y, z], dtype=np.float64)
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-9:
+        raise ValueError(f"quaternion has zero or non-finite norm: {(x, y, z, w)}")
+    w, x, y, z = q / n
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def matrix_to_quaternion(rot: np.ndarray) -> tuple[float, float, float, float]:
+    """3x3 rotation -> unit quaternion (x, y, z, w) (Shepperd's method, numerically stable)."""
+    m = np.asarray(rot, dtype=np.float64)
+    tr = np.trace(m)
+    if tr > 0:
+        s = np.sqrt(tr + 1.0) * 2
+        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
+    elif m[1, 1] > m[2, 2]:
+        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
+    else:
+        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
+    q = np.array([x, y, z, w])
+    q /= np.linalg.norm(q)
+    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
+def pose_to_matrix(pose: Pose) -> np.ndarray:
+    """geometry_msgs/Pose -> 4x4 float64 transform."""
+    out = np.eye(4)
+    o = pose.orientation
+    out[:3, :3] = quaternion_to_matrix(o.x, o.y, o.z, o.w)
+    out[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
+    return out
+
+
+def matrix_to_pose(transform: np.ndarray) -> Pose:
+    x, y, z, w = matrix_to_quaternion(transform[:3, :3])
+    t = transform[:3, 3]
+    return Pose(position=Point(x=float(t[0]), y=float(t[1]), z=float(t[2])), orientation=Quaternion(x=x, y=y, z=z, w=w))
+
+
+def pack_rgb(colors_rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 -> (N,) uint32 0x00RRGGBB, reinterpreted as float32 by RViz's 'rgb' field."""
+    c = colors_rgb.astype(np.uint32)
+    return (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+
+
+def points_to_cloud(points_m: np.ndarray, header: Header, colors_rgb: np.ndarray | None = None,
+                    confidence: np.ndarray | None = None) -> PointCloud2:
+    """(N, 3) points [+ (N, 3) uint8 colours, (N,) confidence] -> PointCloud2 (x, y, z, rgb, confidence)."""
+    n = int(points_m.shape[0])
+    arr = np.zeros(n, dtype=_PC2_DTYPE)
+    arr["x"], arr["y"], arr["z"] = points_m[:, 0], points_m[:, 1], points_m[:, 2]
+    arr["rgb"] = pack_rgb(colors_rgb) if colors_rgb is not None else 0x00C0C0C0
+    arr["confidence"] = confidence if confidence is not None else 1.0
+    return PointCloud2(header=header, height=1, width=n, fields=_PC2_FIELDS_XYZ_RGB_CONF, is_bigendian=False,
+                       point_step=_PC2_DTYPE.itemsize, row_step=_PC2_DTYPE.itemsize * n, is_dense=True,
+                       data=arr.tobytes())
+
+
+def cloud_to_arrays(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """PointCloud2 -> (points (N, 3) float32, colours (N, 3) uint8 or None, confidence (N,) or None)."""
+    offsets = {f.name: f.offset for f in msg.fields}
+    n = msg.width * msg.height
+    raw = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(n, msg.point_step)
+
+    def field(name: str, dtype: str) -> np.ndarray:
+        off = offsets[name]
+        return np.ascontiguousarray(raw[:, off:off + 4]).view(dtype).ravel()
+
+    points = np.stack([field("x", "<f4"), field("y", "<f4"), field("z", "<f4")], axis=1)
+    colors = None
+    if "rgb" in offsets:
+        packed = field("rgb", "<u4")
+        colors = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(np.uint8)
+    conf = field("confidence", "<f4") if "confidence" in offsets else None
+    return points, colors, conf

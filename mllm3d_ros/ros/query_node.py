@@ -1,0 +1,323 @@
+"""Query node: serves the SegmentQuery action over the shared map.
+
+Runs in the same process as the mapping node (see perception_node) because a query needs the map
+snapshot and keyframe images at memory speed; the 2D model is reached through the
+`segment_views` service, so it can run on a GPU host.
+
+Action server:   segment_query (mllm3d_ros/action/SegmentQuery)
+Subscribed:      ~/instruction (std_msgs/String, reliable) -- e.g. from a speech-to-text node
+                 segmentation/heartbeat (std_msgs/String) -- liveness of the segmentation node
+Published:       ~/segmented_cloud (sensor_msgs/PointCloud2, latched): best object, x y z rgb confidence
+                 ~/markers (visualization_msgs/MarkerArray, latched): boxes + labels per object
+                 ~/result (std_msgs/String, reliable): JSON summary of each result (instruction path)
+Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews)
+Parameters:      see QUERY_PARAMS below and config/perception.yaml (block `query`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Sequence
+
+import numpy as np
+from geometry_msgs.msg import Point, Pose, Vector3
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import ColorRGBA, String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from ..action import SegmentQuery
+from ..backends.base import BackendError, BackendUnavailable
+from ..core.pipeline import MapSource, QueryCanceled, QueryConfig, QueryPipeline
+from ..core.types import BackendView, InputError, MapSnapshot, Prediction2D, QueryResult, QueryStatus, SegmentationResult, ViewPredictions
+from ..core.view_selection import ViewSelectionConfig
+from ..core.voting import VotingConfig
+from ..msg import SegmentedObject
+from ..srv import SegmentViews
+from .conversions import (depth_to_image, image_to_mask, intrinsics_to_camera_info,
+                          make_header, matrix_to_pose, matrix_to_quaternion, points_to_cloud, rgb_to_image)
+from .params import ParamSpec, declare_and_read
+from .qos import LATCHED_QOS, RELIABLE_QOS
+
+QUERY_PARAMS = (
+    ParamSpec("map_frame", "map", "Frame of the map and of every returned geometry."),
+    ParamSpec("default_max_views", 4, "Views per query when the goal says 0 (MLLM-For3D default).", 1, 32),
+    ParamSpec("max_views_limit", 16, "Largest max_views a goal may ask for.", 1, 64),
+    ParamSpec("default_min_confidence", 0.2, "Objects below this confidence are dropped (goal 0 = this).", 0.0, 1.0),
+    ParamSpec("timeout_s", 60.0, "A query running longer is aborted with TIMEOUT.", 1.0, 3600.0),
+    ParamSpec("second_goal_policy", "reject", "A goal arriving while one runs: 'reject' it or 'preempt' the "
+              "running one.", choices=("reject", "preempt")),
+    ParamSpec("segment_service", "segmentation/segment_views", "SegmentViews service of the segmentation node."),
+    ParamSpec("heartbeat_topic", "segmentation/heartbeat", "Liveness topic of the segmentation node."),
+    ParamSpec("backend_timeout_s", 3.0, "The backend counts as gone after this long without a heartbeat.",
+              0.5, 60.0),
+    ParamSpec("service_wait_s", 2.0, "How long a query waits for the segmentation service to appear.", 0.0, 60.0),
+    ParamSpec("min_mask_confidence", 0.3, "Voting: masks below this confidence are dropped first.", 0.0, 1.0),
+    ParamSpec("min_support_ratio", 0.5, "Voting: an object must be masked in this fraction of the views that "
+              "see it, else it is a hallucination.", 0.0, 1.0),
+    ParamSpec("depth_tolerance_m", 0.05, "Voting/visibility: depth agreement for a point to count as visible.",
+              0.001, 1.0),
+)
+
+
+def _marker_color(rank: int) -> ColorRGBA:
+    palette = [(0.1, 0.9, 0.2), (1.0, 0.6, 0.0), (0.2, 0.5, 1.0), (0.9, 0.2, 0.8), (0.9, 0.9, 0.1)]
+    r, g, b = palette[rank % len(palette)]
+    return ColorRGBA(r=r, g=g, b=b, a=0.8)
+
+
+class RemoteSegmenter:
+    """SegmentFn that calls the segmentation node's service and watches its heartbeat."""
+
+    def __init__(self, node: Node, service: str, heartbeat_topic: str, timeout_s: float, service_wait_s: float,
+                 callback_group) -> None:
+        self._node = node
+        self._client = node.create_client(SegmentViews, service, callback_group=callback_group)
+        self._timeout_s = timeout_s
+        self._service_wait_s = service_wait_s
+        self._last_heartbeat = 0.0
+        self._lock = threading.Lock()
+        self.cancel_event = threading.Event()
+        node.create_subscription(String, heartbeat_topic, self._on_heartbeat, RELIABLE_QOS,
+                                 callback_group=callback_group)
+
+    def _on_heartbeat(self, _msg: String) -> None:
+        with self._lock:
+            self._last_heartbeat = time.monotonic()
+
+    def _alive(self) -> bool:
+        with self._lock:
+            return time.monotonic() - self._last_heartbeat < self._timeout_s
+
+    def __call__(self, views: Sequence[BackendView], instruction: str) -> SegmentationResult:
+        if not self._client.wait_for_service(timeout_sec=self._service_wait_s):
+            raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
+                                     "is the segmentation node running (and configured)?")
+        request = SegmentViews.Request(instruction=instruction)
+        for view in views:
+            header = make_header("camera", 0)
+            request.keyframe_ids.append(int(view.keyframe_id))
+            request.images.append(rgb_to_image(view.color_rgb, header))
+            if view.depth_m is not None:
+                request.depths.append(depth_to_image(view.depth_m, header))
+            request.camera_infos.append(intrinsics_to_camera_info(view.intrinsics, header))
+            request.world_t_camera.append(matrix_to_pose(view.world_T_camera))
+        done = threading.Event()
+        future = self._client.call_async(request)
+        future.add_done_callback(lambda _f: done.set())
+        start = time.monotonic()
+        # The heartbeat, not the DDS lease (20 s by default), tells us quickly that the node died.
+        while not done.wait(0.05):
+            if self.cancel_event.is_set():
+                self._client.remove_pending_request(future)
+                raise QueryCanceled()
+            if time.monotonic() - start > self._timeout_s and not self._alive():
+                self._client.remove_pending_request(future)
+                raise BackendUnavailable(f"segmentation node stopped answering (no heartbeat on "
+                                         f"'{self._node.resolve_topic_name('segmentation/heartbeat')}' for "
+                                         f"{self._timeout_s:.1f} s) during the query")
+        response = future.result()
+        if response.status == SegmentViews.Response.INVALID_INPUT:
+            raise InputError(response.message)
+        if response.status != SegmentViews.Response.OK:
+            raise BackendError(response.message)
+        by_id: dict[int, list[Prediction2D]] = {int(v.keyframe_id): [] for v in views}
+        for p in response.predictions:
+            by_id.setdefault(int(p.keyframe_id), []).append(Prediction2D(
+                mask=image_to_mask(p.mask), confidence=float(p.confidence),
+                embedding=np.asarray(p.embedding, dtype=np.float32), label=p.label,
+                box_xyxy=tuple(float(x) for x in p.box_xyxy) if p.has_box else None))
+        return SegmentationResult(
+            target_phrase=response.target_phrase,
+            query_embedding=np.asarray(response.query_embedding, dtype=np.float32),
+            views=tuple(ViewPredictions(k, tuple(v)) for k, v in by_id.items()),
+            forward_ms=float(response.forward_ms))
+
+
+def object_description(obj) -> str:
+    c, s = obj.box.center_world_m, obj.box.size_m
+    return (f"{obj.label or 'object'} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
+            f"{s[0]:.2f} x {s[1]:.2f} x {s[2]:.2f} m")
+
+
+def result_to_msg(result: QueryResult, snapshot: MapSnapshot | None, frame_id: str, stamp_ns: int):
+    """Core QueryResult -> SegmentQuery.Result."""
+    msg = SegmentQuery.Result(error_code=int(result.status), error_message=result.message,
+                              target_phrase=result.target_phrase, views_used=int(result.views_used),
+                              elapsed_s=float(result.elapsed_s))
+    header = make_header(frame_id, stamp_ns)
+    for rank, obj in enumerate(result.objects):
+        pts = snapshot.points_world_m[obj.point_indices]
+        cols = snapshot.colors_rgb[obj.point_indices]
+        cloud = points_to_cloud(pts, header, cols, obj.point_confidence)
+        x, y, z, w = matrix_to_quaternion(obj.box.world_R_box)
+        center = obj.box.center_world_m
+        pose = Pose(position=Point(x=float(center[0]), y=float(center[1]), z=float(center[2])))
+        pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+        size = obj.box.size_m
+        msg.objects.append(SegmentedObject(
+            header=header, label=obj.label, description=object_description(obj), confidence=float(obj.confidence),
+            box_center=pose, box_size=Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2])), points=cloud,
+            supporting_views=int(obj.supporting_views), visible_views=int(obj.visible_views)))
+        if rank == 0:
+            msg.points = cloud
+    if not result.objects:
+        msg.points = points_to_cloud(np.zeros((0, 3), np.float32), header)
+    return msg
+
+
+def markers_for(result_msg, frame_id: str) -> MarkerArray:
+    """Boxes and text labels for each object (a DELETEALL first so old results disappear)."""
+    out = MarkerArray(markers=[Marker(action=Marker.DELETEALL, ns="mllm3d")])
+    for rank, obj in enumerate(result_msg.objects):
+        box = Marker(header=obj.header, ns="mllm3d/boxes", id=rank, type=Marker.CUBE, action=Marker.ADD,
+                     pose=obj.box_center, scale=obj.box_size, color=_marker_color(rank))
+        box.color.a = 0.35
+        text = Marker(header=obj.header, ns="mllm3d/labels", id=rank, type=Marker.TEXT_VIEW_FACING,
+                      action=Marker.ADD, color=_marker_color(rank), text=f"{obj.label} {obj.confidence:.2f}")
+        text.pose.position = Point(x=obj.box_center.position.x, y=obj.box_center.position.y,
+                                   z=obj.box_center.position.z + obj.box_size.z / 2 + 0.1)
+        text.pose.orientation.w = 1.0
+        text.scale.z = 0.12
+        out.markers.extend([box, text])
+    return out
+
+
+class QueryNode(Node):
+    """Thin adapter: goals -> QueryPipeline -> results, feedback and RViz topics."""
+
+    def __init__(self, map_source: MapSource, **kwargs) -> None:
+        super().__init__("query", **kwargs)
+        p = declare_and_read(self, QUERY_PARAMS)
+        self._frame = p["map_frame"]
+        self._policy = p["second_goal_policy"]
+        self._map_source = map_source
+        self._action_group = ReentrantCallbackGroup()
+        self._segmenter = RemoteSegmenter(self, p["segment_service"], p["heartbeat_topic"], p["backend_timeout_s"],
+                                          p["service_wait_s"], ReentrantCallbackGroup())
+        voting = VotingConfig(min_mask_confidence=p["min_mask_confidence"], min_support_ratio=p["min_support_ratio"],
+                              depth_tolerance_m=p["depth_tolerance_m"])
+        self.pipeline = QueryPipeline(
+            map_source, self._segmenter,
+            QueryConfig(default_max_views=p["default_max_views"], max_views_limit=p["max_views_limit"],
+                        default_min_confidence=p["default_min_confidence"], timeout_s=p["timeout_s"]),
+            voting, ViewSelectionConfig(depth_tolerance_m=p["depth_tolerance_m"]))
+        # One goal at a time: this lock guards the active goal handle and the preempt flag.
+        self._goal_lock = threading.Lock()
+        self._active_goal = None
+        self._preempted = threading.Event()
+        self._cloud_pub = self.create_publisher(PointCloud2, "~/segmented_cloud", LATCHED_QOS)
+        self._marker_pub = self.create_publisher(MarkerArray, "~/markers", LATCHED_QOS)
+        self._result_pub = self.create_publisher(String, "~/result", RELIABLE_QOS)
+        self._action = ActionServer(self, SegmentQuery, "segment_query", execute_callback=self._execute,
+                                    goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+                                    handle_accepted_callback=self._on_accepted,
+                                    callback_group=self._action_group)
+        self._instruction_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(String, "~/instruction", self._on_instruction, RELIABLE_QOS,
+                                 callback_group=self._instruction_group)
+        self.get_logger().info(f"SegmentQuery action on '{self.resolve_topic_name('segment_query')}', "
+                               f"second goals: {self._policy}")
+
+    # --- goal handling -------------------------------------------------------------------------
+    def _on_goal(self, goal_request) -> GoalResponse:
+        with self._goal_lock:
+            busy = self._active_goal is not None
+        if busy and self._policy == "reject":
+            self.get_logger().warning(f"rejected goal '{goal_request.instruction[:60]}': a query is running "
+                                      "(second_goal_policy=reject)")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _on_accepted(self, goal_handle) -> None:
+        with self._goal_lock:
+            if self._active_goal is not None and self._policy == "preempt":
+                self.get_logger().info("preempting the running query for a new goal")
+                self._preempted.set()
+                self._segmenter.cancel_event.set()
+        goal_handle.execute()
+
+    def _on_cancel(self, _goal_handle) -> CancelResponse:
+        self._segmenter.cancel_event.set()
+        return CancelResponse.ACCEPT
+
+    def _execute(self, goal_handle):
+        # Wait for a preempted predecessor to finish (it checks the flag between views).
+        while True:
+            with self._goal_lock:
+                if self._active_goal is None:
+                    self._active_goal = goal_handle
+                    self._preempted.clear()
+                    self._segmenter.cancel_event.clear()
+                    break
+            time.sleep(0.01)
+        try:
+            goal = goal_handle.request
+            if goal.target_frame not in ("", self._frame):
+                result = QueryResult(QueryStatus.INVALID_GOAL,
+                                     f"target_frame '{goal.target_frame}' is not supported: results are in "
+                                     f"'{self._frame}' (transform them with tf2 on your side)")
+            else:
+                def progress(stage: str, frac: float) -> None:
+                    goal_handle.publish_feedback(SegmentQuery.Feedback(stage=stage, progress=float(frac)))
+
+                def canceled() -> bool:
+                    return goal_handle.is_cancel_requested or self._preempted.is_set()
+
+                result = self.pipeline.run(goal.instruction, int(goal.max_views), float(goal.min_confidence),
+                                           progress, canceled)
+            msg = self._publish(result, goal.instruction)
+            if result.status is QueryStatus.CANCELED and goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+            elif result.status is QueryStatus.SUCCESS:
+                goal_handle.succeed()
+            else:
+                goal_handle.abort()
+            self.get_logger().info(f"query '{goal.instruction[:60]}': {result.status.name} -- {result.message} "
+                                   f"({result.elapsed_s:.2f} s)")
+            return msg
+        finally:
+            with self._goal_lock:
+                self._active_goal = None
+
+    def _publish(self, result: QueryResult, instruction: str):
+        snapshot = self._map_source.snapshot() if result.objects else None
+        msg = result_to_msg(result, snapshot, self._frame, self.get_clock().now().nanoseconds)
+        if result.objects:
+            self._cloud_pub.publish(msg.points)
+            self._marker_pub.publish(markers_for(msg, self._frame))
+        summary = {"instruction": instruction, "status": result.status.name, "message": result.message,
+                   "target_phrase": result.target_phrase, "views_used": result.views_used,
+                   "elapsed_s": round(result.elapsed_s, 3),
+                   "objects": [{"label": o.label, "confidence": round(o.confidence, 3),
+                                "center_m": [round(float(x), 3) for x in o.box.center_world_m],
+                                "size_m": [round(float(x), 3) for x in o.box.size_m],
+                                "num_points": int(o.point_indices.size),
+                                "supporting_views": o.supporting_views, "visible_views": o.visible_views}
+                               for o in result.objects]}
+        self._result_pub.publish(String(data=json.dumps(summary)))
+        return msg
+
+    # --- instruction topic ---------------------------------------------------------------------
+    def _on_instruction(self, msg: String) -> None:
+        """Start a query for a plain-text instruction (speech-to-text) on a worker; result on ~/result."""
+        with self._goal_lock:
+            if self._active_goal is not None:
+                self.get_logger().warning("instruction ignored: a query is running")
+                return
+            self._active_goal = "topic"
+            self._segmenter.cancel_event.clear()
+        threading.Thread(target=self._run_instruction, args=(msg.data,), daemon=True).start()
+
+    def _run_instruction(self, text: str) -> None:
+        try:
+            result = self.pipeline.run(text)
+            self._publish(result, text)
+            self.get_logger().info(f"instruction '{text[:60]}': {result.status.name} -- {result.message}")
+        finally:
+            with self._goal_lock:
+                self._active_goal = None

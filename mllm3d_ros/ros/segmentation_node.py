@@ -1,0 +1,161 @@
+"""Segmentation node: the 2D reasoning-segmentation backend behind the SegmentViews service.
+
+A lifecycle node: weights load in on_configure and are freed in on_cleanup (they are the heavy
+state); with `autostart` it configures and activates itself, like nav2's lifecycle manager would.
+Run it on a GPU host to keep the robot's computer free; the query node finds it over DDS.
+
+Service:    ~/segment_views (mllm3d_ros/srv/SegmentViews), answered only while active
+Published:  ~/heartbeat (std_msgs/String, 2 Hz, reliable): "<backend> <state>" -- liveness for queries
+Parameters: see SEGMENTATION_PARAMS and config/perception.yaml (block `segmentation`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from std_msgs.msg import Header, String
+
+from ..backends.base import BackendError, build_backend
+from ..core.types import BackendView, InputError
+from ..srv import SegmentViews
+from ..msg import Prediction2D as Prediction2DMsg
+from .conversions import camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, mask_to_image, pose_to_matrix
+from .params import ParamSpec, declare_and_read
+from .qos import RELIABLE_QOS
+
+SEGMENTATION_PARAMS = (
+    ParamSpec("backend", "offline", "Backend name from the registry.", choices=("offline", "transformers")),
+    ParamSpec("device", "cpu", "Where the model runs.", choices=("cpu", "cuda", "auto")),
+    ParamSpec("dtype", "float32", "Model dtype (transformers backend).", choices=("float32", "float16", "bfloat16")),
+    ParamSpec("vlm_model", "", "transformers backend: HF id or local path of the VLM (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."),
+    ParamSpec("sam_model", "", "transformers backend: HF id or local path of the SAM-family model."),
+    ParamSpec("score_threshold", 0.3, "offline backend: detector score threshold.", 0.0, 1.0),
+    ParamSpec("num_threads", 2, "offline backend: CPU threads of the detector.", 1, 64),
+    ParamSpec("autostart", True, "Configure and activate on start-up."),
+)
+
+
+def backend_kwargs(p: dict) -> dict:
+    """The backend's constructor arguments from node parameters (only those the backend takes)."""
+    if p["backend"] == "offline":
+        return {"score_threshold": p["score_threshold"], "num_threads": p["num_threads"]}
+    kwargs = {"device": p["device"], "dtype": p["dtype"]}
+    if p["vlm_model"]:
+        kwargs["vlm_model"] = p["vlm_model"]
+    if p["sam_model"]:
+        kwargs["sam_model"] = p["sam_model"]
+    return kwargs
+
+
+class SegmentationNode(LifecycleNode):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("segmentation", **kwargs)
+        self._params = declare_and_read(self, SEGMENTATION_PARAMS)
+        self._backend = None
+        self._active = False
+        # One inference at a time: the model is not re-entrant, and batching happens inside a call.
+        self._infer_lock = threading.Lock()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self._heartbeat_group = MutuallyExclusiveCallbackGroup()
+        self._service = None
+        self._heartbeat_pub = self.create_publisher(String, "~/heartbeat", RELIABLE_QOS)
+        # The heartbeat has its own group so it keeps beating while a long inference runs.
+        self.create_timer(0.5, self._beat, callback_group=self._heartbeat_group)
+        if self._params["autostart"]:
+            self.trigger_configure()
+            if self._backend is not None:
+                self.trigger_activate()
+
+    def _beat(self) -> None:
+        state = "active" if self._active else ("configured" if self._backend else "unconfigured")
+        self._heartbeat_pub.publish(String(data=f"{self._params['backend']} {state}"))
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        t0 = time.monotonic()
+        try:
+            self._backend = build_backend(self._params["backend"], **backend_kwargs(self._params))
+        except (BackendError, InputError, ValueError) as exc:
+            self.get_logger().error(f"cannot load backend '{self._params['backend']}': {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self._service = self.create_service(SegmentViews, "~/segment_views", self._on_request,
+                                            callback_group=self._service_group)
+        self.get_logger().info(f"backend '{self._params['backend']}' loaded in {time.monotonic() - t0:.1f} s")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        if self._service is not None:
+            self.destroy_service(self._service)
+            self._service = None
+        with self._infer_lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self.on_cleanup(state)
+
+    def _on_request(self, request, response):
+        if not self._active or self._backend is None:
+            response.status = SegmentViews.Response.BACKEND_ERROR
+            response.message = "segmentation node is not active (lifecycle state)"
+            return response
+        try:
+            views = self._views_from(request)
+            with self._infer_lock:
+                result = self._backend.segment(views, request.instruction)
+        except InputError as exc:
+            response.status, response.message = SegmentViews.Response.INVALID_INPUT, str(exc)
+            return response
+        except (BackendError, RuntimeError) as exc:
+            self.get_logger().error(f"backend failed: {exc}")
+            response.status, response.message = SegmentViews.Response.BACKEND_ERROR, str(exc)
+            return response
+        response.status = SegmentViews.Response.OK
+        response.target_phrase = result.target_phrase
+        response.query_embedding = np.asarray(result.query_embedding, dtype=np.float32).ravel().tolist()
+        response.forward_ms = float(result.forward_ms)
+        header = Header(frame_id="camera")
+        for view in result.views:
+            for pred in view.predictions:
+                msg = Prediction2DMsg(keyframe_id=int(view.keyframe_id), mask=mask_to_image(pred.mask, header),
+                                      confidence=float(pred.confidence),
+                                      embedding=np.asarray(pred.embedding, np.float32).ravel().tolist(),
+                                      label=pred.label, has_box=pred.box_xyxy is not None)
+                if pred.box_xyxy is not None:
+                    msg.box_xyxy = [float(x) for x in pred.box_xyxy]
+                response.predictions.append(msg)
+        return response
+
+    @staticmethod
+    def _views_from(request) -> list[BackendView]:
+        n = len(request.images)
+        if not (len(request.keyframe_ids) == len(request.camera_infos) == len(request.world_t_camera) == n):
+            raise InputError("keyframe_ids, images, camera_infos and world_t_camera must have the same length")
+        if request.depths and len(request.depths) != n:
+            raise InputError("depths must be empty or one per image")
+        views = []
+        for i in range(n):
+            depth = image_to_depth_m(request.depths[i]) if request.depths else None
+            views.append(BackendView(keyframe_id=int(request.keyframe_ids[i]), color_rgb=image_to_rgb(request.images[i]),
+                                     depth_m=depth, intrinsics=camera_info_to_intrinsics(request.camera_infos[i]),
+                                     world_T_camera=pose_to_matrix(request.world_t_camera[i])))
+        return views
+
+
+def main(args: list[str] | None = None) -> int:
+    from .runner import run_nodes
+    return run_nodes([SegmentationNode], args)

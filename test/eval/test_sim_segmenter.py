@@ -1,0 +1,78 @@
+"""The simulated segmenter degrades ground truth exactly as configured (seeded)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mllm3d_ros.core.config import ConfigError
+from mllm3d_ros.eval.sim_segmenter import SimSegmenter, SimSegmenterConfig, SimView
+
+CLEAN = SimSegmenterConfig(boundary_noise_px=0, jitter_px=0, miss_rate=0.0, hallucination_rate=0.0,
+                           wrong_instance_rate=0.0)
+
+
+def scene_ids() -> np.ndarray:
+    """60x80 ids: 0 = floor (background), 5 = target square, 6 = another object."""
+    ids = np.zeros((60, 80), np.int64)
+    ids[10:30, 10:30] = 5
+    ids[35:55, 50:75] = 6
+    return ids
+
+
+VIEWS = [SimView(k, scene_ids()) for k in range(40)]
+
+
+def test_clean_config_returns_the_ground_truth_mask_with_aligned_embeddings():
+    result = SimSegmenter(CLEAN, seed=1, background_ids=frozenset({0})).segment(VIEWS[:3], target_id=5)
+    assert [v.keyframe_id for v in result.views] == [0, 1, 2]
+    for view in result.views:
+        (p,) = view.predictions
+        np.testing.assert_array_equal(p.mask, scene_ids() == 5)
+        assert 0.5 <= p.confidence <= 1.0
+        assert np.linalg.norm(p.embedding) == pytest.approx(1.0, abs=1e-5)
+        assert float(p.embedding @ result.query_embedding) > 0.5
+
+
+def test_target_not_visible_gives_no_mask():
+    ids = np.zeros((60, 80), np.int64)
+    result = SimSegmenter(CLEAN, seed=0, background_ids=frozenset({0})).segment([SimView(3, ids)], target_id=5)
+    assert result.views[0].predictions == ()
+
+
+def test_boundary_noise_stays_near_the_boundary():
+    cfg = SimSegmenterConfig(boundary_noise_px=2, jitter_px=1, miss_rate=0.0, wrong_instance_rate=0.0)
+    result = SimSegmenter(cfg, seed=3, background_ids=frozenset({0})).segment(VIEWS, target_id=5)
+    gt = scene_ids() == 5
+    ious = [np.count_nonzero(v.predictions[0].mask & gt) / np.count_nonzero(v.predictions[0].mask | gt)
+            for v in result.views]
+    assert min(ious) > 0.6 and np.mean(ious) < 0.999  # perturbed, but still the same object
+
+
+def test_hallucinations_occur_at_the_configured_rate_with_dissimilar_embeddings():
+    cfg = SimSegmenterConfig(boundary_noise_px=0, jitter_px=0, miss_rate=0.0, wrong_instance_rate=0.0,
+                             hallucination_rate=0.5, hallucination_replaces=0.0)
+    result = SimSegmenter(cfg, seed=7, background_ids=frozenset({0})).segment(VIEWS, target_id=5)
+    extra = [v.predictions[1] for v in result.views if len(v.predictions) == 2]
+    assert 12 <= len(extra) <= 28  # 40 views at p = 0.5
+    gt = scene_ids() == 5
+    assert all(not np.any(p.mask & gt) for p in extra)
+    target_sim = np.mean([float(v.predictions[0].embedding @ result.query_embedding) for v in result.views])
+    halluc_sim = np.mean([float(p.embedding @ result.query_embedding) for p in extra])
+    assert target_sim > halluc_sim + 0.2
+
+
+def test_missed_views_and_seeding():
+    cfg = SimSegmenterConfig(miss_rate=1.0, wrong_instance_rate=0.0)
+    assert all(v.predictions == () for v in SimSegmenter(cfg, seed=0, background_ids=frozenset({0})).segment(
+        VIEWS[:5], 5).views)
+    a = SimSegmenter(SimSegmenterConfig(hallucination_rate=0.3), seed=11, background_ids=frozenset({0})).segment(VIEWS, 5)
+    b = SimSegmenter(SimSegmenterConfig(hallucination_rate=0.3), seed=11, background_ids=frozenset({0})).segment(VIEWS, 5)
+    assert all(len(x.predictions) == len(y.predictions) and all(np.array_equal(p.mask, q.mask) for p, q in
+               zip(x.predictions, y.predictions)) for x, y in zip(a.views, b.views))
+
+
+@pytest.mark.parametrize("field,value", [("miss_rate", 1.5), ("boundary_noise_px", -1), ("embedding_dim", 1)])
+def test_config_errors_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        SimSegmenterConfig(**{field: value})
