@@ -25,4 +25,15 @@ if [ "$missing" = 0 ]; then
     missing=1
   fi
 fi
+# open3d's wheel links libusb-1.0 (for its RealSense support) but the library is not a Python package.
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing libusb-1.0-0 (needed by open3d) with apt-get" >&2
+    (apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1; }) \
+      || { echo "error: could not install libusb-1.0-0; run: sudo apt-get install -y libusb-1.0-0" >&2; missing=1; }
+  else
+    echo "error: libusb-1.0 not found (open3d needs it). Install it with: sudo apt-get install -y libusb-1.0-0" >&2
+    missing=1
+  fi
+fi
 exit "$missing"

@@ -37,7 +37,7 @@ from ..core.tsdf_map import TsdfMapConfig
 from ..core.types import InputError, MapSnapshot, RgbdFrame
 from .conversions import (camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, make_header, matrix_to_pose,
                           points_to_cloud, pose_to_matrix, stamp_to_ns)
-from .params import ParamSpec, declare_and_read
+from .params import ParamSpec, ParameterError, declare_and_read
 from .qos import LATCHED_QOS, SENSOR_QOS
 
 try:  # the standard ROS synchroniser where installed; the core's own otherwise (pip-only set-ups)
@@ -140,7 +140,7 @@ class MappingNode(Node):
         try:
             from tf2_ros import Buffer, TransformListener  # on ROS distributions only
         except ImportError:
-            raise InputError("pose_source 'tf' needs tf2_ros, which is not installed (pip-only set-ups have no "
+            raise ParameterError("parameter 'pose_source': 'tf' needs tf2_ros, which is not installed (pip-only set-ups have no "
                              "TF): use pose_source 'pose' or 'odometry'") from None
         self._tf_buffer = Buffer()
         self._tf_listener = TransformListener(self._tf_buffer, self)

@@ -17,19 +17,19 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
     """Create the nodes (in order) and spin them until shutdown. Bad parameters exit with status 2."""
     args = list(sys.argv if args is None else args)
     nodes: list[Node] = []
+    code = 0
     try:
         with rclpy.init(args=args):
             try:
                 for factory in factories:
                     nodes.append(factory())
+                executor = MultiThreadedExecutor(num_threads=num_threads)
+                for node in nodes:
+                    executor.add_node(node)
+                executor.spin()
             except (ParameterError, ConfigError) as exc:
                 print(f"[mllm3d_ros] refusing to start: {exc}", file=sys.stderr, flush=True)
-                return 2
-            executor = MultiThreadedExecutor(num_threads=num_threads)
-            for node in nodes:
-                executor.add_node(node)
-            try:
-                executor.spin()
+                code = 2
             finally:
                 for node in reversed(nodes):
                     shutdown = getattr(node, "shutdown_core", None)
@@ -38,4 +38,4 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
                     node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    return 0
+    return code

@@ -159,3 +159,8 @@ class SegmentationNode(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     from .runner import run_nodes
     return run_nodes([SegmentationNode], args)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -97,8 +97,16 @@ class InstructionClassifier:
         """(N, 384) float32 L2-normalised sentence embeddings (mean pooling over the attention mask)."""
         torch = self._torch
         batch = self._tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
-        with torch.inference_mode():
-            tokens = self._model(**batch).last_hidden_state
+        # A sentence is a few tokens: intra-op threads only add OpenMP hand-off and spin-waiting that
+        # competes with the detector's threads (measured on 2 cores: 300-1000 ms with 2 threads, ~10 ms
+        # with 1). The setting is process-wide, so it is restored afterwards.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                tokens = self._model(**batch).last_hidden_state
+        finally:
+            torch.set_num_threads(threads)
         mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=1).numpy().astype(np.float32)

@@ -1,0 +1,157 @@
+"""mllm3d: one command-line entry point.
+
+  mllm3d launch [name:=value ...]        start the system (pip-only stand-in for ros2 launch)
+  mllm3d query "the mug" [--views N]     send a SegmentQuery goal, print feedback and the result
+  mllm3d replay PATH [--rate-scale X]    publish a dataset folder or bag as camera topics
+  mllm3d simulate [--seed N]             publish a simulated room as camera topics
+  mllm3d segment --dataset PATH --instruction TEXT --out OUT.ply   the pipeline without ROS
+  mllm3d demo                            the end-to-end demo (simulator -> map -> queries)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _ros_args(params: dict[str, object]) -> list[str]:
+    out = ["mllm3d", "--ros-args", "-r", "__ns:=/mllm3d"]
+    for k, v in params.items():
+        out += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
+    return out
+
+
+def cmd_launch(ns: argparse.Namespace) -> int:
+    from .launcher import launch
+    args = {}
+    for item in ns.args:
+        if ":=" not in item:
+            print(f"error: launch arguments are name:=value, got {item!r}", file=sys.stderr)
+            return 2
+        k, v = item.split(":=", 1)
+        args[k] = v
+    params_file = args.pop("params_file", "")
+    try:
+        return launch(args, params_file)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_query(ns: argparse.Namespace) -> int:
+    from .ros.client import QueryClient, with_ros
+
+    def run() -> int:
+        client = QueryClient(node_name="mllm3d_query_cli")
+        try:
+            if not client.wait_for_server(ns.wait):
+                print("error: no SegmentQuery server on /mllm3d/segment_query (is `mllm3d launch` running?)",
+                      file=sys.stderr)
+                return 3
+            accepted, result = client.send(ns.instruction, ns.views, ns.min_confidence,
+                                           lambda stage, p: print(f"  [{p * 100:5.1f} %] {stage}", flush=True),
+                                           ns.timeout)
+            if not accepted:
+                print("goal rejected: a query is already running (second_goal_policy=reject)")
+                return 4
+            print(f"status: {result.error_code} {result.error_message}")
+            print(f"target: {result.target_phrase!r}  views: {result.views_used}  time: {result.elapsed_s:.2f} s")
+            for i, obj in enumerate(result.objects):
+                print(f"  {i + 1}. {obj.description}  confidence {obj.confidence:.2f}  "
+                      f"views {obj.supporting_views}/{obj.visible_views}  points {obj.points.width}")
+            return 0 if result.error_code == 0 else 1
+        finally:
+            client.close()
+
+    return with_ros(run)
+
+
+def cmd_replay(ns: argparse.Namespace) -> int:
+    from .ros.replay_node import main
+    return main(_ros_args({"path": ns.path, "rate_scale": float(ns.rate_scale), "stride": ns.stride,
+                           "loop": ns.loop}))
+
+
+def cmd_simulate(ns: argparse.Namespace) -> int:
+    from .ros.simulator_node import main
+    return main(_ros_args({"seed": ns.seed, "rate_hz": float(ns.rate_hz), "num_frames": ns.num_frames,
+                           "loop": not ns.once}))
+
+
+def cmd_segment(ns: argparse.Namespace) -> int:
+    from .backends.base import BackendError
+    from .core.types import InputError
+    from .offline_segment import segment_recording
+    try:
+        out = segment_recording(ns.dataset, ns.instruction, ns.out, backend=ns.backend, views=ns.views,
+                                stride=ns.stride, max_frames=ns.max_frames, voxel_size_m=ns.voxel_size)
+    except (InputError, BackendError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    r = out.result
+    print(f"{r.status.name}: {r.message}")
+    for i, obj in enumerate(r.objects):
+        c = obj.box.center_world_m
+        print(f"  {i + 1}. {obj.label} confidence {obj.confidence:.2f} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
+              f"{obj.point_indices.size} points, views {obj.supporting_views}/{obj.visible_views}")
+    print(f"wrote {out.ply_path}, {out.json_path}, {out.png_path}")
+    return 0 if r.objects else 1
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from .demo import run_demo
+    return run_demo(ns.out, seed=ns.seed, frames=ns.frames)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mllm3d", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("launch", help="start the system (pip-only stand-in for ros2 launch)")
+    p.add_argument("args", nargs="*", help="launch arguments name:=value (see README)")
+    p.set_defaults(fn=cmd_launch)
+    p = sub.add_parser("query", help="send a SegmentQuery goal and print the result")
+    p.add_argument("instruction")
+    p.add_argument("--views", type=int, default=0, help="max views (0 = node default)")
+    p.add_argument("--min-confidence", type=float, default=0.0)
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the action server")
+    p.set_defaults(fn=cmd_query)
+    p = sub.add_parser("replay", help="publish a dataset folder or bag as camera topics")
+    p.add_argument("path")
+    p.add_argument("--rate-scale", type=float, default=1.0, help="1 = recorded rate, 0 = as fast as possible")
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--loop", action="store_true")
+    p.set_defaults(fn=cmd_replay)
+    p = sub.add_parser("simulate", help="publish a simulated room as camera topics")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate-hz", type=float, default=10.0)
+    p.add_argument("--num-frames", type=int, default=240)
+    p.add_argument("--once", action="store_true", help="stop after one loop of the trajectory")
+    p.set_defaults(fn=cmd_simulate)
+    p = sub.add_parser("segment", help="run the pipeline on a recording without ROS")
+    p.add_argument("--dataset", required=True, help="dataset folder or ROS 2 bag")
+    p.add_argument("--instruction", required=True)
+    p.add_argument("--backend", default="offline")
+    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--voxel-size", type=float, default=0.05, help="metres")
+    p.add_argument("--out", required=True, help="output .ply (a .json and a .png are written next to it)")
+    p.set_defaults(fn=cmd_segment)
+    p = sub.add_parser("demo", help="end-to-end demo on the simulator")
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--frames", type=int, default=120)
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return ns.fn(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

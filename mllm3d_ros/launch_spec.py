@@ -1,0 +1,99 @@
+"""The node list of the perception system, shared by `launch/perception.launch.py` (ROS
+distributions) and `mllm3d launch` (pip-only set-ups) so the two cannot drift. No ROS imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+NAMESPACE = "mllm3d"
+
+# Topic names of common RGB-D drivers (depth registered to colour). Override any with *_topic.
+CAMERA_PRESETS: dict[str, dict[str, str]] = {
+    # Our simulator and replay nodes (also the default).
+    "simulator": {"color": "camera/color/image_raw", "depth": "camera/depth/image_raw",
+                  "info": "camera/color/camera_info", "pose": "camera/pose"},
+    # realsense2_camera (ros2 launch realsense2_camera rs_launch.py align_depth.enable:=true)
+    "realsense": {"color": "/camera/camera/color/image_raw",
+                  "depth": "/camera/camera/aligned_depth_to_color/image_raw",
+                  "info": "/camera/camera/color/camera_info", "pose": "/camera/pose"},
+    # Azure_Kinect_ROS_Driver (depth_to_rgb: depth registered to the colour camera)
+    "azure_kinect": {"color": "/rgb/image_raw", "depth": "/depth_to_rgb/image_raw",
+                     "info": "/rgb/camera_info", "pose": "/camera/pose"},
+    # zed-ros2-wrapper (its visual odometry publishes the left camera's pose)
+    "zed": {"color": "/zed/zed_node/rgb/image_rect_color", "depth": "/zed/zed_node/depth/depth_registered",
+            "info": "/zed/zed_node/rgb/camera_info", "pose": "/zed/zed_node/pose"},
+}
+
+LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
+    ("camera", "simulator", f"Topic preset: {', '.join(CAMERA_PRESETS)}"),
+    ("color_topic", "", "Colour image topic (overrides the preset)"),
+    ("depth_topic", "", "Depth image topic, registered to colour (overrides the preset)"),
+    ("camera_info_topic", "", "CameraInfo topic (overrides the preset)"),
+    ("pose_topic", "", "PoseStamped topic of the camera (overrides the preset)"),
+    ("odom_topic", "/odom", "Odometry topic (with the mapping parameter pose_source: odometry)"),
+    ("backend", "", "Segmentation backend (offline | transformers); '' = the params file's"),
+    ("source", "none", "Also start a data source: none | simulator | replay"),
+    ("replay_path", "", "Dataset folder or bag for source:=replay"),
+    ("params_file", "", "Parameters YAML; '' = the package's config/perception.yaml"),
+    ("use_sim_time", "false", "Use /clock"),
+    ("with_segmentation", "true", "Start the segmentation node here (false when it runs on a GPU host)"),
+)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One process of the system: lib/mllm3d_ros/<executable>, node name, remaps, overrides."""
+
+    executable: str
+    name: str
+    remappings: tuple[tuple[str, str], ...] = ()
+    parameters: tuple[tuple[str, str], ...] = ()  # overrides as (name, value string)
+
+
+def node_specs(args: dict[str, str]) -> tuple[NodeSpec, ...]:
+    """The processes to start for the given launch arguments (missing ones take their defaults)."""
+    a = {name: default for name, default, _ in LAUNCH_ARGUMENTS}
+    unknown = set(args) - set(a)
+    if unknown:
+        raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {sorted(a)}")
+    a.update(args)
+    if a["camera"] not in CAMERA_PRESETS:
+        raise ValueError(f"camera must be one of {list(CAMERA_PRESETS)}, got {a['camera']!r}")
+    if a["source"] not in ("none", "simulator", "replay"):
+        raise ValueError(f"source must be none, simulator or replay, got {a['source']!r}")
+    preset = CAMERA_PRESETS[a["camera"]]
+    remaps = (
+        ("camera/color/image_raw", a["color_topic"] or preset["color"]),
+        ("camera/color/image_raw/compressed", (a["color_topic"] or preset["color"]) + "/compressed"),
+        ("camera/depth/image_raw", a["depth_topic"] or preset["depth"]),
+        ("camera/color/camera_info", a["camera_info_topic"] or preset["info"]),
+        ("camera/pose", a["pose_topic"] or preset["pose"]),
+        ("odom", a["odom_topic"]),
+    )
+    sim_time = (("use_sim_time", a["use_sim_time"]),)
+    specs = [NodeSpec("perception_node", "mapping", remaps, sim_time)]
+    if a["with_segmentation"].lower() == "true":
+        seg_params = sim_time + ((("backend", a["backend"]),) if a["backend"] else ())
+        specs.append(NodeSpec("segmentation_node", "segmentation", (), seg_params))
+    if a["source"] == "simulator":
+        specs.append(NodeSpec("simulator_node", "simulator", remaps[:1] + remaps[2:5], sim_time))
+    elif a["source"] == "replay":
+        if not a["replay_path"]:
+            raise ValueError("source:=replay needs replay_path:=PATH")
+        specs.append(NodeSpec("replay_node", "replay", remaps[:1] + remaps[2:5],
+                              sim_time + (("path", a["replay_path"]),)))
+    return tuple(specs)
+
+
+def default_params_file() -> Path:
+    """config/perception.yaml from the installed share dir, else from the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        installed = Path(get_package_share_directory("mllm3d_ros")) / "config" / "perception.yaml"
+        if installed.exists():
+            return installed
+    except (ImportError, LookupError, ValueError):
+        pass
+    return Path(__file__).resolve().parents[1] / "config" / "perception.yaml"

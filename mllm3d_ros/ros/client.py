@@ -1,0 +1,87 @@
+"""A small SegmentQuery client used by `mllm3d query`, the demo and the end-to-end tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import PointCloud2
+
+from ..action import SegmentQuery
+from ..launch_spec import NAMESPACE
+from .conversions import cloud_to_arrays
+from .qos import LATCHED_QOS
+
+
+class QueryClient:
+    """Owns a node spun in a background thread; methods block the caller, not the executor."""
+
+    def __init__(self, namespace: str = NAMESPACE, node_name: str = "mllm3d_client") -> None:
+        self.node = Node(node_name)
+        self._action = ActionClient(self.node, SegmentQuery, f"/{namespace}/segment_query")
+        self._map_lock = threading.Lock()
+        self._map_cloud: PointCloud2 | None = None
+        self.node.create_subscription(PointCloud2, f"/{namespace}/mapping/map_cloud", self._on_map, LATCHED_QOS)
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_map(self, msg: PointCloud2) -> None:
+        with self._map_lock:
+            self._map_cloud = msg
+
+    def map_points(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The last map cloud as (points (N, 3) float32, colours (N, 3) uint8), or None."""
+        with self._map_lock:
+            msg = self._map_cloud
+        if msg is None:
+            return None
+        points, colors, _ = cloud_to_arrays(msg)
+        return points, colors
+
+    def wait_for_server(self, timeout_s: float) -> bool:
+        return self._action.wait_for_server(timeout_sec=timeout_s)
+
+    @staticmethod
+    def _wait(future, timeout_s: float):
+        done = threading.Event()
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"no answer within {timeout_s:.0f} s")
+        return future.result()
+
+    def send(self, instruction: str, max_views: int = 0, min_confidence: float = 0.0,
+             feedback: Callable[[str, float], None] | None = None, timeout_s: float = 120.0,
+             cancel_after_s: float | None = None):
+        """Send a goal and wait for its result. Returns (accepted, result or None)."""
+        goal = SegmentQuery.Goal(instruction=instruction, max_views=max_views, min_confidence=min_confidence)
+        fb = (lambda m: feedback(m.feedback.stage, m.feedback.progress)) if feedback else None
+        handle = self._wait(self._action.send_goal_async(goal, feedback_callback=fb), 30.0)
+        if not handle.accepted:
+            return False, None
+        result_future = handle.get_result_async()
+        if cancel_after_s is not None:
+            time.sleep(cancel_after_s)
+            self._wait(handle.cancel_goal_async(), 10.0)
+        return True, self._wait(result_future, timeout_s).result
+
+    def send_async(self, instruction: str):
+        """Send a goal without waiting; returns the goal-handle future."""
+        return self._action.send_goal_async(SegmentQuery.Goal(instruction=instruction))
+
+    def close(self) -> None:
+        self._executor.shutdown()
+        self.node.destroy_node()
+
+
+def with_ros(fn: Callable[[], int]) -> int:
+    """Run `fn` inside an rclpy context (for the CLI)."""
+    with rclpy.init():
+        return fn()

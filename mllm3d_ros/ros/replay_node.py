@@ -1,0 +1,91 @@
+"""Replay node: publishes a recorded dataset folder (7-Scenes/3DMatch or TUM layout) or a ROS 2 bag
+on the topics a camera driver would, at real time (rate_scale 1), faster, or as fast as possible (0).
+
+Published (sensor-data QoS): camera/color/image_raw, camera/depth/image_raw (16UC1),
+  camera/color/camera_info, camera/pose (geometry_msgs/PoseStamped in map_frame).
+Parameters: path (str, required), rate_scale (float, 1.0; 0 = as fast as possible), stride (int, 1),
+  max_frames (int, 0 = all), loop (bool, false), camera_frame, map_frame,
+  shutdown_when_done (bool, true).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+
+from ..core.types import InputError
+from ..sources.recording import open_recording
+from .camera_publisher import CameraPublisher
+from .params import ParamSpec, ParameterError, declare_and_read
+
+REPLAY_PARAMS = (
+    ParamSpec("path", "", "Dataset folder (7-Scenes/3DMatch or TUM layout) or ROS 2 bag (folder/.db3/.mcap)."),
+    ParamSpec("rate_scale", 1.0, "1 = recorded rate, 2 = twice as fast, 0 = as fast as possible.", 0.0, 100.0),
+    ParamSpec("stride", 1, "Publish every n-th frame.", 1, 1000),
+    ParamSpec("max_frames", 0, "Stop after this many frames (0 = all).", 0, 10_000_000),
+    ParamSpec("loop", False, "Start again at the end."),
+    ParamSpec("camera_frame", "camera_color_optical_frame", "frame_id of the images."),
+    ParamSpec("map_frame", "map", "frame_id of the poses."),
+    ParamSpec("shutdown_when_done", True, "Exit the process when the recording ends (and loop is false)."),
+)
+
+
+class ReplayNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("replay", **kwargs)
+        p = declare_and_read(self, REPLAY_PARAMS)
+        if not p["path"]:
+            raise ParameterError("parameter 'path' is required: a dataset folder or a ROS 2 bag")
+        try:
+            self._frames = open_recording(p["path"], p["stride"], p["max_frames"] or None)
+        except InputError as exc:
+            raise ParameterError(f"parameter 'path': {exc}") from None
+        self._p = p
+        self._camera = CameraPublisher(self, p["camera_frame"], p["map_frame"])
+        self.done = threading.Event()
+        # Replay paces itself in its own thread: publishing must not wait on the executor's timers.
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self.get_logger().info(f"replaying {len(self._frames)} frames from {p['path']}")
+
+    def _run(self) -> None:
+        count = 0
+        while True:
+            t_wall0, t_rec0 = time.monotonic(), None
+            for frame in self._frames:
+                if self.done.is_set():
+                    return
+                if self._p["rate_scale"] > 0:
+                    t_rec0 = frame.stamp_ns if t_rec0 is None else t_rec0
+                    due = t_wall0 + (frame.stamp_ns - t_rec0) * 1e-9 / self._p["rate_scale"]
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        self.done.wait(delay)
+                else:
+                    time.sleep(0.001)  # yield to subscribers on this machine
+                self._camera.publish(frame, self.get_clock().now().nanoseconds)
+                count += 1
+            if not self._p["loop"]:
+                break
+        self.get_logger().info(f"replay finished: {count} frames published")
+        self.done.set()
+        if self._p["shutdown_when_done"]:
+            import rclpy
+            time.sleep(1.0)  # let the last frames leave before the context goes down
+            rclpy.try_shutdown()
+
+    def shutdown_core(self) -> None:
+        self.done.set()
+
+
+def main(args: list[str] | None = None) -> int:
+    from .runner import run_nodes
+    return run_nodes([ReplayNode], args, num_threads=2)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Procedural rooms and their rendering: determinism, geometry, ground truth, noise, trajectory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mllm3d_ros.core.config import ConfigError
+from mllm3d_ros.core.geometry import check_pose, transform_points, unproject_depth
+from mllm3d_ros.sources.simulator import (
+    STRUCTURE_ID, InstanceInfo, Primitive, Room, Shape, SimConfig, Simulator, Texture, generate_room,
+    instance_points, look_at, trajectory)
+
+SEEDS = range(12)
+LABELS = {"Chair", "Table", "Desk", "Sofa", "Shelf", "Computer monitor", "Computer keyboard", "Computer mouse",
+          "Laptop", "Mug", "Coffee cup", "Bottle", "Book", "Box"}
+
+
+def _corners(info: InstanceInfo, shrink: float = 0.0) -> np.ndarray:
+    c, s = math.cos(info.yaw_rad), math.sin(info.yaw_rad)
+    hx, hy = info.size_m[0] / 2 - shrink, info.size_m[1] / 2 - shrink
+    local = np.array([[-hx, -hy], [hx, -hy], [hx, hy], [-hx, hy]])
+    return local @ np.array([[c, s], [-s, c]]) + info.center_world_m[:2]
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Separating-axis test of two convex quads."""
+    for poly in (a, b):
+        for k in range(4):
+            edge = poly[(k + 1) % 4] - poly[k]
+            axis = np.array([-edge[1], edge[0]])
+            if (a @ axis).max() <= (b @ axis).min() or (b @ axis).max() <= (a @ axis).min():
+                return False
+    return True
+
+
+def _inside_box(info: InstanceInfo, points: np.ndarray, tol: float) -> np.ndarray:
+    c, s = math.cos(info.yaw_rad), math.sin(info.yaw_rad)
+    rel = points - np.array(info.center_world_m)
+    local = np.stack([c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1], rel[:, 2]], 1)
+    return np.all(np.abs(local) <= np.array(info.size_m) / 2 + tol, axis=1)
+
+
+@pytest.fixture(scope="module")
+def room() -> Room:
+    return generate_room(3)
+
+
+@pytest.fixture(scope="module")
+def sim_frames(room: Room):
+    sim = Simulator(room)
+    poses = trajectory(room, 4)
+    return sim, [sim.render(p, stamp_ns=k) for k, p in enumerate(poses)]
+
+
+def test_room_generation_is_seeded() -> None:
+    a, b, c = generate_room(7), generate_room(7), generate_room(8)
+    assert a.primitives == b.primitives and a.instances == b.instances
+    assert a.primitives != c.primitives
+
+
+def test_rooms_have_plausible_contents() -> None:
+    for seed in SEEDS:
+        room = generate_room(seed)
+        labels = [info.label for info in room.instances]
+        assert set(labels) <= LABELS
+        assert "Table" in labels and labels.count("Chair") >= 1
+        assert [info.instance_id for info in room.instances] == list(range(1, len(labels) + 1))
+        assert all(p.instance_id in room.labels or p.instance_id == STRUCTURE_ID for p in room.primitives)
+        for info in room.instances:
+            if info.label == "Chair":
+                assert 0.75 < info.size_m[2] < 1.05 and 0.38 < info.size_m[0] < 0.55
+            if info.label in ("Table", "Desk") and info.size_m[2] > 0.6:
+                assert 0.7 < info.size_m[2] < 0.8
+            if info.label == "Mug":
+                assert 0.08 < info.size_m[2] < 0.11
+
+
+def test_floor_furniture_does_not_intersect() -> None:
+    for seed in SEEDS:
+        room = generate_room(seed)
+        floor = [i for i in room.instances if i.support_id == STRUCTURE_ID]
+        half = np.array(room.size_m) / 2
+        for k, a in enumerate(floor):
+            quad = _corners(a, shrink=0.001)
+            assert np.all(np.abs(quad) <= half), (seed, a.label)
+            assert abs(a.center_world_m[2] - a.size_m[2] / 2) < 1e-6, (seed, a.label)  # stands on the floor
+            for b in floor[k + 1:]:
+                assert not _overlap(quad, _corners(b, shrink=0.001)), (seed, a.label, b.label)
+
+
+def test_small_objects_rest_on_their_support() -> None:
+    supported = 0
+    for seed in SEEDS:
+        room = generate_room(seed)
+        for info in room.instances:
+            if info.support_id == STRUCTURE_ID:
+                continue
+            support = room.instance(info.support_id)
+            bottom = info.center_world_m[2] - info.size_m[2] / 2
+            center = np.array([[*info.center_world_m[:2], support.center_world_m[2]]])
+            assert _inside_box(support, center, 0.0)[0], (seed, info.label, support.label)
+            if support.label in ("Table", "Desk", "Box"):
+                top = support.center_world_m[2] + support.size_m[2] / 2
+                assert bottom == pytest.approx(top, abs=2e-3), (seed, info.label, support.label)
+                supported += 1
+            else:  # books standing on a shelf board
+                assert support.label == "Shelf" and info.label == "Book"
+    assert supported > 3 * len(SEEDS)
+
+
+def _single_box_room() -> Room:
+    """A 6 x 6 x 3 m room with one grey 1 m cube centred at (2, 0, 0.5)."""
+    structure = [Primitive(Shape.BOX, (0, 0, -0.05), (6.2, 6.2, 0.1), (150, 150, 150), Texture.PLAIN, 0),
+                 Primitive(Shape.BOX, (0, 0, 3.05), (6.2, 6.2, 0.1), (250, 250, 250), Texture.PLAIN, 0)]
+    for sign in (-1, 1):
+        structure.append(Primitive(Shape.BOX, (sign * 3.05, 0, 1.5), (0.1, 6.2, 3), (220, 220, 220), Texture.MOTTLE, 0))
+        structure.append(Primitive(Shape.BOX, (0, sign * 3.05, 1.5), (6, 0.1, 3), (220, 220, 220), Texture.MOTTLE, 0))
+    cube = Primitive(Shape.BOX, (2.0, 0.0, 0.5), (1.0, 1.0, 1.0), (180, 120, 60), Texture.WOOD, 1)
+    info = InstanceInfo(1, "Box", (2.0, 0.0, 0.5), (1.0, 1.0, 1.0), 0.0, (180, 120, 60))
+    return Room(0, (6.0, 6.0), 3.0, (*structure, cube), (info,))
+
+
+def test_depth_of_a_known_face() -> None:
+    room = _single_box_room()
+    # camera at x = -1 looking along +x at the cube's face x = 1.5: depth 2.5 m on the face
+    pose = look_at(np.array([-1.0, 0.0, 0.5]), np.array([2.0, 0.0, 0.5]))
+    exact = Simulator(room, SimConfig(noise=False)).render(pose)
+    noisy = Simulator(room, SimConfig()).render(pose)
+    face = exact.instance_ids == 1
+    assert face[240, 320] and face.mean() > 0.05
+    np.testing.assert_allclose(exact.depth_exact_m[face], 2.5, atol=1e-4)
+    np.testing.assert_array_equal(exact.frame.depth_m[face], exact.depth_exact_m[face])
+    values = noisy.frame.depth_m[face]
+    values = values[values > 0]
+    sigma = 0.0015 * 2.5 ** 2  # the z^2 noise model at 2.5 m
+    assert abs(np.median(values) - 2.5) < 0.003
+    assert 0.5 * sigma < values.std() < 2.0 * sigma
+    # the face is lit and textured: not one flat colour
+    assert noisy.frame.color_rgb[face].std(axis=0).mean() > 2.0
+
+
+def test_render_shapes_dtypes_and_pose(sim_frames) -> None:
+    sim, frames = sim_frames
+    for k, sf in enumerate(frames):
+        f = sf.frame
+        assert f.stamp_ns == k
+        assert f.color_rgb.shape == (480, 640, 3) and f.color_rgb.dtype == np.uint8
+        assert f.depth_m.shape == (480, 640) and f.depth_m.dtype == np.float32
+        assert sf.instance_ids.shape == (480, 640) and sf.instance_ids.dtype == np.int32
+        assert sf.depth_exact_m.dtype == np.float32 and np.all(sf.depth_exact_m > 0)  # closed room
+        assert f.intrinsics == SimConfig().intrinsics
+        check_pose(f.world_T_camera)
+        assert f.color_rgb.std() > 20  # not a blank image
+
+
+def test_instance_ids_match_geometry(room: Room, sim_frames) -> None:
+    sim, frames = sim_frames
+    checked = 0
+    for sf in frames:
+        for iid in np.unique(sf.instance_ids):
+            if iid == STRUCTURE_ID:
+                continue
+            mask = sf.instance_ids == iid
+            pts_cam, _ = unproject_depth(sf.depth_exact_m, sf.frame.intrinsics, mask=mask)
+            pts_world = transform_points(sf.frame.world_T_camera, pts_cam.astype(np.float64))
+            assert _inside_box(room.instance(int(iid)), pts_world, tol=0.01).mean() > 0.999, room.labels[int(iid)]
+            checked += 1
+        # pixels of walls and floor lie on the room's boundary surfaces
+        pts_cam, _ = unproject_depth(sf.depth_exact_m, sf.frame.intrinsics, mask=sf.instance_ids == 0, stride=4)
+        pts = transform_points(sf.frame.world_T_camera, pts_cam.astype(np.float64))
+        on_boundary = (np.abs(pts[:, 2]) < 0.01) | (np.abs(pts[:, 2] - room.height_m) < 0.01) | \
+            (np.abs(np.abs(pts[:, 0]) - room.size_m[0] / 2) < 0.01) | (np.abs(np.abs(pts[:, 1]) - room.size_m[1] / 2) < 0.01)
+        assert on_boundary.mean() > 0.999
+    assert checked >= 8
+
+
+def test_noise_holes_and_exact_mode(sim_frames) -> None:
+    _, frames = sim_frames
+    sf = frames[0]
+    exact, depth = sf.depth_exact_m, sf.frame.depth_m
+    holes = (depth == 0) & (exact > 0.3) & (exact < 8.0)
+    assert 0.002 < holes.mean() < 0.2
+    both = depth > 0
+    diff = depth[both] - exact[both]
+    assert np.abs(diff).max() < 0.1 and diff.std() > 0.001
+    assert np.all(np.abs(np.round(depth[both] * 1000) - depth[both] * 1000) < 1e-2)  # millimetre quantised
+
+
+def test_seeded_render_is_deterministic(room: Room) -> None:
+    pose = trajectory(room, 10)[3]
+    a = Simulator(room, SimConfig(seed=4)).render(pose)
+    b = Simulator(room, SimConfig(seed=4)).render(pose)
+    np.testing.assert_array_equal(a.frame.color_rgb, b.frame.color_rgb)
+    np.testing.assert_array_equal(a.frame.depth_m, b.frame.depth_m)
+    np.testing.assert_array_equal(a.instance_ids, b.instance_ids)
+
+
+def test_trajectory_inside_room_smooth_and_inward() -> None:
+    for seed in (0, 5, 9):
+        room = generate_room(seed)
+        poses = trajectory(room, 120)
+        positions = np.array([p[:3, 3] for p in poses])
+        assert np.all(np.abs(positions[:, :2]) < np.array(room.size_m) / 2 - 0.5)
+        assert np.all((positions[:, 2] > 1.2) & (positions[:, 2] < 1.5))
+        steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+        assert steps.max() < 0.15
+        for pose in poses:
+            check_pose(pose)
+            forward = pose[:3, 2]
+            to_center = -pose[:3, 3] / np.linalg.norm(pose[:3, 3])
+            assert forward @ to_center > 0.7  # looks towards the room centre
+            assert pose[2, 1] < 0  # optical y (down) points down in the z-up world
+            for info in room.instances:
+                assert not _inside_box(info, pose[None, :3, 3], 0.1)[0], info.label
+
+
+def test_ground_truth_points_and_labels(room: Room) -> None:
+    sim = Simulator(room)
+    points = instance_points(room, spacing_m=0.02)
+    assert set(points) == set(room.labels)
+    table = next(i for i in room.instances if i.label == "Table")
+    assert _inside_box(table, points[table.instance_id].astype(np.float64), 1e-3).all()
+    assert len(points[table.instance_id]) > 2000  # ~ its surface area / (2 cm)^2
+    labels = sim.closest_instances(points[table.instance_id])
+    assert (labels.instance_ids == table.instance_id).mean() > 0.9
+    far = sim.closest_instances(np.array([[0.0, 0.0, 2.0]]), max_distance_m=0.05)
+    assert far.instance_ids[0] == STRUCTURE_ID and far.distance_m[0] > 0.05
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="width"):
+        SimConfig(width=0)
+    with pytest.raises(ConfigError, match="hole_fraction"):
+        SimConfig(hole_fraction=0.9)
+    with pytest.raises(ConfigError, match="max_depth_m"):
+        SimConfig(min_depth_m=2.0, max_depth_m=1.0)
+    with pytest.raises(ConfigError, match="wall_clearance_m"):
+        trajectory(generate_room(0), 10, wall_clearance_m=3.0)
