@@ -8,7 +8,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamps
 REQS := requirements/ros.txt requirements/perception.txt requirements/test.txt requirements/lock.txt
-IFACES := $(wildcard msg/*.msg srv/*.srv action/*.action) CMakeLists.txt package.xml pyproject.toml cmake/pip_ros_fixup.cmake
+IFACES := $(wildcard msg/*.msg srv/*.srv action/*.action) CMakeLists.txt package.xml pyproject.toml cmake/pip_ros_fixup.cmake \
+	$(wildcard config/* launch/* rviz/*)
+# The editable install maps the modules that existed when it was built: adding or removing a
+# module needs a rebuild (editing one does not). This stamp changes only when the file list does.
+PYFILES := $(shell find mllm3d_ros -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null | sort)
 # Keep every ROS process of tests and demos on this machine (no discovery traffic leaves it).
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 77
@@ -16,7 +20,7 @@ export ROS_DOMAIN_ID ?= 77
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test tools clean
+.PHONY: setup demo test tools clean FORCE
 setup: $(STAMP)/build $(STAMP)/models
 
 tools:
@@ -30,7 +34,11 @@ $(STAMP)/deps: $(REQS) | tools
 	@$(PY) scripts/install_ament_pth.py
 	@mkdir -p $(STAMP) && touch $@
 
-$(STAMP)/build: $(STAMP)/deps $(IFACES)
+$(STAMP)/pyfiles: FORCE
+	@mkdir -p $(STAMP)
+	@echo "$(PYFILES)" | cmp -s - $@ || echo "$(PYFILES)" > $@
+
+$(STAMP)/build: $(STAMP)/deps $(STAMP)/pyfiles $(IFACES)
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 	@mkdir -p $(STAMP) && touch $@
 

@@ -48,5 +48,5 @@ class Mapper:
             return self._snapshot
 
     def keyframes(self) -> tuple[Keyframe, ...]:
-        return self.keyframe_store.keyframes()
+        return self.keyframe_store.keyframes
 

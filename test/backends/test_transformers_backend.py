@@ -30,6 +30,15 @@ SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "make_tiny_models.py
 W, H = 160, 120
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine threads contend (10-70x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
     spec = importlib.util.spec_from_file_location("make_tiny_models", SCRIPT)

@@ -394,14 +394,17 @@ class TransformersBackend(SegmentationBackend):
         with torch.inference_mode():
             out = self.vlm.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False,
                                     return_dict_in_generate=True, output_logits=True, pad_token_id=self.pad_id)
-        new_tokens = out.sequences[:, text_inputs["input_ids"].shape[1]:].cpu()
-        logprobs = torch.stack([torch.log_softmax(step.float(), dim=-1) for step in out.logits], dim=1).cpu()
+        new_tokens = out.sequences[:, text_inputs["input_ids"].shape[1]:]
+        # Log-probability of each chosen token under the raw logits, gathered step by step so that the
+        # (steps x batch x vocab) logits are never stacked (150k-token vocabularies on real models).
+        token_logprobs = torch.cat([torch.log_softmax(step.float(), dim=-1).gather(1, new_tokens[:, t:t + 1])
+                                    for t, step in enumerate(out.logits)], dim=1).cpu()
+        new_tokens = new_tokens.cpu()
         answers = []
         for row in range(new_tokens.shape[0]):
             ids = new_tokens[row].tolist()
             end = next((i for i, t in enumerate(ids) if t in self.eos_ids or t == self.pad_id), len(ids))
-            token_lp = logprobs[row, torch.arange(end), new_tokens[row, :end]]
-            confidence = float(torch.exp(token_lp.mean())) if end else 0.0
+            confidence = float(torch.exp(token_logprobs[row, :end].mean())) if end else 0.0
             answers.append(VlmAnswer(self.tokenizer.decode(ids[:end], skip_special_tokens=True), confidence))
         return answers
 

@@ -122,7 +122,7 @@ class OfflineBackend(SegmentationBackend):
             self._detector = SsdDetector(assets.model_path, assets.labels,
                                          DetectorConfig(cfg.score_threshold, cfg.nms_iou, cfg.max_detections,
                                                         cfg.num_threads))
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, KeyError) as exc:
             raise BackendError(f"cannot load the detector {assets.model_path}: {exc}; "
                                "run `python -m mllm3d_ros.backends.offline.assets fetch`") from exc
         try:

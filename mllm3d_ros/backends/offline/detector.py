@@ -100,15 +100,12 @@ class SsdDetector:
         self._interpreter = Interpreter(model_path=str(model_path), num_threads=config.num_threads)
         self._interpreter.allocate_tensors()
         (inp,) = self._interpreter.get_input_details()
-        outputs = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
-        self._input_index = inp["index"]
         # Output order is not guaranteed by the flatbuffer; select by the names the export gave them.
-        self._boxes_index = outputs["raw_outputs/box_encodings"]
-        self._scores_index = outputs["raw_outputs/class_predictions"]
-        num_classes = int(self._interpreter.get_output_details()[0]["shape"][-1])
-        for d in self._interpreter.get_output_details():
-            if d["index"] == self._scores_index:
-                num_classes = int(d["shape"][-1])
+        outputs = {d["name"]: d for d in self._interpreter.get_output_details()}
+        self._input_index = inp["index"]
+        self._boxes_index = outputs["raw_outputs/box_encodings"]["index"]
+        self._scores_index = outputs["raw_outputs/class_predictions"]["index"]
+        num_classes = int(outputs["raw_outputs/class_predictions"]["shape"][-1])
         if num_classes != len(labels):
             raise ValueError(f"model has {num_classes} classes but the label map has {len(labels)}")
 

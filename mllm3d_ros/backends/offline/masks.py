@@ -4,7 +4,8 @@ Method (all on a crop of the box plus a margin, downscaled so its longer side is
 1. Depth: pixels of valid depth are split at depth discontinuities (a neighbour differs by more than
    `depth_jump_rel` x depth, which follows the Kinect/ToF noise growing with range); of the connected
    surfaces inside the box, keep the one covering most of the box's central region (the object a
-   detector centres its box on), which removes the wall or floor seen around and through it.
+   detector centres its box on), which removes the wall or floor seen around and through it. A
+   surface smaller than `min_surface_fraction` of the box is treated as no depth (step 3).
 2. Colour: `cv2.grabCut` initialised from that mask (outside the box: background; the depth surface:
    probable foreground, its eroded core: foreground; the rest of the box: probable background)
    separates what depth cannot, e.g. a cup from the table it stands on (Rother et al., "GrabCut",
