@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .launch_spec import default_params_file
+from .launch_spec import default_params_file, local_dds_env
 
 DEMO_QUERIES: tuple[tuple[str, frozenset[str]], ...] = (
     # (instruction, ground-truth labels that count as correct: evaluation only)
@@ -93,9 +93,9 @@ def run_demo(out_dir: str, seed: int = 3, frames: int = 120) -> int:
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", "77"), PYTHONUNBUFFERED="1")
-    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=env["ROS_DOMAIN_ID"])
+    env = local_dds_env(dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                             ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", "77"), PYTHONUNBUFFERED="1"))
+    os.environ.update(env)  # this process talks to the system too
     params = _demo_params(out, seed, frames)
     log_path = out / "system.log"
     t0 = time.monotonic()

@@ -97,3 +97,15 @@ def default_params_file() -> Path:
     except (ImportError, LookupError, ValueError):
         pass
     return Path(__file__).resolve().parents[1] / "config" / "perception.yaml"
+
+
+def local_dds_env(environ: dict[str, str]) -> dict[str, str]:
+    """Environment for processes on this machine: discovery on localhost only, and the Fast DDS
+    profile for large messages (config/fastdds_local.xml) unless the user set a profile."""
+    env = dict(environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if not env.get("FASTDDS_DEFAULT_PROFILES_FILE") and not env.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
+        profile = default_params_file().parent / "fastdds_local.xml"
+        if profile.exists():
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    return env

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .launch_spec import NAMESPACE, NodeSpec, default_params_file, node_specs
+from .launch_spec import NAMESPACE, NodeSpec, default_params_file, local_dds_env, node_specs
 
 
 def executable_path(name: str) -> Path:
@@ -38,7 +38,7 @@ def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str
     if not params.exists():
         print(f"error: parameters file not found: {params}", file=sys.stderr)
         return 2
-    env = dict(os.environ, **(extra_env or {}))
+    env = local_dds_env(dict(os.environ, **(extra_env or {})))
     procs: list[tuple[NodeSpec, subprocess.Popen]] = []
     for spec in node_specs(args):
         cmd = command_for(spec, params)

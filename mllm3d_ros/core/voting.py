@@ -22,7 +22,10 @@ Pipeline of `MultiViewVoter.vote` (stage names match `VoteTimings`):
   5. cluster: voxel connected components of the kept points (object hypotheses);
   6./7. associate: assign each mask to the hypothesis it covers, check embedding agreement,
      count supporting vs seeing views, reject hallucinations (support ratio below threshold);
-  8. objects: per-point and per-object confidence, yaw-only oriented box, rank by confidence.
+  8. objects: per-point and per-object confidence, yaw-only oriented box, rank by confidence;
+     completion adds the map points no selected view sees (no evidence either way) that are
+     voxel-connected to an accepted object inside its slightly grown box, minus support surfaces
+     (floor, table top, wall), at a lower per-point confidence.
 
 Pure numpy: no ROS, no open3d, no scipy, so it runs wherever the core runs.
 """
@@ -81,10 +84,30 @@ class VotingConfig:
         min_supporting_views: a hypothesis must also be confirmed by at least this many views (by
             all of them when the query has fewer): surfaces that only one view sees cannot be checked
             for consistency, and a lone confident hallucination looks exactly like that. >= 1, default 2.
+        lone_support_min_weighted_ratio: exception to min_supporting_views: a hypothesis that at least
+            two views can see but only one confirms is still accepted when that view's weight is at
+            least this fraction of all the weight of the views that see it (each seeing view counts
+            with its best mask's weight, or empty_view_weight when it found nothing). A target that
+            one of its two views simply missed passes (0.9 against 0.1); a hallucination contradicted
+            by a view that found the target elsewhere does not (0.95 against 0.9). 1.0 disables the
+            exception. [0, 1], default 0.66.
         confidence_prior_weight: pseudo-weight of negative evidence added to every hypothesis's
             confidence denominator, so an object seen by one view only cannot reach the confidence
             of one confirmed by several. >= 0, default 1.0.
         max_objects: at most this many objects are returned, best first. >= 1, default 10.
+        completion_margin_m: completion; after a hypothesis is accepted, map points that no
+            selected view sees (no evidence either way: back faces, undersides, parts hidden in
+            every chosen view) are added to it when they are voxel-connected (cluster_voxel_size_m)
+            to it through other unseen points and lie inside its axis-aligned box grown by this
+            margin. 0 disables completion. >= 0, default 0.06.
+        completion_point_confidence: per-point confidence given to completed points (they were
+            never observed, so they rank below every voted point). [0, 1], default 0.25.
+        support_ring_m: completion never adds points of a support surface under the object (floor,
+            table top): unseen points within one voxel of the object's bottom are excluded when the
+            map has a surface at that height that reaches this far beyond the object's box.
+            > 0, default 0.3.
+        support_min_frac: ... "reaches" meaning it occupies at least this fraction of the ring's
+            voxel columns. (0, 1], default 0.25.
     """
 
     min_mask_confidence: float = 0.3
@@ -103,8 +126,13 @@ class VotingConfig:
     min_association_similarity: float = 0.3
     min_support_ratio: float = 0.5
     min_supporting_views: int = 2
+    lone_support_min_weighted_ratio: float = 0.66
     confidence_prior_weight: float = 1.0
     max_objects: int = 10
+    completion_margin_m: float = 0.06
+    completion_point_confidence: float = 0.25
+    support_ring_m: float = 0.3
+    support_min_frac: float = 0.25
 
     def __post_init__(self) -> None:
         check_range("min_mask_confidence", self.min_mask_confidence, 0.0, 1.0)
@@ -123,8 +151,13 @@ class VotingConfig:
         check_range("min_association_similarity", self.min_association_similarity, -1.0, 1.0)
         check_range("min_support_ratio", self.min_support_ratio, 0.0, 1.0)
         check_int("min_supporting_views", self.min_supporting_views, 1)
+        check_range("lone_support_min_weighted_ratio", self.lone_support_min_weighted_ratio, 0.0, 1.0)
         check_range("confidence_prior_weight", self.confidence_prior_weight, 0.0)
         check_int("max_objects", self.max_objects, 1)
+        check_range("completion_margin_m", self.completion_margin_m, 0.0)
+        check_range("completion_point_confidence", self.completion_point_confidence, 0.0, 1.0)
+        check_range("support_ring_m", self.support_ring_m, 0.0, low_inclusive=False)
+        check_range("support_min_frac", self.support_min_frac, 0.0, 1.0, low_inclusive=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -362,6 +395,72 @@ def cluster_points(points_world_m: np.ndarray, voxel_size_m: float, min_points: 
     return PointClusters(rank[point_comp], int(big.sum()), int((~big).sum()))
 
 
+def _surface_cells_fraction(plane_uv: np.ndarray, inner_lo: np.ndarray, inner_hi: np.ndarray, ring_m: float,
+                            cell_m: float) -> float:
+    """Fraction of the 2D cells of the ring [inner - ring, inner + ring] minus [inner] holding a point of
+    plane_uv (P, 2): how far a surface reaches beyond the object."""
+    outer_lo, outer_hi = inner_lo - ring_m, inner_hi + ring_m
+    inside_outer = np.all((plane_uv >= outer_lo) & (plane_uv <= outer_hi), axis=1)
+    inside_inner = np.all((plane_uv >= inner_lo) & (plane_uv <= inner_hi), axis=1)
+    uv = plane_uv[inside_outer & ~inside_inner]
+    cells = np.unique(np.floor((uv - outer_lo) / cell_m).astype(np.int64), axis=0).shape[0] if uv.shape[0] else 0
+    outer_cells = float(np.prod(np.ceil((outer_hi - outer_lo) / cell_m)))
+    inner_cells = float(np.prod(np.maximum(0.0, np.floor((inner_hi - inner_lo) / cell_m))))
+    return cells / max(1.0, outer_cells - inner_cells)
+
+
+def complete_object(points_world_m: np.ndarray, object_idx: np.ndarray, unseen_idx: np.ndarray,
+                    voxel_size_m: float, margin_m: float, ring_m: float = 0.3, min_support_frac: float = 0.25
+                    ) -> np.ndarray:
+    """Unseen map points (indices from `unseen_idx`) that complete an accepted object, (K,) int64.
+
+    A point is added when it lies in the object's yaw-oriented box grown by `margin_m` and is
+    26-connected (voxels of `voxel_size_m`) to the object through unseen points. What the object
+    stands on or leans against is not part of it: for the bottom face and each vertical face of the box,
+    when the map has a surface there (within a voxel of the face, out to the margin) that reaches
+    `ring_m` beyond the box in its own plane (at least `min_support_frac` of that ring's cells occupied:
+    floor, table top, wall), unseen points in that slab are left out.
+    """
+    pts = np.asarray(points_world_m, dtype=np.float32)
+    obj = pts[object_idx]
+    if obj.shape[0] == 0 or unseen_idx.shape[0] == 0 or margin_m <= 0.0:
+        return np.zeros(0, dtype=np.int64)
+    box = oriented_box(obj)
+    rot = box.world_R_box.astype(np.float32)
+    center = box.center_world_m.astype(np.float32)
+    half = (box.size_m / 2.0).astype(np.float32)
+    cand = unseen_idx
+    cand_local = (pts[cand] - center) @ rot
+    inside = np.all(np.abs(cand_local) <= half + margin_m, axis=1)
+    cand, cand_local = cand[inside], cand_local[inside]
+    if cand.shape[0] == 0:
+        return cand.astype(np.int64)
+    # Map points near the box, in box coordinates, for the support-surface tests.
+    reach = half + margin_m + ring_m
+    lo_w, hi_w = center - np.abs(rot) @ reach, center + np.abs(rot) @ reach
+    near = pts[np.all((pts >= lo_w) & (pts <= hi_w), axis=1)]
+    near_local = (near - center) @ rot
+    drop = np.zeros(cand.shape[0], dtype=bool)
+    for axis, sign in ((2, -1.0), (0, -1.0), (0, 1.0), (1, -1.0), (1, 1.0)):
+        face = sign * half[axis]
+        # the slab: from one voxel inside the face out to the grown box
+        depth = sign * (near_local[:, axis] - face)
+        in_slab = (depth >= -voxel_size_m) & (depth <= margin_m + voxel_size_m)
+        others = [a for a in range(3) if a != axis]
+        frac = _surface_cells_fraction(near_local[in_slab][:, others], -half[others], half[others], ring_m,
+                                       voxel_size_m)
+        if frac >= min_support_frac:
+            cdepth = sign * (cand_local[:, axis] - face)
+            drop |= cdepth >= -voxel_size_m
+    cand = cand[~drop]
+    if cand.shape[0] == 0:
+        return cand.astype(np.int64)
+    labels = cluster_points(np.concatenate([obj, pts[cand]]), voxel_size_m, 1).labels
+    connected = np.unique(labels[: obj.shape[0]])
+    keep = np.isin(labels[obj.shape[0]:], connected)
+    return cand[keep].astype(np.int64)
+
+
 def oriented_box(points_world_m: np.ndarray) -> OrientedBox3D:
     """Yaw-only oriented box (z up): PCA of the points in the ground plane, z extent from min/max.
 
@@ -467,8 +566,10 @@ class MultiViewVoter:
         t_cluster = time.perf_counter()
 
         # 6.-8. associate masks to hypotheses, reject unsupported ones, build ranked objects.
+        unseen_idx = np.flatnonzero((votes.positive + votes.negative) == 0)
         objects, rejected_unsupported = self._objects(points, kept_idx, clusters, projections,
-                                                      hits, kept_views, kept_weights, negative_weights, ratio)
+                                                      hits, kept_views, kept_weights, negative_weights, ratio,
+                                                      unseen_idx)
         t_end = time.perf_counter()
 
         diagnostics = VoteDiagnostics(
@@ -528,8 +629,8 @@ class MultiViewVoter:
 
     def _objects(self, points: np.ndarray, kept_idx: np.ndarray, clusters: PointClusters,
                  projections: Sequence[ViewProjection], hits: Sequence[np.ndarray], views: Sequence[_ViewMasks],
-                 weights: Sequence[np.ndarray], negative_weights: Sequence[float], ratio: np.ndarray
-                 ) -> tuple[tuple[Object3D, ...], int]:
+                 weights: Sequence[np.ndarray], negative_weights: Sequence[float], ratio: np.ndarray,
+                 unseen_idx: np.ndarray) -> tuple[tuple[Object3D, ...], int]:
         """Steps 6-8: cross-view association, support counting and hallucination rejection, ranking."""
         cfg = self.config
         labels_kept, num_clusters = clusters.labels, clusters.num_clusters
@@ -582,17 +683,27 @@ class MultiViewVoter:
         support_ratio = np.divide(n_support, n_visible, out=np.zeros(num_clusters), where=n_visible > 0)
         # Confidence: supporting weight over all weight that could have confirmed it, shrunk by a prior
         # so that evidence from several views outranks a single unopposed view.
-        confidence = (np.where(supporting, support_weight, 0.0).sum(axis=0)
-                      / (np.where(sees, np.maximum(neg_w, support_weight), 0.0).sum(axis=0)
-                         + cfg.confidence_prior_weight))
+        support_sum = np.where(supporting, support_weight, 0.0).sum(axis=0)
+        seeing_sum = np.where(sees, np.maximum(neg_w, support_weight), 0.0).sum(axis=0)
+        confidence = support_sum / (seeing_sum + cfg.confidence_prior_weight)
+        weighted_ratio = np.divide(support_sum, seeing_sum, out=np.zeros(num_clusters), where=seeing_sum > 0)
         min_views = max(1, min(cfg.min_supporting_views, num_views))
-        accepted = (n_support >= min_views) & (support_ratio >= cfg.min_support_ratio)
+        lone_ok = ((n_support >= 1) & (n_visible >= 2) & (cfg.lone_support_min_weighted_ratio < 1.0)
+                   & (weighted_ratio >= cfg.lone_support_min_weighted_ratio))
+        accepted = ((n_support >= min_views) | lone_ok) & (support_ratio >= cfg.min_support_ratio)
         rejected = int(num_clusters - accepted.sum())
         order = [c for c in np.argsort(-confidence, kind="stable") if accepted[c]][: cfg.max_objects]
         objects = []
         for c in order:
-            idx = kept_idx[labels_kept == c]
-            objects.append(Object3D(point_indices=idx.astype(np.int64), point_confidence=ratio[idx].astype(np.float32),
+            idx = kept_idx[labels_kept == c].astype(np.int64)
+            point_conf = ratio[idx].astype(np.float32)
+            added = complete_object(points, idx, unseen_idx, cfg.cluster_voxel_size_m, cfg.completion_margin_m,
+                                    cfg.support_ring_m, cfg.support_min_frac)
+            if added.shape[0]:
+                idx = np.concatenate([idx, added])
+                point_conf = np.concatenate([point_conf, np.full(added.shape[0], cfg.completion_point_confidence,
+                                                                 np.float32)])
+            objects.append(Object3D(point_indices=idx, point_confidence=point_conf,
                                     box=oriented_box(points[idx]), confidence=float(confidence[c]),
                                     supporting_views=int(n_support[c]), visible_views=int(n_visible[c]),
                                     label=best_label[c][0]))

@@ -214,8 +214,8 @@ class MappingNode(Node):
         self._kf_pub.publish(poses)
 
     def _log_stats(self) -> None:
-        s = self.mapper.worker.stats()
-        sync = self._sync.stats() if self._sync is not None else "message_filters"
+        s = self.mapper.worker.stats
+        sync = self._sync.stats if self._sync is not None else "message_filters"
         rejected = {r.name: n for r, n in s.rejected.items() if n}
         rejected.update({f"{k}_at_conversion": n for k, n in self._conversion_rejects.items()})
         self.get_logger().info(f"frames received={s.received} fused={s.fused} dropped_queue_full="

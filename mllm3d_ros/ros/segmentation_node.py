@@ -120,9 +120,9 @@ class SegmentationNode(LifecycleNode):
         except InputError as exc:
             response.status, response.message = SegmentViews.Response.INVALID_INPUT, str(exc)
             return response
-        except (BackendError, RuntimeError) as exc:
-            self.get_logger().error(f"backend failed: {exc}")
-            response.status, response.message = SegmentViews.Response.BACKEND_ERROR, str(exc)
+        except Exception as exc:  # noqa: BLE001 -- a backend bug must not take the node down
+            self.get_logger().error(f"backend failed: {type(exc).__name__}: {exc}")
+            response.status, response.message = SegmentViews.Response.BACKEND_ERROR, f"{type(exc).__name__}: {exc}"
             return response
         response.status = SegmentViews.Response.OK
         response.target_phrase = result.target_phrase

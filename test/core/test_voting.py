@@ -228,7 +228,9 @@ def test_consistent_target_is_found_with_its_box_and_support():
     assert iou > 0.6  # the hidden bottom face and a few grazing points are never seen
     assert obj.supporting_views == obj.visible_views == 4
     assert obj.label == "cube"
-    assert 0.0 < obj.confidence <= 1.0 and np.all((obj.point_confidence >= 0.5) & (obj.point_confidence <= 1.0))
+    completed = obj.point_confidence == VotingConfig().completion_point_confidence  # never seen: lower confidence
+    assert 0.0 < obj.confidence <= 1.0 and np.all((obj.point_confidence[~completed] >= 0.5)
+                                                  & (obj.point_confidence[~completed] <= 1.0))
     np.testing.assert_allclose(obj.box.center_world_m[:2], [1.0, -0.4], atol=0.03)
     assert result.diagnostics.masks_used == 4 and result.timings.total_ms > 0
 
@@ -309,3 +311,67 @@ def test_bad_inputs_raise_input_error():
         MultiViewVoter().vote(snapshot, keyframes, [ViewPredictions(0, (pred(np.ones((5, 5), bool)),))], Q)
     with pytest.raises(InputError, match="dimensions"):
         MultiViewVoter().vote(snapshot, keyframes, [ViewPredictions(0, (pred(ids[0] == 0),))], np.ones(3))
+
+
+# ------------------------------------------------------------------------------------- completion
+
+def test_completion_adds_unseen_back_faces_but_not_the_floor():
+    # Two views from the -x / -y side: A's far faces (+x, +y) are never seen, neither is the floor
+    # right behind A. Completion adds the former (connected, inside A's box) and not the latter.
+    snapshot = make_scene()
+    keyframes, ids = make_views([EYES[0], EYES[1]])
+    views = [ViewPredictions(k, (pred(ids[k] == 0),)) for k in range(2)]
+    pts = snapshot.points_world_m
+    seen = np.zeros(snapshot.num_points, bool)
+    for kf in keyframes:
+        seen[project_to_view(pts, kf, 0.05, 0.03).visible_indices] = True
+    a_points = in_box(pts, BOX_A)
+    assert (a_points & ~seen).sum() > 200  # a real coverage gap to fill
+    without = MultiViewVoter(VotingConfig(completion_margin_m=0.0)).vote(snapshot, keyframes, views, Q)
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    found_without, found = _found(snapshot, without.objects[0]), _found(snapshot, result.objects[0])
+    assert not np.any(found_without & ~seen)  # voting alone only keeps what it saw
+    iou = lambda f: (f & a_points).sum() / (f | a_points).sum()
+    assert iou(found) > iou(found_without) + 0.15
+    above_floor = pts[:, 2] > 0.06  # A's bottom face lies on the floor: left out with the support surface
+    assert (found & a_points & ~seen & above_floor).sum() > 0.7 * (a_points & ~seen & above_floor).sum()
+    floor_only = ~a_points & ~in_box(pts, BOX_B)
+    assert not np.any(found & floor_only & ~seen)  # the unseen floor behind A is not part of A
+    obj = result.objects[0]
+    conf = dict(zip(obj.point_indices.tolist(), obj.point_confidence.tolist()))
+    added = np.flatnonzero(found & ~found_without)
+    assert all(conf[i] == VotingConfig().completion_point_confidence for i in added)
+
+
+def test_complete_object_stays_inside_the_grown_box_and_connected():
+    from mllm3d_ros.core.voting import complete_object
+    obj = box_surface(np.zeros(3), np.full(3, 0.2))
+    near = obj + [0.0, 0.0, 0.22]  # unseen, stacked right on top: connected, but above the margin? no: 0.22 > 0.06
+    far = obj + [2.0, 0.0, 0.0]  # unseen, far away
+    touching = np.array([[0.1, 0.1, 0.24], [0.1, 0.1, 0.3]])  # 4 cm and 10 cm above the top face
+    pts = np.concatenate([obj, near, far, touching]).astype(np.float32)
+    n = obj.shape[0]
+    unseen = np.arange(n, pts.shape[0])
+    added = complete_object(pts, np.arange(n), unseen, voxel_size_m=0.06, margin_m=0.06)
+    assert set(added.tolist()) <= set(range(n, pts.shape[0]))
+    assert pts.shape[0] - 2 in added and pts.shape[0] - 1 not in added  # 4 cm in, 10 cm out of the margin
+    assert not np.any(np.isin(added, np.arange(n + near.shape[0], n + near.shape[0] + far.shape[0])))
+    assert complete_object(pts, np.arange(n), unseen, 0.06, 0.0).shape[0] == 0  # margin 0 disables
+
+
+def test_target_seen_by_two_views_survives_one_miss():
+    # Only views 0 and 1 take part; view 1's model misses A (no mask). One supporter of two seeing
+    # views, unopposed except by an empty view: kept (lone_support_min_weighted_ratio), but ranked with
+    # a lower confidence than a doubly confirmed object.
+    snapshot = make_scene()
+    keyframes, ids = make_views(EYES[:2])
+    views = [ViewPredictions(0, (pred(ids[0] == 0),)), ViewPredictions(1, ())]
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    assert len(result.objects) == 1
+    obj = result.objects[0]
+    assert (obj.supporting_views, obj.visible_views) == (1, 2)
+    assert _found(snapshot, obj)[in_box(snapshot.points_world_m, BOX_A)].mean() > 0.4
+    both = MultiViewVoter().vote(snapshot, keyframes, [ViewPredictions(k, (pred(ids[k] == 0),)) for k in range(2)], Q)
+    assert both.objects[0].confidence > obj.confidence
+    strict = MultiViewVoter(VotingConfig(lone_support_min_weighted_ratio=1.0)).vote(snapshot, keyframes, views, Q)
+    assert strict.objects == ()

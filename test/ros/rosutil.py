@@ -15,9 +15,10 @@ PARAMS = REPO_ROOT / "config" / "perception.yaml"
 
 def ros_env(domain_id: int) -> dict[str, str]:
     """Environment that keeps discovery on this machine (LOCALHOST) on a test-only domain."""
+    from mllm3d_ros.launch_spec import local_dds_env
     env = dict(os.environ)
     env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
-    return env
+    return local_dds_env(env)
 
 
 def start(module: str, *args: str, domain_id: int, log_path: Path, ros_args: tuple[str, ...] = ()) -> subprocess.Popen:
