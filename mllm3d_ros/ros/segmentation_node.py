@@ -33,6 +33,11 @@ SEGMENTATION_PARAMS = (
     ParamSpec("dtype", "float32", "Model dtype (transformers backend).", choices=("float32", "float16", "bfloat16")),
     ParamSpec("vlm_model", "", "transformers backend: HF id or local path of the VLM (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."),
     ParamSpec("sam_model", "", "transformers backend: HF id or local path of the SAM-family model."),
+    ParamSpec("max_new_tokens", 128, "transformers backend: bound on the VLM's answer length.", 8, 4096),
+    ParamSpec("batch_size", 4, "transformers backend: views per generate call (halved on out-of-memory).", 1, 64),
+    ParamSpec("load_in_4bit", False, "transformers backend: 4-bit weights (bitsandbytes, CUDA)."),
+    ParamSpec("load_in_8bit", False, "transformers backend: 8-bit weights (bitsandbytes, CUDA)."),
+    ParamSpec("local_files_only", False, "transformers backend: never contact the model hub."),
     ParamSpec("score_threshold", 0.3, "offline backend: detector score threshold.", 0.0, 1.0),
     ParamSpec("num_threads", 2, "offline backend: CPU threads of the detector.", 1, 64),
     ParamSpec("autostart", True, "Configure and activate on start-up."),
@@ -43,7 +48,8 @@ def backend_kwargs(p: dict) -> dict:
     """The backend's constructor arguments from node parameters (only those the backend takes)."""
     if p["backend"] == "offline":
         return {"score_threshold": p["score_threshold"], "num_threads": p["num_threads"]}
-    kwargs = {"device": p["device"], "dtype": p["dtype"]}
+    kwargs = {name: p[name] for name in ("device", "dtype", "max_new_tokens", "batch_size", "load_in_4bit",
+                                         "load_in_8bit", "local_files_only")}
     if p["vlm_model"]:
         kwargs["vlm_model"] = p["vlm_model"]
     if p["sam_model"]:
