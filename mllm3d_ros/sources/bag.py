@@ -21,7 +21,9 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from ..core import frame_checks
 from ..core.config import check_choice, check_range
+from ..core.geometry import matrix_to_quaternion, quaternion_to_matrix
 from ..core.types import CameraIntrinsics, InputError, RgbdFrame
 
 # Newest distribution the installed rosbags knows among those this project targets.
@@ -198,41 +200,14 @@ def _nearest(buf: deque, stamp_ns: int, max_dt_ns: int):
 def decode_color(msg, msgtype: str) -> np.ndarray:
     """sensor_msgs Image (rgb8, bgr8, rgba8, bgra8, mono8) or CompressedImage -> (H, W, 3) uint8 RGB."""
     if msgtype == _COMPRESSED:
-        bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise InputError(f"cannot decode CompressedImage of format {msg.format!r}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(msg.encoding)
-    if channels is None:
-        raise InputError(f"colour encoding {msg.encoding!r} is not supported (rgb8, bgr8, rgba8, bgra8, mono8)")
-    pixels = _rows(msg, channels)
-    conversion = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
-                  "mono8": cv2.COLOR_GRAY2RGB}.get(msg.encoding)
-    return np.ascontiguousarray(pixels) if conversion is None else cv2.cvtColor(pixels, conversion)
+        return frame_checks.decode_compressed_color(bytes(msg.data))
+    return frame_checks.decode_color(bytes(msg.data), msg.width, msg.height, msg.step, msg.encoding)
 
 
 def decode_depth(msg) -> np.ndarray:
     """Depth Image 16UC1 (mm) or 32FC1 (m) -> (H, W) float32 metres; no return (0, NaN, inf) becomes 0."""
-    if msg.encoding in ("16UC1", "mono16"):
-        depth_m = _rows(msg, 1, np.dtype(np.uint16)).astype(np.float32) * np.float32(0.001)
-    elif msg.encoding == "32FC1":
-        depth_m = _rows(msg, 1, np.dtype(np.float32)).astype(np.float32)
-        depth_m[~np.isfinite(depth_m)] = 0.0
-    else:
-        raise InputError(f"depth encoding {msg.encoding!r} is not supported (16UC1 millimetres, 32FC1 metres)")
-    return depth_m
-
-
-def _rows(msg, channels: int, dtype: np.dtype = np.dtype(np.uint8)) -> np.ndarray:
-    """Pixels of a raw Image honouring `step` (row padding) and `is_bigendian`."""
-    row_bytes = msg.width * channels * dtype.itemsize
-    if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
-        raise InputError(f"Image {msg.width}x{msg.height} {msg.encoding}: step {msg.step} / {len(msg.data)} bytes too small")
-    rows = np.frombuffer(msg.data, np.uint8)[: msg.step * msg.height].reshape(msg.height, msg.step)[:, :row_bytes]
-    order = ">" if msg.is_bigendian else "<"
-    pixels = np.ascontiguousarray(rows).view(dtype.newbyteorder(order) if dtype.itemsize > 1 else dtype)
-    shape = (msg.height, msg.width, channels) if channels > 1 else (msg.height, msg.width)
-    return pixels.reshape(shape).astype(dtype, copy=False)
+    return frame_checks.decode_depth(bytes(msg.data), msg.width, msg.height, msg.step, msg.encoding,
+                                     bool(msg.is_bigendian))
 
 
 def _intrinsics_from_info(msg) -> CameraIntrinsics:
@@ -242,37 +217,11 @@ def _intrinsics_from_info(msg) -> CameraIntrinsics:
 
 def pose_to_matrix(pose) -> np.ndarray:
     """geometry_msgs/Pose -> 4x4 float64 (quaternion normalised)."""
-    q = np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z])
-    norm = np.linalg.norm(q)
-    if not np.isfinite(norm) or norm < 1e-9:
-        raise InputError(f"pose quaternion is invalid: {q.tolist()} (w, x, y, z)")
-    w, x, y, z = q / norm
+    o = pose.orientation
     out = np.eye(4)
-    out[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                   [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                   [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+    out[:3, :3] = quaternion_to_matrix(o.x, o.y, o.z, o.w)
     out[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
     return out
-
-
-def _quaternion_wxyz(rot: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) of a rotation matrix (Shepperd's method, stable for all angles)."""
-    m = rot
-    trace = np.trace(m)
-    if trace > 0:
-        s = 2.0 * np.sqrt(trace + 1.0)
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.array(q)
-    return q / np.linalg.norm(q)
 
 
 def _color_message(types, header, color_rgb: np.ndarray, encoding: str, fmt: str):
@@ -308,7 +257,7 @@ def _info_message(types, header, k: CameraIntrinsics):
 
 
 def _pose_message(types, header, world_T_camera: np.ndarray, pose_type: str, child_frame_id: str):
-    w, x, y, z = _quaternion_wxyz(np.asarray(world_T_camera[:3, :3], np.float64))
+    x, y, z, w = matrix_to_quaternion(np.asarray(world_T_camera[:3, :3], np.float64))
     t = world_T_camera[:3, 3]
     pose = types["geometry_msgs/msg/Pose"](
         position=types["geometry_msgs/msg/Point"](x=float(t[0]), y=float(t[1]), z=float(t[2])),

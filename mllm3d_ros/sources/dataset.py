@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from ..core.config import ConfigError, check_int, check_range
-from ..core.geometry import check_pose
+from ..core.geometry import check_pose, quaternion_to_matrix
 from ..core.types import CameraIntrinsics, InputError, RgbdFrame
 
 SEVEN_SCENES_RATE_HZ = 30.0
@@ -327,15 +327,8 @@ def _nearest(stamps_ns: np.ndarray, query_ns: int) -> int:
 def pose_from_tum(values: Iterable[float]) -> np.ndarray:
     """4x4 transform from a TUM row `tx ty tz qx qy qz qw` (quaternion normalised)."""
     tx, ty, tz, qx, qy, qz, qw = (float(v) for v in values)
-    q = np.array([qw, qx, qy, qz])
-    norm = np.linalg.norm(q)
-    if not np.isfinite(norm) or norm < 1e-9:
-        raise InputError(f"TUM pose: invalid quaternion {q.tolist()}")
-    w, x, y, z = q / norm
     pose = np.eye(4)
-    pose[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                    [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                    [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+    pose[:3, :3] = quaternion_to_matrix(qx, qy, qz, qw)
     pose[:3, 3] = [tx, ty, tz]
     return pose
 
