@@ -105,6 +105,9 @@ def _grabcut(color_rgb: np.ndarray, init: np.ndarray, iterations: int) -> np.nda
     """Foreground of cv2.grabCut run from an initial GC_* label image; empty if the colour models degenerate."""
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     labels = init.copy()
+    # grabCut seeds its k-means from OpenCV's process-global RNG: without a fixed seed the same view
+    # gives different masks depending on what ran before in the process.
+    cv2.setRNGSeed(0)
     try:
         cv2.grabCut(np.ascontiguousarray(color_rgb[..., ::-1]), labels, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:  # e.g. a flat crop with no background colour to learn
