@@ -87,6 +87,7 @@ def wait_for_map(client, min_wait_s: float, settle_s: float = 4.0, timeout_s: fl
 
 
 def run_demo(out_dir: str, seed: int = 3, frames: int = 120) -> int:
+    from .core.types import OrientedBox3D
     from .render import render_result
     from .ros.client import QueryClient, with_ros
     from .ros.conversions import cloud_to_arrays, pose_to_matrix
@@ -125,7 +126,6 @@ def run_demo(out_dir: str, seed: int = 3, frames: int = 120) -> int:
                           f"IoU vs ground truth {score.iou:.2f} ({score.gt_label or 'no match'})", flush=True)
                     objects = []
                     for obj in result.objects:
-                        from .core.types import OrientedBox3D
                         pose = pose_to_matrix(obj.box_center)
                         box = OrientedBox3D(pose[:3, 3], pose[:3, :3],
                                             np.array([obj.box_size.x, obj.box_size.y, obj.box_size.z]))

@@ -60,7 +60,7 @@ def segment_recording(dataset: str | Path, instruction: str, out_ply: str | Path
         model.close()
     out_ply = Path(out_ply)
     out_ply.parent.mkdir(parents=True, exist_ok=True)
-    snapshot = mapper.snapshot()
+    snapshot = result.snapshot or mapper.snapshot()
     best = result.objects[0] if result.objects else None
     idx = best.point_indices if best is not None else np.zeros(0, np.int64)
     _write_ply(out_ply, snapshot.points_world_m[idx], snapshot.colors_rgb[idx])

@@ -6,6 +6,9 @@ import numpy as np
 
 from .types import CameraIntrinsics, InputError
 
+# camera_link (REP-103 body: x forward, y left, z up) -> camera optical frame (z forward, x right, y down).
+BODY_T_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
 
 def check_pose(world_T_camera: np.ndarray, *, name: str = "world_T_camera", tol: float = 1e-3) -> np.ndarray:
     """Return the pose as float64 (4, 4) or raise InputError if it is not a finite rigid transform."""
@@ -125,3 +128,11 @@ def matrix_to_quaternion(rot: np.ndarray) -> tuple[float, float, float, float]:
     q = np.array([x, y, z, w])
     q /= np.linalg.norm(q)
     return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
+def rigid_transform(translation_xyz, quaternion_xyzw) -> np.ndarray:
+    """4x4 float64 transform from a translation and a quaternion (x, y, z, w), normalised first."""
+    out = np.eye(4)
+    out[:3, :3] = quaternion_to_matrix(*quaternion_xyzw)
+    out[:3, 3] = translation_xyz
+    return out

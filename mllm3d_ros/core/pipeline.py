@@ -7,6 +7,7 @@ service client).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
@@ -122,7 +123,7 @@ class QueryPipeline:
             return done(QueryStatus.NO_VIEWS, "no keyframes stored yet: move the camera to build the map")
         stride = max(1, snapshot.num_points // self.config.region_max_points)
         region = snapshot.points_world_m[::stride]
-        selection_cfg = ViewSelectionConfig(**{**self.view_selection.__dict__, "max_views": max_views})
+        selection_cfg = dataclasses.replace(self.view_selection, max_views=max_views)
         chosen = select_views(tuple(keyframes.values()), region, selection_cfg)
         timings["select_views_ms"] = (time.monotonic() - t) * 1e3
         if not chosen:
@@ -169,4 +170,4 @@ class QueryPipeline:
                         f"{d.hypotheses_rejected_unsupported} rejected as unsupported by the views that see them",
                         target_phrase=phrase, views_used=len(chosen))
         return done(QueryStatus.SUCCESS, f"found {len(objects)} object(s) for '{phrase}'", target_phrase=phrase,
-                    objects=objects, views_used=len(chosen))
+                    objects=objects, views_used=len(chosen), snapshot=snapshot)

@@ -210,7 +210,10 @@ class QueryStatus(enum.IntEnum):
 
 @dataclass(frozen=True, eq=False)
 class QueryResult:
-    """What a query returns: status, the model's phrase, ranked objects, timings."""
+    """What a query returns: status, the model's phrase, ranked objects, timings.
+
+    `snapshot` is the map the objects' point indices refer to (None when no object was found).
+    """
 
     status: QueryStatus
     message: str
@@ -219,3 +222,4 @@ class QueryResult:
     views_used: int = 0
     elapsed_s: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    snapshot: MapSnapshot | None = None

@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Header
 
 from ..core.frame_checks import decode_color, decode_compressed_color, decode_depth, intrinsics_from_k
-from ..core.geometry import matrix_to_quaternion, quaternion_to_matrix
+from ..core.geometry import matrix_to_quaternion, rigid_transform
 from ..core.types import CameraIntrinsics
 
 _PC2_FIELDS_XYZ_RGB_CONF = [
@@ -29,16 +29,9 @@ def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def ns_to_stamp(stamp_ns: int, header: Header | None = None):
-    header = header or Header()
-    header.stamp.sec = int(stamp_ns // 1_000_000_000)
-    header.stamp.nanosec = int(stamp_ns % 1_000_000_000)
-    return header.stamp
-
-
 def make_header(frame_id: str, stamp_ns: int) -> Header:
     header = Header(frame_id=frame_id)
-    ns_to_stamp(stamp_ns, header)
+    header.stamp.sec, header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
     return header
 
 
@@ -101,12 +94,8 @@ def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header: Header) -> C
 
 def pose_to_matrix(pose: Pose) -> np.ndarray:
     """geometry_msgs/Pose -> 4x4 float64 transform."""
-    out = np.eye(4)
-    o = pose.orientation
-    out[:3, :3] = quaternion_to_matrix(o.x, o.y, o.z, o.w)
-    out[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
-    return out
-
+    p, o = pose.position, pose.orientation
+    return rigid_transform((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
 
 def matrix_to_pose(transform: np.ndarray) -> Pose:
     x, y, z, w = matrix_to_quaternion(transform[:3, :3])

@@ -28,6 +28,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from ..core.geometry import BODY_T_OPTICAL, rigid_transform
 from ..core.frame_checks import FrameGateConfig, FrameRejected, RejectReason
 from ..core.ingest import IngestConfig
 from ..core.keyframes import KeyframeConfig
@@ -45,8 +46,6 @@ try:  # the standard ROS synchroniser where installed; the core's own otherwise 
 except ImportError:
     message_filters = None
 
-# camera_link (x forward, y left, z up; REP-103 body) -> camera optical frame (z forward, x right, y down).
-BODY_T_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
 MAPPING_PARAMS = (
     ParamSpec("map_frame", "map", "Fixed frame of the map (REP-105)."),
@@ -182,11 +181,7 @@ class MappingNode(Node):
             frame = self._p["camera_frame"] or color_msg.header.frame_id
             tf = self._tf_buffer.lookup_transform(self._p["map_frame"], frame, Time.from_msg(color_msg.header.stamp))
             t, q = tf.transform.translation, tf.transform.rotation
-            from geometry_msgs.msg import Pose
-            pose = Pose()
-            pose.position.x, pose.position.y, pose.position.z = t.x, t.y, t.z
-            pose.orientation = q
-            world_T = pose_to_matrix(pose)
+            world_T = rigid_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
         else:
             msg = msgs[2]
             if msg.header.frame_id and msg.header.frame_id != self._p["map_frame"]:

@@ -22,7 +22,7 @@ import time
 from typing import Sequence
 
 import numpy as np
-from geometry_msgs.msg import Point, Pose, Vector3
+from geometry_msgs.msg import Point, Vector3
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
@@ -33,13 +33,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 from ..action import SegmentQuery
 from ..backends.base import BackendError, BackendUnavailable
 from ..core.pipeline import MapSource, QueryCanceled, QueryConfig, QueryPipeline
-from ..core.types import BackendView, InputError, MapSnapshot, Prediction2D, QueryResult, QueryStatus, SegmentationResult, ViewPredictions
+from ..core.types import BackendView, InputError, Prediction2D, QueryResult, QueryStatus, SegmentationResult, ViewPredictions
 from ..core.view_selection import ViewSelectionConfig
 from ..core.voting import VotingConfig
 from ..msg import SegmentedObject
 from ..srv import SegmentViews
 from .conversions import (depth_to_image, image_to_mask, intrinsics_to_camera_info,
-                          make_header, matrix_to_pose, matrix_to_quaternion, points_to_cloud, rgb_to_image)
+                          make_header, matrix_to_pose, points_to_cloud, rgb_to_image)
 from .params import ParamSpec, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
 
@@ -75,10 +75,10 @@ class RemoteSegmenter:
 
     def __init__(self, node: Node, service: str, heartbeat_topic: str, timeout_s: float, service_wait_s: float,
                  callback_group) -> None:
-        self._node = node
         self._client = node.create_client(SegmentViews, service, callback_group=callback_group)
         self._timeout_s = timeout_s
         self._service_wait_s = service_wait_s
+        self._heartbeat_topic = node.resolve_topic_name(heartbeat_topic)
         self._last_heartbeat = 0.0
         self._lock = threading.Lock()
         self.cancel_event = threading.Event()
@@ -118,7 +118,7 @@ class RemoteSegmenter:
             if time.monotonic() - start > self._timeout_s and not self._alive():
                 self._client.remove_pending_request(future)
                 raise BackendUnavailable(f"segmentation node stopped answering (no heartbeat on "
-                                         f"'{self._node.resolve_topic_name('segmentation/heartbeat')}' for "
+                                         f"'{self._heartbeat_topic}' for "
                                          f"{self._timeout_s:.1f} s) during the query")
         response = future.result()
         if response.status == SegmentViews.Response.INVALID_INPUT:
@@ -144,8 +144,9 @@ def object_description(obj) -> str:
             f"{s[0]:.2f} x {s[1]:.2f} x {s[2]:.2f} m")
 
 
-def result_to_msg(result: QueryResult, snapshot: MapSnapshot | None, frame_id: str, stamp_ns: int):
-    """Core QueryResult -> SegmentQuery.Result."""
+def result_to_msg(result: QueryResult, frame_id: str, stamp_ns: int):
+    """Core QueryResult -> SegmentQuery.Result (object points taken from the snapshot the query used)."""
+    snapshot = result.snapshot
     msg = SegmentQuery.Result(error_code=int(result.status), error_message=result.message,
                               target_phrase=result.target_phrase, views_used=int(result.views_used),
                               elapsed_s=float(result.elapsed_s))
@@ -154,10 +155,9 @@ def result_to_msg(result: QueryResult, snapshot: MapSnapshot | None, frame_id: s
         pts = snapshot.points_world_m[obj.point_indices]
         cols = snapshot.colors_rgb[obj.point_indices]
         cloud = points_to_cloud(pts, header, cols, obj.point_confidence)
-        x, y, z, w = matrix_to_quaternion(obj.box.world_R_box)
-        center = obj.box.center_world_m
-        pose = Pose(position=Point(x=float(center[0]), y=float(center[1]), z=float(center[2])))
-        pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+        world_T_box = np.eye(4)
+        world_T_box[:3, :3], world_T_box[:3, 3] = obj.box.world_R_box, obj.box.center_world_m
+        pose = matrix_to_pose(world_T_box)
         size = obj.box.size_m
         msg.objects.append(SegmentedObject(
             header=header, label=obj.label, description=object_description(obj), confidence=float(obj.confidence),
@@ -285,8 +285,7 @@ class QueryNode(Node):
                 self._active_goal = None
 
     def _publish(self, result: QueryResult, instruction: str):
-        snapshot = self._map_source.snapshot() if result.objects else None
-        msg = result_to_msg(result, snapshot, self._frame, self.get_clock().now().nanoseconds)
+        msg = result_to_msg(result, self._frame, self.get_clock().now().nanoseconds)
         if result.objects:
             self._cloud_pub.publish(msg.points)
             self._marker_pub.publish(markers_for(msg, self._frame))

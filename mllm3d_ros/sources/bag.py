@@ -23,7 +23,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from ..core import frame_checks
 from ..core.config import check_choice, check_range
-from ..core.geometry import matrix_to_quaternion, quaternion_to_matrix
+from ..core.geometry import BODY_T_OPTICAL, matrix_to_quaternion, rigid_transform
 from ..core.types import CameraIntrinsics, InputError, RgbdFrame
 
 # Newest distribution the installed rosbags knows among those this project targets.
@@ -35,8 +35,6 @@ _POSE = "geometry_msgs/msg/PoseStamped"
 _ODOM = "nav_msgs/msg/Odometry"
 _STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 
-# camera_link (REP-103 body: x forward, y left, z up) -> camera optical frame (x right, y down, z forward)
-BODY_T_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True)
@@ -143,7 +141,7 @@ class BagReplay:
                 stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
                 if conn.topic == self.topics.camera_info and conn.topic not in buffers:
                     if self.intrinsics is None:
-                        info = _intrinsics_from_info(msg)
+                        info = frame_checks.intrinsics_from_k(msg.width, msg.height, msg.k)
                     continue
                 buffers[conn.topic].append((stamp_ns, conn.msgtype, msg))
                 if info is not None:
@@ -210,18 +208,10 @@ def decode_depth(msg) -> np.ndarray:
                                      bool(msg.is_bigendian))
 
 
-def _intrinsics_from_info(msg) -> CameraIntrinsics:
-    k = np.asarray(msg.k, dtype=np.float64)
-    return CameraIntrinsics(int(msg.width), int(msg.height), float(k[0]), float(k[4]), float(k[2]), float(k[5]))
-
-
 def pose_to_matrix(pose) -> np.ndarray:
     """geometry_msgs/Pose -> 4x4 float64 (quaternion normalised)."""
-    o = pose.orientation
-    out = np.eye(4)
-    out[:3, :3] = quaternion_to_matrix(o.x, o.y, o.z, o.w)
-    out[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
-    return out
+    p, o = pose.position, pose.orientation
+    return rigid_transform((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
 
 
 def _color_message(types, header, color_rgb: np.ndarray, encoding: str, fmt: str):

@@ -16,7 +16,6 @@ Liu et al., "SSD: Single Shot MultiBox Detector", ECCV 2016, section 2.2 for the
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
