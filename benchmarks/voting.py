@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
 from mllm3d_ros.core.tsdf_map import TsdfMap, TsdfMapConfig
 from mllm3d_ros.core.types import Keyframe, MapSnapshot, ViewPredictions
 from mllm3d_ros.core.view_selection import ViewSelectionConfig, select_views
@@ -38,10 +39,14 @@ from mllm3d_ros.eval.sim_segmenter import SimSegmenter, SimSegmenterConfig, SimV
 from mllm3d_ros.sources.simulator import STRUCTURE_ID, SimConfig, Simulator, generate_room, trajectory
 
 RATES = (0.0, 0.15, 0.3, 0.5)
-METHODS = ("voting", "best_view", "union", "majority_no_vis")
+METHODS = ("voting", "voting_refined", "best_view", "union", "majority_no_vis")
 VIEW_COUNTS = (4, 8)
 SIM = SimConfig(width=320, height=240, fx=262.5, fy=262.5, cx=159.5, cy=119.5, nthreads=2)
 VOXEL_M = 0.03
+# A map point is labelled with the nearest true surface's instance when within the TSDF truncation
+# band (4 voxels): fusion places surface points only where observations of a surface fall, so a point
+# farther than that from every true surface is an artefact of none of them (labelled structure).
+GT_BAND_M = 4 * VOXEL_M
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +59,22 @@ class Scene:
     keyframes: tuple[Keyframe, ...]  # the 8 selected, in selection order
     instance_ids: tuple[np.ndarray, ...]  # GT per pixel of each selected keyframe
     targets: tuple[int, ...]
+    pool: tuple[Keyframe, ...]  # every keyframe candidate (what a query may choose from)
+    pool_ids: dict[int, np.ndarray]  # keyframe id -> GT per pixel
+    gt_ids_3cm: np.ndarray  # the stricter labelling (one voxel), reported alongside
+
+
+class PoolSource:
+    """The pipeline's MapSource over a fixed snapshot and keyframe pool."""
+
+    def __init__(self, snapshot: MapSnapshot, pool: tuple[Keyframe, ...]) -> None:
+        self._snapshot, self._pool = snapshot, pool
+
+    def snapshot(self) -> MapSnapshot:
+        return self._snapshot
+
+    def keyframes(self) -> tuple[Keyframe, ...]:
+        return self._pool
 
 
 def build_scene(seed: int, targets_per_scene: int) -> Scene:
@@ -69,7 +90,9 @@ def build_scene(seed: int, targets_per_scene: int) -> Scene:
             pool.append(Keyframe(k, f.stamp_ns, f.world_T_camera, f.intrinsics, f.color_rgb, f.depth_m))
             pool_ids.append(rendered.instance_ids)
     snapshot = tsdf.snapshot()
-    gt_ids = sim.closest_instances(snapshot.points_world_m, max_distance_m=VOXEL_M).instance_ids
+    labels = sim.closest_instances(snapshot.points_world_m, max_distance_m=GT_BAND_M)
+    gt_ids = labels.instance_ids
+    gt_ids_3cm = np.where(labels.distance_m <= VOXEL_M, gt_ids, STRUCTURE_ID)
     chosen = select_views(pool, snapshot.points_world_m, ViewSelectionConfig(max_views=8, min_gain_frac=0.0))
     order = [next(i for i, kf in enumerate(pool) if kf.keyframe_id == c) for c in chosen]
     keyframes, instance_ids = tuple(pool[i] for i in order), tuple(pool_ids[i] for i in order)
@@ -81,7 +104,8 @@ def build_scene(seed: int, targets_per_scene: int) -> Scene:
             candidates.append(iid)
     rng = np.random.default_rng(seed)
     targets = tuple(int(t) for t in rng.permutation(candidates)[:targets_per_scene])
-    return Scene(seed, snapshot, gt_ids, keyframes, instance_ids, targets)
+    return Scene(seed, snapshot, gt_ids, keyframes, instance_ids, targets, tuple(pool),
+                 {kf.keyframe_id: ids for kf, ids in zip(pool, pool_ids)}, gt_ids_3cm)
 
 
 def _lifted(snapshot: MapSnapshot, keyframes, views, depth_tolerance_m=0.05, depth_tolerance_frac=0.03):
@@ -124,6 +148,7 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
     voter = MultiViewVoter()
     ious = {(r, m, v): [] for r in RATES for m in METHODS for v in VIEW_COUNTS}
     times = {(r, m, v): [] for r in RATES for m in METHODS for v in VIEW_COUNTS}
+    ious_3cm = {(r, m, v): [] for r in RATES for m in METHODS for v in VIEW_COUNTS}
     map_points, t0, queries = [], time.perf_counter(), 0
     for seed in range(num_scenes):
         scene = build_scene(seed, targets_per_scene)
@@ -132,7 +157,7 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
         sim_views = [SimView(kf.keyframe_id, ids) for kf, ids in zip(scene.keyframes, scene.instance_ids)]
         for target in scene.targets:
             queries += 1
-            gt = scene.gt_ids == target
+            gt, gt_3cm = scene.gt_ids == target, scene.gt_ids_3cm == target
             for rate in RATES:
                 cfg = SimSegmenterConfig(hallucination_rate=rate)
                 answer = SimSegmenter(cfg, seed=seed * 100_003 + target * 101 + int(rate * 100),
@@ -150,14 +175,24 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
                         predicted = method()
                         times[(rate, name, n)].append((time.perf_counter() - start) * 1e3)
                         ious[(rate, name, n)].append(point_iou(predicted, gt))
+                        ious_3cm[(rate, name, n)].append(point_iou(predicted, gt_3cm))
+                predicted, ms = refined(scene, target, SimSegmenter(cfg, seed=seed * 100_003 + target * 101 + int(rate * 100),
+                                                                    background_ids=frozenset({STRUCTURE_ID})))
+                for n in VIEW_COUNTS:  # one figure (4 + up to 4 views), shown in both columns
+                    times[(rate, "voting_refined", n)].append(ms)
+                    ious[(rate, "voting_refined", n)].append(point_iou(predicted, gt))
+                    ious_3cm[(rate, "voting_refined", n)].append(point_iou(predicted, gt_3cm))
     results = {}
     for rate in RATES:
         for name in METHODS:
             row = {}
             for n in VIEW_COUNTS:
                 s = summarize(ious[(rate, name, n)])
+                strict = summarize(ious_3cm[(rate, name, n)])
                 row[f"{n}_views"] = {"acc25": round(s.acc25, 4), "acc50": round(s.acc50, 4), "miou": round(s.miou, 4),
-                                     "query_ms_p50": round(float(np.median(times[(rate, name, n)])), 2)}
+                                     "query_ms_p50": round(float(np.median(times[(rate, name, n)])), 2),
+                                     "gt_3cm": {"acc25": round(strict.acc25, 4), "acc50": round(strict.acc50, 4),
+                                                "miou": round(strict.miou, 4)}}
             results.setdefault(f"{rate:g}", {})[name] = row
     return {
         "machine": platform.node(), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
@@ -166,6 +201,28 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
         "boundary_noise_px": SimSegmenterConfig().boundary_noise_px, "wall_s": round(time.perf_counter() - t0, 1),
         "results": results,
     }
+
+
+def refined(scene: Scene, target: int, segmenter: SimSegmenter) -> tuple[np.ndarray, float]:
+    """The product's QueryPipeline: 4 coverage views, then up to 4 aimed at the candidates (refine_views).
+
+    Returns the top object's points and the pipeline's own time without the 2D model (ms).
+    """
+    model_s = [0.0]
+
+    def segment_fn(views, text):
+        t = time.perf_counter()
+        out = segmenter.segment([SimView(v.keyframe_id, scene.pool_ids[v.keyframe_id]) for v in views], target)
+        model_s[0] += time.perf_counter() - t
+        return out
+
+    pipeline = QueryPipeline(PoolSource(scene.snapshot, scene.pool), segment_fn,
+                             QueryConfig(default_max_views=4, refine_views=4, default_min_confidence=1e-6),
+                             view_selection=ViewSelectionConfig(min_gain_frac=0.0))
+    start = time.perf_counter()
+    result = pipeline.run(f"instance {target}")
+    ms = (time.perf_counter() - start - model_s[0]) * 1e3
+    return (result.objects[0].point_indices if result.objects else np.zeros(0, np.int64)), ms
 
 
 def _top(result) -> np.ndarray:

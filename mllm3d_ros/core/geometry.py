@@ -9,6 +9,9 @@ from .types import CameraIntrinsics, InputError
 # camera_link (REP-103 body: x forward, y left, z up) -> camera optical frame (z forward, x right, y down).
 BODY_T_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
+_LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
+_EYE3 = np.eye(3)
+
 
 def check_pose(world_T_camera: np.ndarray, *, name: str = "world_T_camera", tol: float = 1e-3) -> np.ndarray:
     """Return the pose as float64 (4, 4) or raise InputError if it is not a finite rigid transform."""
@@ -17,13 +20,14 @@ def check_pose(world_T_camera: np.ndarray, *, name: str = "world_T_camera", tol:
         raise InputError(f"{name}: expected a 4x4 matrix, got shape {pose.shape}")
     if not np.all(np.isfinite(pose)):
         raise InputError(f"{name}: contains NaN or inf")
-    if not np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0], atol=tol):
+    # Plain ufuncs instead of allclose/det: this runs on every fused frame.
+    if float(np.abs(pose[3] - _LAST_ROW).max()) > tol:
         raise InputError(f"{name}: last row must be [0 0 0 1], got {pose[3].tolist()}")
     rot = pose[:3, :3]
-    ortho_err = float(np.abs(rot @ rot.T - np.eye(3)).max())
+    ortho_err = float(np.abs(rot @ rot.T - _EYE3).max())
     if ortho_err > tol:
         raise InputError(f"{name}: rotation is not orthonormal (max |R R^T - I| = {ortho_err:.3g})")
-    if np.linalg.det(rot) < 0:
+    if float(np.dot(np.cross(rot[:, 0], rot[:, 1]), rot[:, 2])) < 0:
         raise InputError(f"{name}: rotation is a reflection (det < 0)")
     return pose
 

@@ -46,6 +46,12 @@ class QueryConfig:
     default_min_confidence: objects below this confidence are dropped when the goal says 0. [0, 1]
     timeout_s: a query taking longer is aborted with TIMEOUT. (0, 3600]
     region_max_points: map points used to score view coverage (subsampled evenly). [100, 1e6]
+    refine_views: after the first vote, up to this many more keyframes are segmented, chosen to
+        cover the region of interest (every point that passed the consistency test, in an accepted
+        object or not) instead of the whole map, and all views are voted again. The first views
+        cover the room, so a target is often seen by only two of them; views aimed at it confirm a
+        hypothesis that one view could not, and complete its far side. Costs up to this many more
+        2D model calls; 0 disables. [0, 32]
     """
 
     default_max_views: int = 4
@@ -53,6 +59,7 @@ class QueryConfig:
     default_min_confidence: float = 0.2
     timeout_s: float = 60.0
     region_max_points: int = 20000
+    refine_views: int = 4
 
     def __post_init__(self) -> None:
         check_int("max_views_limit", self.max_views_limit, 1, 64)
@@ -60,6 +67,7 @@ class QueryConfig:
         check_range("default_min_confidence", self.default_min_confidence, 0.0, 1.0)
         check_range("timeout_s", self.timeout_s, 0.0, 3600.0, low_inclusive=False)
         check_int("region_max_points", self.region_max_points, 100, 1_000_000)
+        check_int("refine_views", self.refine_views, 0, 32)
 
 
 def keyframe_to_view(keyframe: Keyframe) -> BackendView:
@@ -130,36 +138,63 @@ class QueryPipeline:
             return done(QueryStatus.NO_VIEWS, "no keyframe sees the mapped surface")
 
         results: list[SegmentationResult] = []
-        t = time.monotonic()
-        try:
-            for i, kf_id in enumerate(chosen):
-                if is_canceled():
-                    return done(QueryStatus.CANCELED, f"canceled after {i} of {len(chosen)} views",
-                                views_used=i)
-                if time.monotonic() > deadline:
-                    return done(QueryStatus.TIMEOUT, f"timed out after {self.config.timeout_s:.0f} s "
-                                f"({i} of {len(chosen)} views segmented)", views_used=i)
-                progress(f"segmenting view {i + 1}/{len(chosen)}", 0.1 + 0.7 * i / len(chosen))
-                results.append(self.segment_fn([keyframe_to_view(keyframes[kf_id])], text))
-        except QueryCanceled:
-            return done(QueryStatus.CANCELED, "canceled while the backend was segmenting", views_used=len(results))
-        except TimeoutError as exc:
-            return done(QueryStatus.TIMEOUT, f"backend timed out: {exc}", views_used=len(results))
-        except BackendUnavailable as exc:
-            return done(QueryStatus.BACKEND_UNAVAILABLE, str(exc), views_used=len(results))
-        except InputError as exc:
-            return done(QueryStatus.INVALID_INSTRUCTION, str(exc), views_used=len(results))
-        except BackendError as exc:
-            return done(QueryStatus.BACKEND_ERROR, f"backend failed: {exc}", views_used=len(results))
-        timings["segment_ms"] = (time.monotonic() - t) * 1e3
+
+        def segment(kf_ids: Sequence[int], span: tuple[float, float]) -> QueryResult | None:
+            """Run the backend on each keyframe, appending to `results`; a QueryResult if the query must stop."""
+            t_seg, total = time.monotonic(), len(results) + len(kf_ids)
+            try:
+                for i, kf_id in enumerate(kf_ids):
+                    used = len(results)
+                    if is_canceled():
+                        return done(QueryStatus.CANCELED, f"canceled after {used} views", views_used=used)
+                    if time.monotonic() > deadline:
+                        return done(QueryStatus.TIMEOUT, f"timed out after {self.config.timeout_s:.0f} s "
+                                    f"({used} views segmented)", views_used=used)
+                    progress(f"segmenting view {used + 1}/{total}", span[0] + (span[1] - span[0]) * i / len(kf_ids))
+                    results.append(self.segment_fn([keyframe_to_view(keyframes[kf_id])], text))
+            except QueryCanceled:
+                return done(QueryStatus.CANCELED, "canceled while the backend was segmenting", views_used=len(results))
+            except TimeoutError as exc:
+                return done(QueryStatus.TIMEOUT, f"backend timed out: {exc}", views_used=len(results))
+            except BackendUnavailable as exc:
+                return done(QueryStatus.BACKEND_UNAVAILABLE, str(exc), views_used=len(results))
+            except InputError as exc:
+                return done(QueryStatus.INVALID_INSTRUCTION, str(exc), views_used=len(results))
+            except BackendError as exc:
+                return done(QueryStatus.BACKEND_ERROR, f"backend failed: {exc}", views_used=len(results))
+            finally:
+                timings["segment_ms"] = timings.get("segment_ms", 0.0) + (time.monotonic() - t_seg) * 1e3
+            return None
+
+        def vote_all():
+            progress("voting", span_end)
+            return self.voter.vote(snapshot, [keyframes[i] for i in chosen], [v for r in results for v in r.views],
+                                   _merge_embeddings(results))
+
+        span_end = 0.45 if self.config.refine_views else 0.85
+        stopped = segment(chosen, (0.1, span_end))
+        if stopped is not None:
+            return stopped
+        vote = vote_all()
+        if self.config.refine_views and vote.candidate_indices.shape[0]:
+            # Second pass: views aimed at what the first pass found (see QueryConfig.refine_views).
+            rest = tuple(kf for kf_id, kf in keyframes.items() if kf_id not in chosen)
+            candidates = snapshot.points_world_m[vote.candidate_indices]
+            candidates = candidates[:: max(1, candidates.shape[0] // self.config.region_max_points)]
+            extra = select_views(rest, candidates,
+                                 dataclasses.replace(self.view_selection, max_views=self.config.refine_views))
+            if extra:
+                span_end = 0.85
+                stopped = segment(extra, (0.45, span_end))
+                if stopped is not None:
+                    return stopped
+                chosen = chosen + tuple(extra)
+                first_vote_ms = vote.timings.total_ms
+                vote = vote_all()
+                timings["first_vote_ms"] = first_vote_ms
+        timings["vote_ms"] = vote.timings.total_ms
 
         phrase = next((r.target_phrase for r in results if r.target_phrase), text)
-        views: list[ViewPredictions] = [v for r in results for v in r.views]
-        progress("voting", 0.85)
-        if is_canceled():
-            return done(QueryStatus.CANCELED, "canceled before voting", views_used=len(chosen))
-        vote = self.voter.vote(snapshot, [keyframes[i] for i in chosen], views, _merge_embeddings(results))
-        timings["vote_ms"] = vote.timings.total_ms
         objects = tuple(o for o in vote.objects if o.confidence >= min_confidence)
         progress("done", 1.0)
         if not objects:

@@ -7,7 +7,8 @@ not used: it returns empty clouds in open3d 0.20.
 
 Concurrency: one lock guards the grid. `integrate` holds it for one fusion step; `snapshot` holds it
 only while Open3D extracts the surface points into fresh tensors (no copy of the voxel buffers) and
-converts them to numpy after releasing it, so a query stalls ingestion for one extraction at most.
+converts them to numpy after releasing it, so a query stalls ingestion for one extraction at most
+(tens of ms for a room at 2 cm, see the README; the ingest queue absorbs that many frames).
 
 Memory: Open3D preallocates `capacity` blocks. When more than `block_budget` blocks are active, the
 blocks whose centres are farthest from the current camera are evicted (hashmap erase) down to
@@ -20,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .config import ConfigError, check_choice, check_int, check_range
@@ -114,6 +116,7 @@ class TsdfMap:
         self._grid = self._new_grid()
         self._frames = 0
         self._last_stamp_ns = 0
+        self._last_snapshot_points = 0
 
     @property
     def device(self) -> str:
@@ -148,9 +151,15 @@ class TsdfMap:
         color = frame.color_rgb[::s, ::s] if s > 1 else frame.color_rgb
         # Open3D fuses only (float depth, float colour) or (uint16 depth, uint8 colour); the latter
         # avoids converting the colour image, and millimetre depth loses nothing a 2 mm voxel needs.
-        in_range = (depth_m >= cfg.depth_min_m) & (depth_m <= cfg.depth_max_m)
-        depth_mm = np.where(in_range, depth_m * 1000.0 + 0.5, 0.0).astype(np.uint16)
-        to_tensor = self._o3c.Tensor
+        # OpenCV rounds and saturates in one pass (NaN and negatives -> 0, which Open3D skips; beyond
+        # 65.5 m -> 65535, beyond every allowed depth_max), 3x faster than the numpy equivalent. Open3D
+        # drops depth > depth_max itself; only the near limit needs zeroing here.
+        depth_mm = cv2.multiply(np.ascontiguousarray(depth_m, dtype=np.float32), 1000.0, dtype=cv2.CV_16U)
+        min_mm = int(round(cfg.depth_min_m * 1000.0))
+        if min_mm > 0:
+            depth_mm = cv2.threshold(depth_mm, min_mm - 1, 0, cv2.THRESH_TOZERO)[1]
+        # from_numpy shares the arrays instead of copying them; they outlive this integrate call.
+        to_tensor = self._o3c.Tensor.from_numpy
         depth_img = o3d.t.geometry.Image(to_tensor(depth_mm).to(self._device))
         color_img = o3d.t.geometry.Image(to_tensor(np.ascontiguousarray(color)).to(self._device))
         return depth_img, color_img
@@ -215,7 +224,7 @@ class TsdfMap:
             if self._grid.hashmap().size() == 0:
                 cloud = None
             else:
-                cloud = self._grid.extract_point_cloud(self.config.weight_threshold, estimated_points)
+                cloud = self._extract_locked(estimated_points)
         if cloud is None or "positions" not in cloud.point or cloud.point.positions.shape[0] == 0:
             empty = np.zeros((0, 3), dtype=np.float32)
             return MapSnapshot(empty, np.zeros((0, 3), dtype=np.uint8), empty.copy(), stamp_ns)
@@ -223,6 +232,20 @@ class TsdfMap:
         colors = np.clip(cloud.point.colors.cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
         normals = cloud.point.normals.cpu().numpy().astype(np.float32, copy=True) if "normals" in cloud.point else None
         return MapSnapshot(points, colors, normals, stamp_ns)
+
+    def _extract_locked(self, estimated_points: int):
+        # Without an estimate Open3D runs a counting pass first (a third of the extraction time, which
+        # is time ingestion waits). A too-small estimate silently truncates the cloud, so a result that
+        # fills the estimate exactly is redone with counting.
+        if estimated_points <= 0 and self._last_snapshot_points > 0:
+            estimated_points = int(self._last_snapshot_points * 1.5) + 1024
+        cloud = self._grid.extract_point_cloud(self.config.weight_threshold, estimated_points)
+        count = cloud.point.positions.shape[0] if "positions" in cloud.point else 0
+        if estimated_points > 0 and count >= estimated_points:
+            cloud = self._grid.extract_point_cloud(self.config.weight_threshold, -1)
+            count = cloud.point.positions.shape[0] if "positions" in cloud.point else 0
+        self._last_snapshot_points = count
+        return cloud
 
     def block_centers_world_m(self) -> np.ndarray:
         """(M, 3) float64 centres of the active blocks."""
@@ -237,6 +260,7 @@ class TsdfMap:
             self._grid = self._new_grid()
             self._frames = 0
             self._last_stamp_ns = 0
+            self._last_snapshot_points = 0
 
     @property
     def num_blocks(self) -> int:

@@ -19,7 +19,8 @@ Pipeline of `MultiViewVoter.vote` (stage names match `VoteTimings`):
   2. weight: Token-for-Query weights;
   3. lift: project the map once per view (float32, reused by every mask of that view);
   4. consistency: per-point weighted positive / (positive + negative) ratio, keep points above it;
-  5. cluster: voxel connected components of the kept points (object hypotheses);
+  5. cluster: voxel connected components of the kept points (object hypotheses), then fragments
+     that the masks segment as one object are joined (`merge_fragments`);
   6./7. associate: assign each mask to the hypothesis it covers, check embedding agreement,
      count supporting vs seeing views, reject hallucinations (support ratio below threshold);
   8. objects: per-point and per-object confidence, yaw-only oriented box, rank by confidence;
@@ -32,6 +33,7 @@ Pure numpy: no ROS, no open3d, no scipy, so it runs wherever the core runs.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -74,13 +76,17 @@ class VotingConfig:
         min_cluster_points: hypotheses with fewer points are discarded as specks. >= 1, default 20.
         min_visible_frac: a view "can see" a hypothesis when it sees at least this fraction of its
             points. (0, 1], default 0.2.
-        min_mask_cover_frac: a mask supports a hypothesis when it covers at least this fraction of
-            the hypothesis's points that its view sees. (0, 1], default 0.3.
+        min_mask_cover_frac: a mask supports every hypothesis of which it covers at least this
+            fraction of the points its view sees; hypotheses that the masks cover together more often
+            than apart are joined into one object (`merge_fragments`). (0, 1], default 0.3.
         min_association_similarity: cross-view association; a mask assigned to a hypothesis by 3D
             overlap counts as support only if its embedding's cosine similarity with the
             hypothesis's (weight-averaged) embedding is at least this. [-1, 1], default 0.3.
-        min_support_ratio: hallucination rejection; a hypothesis supported by fewer than this
-            fraction of the views that can see it is rejected. [0, 1], default 0.5.
+        min_support_ratio: hallucination rejection; a hypothesis is rejected when both the fraction of
+            the views that can see it which support it, and the supporting views' share of the weight
+            of all those views (each counted with its best mask's weight, or empty_view_weight when it
+            found nothing), are below this. Weighing lets two confident views outvote four that found
+            nothing, but not four that confidently found the target elsewhere. [0, 1], default 0.5.
         min_supporting_views: a hypothesis must also be confirmed by at least this many views (by
             all of them when the query has fewer): surfaces that only one view sees cannot be checked
             for consistency, and a lone confident hallucination looks exactly like that. >= 1, default 2.
@@ -220,12 +226,17 @@ class VoteDiagnostics:
 
 @dataclass(frozen=True, eq=False)
 class VoteResult:
-    """Ranked objects (best first), the query embedding used (D,) or None, timings and diagnostics."""
+    """Ranked objects (best first), the query embedding used (D,) or None, timings and diagnostics.
+
+    candidate_indices (K,) int64: every map point that passed the per-point consistency test, in an
+    accepted object or not; where to look again when more views are affordable (`pipeline`).
+    """
 
     objects: tuple[Object3D, ...]
     query_embedding: np.ndarray | None
     timings: VoteTimings
     diagnostics: VoteDiagnostics
+    candidate_indices: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,6 +404,55 @@ def cluster_points(points_world_m: np.ndarray, voxel_size_m: float, min_points: 
     big_in_order = order[big[order]]
     rank[big_in_order] = np.arange(big_in_order.shape[0])
     return PointClusters(rank[point_comp], int(big.sum()), int((~big).sum()))
+
+
+def merge_fragments(clusters: PointClusters, kept_idx: np.ndarray, num_points: int,
+                    projections: Sequence[ViewProjection], hits: Sequence[np.ndarray], min_visible_frac: float,
+                    min_cover_frac: float) -> PointClusters:
+    """Join hypotheses that the views segment as one object (cross-view association of fragments).
+
+    Voting keeps an object's points only where the masks agree, so a thin or partly seen object (a
+    desk seen at a grazing angle, a chair's back and seat) often falls apart into several 3D clusters,
+    and each fragment alone has too little support. Two hypotheses are joined when the masks say
+    they are one thing more often than not: "together" counts masks that cover both (each at least
+    `min_cover_frac` of its points the view sees), "apart" counts views that see both and cover one
+    with a mask but not the other. Joined when together > apart; transitively (connected components).
+    Labels are renumbered largest first, as `cluster_points` does.
+    """
+    num = clusters.num_clusters
+    if num < 2:
+        return clusters
+    label_of_point = np.full(num_points, -1, dtype=np.int64)
+    label_of_point[kept_idx] = clusters.labels
+    sizes = np.bincount(clusters.labels[clusters.labels >= 0], minlength=num)
+    together = np.zeros((num, num), dtype=np.int64)
+    apart = np.zeros((num, num), dtype=np.int64)
+    for proj, hit in zip(projections, hits):
+        if hit.shape[0] == 0:
+            continue  # a view without masks says nothing about what belongs together
+        lab = label_of_point[proj.visible_indices]
+        in_cluster = lab >= 0
+        visible = np.bincount(lab[in_cluster], minlength=num)
+        sees = visible >= np.maximum(1.0, min_visible_frac * sizes)
+        covered = np.stack([np.bincount(lab[in_cluster & h], minlength=num) for h in hit])  # (J, C)
+        covers = (covered >= min_cover_frac * np.maximum(visible, 1)) & (covered > 0) & sees
+        for row in covers:
+            idx = np.flatnonzero(row)
+            together[np.ix_(idx, idx)] += 1
+        any_cover = covers.any(axis=0)
+        apart[np.ix_(any_cover, sees & ~any_cover)] += 1
+    apart = apart + apart.T
+    join = (together >= 2) & (together > apart) & ~np.eye(num, dtype=bool)
+    edge_a, edge_b = np.nonzero(np.triu(join))
+    if edge_a.shape[0] == 0:
+        return clusters
+    root = _connected_components(num, edge_a, edge_b)
+    _, group = np.unique(root, return_inverse=True)
+    group_sizes = np.bincount(group, weights=sizes).astype(np.int64)
+    rank = np.empty(group_sizes.shape[0], dtype=np.int64)
+    rank[np.argsort(-group_sizes, kind="stable")] = np.arange(group_sizes.shape[0])
+    labels = np.where(clusters.labels >= 0, rank[group[np.maximum(clusters.labels, 0)]], -1)
+    return PointClusters(labels, int(group_sizes.shape[0]), clusters.num_discarded)
 
 
 def _surface_cells_fraction(plane_uv: np.ndarray, inner_lo: np.ndarray, inner_hi: np.ndarray, ring_m: float,
@@ -563,6 +623,8 @@ class MultiViewVoter:
 
         # 5. cluster the surviving points into object hypotheses.
         clusters = cluster_points(points[kept_idx], cfg.cluster_voxel_size_m, cfg.min_cluster_points)
+        clusters = merge_fragments(clusters, kept_idx, points.shape[0], projections, hits, cfg.min_visible_frac,
+                                   cfg.min_mask_cover_frac)
         t_cluster = time.perf_counter()
 
         # 6.-8. associate masks to hypotheses, reject unsupported ones, build ranked objects.
@@ -584,7 +646,7 @@ class MultiViewVoter:
         timings = VoteTimings(filter_ms=(t_filter - t_start) * ms, lift_ms=(t_lift - t_filter) * ms,
                               consistency_ms=(t_consistency - t_lift) * ms, cluster_ms=(t_cluster - t_consistency) * ms,
                               associate_ms=(t_end - t_cluster) * ms, total_ms=(t_end - t_start) * ms)
-        return VoteResult(objects, query, timings, diagnostics)
+        return VoteResult(objects, query, timings, diagnostics, kept_idx.astype(np.int64))
 
     def _filter(self, views: Sequence[ViewPredictions], by_id: dict[int, Keyframe]
                 ) -> tuple[list[_ViewMasks], tuple[int, int, int]]:
@@ -641,35 +703,33 @@ class MultiViewVoter:
         cluster_sizes = np.bincount(labels_kept[labels_kept >= 0], minlength=num_clusters)
         num_views = len(views)
         sees = np.zeros((num_views, num_clusters), dtype=bool)
-        assigned = []  # per view: (J,) index of the hypothesis each mask is assigned to, or -1
+        covers = []  # per view: (J, C) bool, mask j covers hypothesis c
         for k, (proj, hit) in enumerate(zip(projections, hits)):
             lab = label_of_point[proj.visible_indices]
             in_cluster = lab >= 0
             visible_count = np.bincount(lab[in_cluster], minlength=num_clusters)
             sees[k] = visible_count >= np.maximum(1.0, cfg.min_visible_frac * cluster_sizes)
-            cluster_of_mask = np.full(hit.shape[0], -1, dtype=np.int64)
+            covered = np.zeros((hit.shape[0], num_clusters), dtype=np.int64)
             for j in range(hit.shape[0]):
-                covered = np.bincount(lab[in_cluster & hit[j]], minlength=num_clusters)
-                # 3D overlap decides which hypothesis a mask belongs to: the one it covers most points of
-                best = int(np.argmax(covered))
-                cover_frac = covered[best] / max(1, visible_count[best])
-                if covered[best] > 0 and sees[k, best] and cover_frac >= cfg.min_mask_cover_frac:
-                    cluster_of_mask[j] = best
-            assigned.append(cluster_of_mask)
+                covered[j] = np.bincount(lab[in_cluster & hit[j]], minlength=num_clusters)
+            # 3D overlap decides which hypotheses a mask belongs to: every one it covers enough of. One
+            # mask may cover several (an object that voting split into fragments; two objects the model
+            # segmented as one); counting it only for the one it covers most starves the others.
+            covers.append((covered > 0) & (covered >= cfg.min_mask_cover_frac * np.maximum(visible_count, 1))
+                          & sees[k])
 
         # Cross-view association by embedding: each hypothesis's embedding is the weighted mean of the
         # masks assigned to it; a mask that overlaps it in 3D but means something else does not support it.
         dim = next((v.embeddings.shape[1] for v in views if v.embeddings.shape[0]), 1)
         cluster_emb = np.zeros((num_clusters, dim), dtype=np.float64)
-        for view, w, cl in zip(views, weights, assigned):
-            for j in np.flatnonzero(cl >= 0):
-                cluster_emb[cl[j]] += w[j] * view.embeddings[j]
+        for view, w, cov in zip(views, weights, covers):
+            if cov.shape[0]:
+                cluster_emb += (cov * w[:, None]).T.astype(np.float64) @ view.embeddings.astype(np.float64)
         cluster_emb /= np.maximum(np.linalg.norm(cluster_emb, axis=1, keepdims=True), 1e-12)
         support_weight = np.zeros((num_views, num_clusters), dtype=np.float64)  # best supporting mask weight
         best_label = [("", 0.0)] * num_clusters
-        for k, (view, w, cl) in enumerate(zip(views, weights, assigned)):
-            for j in np.flatnonzero(cl >= 0):
-                c = cl[j]
+        for k, (view, w, cov) in enumerate(zip(views, weights, covers)):
+            for j, c in zip(*np.nonzero(cov)):
                 if float(view.embeddings[j] @ cluster_emb[c]) < cfg.min_association_similarity:
                     continue
                 support_weight[k, c] = max(support_weight[k, c], float(w[j]))
@@ -690,7 +750,7 @@ class MultiViewVoter:
         min_views = max(1, min(cfg.min_supporting_views, num_views))
         lone_ok = ((n_support >= 1) & (n_visible >= 2) & (cfg.lone_support_min_weighted_ratio < 1.0)
                    & (weighted_ratio >= cfg.lone_support_min_weighted_ratio))
-        accepted = ((n_support >= min_views) | lone_ok) & (support_ratio >= cfg.min_support_ratio)
+        accepted = ((n_support >= min_views) | lone_ok) & (np.maximum(support_ratio, weighted_ratio) >= cfg.min_support_ratio)
         rejected = int(num_clusters - accepted.sum())
         order = [c for c in np.argsort(-confidence, kind="stable") if accepted[c]][: cfg.max_objects]
         objects = []

@@ -96,12 +96,16 @@ class SimSegmenter:
         self.config = config
         self.background_ids = frozenset(background_ids) | {-1}
         self._rng = np.random.default_rng(seed)
+        self._target_dirs: dict[int, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
 
     def segment(self, views: Sequence[SimView], target_id: int) -> SegmentationResult:
         """Degraded masks of `target_id` in each view, a query embedding and per-mask embeddings."""
         cfg, rng = self.config, self._rng
-        target_dir = _unit(rng.standard_normal(cfg.embedding_dim))
-        object_dirs: dict[int, np.ndarray] = {}
+        # One embedding space per target for the segmenter's lifetime, so that a second call (views
+        # added for the region of interest) answers in the same space, as a real model would.
+        if target_id not in self._target_dirs:
+            self._target_dirs[target_id] = (_unit(rng.standard_normal(cfg.embedding_dim)), {})
+        target_dir, object_dirs = self._target_dirs[target_id]
 
         def direction(instance: int) -> np.ndarray:
             # Another object's meaning overlaps the target's by distractor_similarity (cosine).

@@ -47,6 +47,9 @@ QUERY_PARAMS = (
     ParamSpec("map_frame", "map", "Frame of the map and of every returned geometry."),
     ParamSpec("default_max_views", 4, "Views per query when the goal says 0 (MLLM-For3D default).", 1, 32),
     ParamSpec("max_views_limit", 16, "Largest max_views a goal may ask for.", 1, 64),
+    ParamSpec("refine_views", 4, "Second pass: up to this many more views, aimed at what the first vote found, "
+              "are segmented and all views voted again (0 = off; costs up to this many more 2D model calls).",
+              0, 32),
     ParamSpec("default_min_confidence", 0.2, "Objects below this confidence are dropped (goal 0 = this).", 0.0, 1.0),
     ParamSpec("timeout_s", 60.0, "A query running longer is aborted with TIMEOUT.", 1.0, 3600.0),
     ParamSpec("second_goal_policy", "reject", "A goal arriving while one runs: 'reject' it or 'preempt' the "
@@ -204,7 +207,8 @@ class QueryNode(Node):
         self.pipeline = QueryPipeline(
             map_source, self._segmenter,
             QueryConfig(default_max_views=p["default_max_views"], max_views_limit=p["max_views_limit"],
-                        default_min_confidence=p["default_min_confidence"], timeout_s=p["timeout_s"]),
+                        default_min_confidence=p["default_min_confidence"], timeout_s=p["timeout_s"],
+                        refine_views=p["refine_views"]),
             voting, ViewSelectionConfig(depth_tolerance_m=p["depth_tolerance_m"]))
         # One goal at a time: this lock guards the active goal handle and the preempt flag.
         self._goal_lock = threading.Lock()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from mllm3d_ros.backends.base import BackendError, BackendUnavailable
@@ -83,3 +85,37 @@ def test_masks_on_nothing_give_not_found():
 
     result = _pipeline(nothing)[0].run("the unicorn")
     assert result.status is QueryStatus.NOT_FOUND and "unicorn" in result.message and not result.objects
+
+
+def test_refinement_segments_more_views_aimed_at_the_candidate():
+    # Pool: the four views of the two-cube scene plus two that look away from cube A, at cube B.
+    away = [(1.0, -0.1, 1.0), (0.6, -0.1, 1.0)]
+    keyframes, ids = make_views(EYES)
+    for k, eye in enumerate(away, start=len(EYES)):
+        kf, kf_ids = make_views([eye], target=(1.0, 1.2, 0.0))
+        keyframes.append(dataclasses.replace(kf[0], keyframe_id=k))
+        ids.append(kf_ids[0])
+        assert np.count_nonzero(kf_ids[0] == 0) == 0  # precondition: cube A is out of sight
+    asked: list[int] = []
+
+    def cube_a(views, text):
+        asked.extend(v.keyframe_id for v in views)
+        return _cube_a(views, text, ids)
+
+    def run(refine_views):
+        asked.clear()
+        source = GrowingMap(make_scene(), keyframes)
+        pipeline = QueryPipeline(source, cube_a, QueryConfig(default_max_views=2, refine_views=refine_views),
+                                 view_selection=ViewSelectionConfig(min_gain_frac=0.0))
+        return pipeline.run("the cube on the left")
+
+    plain = run(0)
+    assert plain.status is QueryStatus.SUCCESS and plain.views_used == 2 and len(asked) == 2
+    first = list(asked)
+    refined = run(2)
+    assert refined.status is QueryStatus.SUCCESS and refined.views_used == 4
+    assert asked[:2] == first and len(set(asked)) == 4
+    # the added views see the candidate (cube A); the views that cannot see it are never asked
+    assert all(np.count_nonzero(ids[k] == 0) > 50 for k in asked[2:])
+    assert not set(asked) & {len(EYES), len(EYES) + 1}
+    assert "first_vote_ms" in refined.timings_ms

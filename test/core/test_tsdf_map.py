@@ -133,6 +133,35 @@ def test_snapshot_while_integrating_from_another_thread():
     assert tsdf.frames_integrated == 20
 
 
+def test_snapshot_after_the_map_grew_is_not_truncated_by_the_previous_estimate():
+    poses = orbit_poses(16, yaw_step_rad=0.4)
+    tsdf = TsdfMap(TsdfMapConfig(voxel_size_m=0.05))
+    tsdf.integrate(room_frame(1, poses[0]))
+    tsdf.integrate(room_frame(2, poses[0]))  # surface points need a weight above 1
+    small = tsdf.snapshot().num_points  # primes the estimate for the next extraction
+    assert small > 0
+    for i, pose in enumerate(poses[1:]):
+        tsdf.integrate(room_frame(i + 3, pose))
+    grown = tsdf.snapshot().num_points
+    counted = tsdf._grid.extract_point_cloud(1.0, -1).point.positions.shape[0]  # Open3D's own count
+    assert grown > 2 * small and grown == counted
+
+
+def test_depth_outside_the_configured_range_is_not_fused():
+    pose = orbit_poses(1)[0]
+    frame = room_frame(1, pose)
+    near = float(np.percentile(frame.depth_m[frame.depth_m > 0], 50))
+    clipped = TsdfMap(TsdfMapConfig(voxel_size_m=0.05, depth_min_m=near))
+    clipped.integrate(frame)
+    clipped.integrate(frame)
+    depth_m = np.linalg.norm(clipped.snapshot().points_world_m - pose[:3, 3], axis=1)
+    full = TsdfMap(TsdfMapConfig(voxel_size_m=0.05))
+    full.integrate(frame)
+    assert depth_m.size > 0 and clipped.num_blocks < full.num_blocks
+    # ranges are along rays, depth along the optical axis, so ranges are never shorter than depth
+    assert depth_m.min() > near - 0.15
+
+
 def _load_7scenes_frame(folder, index: int, intrinsics: CameraIntrinsics) -> RgbdFrame:
     stem = folder / f"frame-{index:06d}"
     color = cv2.cvtColor(cv2.imread(str(stem) + ".color.jpg", cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -375,3 +375,56 @@ def test_target_seen_by_two_views_survives_one_miss():
     assert both.objects[0].confidence > obj.confidence
     strict = MultiViewVoter(VotingConfig(lone_support_min_weighted_ratio=1.0)).vote(snapshot, keyframes, views, Q)
     assert strict.objects == ()
+
+
+def test_one_mask_over_two_hypotheses_supports_both_and_joins_them():
+    # The model segments "the two cubes" as one mask in every view: in 3D they are two clusters 0.4 m
+    # apart, and every mask covers both, so they are one object (fragments joined), supported by all.
+    snapshot = make_scene()
+    keyframes, ids = make_views(EYES)
+    views = [ViewPredictions(k, (pred((ids[k] == 0) | (ids[k] == 1)),)) for k in range(4)]
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    assert len(result.objects) == 1
+    obj = result.objects[0]
+    found = _found(snapshot, obj)
+    for box in (BOX_A, BOX_B):
+        assert found[in_box(snapshot.points_world_m, box)].mean() > 0.6
+    assert obj.supporting_views == 4 and obj.visible_views == 4
+    assert obj.box.size_m.max() > 1.0  # spans both cubes (0.4 m each, 0.4 m apart)
+
+
+def test_fragments_that_views_segment_apart_are_not_joined():
+    # Views 0 and 1 segment both cubes as one mask, views 2 and 3 (which see both) only cube A:
+    # as much evidence for "apart" as for "together", so they stay separate objects.
+    snapshot = make_scene()
+    keyframes, ids = make_views(EYES)
+    views = [ViewPredictions(k, (pred((ids[k] == 0) | (ids[k] == 1)),)) for k in (0, 1)]
+    views += [ViewPredictions(k, (pred(ids[k] == 0),)) for k in (2, 3)]
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    first = _found(snapshot, result.objects[0])
+    assert first[in_box(snapshot.points_world_m, BOX_A)].mean() > 0.6
+    assert not np.any(first & in_box(snapshot.points_world_m, BOX_B))
+
+
+SIX_EYES = EYES + [(2.6, 1.2, 1.3), (-0.6, 0.8, 1.3)]
+
+
+def test_support_is_weighed_not_only_counted():
+    snapshot = make_scene()
+    keyframes, ids = make_views(SIX_EYES)
+    for k in range(6):  # precondition: every view sees both cubes
+        assert np.count_nonzero(ids[k] == 0) > 100 and np.count_nonzero(ids[k] == 1) > 100
+    # Two confident views find cube A; four find nothing ("not found here" is weak evidence). Only 2 of
+    # the 6 seeing views confirm it, but they carry most of the weight: accepted.
+    views = [ViewPredictions(k, (pred(ids[k] == 0, 0.9),)) for k in (0, 1)] + \
+        [ViewPredictions(k) for k in range(2, 6)]
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    assert result.objects and result.objects[0].supporting_views == 2 and result.objects[0].visible_views >= 5
+    assert _found(snapshot, result.objects[0])[in_box(snapshot.points_world_m, BOX_A)].mean() > 0.5
+    assert not any(np.any(_found(snapshot, o) & in_box(snapshot.points_world_m, BOX_B)) for o in result.objects)
+    # Two weak views put the query on cube B while four confident views find cube A: B is rejected.
+    views = [ViewPredictions(k, (pred(ids[k] == 1, 0.35),)) for k in (0, 1)] + \
+        [ViewPredictions(k, (pred(ids[k] == 0, 0.9),)) for k in range(2, 6)]
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    assert len(result.objects) == 1
+    assert not np.any(_found(snapshot, result.objects[0]) & in_box(snapshot.points_world_m, BOX_B))

@@ -76,3 +76,12 @@ def test_missed_views_and_seeding():
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         SimSegmenterConfig(**{field: value})
+
+
+def test_second_call_answers_in_the_same_embedding_space():
+    segmenter = SimSegmenter(CLEAN, seed=4, background_ids=frozenset({0}))
+    first = segmenter.segment(VIEWS[:2], target_id=5)
+    second = segmenter.segment(VIEWS[2:], target_id=5)
+    other = SimSegmenter(CLEAN, seed=5, background_ids=frozenset({0})).segment(VIEWS[:2], target_id=5)
+    assert float(first.query_embedding @ second.query_embedding) > 0.7  # noise around one direction
+    assert abs(float(first.query_embedding @ other.query_embedding)) < 0.5  # another segmenter, another space
