@@ -5,12 +5,15 @@
 Per scene (seeded `generate_room`): 48 frames rendered along `trajectory`, fused into the product's
 TSDF map (`TsdfMap`, 3 cm voxels) whose surface points are the map; every 3rd frame is a keyframe
 candidate; `select_views` picks 8 (its first 4 are exactly the 4-view selection, the greedy being
-prefix-consistent). Ground truth per map point is the simulator's nearest surface instance.
+prefix-consistent). Ground truth per map point is the simulator's nearest surface instance within
+the TSDF truncation band (GT_BAND_M; a 3 cm labelling is reported alongside in the JSON).
 Queries: up to 5 objects per scene seen by at least 2 of the 4 selected views (>= 300 GT pixels,
 >= 150 map points), drawn with the scene's seed. The simulated segmenter (eval only) degrades the GT
 masks: boundary noise (erode/dilate up to 2 px at 320x240, 1 px jitter), 10 % missed views, 5 %
 wrong-instance picks, hallucinations at rate p. Methods, on the same predictions:
 - voting: `MultiViewVoter` (top-ranked object);
+- voting_refined: the product's `QueryPipeline` over the whole keyframe pool: 4 coverage views, then
+  up to 4 aimed at the first vote's candidates (`refine_views`), voted together;
 - best_view: the single most confident mask, lifted to the points its view sees;
 - union: the union of every mask lifted to the points its view sees;
 - majority_no_vis: per point, the views whose image it falls in (valid depth, no occlusion test)

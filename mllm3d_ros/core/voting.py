@@ -406,6 +406,24 @@ def cluster_points(points_world_m: np.ndarray, voxel_size_m: float, min_points: 
     return PointClusters(rank[point_comp], int(big.sum()), int((~big).sum()))
 
 
+def _view_cover(labels_seen: np.ndarray, hit: np.ndarray, sizes: np.ndarray, min_visible_frac: float,
+                min_cover_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which hypotheses one view sees (C,) and which of them each of its masks covers (J, C).
+
+    labels_seen (V,): hypothesis of each point the view sees (-1 none); hit (J, V) from `lift_masks`.
+    A view sees a hypothesis when it sees at least min_visible_frac of its points; a mask covers a seen
+    hypothesis when it holds at least min_cover_frac of the hypothesis's points the view sees.
+    """
+    num = sizes.shape[0]
+    in_cluster = labels_seen >= 0
+    visible = np.bincount(labels_seen[in_cluster], minlength=num)
+    sees = visible >= np.maximum(1.0, min_visible_frac * sizes)
+    covered = np.zeros((hit.shape[0], num), dtype=np.int64)
+    for j in range(hit.shape[0]):
+        covered[j] = np.bincount(labels_seen[in_cluster & hit[j]], minlength=num)
+    return sees, (covered > 0) & (covered >= min_cover_frac * np.maximum(visible, 1)) & sees
+
+
 def merge_fragments(clusters: PointClusters, kept_idx: np.ndarray, num_points: int,
                     projections: Sequence[ViewProjection], hits: Sequence[np.ndarray], min_visible_frac: float,
                     min_cover_frac: float) -> PointClusters:
@@ -430,12 +448,7 @@ def merge_fragments(clusters: PointClusters, kept_idx: np.ndarray, num_points: i
     for proj, hit in zip(projections, hits):
         if hit.shape[0] == 0:
             continue  # a view without masks says nothing about what belongs together
-        lab = label_of_point[proj.visible_indices]
-        in_cluster = lab >= 0
-        visible = np.bincount(lab[in_cluster], minlength=num)
-        sees = visible >= np.maximum(1.0, min_visible_frac * sizes)
-        covered = np.stack([np.bincount(lab[in_cluster & h], minlength=num) for h in hit])  # (J, C)
-        covers = (covered >= min_cover_frac * np.maximum(visible, 1)) & (covered > 0) & sees
+        sees, covers = _view_cover(label_of_point[proj.visible_indices], hit, sizes, min_visible_frac, min_cover_frac)
         for row in covers:
             idx = np.flatnonzero(row)
             together[np.ix_(idx, idx)] += 1
@@ -705,18 +718,12 @@ class MultiViewVoter:
         sees = np.zeros((num_views, num_clusters), dtype=bool)
         covers = []  # per view: (J, C) bool, mask j covers hypothesis c
         for k, (proj, hit) in enumerate(zip(projections, hits)):
-            lab = label_of_point[proj.visible_indices]
-            in_cluster = lab >= 0
-            visible_count = np.bincount(lab[in_cluster], minlength=num_clusters)
-            sees[k] = visible_count >= np.maximum(1.0, cfg.min_visible_frac * cluster_sizes)
-            covered = np.zeros((hit.shape[0], num_clusters), dtype=np.int64)
-            for j in range(hit.shape[0]):
-                covered[j] = np.bincount(lab[in_cluster & hit[j]], minlength=num_clusters)
             # 3D overlap decides which hypotheses a mask belongs to: every one it covers enough of. One
             # mask may cover several (an object that voting split into fragments; two objects the model
             # segmented as one); counting it only for the one it covers most starves the others.
-            covers.append((covered > 0) & (covered >= cfg.min_mask_cover_frac * np.maximum(visible_count, 1))
-                          & sees[k])
+            sees[k], cover = _view_cover(label_of_point[proj.visible_indices], hit, cluster_sizes,
+                                         cfg.min_visible_frac, cfg.min_mask_cover_frac)
+            covers.append(cover)
 
         # Cross-view association by embedding: each hypothesis's embedding is the weighted mean of the
         # masks assigned to it; a mask that overlaps it in 3D but means something else does not support it.
