@@ -16,8 +16,7 @@ import numpy as np
 
 from ..backends.base import BackendError, BackendUnavailable, normalise_instruction
 from .config import check_int, check_range
-from .types import (BackendView, InputError, Keyframe, MapSnapshot, QueryResult, QueryStatus, SegmentationResult,
-                    ViewPredictions)
+from .types import BackendView, InputError, Keyframe, MapSnapshot, QueryResult, QueryStatus, SegmentationResult
 from .view_selection import ViewSelectionConfig, select_views
 from .voting import MultiViewVoter, VotingConfig
 
@@ -166,16 +165,16 @@ class QueryPipeline:
                 timings["segment_ms"] = timings.get("segment_ms", 0.0) + (time.monotonic() - t_seg) * 1e3
             return None
 
-        def vote_all():
-            progress("voting", span_end)
+        def vote_all(fraction: float):
+            progress("voting", fraction)
             return self.voter.vote(snapshot, [keyframes[i] for i in chosen], [v for r in results for v in r.views],
                                    _merge_embeddings(results))
 
-        span_end = 0.45 if self.config.refine_views else 0.85
-        stopped = segment(chosen, (0.1, span_end))
+        first_end = 0.45 if self.config.refine_views else 0.85
+        stopped = segment(chosen, (0.1, first_end))
         if stopped is not None:
             return stopped
-        vote = vote_all()
+        vote = vote_all(first_end)
         if self.config.refine_views and vote.candidate_indices.shape[0]:
             # Second pass: views aimed at what the first pass found (see QueryConfig.refine_views).
             rest = tuple(kf for kf_id, kf in keyframes.items() if kf_id not in chosen)
@@ -184,14 +183,12 @@ class QueryPipeline:
             extra = select_views(rest, candidates,
                                  dataclasses.replace(self.view_selection, max_views=self.config.refine_views))
             if extra:
-                span_end = 0.85
-                stopped = segment(extra, (0.45, span_end))
+                stopped = segment(extra, (first_end, 0.85))
                 if stopped is not None:
                     return stopped
                 chosen = chosen + tuple(extra)
-                first_vote_ms = vote.timings.total_ms
-                vote = vote_all()
-                timings["first_vote_ms"] = first_vote_ms
+                timings["first_vote_ms"] = vote.timings.total_ms
+                vote = vote_all(0.85)
         timings["vote_ms"] = vote.timings.total_ms
 
         phrase = next((r.target_phrase for r in results if r.target_phrase), text)
