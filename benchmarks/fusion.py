@@ -178,8 +178,8 @@ def time_pair(frames: list[RawFrame], cfg: TsdfMapConfig) -> tuple[Timing, Timin
     return Timing.of(times_ours), Timing.of(times_peer), ours
 
 
-def overhead_pct(ours: Timing, peer: Timing) -> float:
-    return round(100.0 * (ours.median_ms / peer.median_ms - 1.0), 1)
+def overhead_pct(ours_median_ms: float, peer_median_ms: float) -> float:
+    return round(100.0 * (ours_median_ms / peer_median_ms - 1.0), 1)
 
 
 def time_pipeline(frames: list[RawFrame], cfg: TsdfMapConfig) -> Timing:
@@ -213,8 +213,8 @@ def ingest_stall_ms(tsdf: TsdfMap, frames: list[RawFrame], snapshots: int = 5) -
             taken.append(time.perf_counter())
             time.sleep(0.2)
 
-    quiet = [tsdf.integrate(raw.frame) for raw in frames[:30]]  # warm, no snapshot running
-    del quiet
+    for raw in frames[:30]:  # warm up, no snapshot running
+        tsdf.integrate(raw.frame)
     thread = threading.Thread(target=query_loop)
     times = []
     thread.start()
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             snap_ms, points = snapshot_ms(tsdf)
             out[f"real_{name}"] = {"frames": ours.frames, "fps": ours.fps, "update_ms_p95": ours.p95_ms,
                                    "peer_fps": peer.fps, "peer_update_ms_p95": peer.p95_ms,
-                                   "overhead_pct": overhead_pct(ours, peer),
+                                   "overhead_pct": overhead_pct(ours.median_ms, peer.median_ms),
                                    "snapshot_ms": snap_ms, "snapshot_points": points, "blocks": tsdf.num_blocks}
         out["real_pipeline_5cm"] = time_pipeline(real, cfg5).__dict__
         print(f"real 5cm {out['real_5cm']}\nreal 2cm {out['real_2cm']}", flush=True)
@@ -325,11 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         "peer_fps_5cm": peer5["fps"], "peer_update_ms_p95_5cm": peer5["update_ms_p95"],
         "peer_fps_2cm": peer2.fps, "peer_update_ms_p95_2cm": peer2.p95_ms,
         "peer_rss_mb_start": peer5["rss_mb_start"], "peer_rss_mb_end": peer5["rss_mb_end"],
-        "overhead_pct_5cm": overhead_pct(pair5_ours, pair5_peer),
-        "overhead_pct_2cm": overhead_pct(ours2, peer2),
+        "overhead_pct_5cm": overhead_pct(pair5_ours.median_ms, pair5_peer.median_ms),
+        "overhead_pct_2cm": overhead_pct(ours2.median_ms, peer2.median_ms),
         "overhead_frames_5cm": pair5_ours.frames, "ingest_during_snapshots_2cm": stall2,
-        "overhead_pct_5cm_sequential_streams": round(
-            100.0 * (ours5["update_ms_median"] / peer5["update_ms_median"] - 1.0), 1),
+        "overhead_pct_5cm_sequential_streams": overhead_pct(ours5["update_ms_median"], peer5["update_ms_median"]),
         "stream_ours_5cm": ours5, "stream_peer_5cm": peer5,
     })
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -163,8 +163,12 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
             gt, gt_3cm = scene.gt_ids == target, scene.gt_ids_3cm == target
             for rate in RATES:
                 cfg = SimSegmenterConfig(hallucination_rate=rate)
-                answer = SimSegmenter(cfg, seed=seed * 100_003 + target * 101 + int(rate * 100),
-                                      background_ids=frozenset({STRUCTURE_ID})).segment(sim_views, target)
+
+                def segmenter() -> SimSegmenter:  # the same seeded "model" for every method
+                    return SimSegmenter(cfg, seed=seed * 100_003 + target * 101 + int(rate * 100),
+                                        background_ids=frozenset({STRUCTURE_ID}))
+
+                answer = segmenter().segment(sim_views, target)
                 for n in VIEW_COUNTS:
                     views, kfs = answer.views[:n], scene.keyframes[:n]
                     methods = {
@@ -179,8 +183,7 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
                         times[(rate, name, n)].append((time.perf_counter() - start) * 1e3)
                         ious[(rate, name, n)].append(point_iou(predicted, gt))
                         ious_3cm[(rate, name, n)].append(point_iou(predicted, gt_3cm))
-                predicted, ms = refined(scene, target, SimSegmenter(cfg, seed=seed * 100_003 + target * 101 + int(rate * 100),
-                                                                    background_ids=frozenset({STRUCTURE_ID})))
+                predicted, ms = refined(scene, target, segmenter())
                 for n in VIEW_COUNTS:  # one figure (4 + up to 4 views), shown in both columns
                     times[(rate, "voting_refined", n)].append(ms)
                     ious[(rate, "voting_refined", n)].append(point_iou(predicted, gt))
@@ -225,7 +228,7 @@ def refined(scene: Scene, target: int, segmenter: SimSegmenter) -> tuple[np.ndar
     start = time.perf_counter()
     result = pipeline.run(f"instance {target}")
     ms = (time.perf_counter() - start - model_s[0]) * 1e3
-    return (result.objects[0].point_indices if result.objects else np.zeros(0, np.int64)), ms
+    return _top(result), ms
 
 
 def _top(result) -> np.ndarray:

@@ -74,6 +74,11 @@ def keyframe_to_view(keyframe: Keyframe) -> BackendView:
                        intrinsics=keyframe.intrinsics, world_T_camera=keyframe.world_T_camera)
 
 
+def _evenly(points: np.ndarray, max_points: int) -> np.ndarray:
+    """Every k-th point, k the smallest integer stride leaving at most about max_points."""
+    return points[:: max(1, points.shape[0] // max_points)]
+
+
 def _merge_embeddings(results: Sequence[SegmentationResult]) -> np.ndarray | None:
     embs = [r.query_embedding for r in results if r.query_embedding is not None and r.query_embedding.size]
     if not embs:
@@ -128,8 +133,7 @@ class QueryPipeline:
         keyframes = {kf.keyframe_id: kf for kf in self.map_source.keyframes()}
         if not keyframes:
             return done(QueryStatus.NO_VIEWS, "no keyframes stored yet: move the camera to build the map")
-        stride = max(1, snapshot.num_points // self.config.region_max_points)
-        region = snapshot.points_world_m[::stride]
+        region = _evenly(snapshot.points_world_m, self.config.region_max_points)
         selection_cfg = dataclasses.replace(self.view_selection, max_views=max_views)
         chosen = select_views(tuple(keyframes.values()), region, selection_cfg)
         timings["select_views_ms"] = (time.monotonic() - t) * 1e3
@@ -178,8 +182,7 @@ class QueryPipeline:
         if self.config.refine_views and vote.candidate_indices.shape[0]:
             # Second pass: views aimed at what the first pass found (see QueryConfig.refine_views).
             rest = tuple(kf for kf_id, kf in keyframes.items() if kf_id not in chosen)
-            candidates = snapshot.points_world_m[vote.candidate_indices]
-            candidates = candidates[:: max(1, candidates.shape[0] // self.config.region_max_points)]
+            candidates = _evenly(snapshot.points_world_m[vote.candidate_indices], self.config.region_max_points)
             extra = select_views(rest, candidates,
                                  dataclasses.replace(self.view_selection, max_views=self.config.refine_views))
             if extra:

@@ -92,6 +92,11 @@ class IntegrationStats:
     evicted_blocks: int
 
 
+def _num_points(cloud) -> int:
+    """Points in an Open3D tensor cloud (an empty extraction has no "positions" attribute at all)."""
+    return int(cloud.point.positions.shape[0]) if "positions" in cloud.point else 0
+
+
 def _resolve_device(device: str):
     import open3d.core as o3c
 
@@ -225,7 +230,7 @@ class TsdfMap:
                 cloud = None
             else:
                 cloud = self._extract_locked(estimated_points)
-        if cloud is None or "positions" not in cloud.point or cloud.point.positions.shape[0] == 0:
+        if cloud is None or _num_points(cloud) == 0:
             empty = np.zeros((0, 3), dtype=np.float32)
             return MapSnapshot(empty, np.zeros((0, 3), dtype=np.uint8), empty.copy(), stamp_ns)
         points = cloud.point.positions.cpu().numpy().astype(np.float32, copy=True)
@@ -240,11 +245,9 @@ class TsdfMap:
         if estimated_points <= 0 and self._last_snapshot_points > 0:
             estimated_points = int(self._last_snapshot_points * 1.5) + 1024
         cloud = self._grid.extract_point_cloud(self.config.weight_threshold, estimated_points)
-        count = cloud.point.positions.shape[0] if "positions" in cloud.point else 0
-        if estimated_points > 0 and count >= estimated_points:
+        if estimated_points > 0 and _num_points(cloud) >= estimated_points:
             cloud = self._grid.extract_point_cloud(self.config.weight_threshold, -1)
-            count = cloud.point.positions.shape[0] if "positions" in cloud.point else 0
-        self._last_snapshot_points = count
+        self._last_snapshot_points = _num_points(cloud)
         return cloud
 
     def block_centers_world_m(self) -> np.ndarray:

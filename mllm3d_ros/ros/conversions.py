@@ -97,6 +97,7 @@ def pose_to_matrix(pose: Pose) -> np.ndarray:
     p, o = pose.position, pose.orientation
     return rigid_transform((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
 
+
 def matrix_to_pose(transform: np.ndarray) -> Pose:
     x, y, z, w = matrix_to_quaternion(transform[:3, :3])
     t = transform[:3, 3]

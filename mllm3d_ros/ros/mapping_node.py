@@ -139,8 +139,8 @@ class MappingNode(Node):
         try:
             from tf2_ros import Buffer, TransformListener  # on ROS distributions only
         except ImportError:
-            raise ParameterError("parameter 'pose_source': 'tf' needs tf2_ros, which is not installed (pip-only set-ups have no "
-                             "TF): use pose_source 'pose' or 'odometry'") from None
+            raise ParameterError("parameter 'pose_source': 'tf' needs tf2_ros, which is not installed (pip-only "
+                                 "set-ups have no TF): use pose_source 'pose' or 'odometry'") from None
         self._tf_buffer = Buffer()
         self._tf_listener = TransformListener(self._tf_buffer, self)
 
