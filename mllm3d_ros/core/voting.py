@@ -19,9 +19,8 @@ Pipeline of `MultiViewVoter.vote` (stage names match `VoteTimings`):
   2. weight: Token-for-Query weights;
   3. lift: project the map once per view (float32, reused by every mask of that view);
   4. consistency: per-point weighted positive / (positive + negative) ratio, keep points above it;
-  5. cluster: voxel connected components of the kept points (object hypotheses), then fragments
-     that the masks segment as one object are joined (`merge_fragments`);
-  6./7. associate: assign each mask to the hypothesis it covers, check embedding agreement,
+  5. cluster: voxel connected components of the kept points (object hypotheses);
+  6./7. associate: assign each mask to every hypothesis it covers, check embedding agreement,
      count supporting vs seeing views, reject hallucinations (support ratio below threshold);
   8. objects: per-point and per-object confidence, yaw-only oriented box, rank by confidence;
      completion adds the map points no selected view sees (no evidence either way) that are
@@ -77,8 +76,7 @@ class VotingConfig:
         min_visible_frac: a view "can see" a hypothesis when it sees at least this fraction of its
             points. (0, 1], default 0.2.
         min_mask_cover_frac: a mask supports every hypothesis of which it covers at least this
-            fraction of the points its view sees; hypotheses that the masks cover together more often
-            than apart are joined into one object (`merge_fragments`). (0, 1], default 0.3.
+            fraction of the points its view sees. (0, 1], default 0.3.
         min_association_similarity: cross-view association; a mask assigned to a hypothesis by 3D
             overlap counts as support only if its embedding's cosine similarity with the
             hypothesis's (weight-averaged) embedding is at least this. [-1, 1], default 0.3.
@@ -104,7 +102,7 @@ class VotingConfig:
         completion_margin_m: completion; after a hypothesis is accepted, map points that no
             selected view sees (no evidence either way: back faces, undersides, parts hidden in
             every chosen view) are added to it when they are voxel-connected (cluster_voxel_size_m)
-            to it through other unseen points and lie inside its axis-aligned box grown by this
+            to it through other unseen points and lie inside its yaw-oriented box grown by this
             margin. 0 disables completion. >= 0, default 0.06.
         completion_point_confidence: per-point confidence given to completed points (they were
             never observed, so they rank below every voted point). [0, 1], default 0.25.
@@ -424,50 +422,6 @@ def _view_cover(labels_seen: np.ndarray, hit: np.ndarray, sizes: np.ndarray, min
     return sees, (covered > 0) & (covered >= min_cover_frac * np.maximum(visible, 1)) & sees
 
 
-def merge_fragments(clusters: PointClusters, kept_idx: np.ndarray, num_points: int,
-                    projections: Sequence[ViewProjection], hits: Sequence[np.ndarray], min_visible_frac: float,
-                    min_cover_frac: float) -> PointClusters:
-    """Join hypotheses that the views segment as one object (cross-view association of fragments).
-
-    Voting keeps an object's points only where the masks agree, so a thin or partly seen object (a
-    desk seen at a grazing angle, a chair's back and seat) often falls apart into several 3D clusters,
-    and each fragment alone has too little support. Two hypotheses are joined when the masks say
-    they are one thing more often than not: "together" counts masks that cover both (each at least
-    `min_cover_frac` of its points the view sees), "apart" counts views that see both and cover one
-    with a mask but not the other. Joined when together > apart; transitively (connected components).
-    Labels are renumbered largest first, as `cluster_points` does.
-    """
-    num = clusters.num_clusters
-    if num < 2:
-        return clusters
-    label_of_point = np.full(num_points, -1, dtype=np.int64)
-    label_of_point[kept_idx] = clusters.labels
-    sizes = np.bincount(clusters.labels[clusters.labels >= 0], minlength=num)
-    together = np.zeros((num, num), dtype=np.int64)
-    apart = np.zeros((num, num), dtype=np.int64)
-    for proj, hit in zip(projections, hits):
-        if hit.shape[0] == 0:
-            continue  # a view without masks says nothing about what belongs together
-        sees, covers = _view_cover(label_of_point[proj.visible_indices], hit, sizes, min_visible_frac, min_cover_frac)
-        for row in covers:
-            idx = np.flatnonzero(row)
-            together[np.ix_(idx, idx)] += 1
-        any_cover = covers.any(axis=0)
-        apart[np.ix_(any_cover, sees & ~any_cover)] += 1
-    apart = apart + apart.T
-    join = (together >= 2) & (together > apart) & ~np.eye(num, dtype=bool)
-    edge_a, edge_b = np.nonzero(np.triu(join))
-    if edge_a.shape[0] == 0:
-        return clusters
-    root = _connected_components(num, edge_a, edge_b)
-    _, group = np.unique(root, return_inverse=True)
-    group_sizes = np.bincount(group, weights=sizes).astype(np.int64)
-    rank = np.empty(group_sizes.shape[0], dtype=np.int64)
-    rank[np.argsort(-group_sizes, kind="stable")] = np.arange(group_sizes.shape[0])
-    labels = np.where(clusters.labels >= 0, rank[group[np.maximum(clusters.labels, 0)]], -1)
-    return PointClusters(labels, int(group_sizes.shape[0]), clusters.num_discarded)
-
-
 def _surface_cells_fraction(plane_uv: np.ndarray, inner_lo: np.ndarray, inner_hi: np.ndarray, ring_m: float,
                             cell_m: float) -> float:
     """Fraction of the 2D cells of the ring [inner - ring, inner + ring] minus [inner] holding a point of
@@ -636,12 +590,11 @@ class MultiViewVoter:
 
         # 5. cluster the surviving points into object hypotheses.
         clusters = cluster_points(points[kept_idx], cfg.cluster_voxel_size_m, cfg.min_cluster_points)
-        clusters = merge_fragments(clusters, kept_idx, points.shape[0], projections, hits, cfg.min_visible_frac,
-                                   cfg.min_mask_cover_frac)
         t_cluster = time.perf_counter()
 
         # 6.-8. associate masks to hypotheses, reject unsupported ones, build ranked objects.
-        unseen_idx = np.flatnonzero((votes.positive + votes.negative) == 0)
+        evidence = votes.positive + votes.negative
+        unseen_idx = np.flatnonzero(evidence == 0)
         objects, rejected_unsupported = self._objects(points, kept_idx, clusters, projections,
                                                       hits, kept_views, kept_weights, negative_weights, ratio,
                                                       unseen_idx)
@@ -651,7 +604,7 @@ class MultiViewVoter:
             views=len(filtered), masks_in=counts[0], masks_dropped_low_confidence=counts[1],
             masks_dropped_small=counts[2], masks_dropped_off_query=dropped_off_query,
             masks_used=int(sum(w.shape[0] for w in kept_weights)),
-            points_seen=int(np.count_nonzero((votes.positive + votes.negative) > 0)),
+            points_seen=int(np.count_nonzero(evidence > 0)),
             points_positive=int(np.count_nonzero(votes.positive > 0)), points_kept=int(kept_idx.shape[0]),
             hypotheses=clusters.num_clusters + clusters.num_discarded, hypotheses_rejected_small=clusters.num_discarded,
             hypotheses_rejected_unsupported=rejected_unsupported, objects=len(objects))
