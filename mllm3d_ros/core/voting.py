@@ -18,11 +18,16 @@ Pipeline of `MultiViewVoter.vote` (stage names match `VoteTimings`):
   1. filter: drop low-confidence and tiny masks;
   2. weight: Token-for-Query weights;
   3. lift: project the map once per view (float32, reused by every mask of that view);
-  4. consistency: per-point weighted positive / (positive + negative) ratio, keep points above it;
+  4. consistency: per-point weighted positive / (positive + negative) ratio, keep points above it
+     (a point just outside a mask, within mask_boundary_px, counts neither way);
   5. cluster: voxel connected components of the kept points (object hypotheses);
   6./7. associate: assign each mask to every hypothesis it covers, check embedding agreement,
      count supporting vs seeing views, reject hallucinations (support ratio below threshold);
-  8. objects: per-point and per-object confidence, yaw-only oriented box, rank by confidence;
+  Then, when objects were accepted, views that see one but support none are discredited (they lost
+  the target or hallucinated, as 3D just showed) and steps 4-7 run again without their negative
+  evidence (`discredit_views`).
+  8. objects: the surface an accepted object stands on is stripped from it (mask spill onto floor or
+     table top); per-point and per-object confidence, yaw-only oriented box, rank by confidence;
      completion adds the map points no selected view sees (no evidence either way) that are
      voxel-connected to an accepted object inside its slightly grown box, minus support surfaces
      (floor, table top, wall), at a lower per-point confidence.
@@ -65,6 +70,12 @@ class VotingConfig:
             with range). [0, 1], default 0.03.
         empty_view_weight: negative-evidence weight of a view whose model returned no usable mask
             ("not found here" is weaker evidence than "found it elsewhere"). [0, 1], default 0.1.
+        mask_boundary_px: a seen point outside every mask of a view but within this many pixels of
+            one is no evidence either way: 2D masks are uncertain by a few pixels at their boundary,
+            and the map's surface points at an object's silhouette project onto it (depth-colour
+            registration, pose error, the rounding of projection). Without the band, every view
+            that sees an object's rim votes against it. In pixels of the keyframe image; 0 makes the
+            mask boundary exact. >= 0, default 2.
         min_positive_ratio: spatial consistency; a point is kept when its weighted positive evidence
             is at least this fraction of all its evidence. (0, 1], default 0.5.
         min_positive_weight: a kept point also needs at least this much positive weight, so one
@@ -112,6 +123,16 @@ class VotingConfig:
             > 0, default 0.3.
         support_min_frac: ... "reaches" meaning it occupies at least this fraction of the ring's
             voxel columns. (0, 1], default 0.25.
+        strip_support: 2D masks spill onto the floor or table top around an object's base and every
+            view confirms the spill, which then joins the object to its neighbours in 3D. When the map
+            has a surface at the bottom of an accepted object that reaches support_ring_m beyond it
+            (support_min_frac), the object's points at that surface's height are dropped and its
+            largest connected part kept (`strip_support_surface`). Default True.
+        discredit_views: when an object was accepted, a view that sees it but whose masks support no
+            accepted object (it missed the object, or answered about something the other views
+            refuted in 3D) loses its negative evidence and the points are voted again: a hallucinating
+            view no longer erases the object's points that it happens to see. False votes once.
+            Default True.
     """
 
     min_mask_confidence: float = 0.3
@@ -121,6 +142,7 @@ class VotingConfig:
     depth_tolerance_m: float = 0.05
     depth_tolerance_frac: float = 0.03
     empty_view_weight: float = 0.1
+    mask_boundary_px: int = 2
     min_positive_ratio: float = 0.5
     min_positive_weight: float = 0.15
     cluster_voxel_size_m: float = 0.06
@@ -137,6 +159,8 @@ class VotingConfig:
     completion_point_confidence: float = 0.25
     support_ring_m: float = 0.3
     support_min_frac: float = 0.25
+    strip_support: bool = True
+    discredit_views: bool = True
 
     def __post_init__(self) -> None:
         check_range("min_mask_confidence", self.min_mask_confidence, 0.0, 1.0)
@@ -162,6 +186,10 @@ class VotingConfig:
         check_range("completion_point_confidence", self.completion_point_confidence, 0.0, 1.0)
         check_range("support_ring_m", self.support_ring_m, 0.0, low_inclusive=False)
         check_range("support_min_frac", self.support_min_frac, 0.0, 1.0, low_inclusive=False)
+        check_int("mask_boundary_px", self.mask_boundary_px, 0)
+        for name in ("strip_support", "discredit_views"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,6 +247,7 @@ class VoteDiagnostics:
     hypotheses: int = 0
     hypotheses_rejected_small: int = 0
     hypotheses_rejected_unsupported: int = 0
+    views_discredited: int = 0
     objects: int = 0
 
 
@@ -318,21 +347,37 @@ def lift_masks(projection: ViewProjection, masks: Sequence[np.ndarray]) -> np.nd
     return hits
 
 
+def grow_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    """The mask grown by radius_px pixels in every direction (8-neighbourhood steps), (H, W) bool."""
+    out = np.asarray(mask, dtype=bool)
+    for _ in range(radius_px):
+        rows = out.copy()
+        rows[1:] |= out[:-1]
+        rows[:-1] |= out[1:]
+        out = rows.copy()
+        out[:, 1:] |= rows[:, :-1]
+        out[:, :-1] |= rows[:, 1:]
+    return out
+
+
 def point_votes(num_points: int, projections: Sequence[ViewProjection], hits: Sequence[np.ndarray],
-                weights: Sequence[np.ndarray], negative_weights: Sequence[float]) -> PointVotes:
+                weights: Sequence[np.ndarray], negative_weights: Sequence[float],
+                near_masks: Sequence[np.ndarray | None] | None = None) -> PointVotes:
     """Accumulate spatial-consistency evidence over views.
 
     Per view k: a seen point inside mask j gains max_j weights[k][j] (one view, one vote, however
     many of its masks overlap); a seen point outside every mask gains negative_weights[k] against it;
     points the view does not see gain nothing (MLLM-For3D, spatial consistency with visibility).
-    hits[k] is (J_k, V_k) bool from `lift_masks`, weights[k] (J_k,).
+    hits[k] is (J_k, V_k) bool from `lift_masks`, weights[k] (J_k,). near_masks[k], when given for a
+    view with masks, (V_k,) bool marks the seen points inside its masks or just outside them (the
+    uncertain boundary band): those outside every mask but inside the band count neither way.
     """
     positive = np.zeros(num_points, dtype=np.float32)
     negative = np.zeros(num_points, dtype=np.float32)
-    for proj, hit, weight, neg_w in zip(projections, hits, weights, negative_weights):
+    for k, (proj, hit, weight, neg_w) in enumerate(zip(projections, hits, weights, negative_weights)):
         if hit.shape[0]:
             best = (hit * np.asarray(weight, dtype=np.float32)[:, None]).max(axis=0)
-            inside = hit.any(axis=0)
+            inside = hit.any(axis=0) if near_masks is None or near_masks[k] is None else near_masks[k]
         else:
             best = np.zeros(proj.visible_indices.shape[0], dtype=np.float32)
             inside = np.zeros(proj.visible_indices.shape[0], dtype=bool)
@@ -488,6 +533,46 @@ def complete_object(points_world_m: np.ndarray, object_idx: np.ndarray, unseen_i
     return cand[keep].astype(np.int64)
 
 
+def strip_support_surface(points_world_m: np.ndarray, object_idx: np.ndarray, voxel_size_m: float,
+                          ring_m: float, min_support_frac: float, min_points: int) -> np.ndarray:
+    """object_idx without the surface the object stands on, (K,) int64.
+
+    2D masks spill onto the floor or table top around an object's base, and every view that sees the
+    base confirms the spill; in 3D it joins the object to whatever else stands on that surface. When the
+    map has a horizontal surface at the bottom of the object's box that reaches `ring_m` beyond the box
+    (at least `min_support_frac` of the ring's cells: the test of `complete_object`), the object's points
+    within a quarter voxel of that surface's height are dropped, and of what remains, the largest
+    26-connected part is kept. The object is returned unchanged when that would leave fewer than
+    `min_points` points (an object flat on its support cannot be told apart from it).
+    """
+    pts = np.asarray(points_world_m, dtype=np.float32)
+    obj = pts[object_idx]
+    if obj.shape[0] < min_points:
+        return object_idx
+    box = oriented_box(obj)
+    rot = box.world_R_box.astype(np.float32)
+    center = box.center_world_m.astype(np.float32)
+    half = (box.size_m / 2.0).astype(np.float32)
+    reach = half + ring_m
+    reach[2] = half[2] + voxel_size_m
+    lo_w, hi_w = center - np.abs(rot) @ reach, center + np.abs(rot) @ reach
+    near_local = (pts[np.all((pts >= lo_w) & (pts <= hi_w), axis=1)] - center) @ rot
+    in_slab = np.abs(near_local[:, 2] + half[2]) <= voxel_size_m
+    slab_uv = near_local[in_slab][:, :2]
+    if _surface_cells_fraction(slab_uv, -half[:2], half[:2], ring_m, voxel_size_m) < min_support_frac:
+        return object_idx
+    outside = np.any(np.abs(slab_uv) > half[:2], axis=1)
+    surface_z = float(np.median(near_local[in_slab][outside, 2]))
+    obj_z = (obj - center) @ rot[:, 2]
+    # A quarter voxel: the surface's own points lie within about a centimetre of its height, the object's
+    # sides continue right above it.
+    rest = np.flatnonzero(np.abs(obj_z - surface_z) > voxel_size_m / 4.0)
+    if rest.shape[0] < min_points:
+        return object_idx
+    labels = cluster_points(obj[rest], voxel_size_m, 1).labels
+    return object_idx[rest[labels == 0]].astype(np.int64)
+
+
 def oriented_box(points_world_m: np.ndarray) -> OrientedBox3D:
     """Yaw-only oriented box (z up): PCA of the points in the ground plane, z extent from min/max.
 
@@ -529,6 +614,19 @@ class _ViewMasks:
     confidences: np.ndarray  # (J,) float32
     embeddings: np.ndarray  # (J, D) float32
     labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class _Verdict:
+    """What association decided about each hypothesis c (arrays indexed by c)."""
+
+    order: tuple[int, ...]  # accepted hypotheses, best first, at most max_objects
+    confidence: np.ndarray  # (C,) float64
+    n_support: np.ndarray  # (C,) views supporting it
+    n_visible: np.ndarray  # (C,) views that can see it
+    labels: tuple[str, ...]  # (C,) label of its heaviest supporting mask
+    rejected: int  # hypotheses rejected as unsupported
+    discredited: np.ndarray  # (V,) bool: views that see an accepted hypothesis but support none
 
 
 class MultiViewVoter:
@@ -577,28 +675,52 @@ class MultiViewVoter:
         projections = [project_to_view(points, v.keyframe, cfg.depth_tolerance_m, cfg.depth_tolerance_frac)
                        for v in kept_views]
         hits = [lift_masks(p, v.masks) for p, v in zip(projections, kept_views)]
+        near = None
+        if cfg.mask_boundary_px:
+            near = [grow_mask(np.logical_or.reduce(v.masks), cfg.mask_boundary_px).ravel()[p.pixel_index]
+                    if v.masks else None for p, v in zip(projections, kept_views)]
         t_lift = time.perf_counter()
+        stage_s = {"consistency": 0.0, "cluster": 0.0, "associate": 0.0}
 
-        # 4. consistency: a view that found the target elsewhere speaks against a point as strongly
-        # as its best mask; a view that found nothing speaks weakly (empty_view_weight).
+        def decide(neg_weights: Sequence[float], point_neg_weights: Sequence[float]):
+            """Steps 4-7; point_neg_weights weigh each view's per-point negative evidence, neg_weights its
+            weight in support counting."""
+            t0 = time.perf_counter()
+            # 4. consistency: weighted positive vs negative evidence per point.
+            votes = point_votes(points.shape[0], projections, hits, kept_weights, point_neg_weights, near)
+            ratio = votes.ratio
+            kept_idx = np.flatnonzero((ratio >= cfg.min_positive_ratio) & (votes.positive >= cfg.min_positive_weight))
+            t1 = time.perf_counter()
+            # 5. cluster the surviving points into object hypotheses.
+            clusters = cluster_points(points[kept_idx], cfg.cluster_voxel_size_m, cfg.min_cluster_points)
+            t2 = time.perf_counter()
+            # 6./7. associate masks to hypotheses, reject unsupported ones.
+            verdict = self._associate(points, kept_idx, clusters, projections, hits, kept_views, kept_weights,
+                                      neg_weights)
+            t3 = time.perf_counter()
+            stage_s["consistency"] += t1 - t0
+            stage_s["cluster"] += t2 - t1
+            stage_s["associate"] += t3 - t2
+            return votes, kept_idx, clusters, verdict
+
+        # A view that found the target elsewhere speaks against a point as strongly as its best mask; a
+        # view that found nothing speaks weakly (empty_view_weight).
         negative_weights = [float(w.max()) if w.shape[0] else cfg.empty_view_weight for w in kept_weights]
-        votes = point_votes(points.shape[0], projections, hits, kept_weights, negative_weights)
-        ratio = votes.ratio
-        kept_mask = (ratio >= cfg.min_positive_ratio) & (votes.positive >= cfg.min_positive_weight)
-        kept_idx = np.flatnonzero(kept_mask)
-        t_consistency = time.perf_counter()
-
-        # 5. cluster the surviving points into object hypotheses.
-        clusters = cluster_points(points[kept_idx], cfg.cluster_voxel_size_m, cfg.min_cluster_points)
-        t_cluster = time.perf_counter()
-
-        # 6.-8. associate masks to hypotheses, reject unsupported ones, build ranked objects.
+        votes, kept_idx, clusters, verdict = decide(negative_weights, negative_weights)
+        discredited = verdict.discredited if cfg.discredit_views else np.zeros(len(kept_views), dtype=bool)
+        if discredited.any():
+            # A view that sees an accepted object but supports none missed it or answered about something
+            # else, and the other views refuted that in 3D: its "outside every mask" is then no evidence.
+            # Vote again without its negative evidence (points only it saw become unobserved, which
+            # completion may add). Which hypotheses it could see and did not support still counts.
+            point_negative = [0.0 if d else w for d, w in zip(discredited, negative_weights)]
+            votes, kept_idx, clusters, verdict = decide(negative_weights, point_negative)
+        # 8. the ranked objects, from the last vote.
+        t_build = time.perf_counter()
         evidence = votes.positive + votes.negative
-        unseen_idx = np.flatnonzero(evidence == 0)
-        objects, rejected_unsupported = self._objects(points, kept_idx, clusters, projections,
-                                                      hits, kept_views, kept_weights, negative_weights, ratio,
-                                                      unseen_idx)
+        objects = self._build_objects(points, kept_idx, clusters, verdict, votes.ratio, np.flatnonzero(evidence == 0))
         t_end = time.perf_counter()
+        stage_s["associate"] += t_end - t_build
 
         diagnostics = VoteDiagnostics(
             views=len(filtered), masks_in=counts[0], masks_dropped_low_confidence=counts[1],
@@ -607,11 +729,12 @@ class MultiViewVoter:
             points_seen=int(np.count_nonzero(evidence > 0)),
             points_positive=int(np.count_nonzero(votes.positive > 0)), points_kept=int(kept_idx.shape[0]),
             hypotheses=clusters.num_clusters + clusters.num_discarded, hypotheses_rejected_small=clusters.num_discarded,
-            hypotheses_rejected_unsupported=rejected_unsupported, objects=len(objects))
+            hypotheses_rejected_unsupported=verdict.rejected, views_discredited=int(discredited.sum()),
+            objects=len(objects))
         ms = 1000.0
         timings = VoteTimings(filter_ms=(t_filter - t_start) * ms, lift_ms=(t_lift - t_filter) * ms,
-                              consistency_ms=(t_consistency - t_lift) * ms, cluster_ms=(t_cluster - t_consistency) * ms,
-                              associate_ms=(t_end - t_cluster) * ms, total_ms=(t_end - t_start) * ms)
+                              consistency_ms=stage_s["consistency"] * ms, cluster_ms=stage_s["cluster"] * ms,
+                              associate_ms=stage_s["associate"] * ms, total_ms=(t_end - t_start) * ms)
         return VoteResult(objects, query, timings, diagnostics, kept_idx.astype(np.int64))
 
     def _filter(self, views: Sequence[ViewPredictions], by_id: dict[int, Keyframe]
@@ -655,15 +778,16 @@ class MultiViewVoter:
             raise InputError(f"embeddings of different sizes across views: {sorted(dims)}")
         return out, (masks_in, low_conf, small)
 
-    def _objects(self, points: np.ndarray, kept_idx: np.ndarray, clusters: PointClusters,
-                 projections: Sequence[ViewProjection], hits: Sequence[np.ndarray], views: Sequence[_ViewMasks],
-                 weights: Sequence[np.ndarray], negative_weights: Sequence[float], ratio: np.ndarray,
-                 unseen_idx: np.ndarray) -> tuple[tuple[Object3D, ...], int]:
-        """Steps 6-8: cross-view association, support counting and hallucination rejection, ranking."""
+    def _associate(self, points: np.ndarray, kept_idx: np.ndarray, clusters: PointClusters,
+                   projections: Sequence[ViewProjection], hits: Sequence[np.ndarray], views: Sequence[_ViewMasks],
+                   weights: Sequence[np.ndarray], negative_weights: Sequence[float]) -> _Verdict:
+        """Steps 6-7: cross-view association, support counting and hallucination rejection."""
         cfg = self.config
-        labels_kept, num_clusters = clusters.labels, clusters.num_clusters
+        num_clusters = clusters.num_clusters
         if num_clusters == 0:
-            return (), 0
+            return _Verdict((), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), (), 0,
+                            np.zeros(len(views), dtype=bool))
+        labels_kept = clusters.labels
         label_of_point = np.full(points.shape[0], -1, dtype=np.int64)
         label_of_point[kept_idx] = labels_kept
         cluster_sizes = np.bincount(labels_kept[labels_kept >= 0], minlength=num_clusters)
@@ -712,10 +836,21 @@ class MultiViewVoter:
                    & (weighted_ratio >= cfg.lone_support_min_weighted_ratio))
         accepted = ((n_support >= min_views) | lone_ok) & (np.maximum(support_ratio, weighted_ratio) >= cfg.min_support_ratio)
         rejected = int(num_clusters - accepted.sum())
-        order = [c for c in np.argsort(-confidence, kind="stable") if accepted[c]][: cfg.max_objects]
+        discredited = (sees[:, accepted].any(axis=1) & ~supporting[:, accepted].any(axis=1))
+        order = tuple(int(c) for c in np.argsort(-confidence, kind="stable") if accepted[c])[: cfg.max_objects]
+        return _Verdict(order, confidence, n_support, n_visible, tuple(lab for lab, _ in best_label), rejected,
+                        discredited)
+
+    def _build_objects(self, points: np.ndarray, kept_idx: np.ndarray, clusters: PointClusters, verdict: _Verdict,
+                       ratio: np.ndarray, unseen_idx: np.ndarray) -> tuple[Object3D, ...]:
+        """Step 8: each accepted hypothesis without its support surface, completed, best first."""
+        cfg = self.config
         objects = []
-        for c in order:
-            idx = kept_idx[labels_kept == c].astype(np.int64)
+        for c in verdict.order:
+            idx = kept_idx[clusters.labels == c].astype(np.int64)
+            if cfg.strip_support:
+                idx = strip_support_surface(points, idx, cfg.cluster_voxel_size_m, cfg.support_ring_m,
+                                            cfg.support_min_frac, cfg.min_cluster_points)
             point_conf = ratio[idx].astype(np.float32)
             added = complete_object(points, idx, unseen_idx, cfg.cluster_voxel_size_m, cfg.completion_margin_m,
                                     cfg.support_ring_m, cfg.support_min_frac)
@@ -724,7 +859,7 @@ class MultiViewVoter:
                 point_conf = np.concatenate([point_conf, np.full(added.shape[0], cfg.completion_point_confidence,
                                                                  np.float32)])
             objects.append(Object3D(point_indices=idx, point_confidence=point_conf,
-                                    box=oriented_box(points[idx]), confidence=float(confidence[c]),
-                                    supporting_views=int(n_support[c]), visible_views=int(n_visible[c]),
-                                    label=best_label[c][0]))
-        return tuple(objects), rejected
+                                    box=oriented_box(points[idx]), confidence=float(verdict.confidence[c]),
+                                    supporting_views=int(verdict.n_support[c]), visible_views=int(verdict.n_visible[c]),
+                                    label=verdict.labels[c]))
+        return tuple(objects)
