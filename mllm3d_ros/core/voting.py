@@ -481,6 +481,22 @@ def _surface_cells_fraction(plane_uv: np.ndarray, inner_lo: np.ndarray, inner_hi
     return cells / max(1.0, outer_cells - inner_cells)
 
 
+def _box_frame(points_world_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """world_R_box, centre and half size of the points' yaw-oriented box (float32)."""
+    box = oriented_box(points_world_m)
+    return (box.world_R_box.astype(np.float32), box.center_world_m.astype(np.float32),
+            (box.size_m / 2.0).astype(np.float32))
+
+
+def _near_box_local(points_world_m: np.ndarray, world_R_box: np.ndarray, center: np.ndarray,
+                    reach: np.ndarray) -> np.ndarray:
+    """Box coordinates of the points inside the world-axis bounds of the box of half size `reach` (a
+    superset of the points inside that box): the neighbourhood the support-surface tests look at."""
+    extent = np.abs(world_R_box) @ reach
+    near = np.all((points_world_m >= center - extent) & (points_world_m <= center + extent), axis=1)
+    return (points_world_m[near] - center) @ world_R_box
+
+
 def complete_object(points_world_m: np.ndarray, object_idx: np.ndarray, unseen_idx: np.ndarray,
                     voxel_size_m: float, margin_m: float, ring_m: float = 0.3, min_support_frac: float = 0.25
                     ) -> np.ndarray:
@@ -497,10 +513,7 @@ def complete_object(points_world_m: np.ndarray, object_idx: np.ndarray, unseen_i
     obj = pts[object_idx]
     if obj.shape[0] == 0 or unseen_idx.shape[0] == 0 or margin_m <= 0.0:
         return np.zeros(0, dtype=np.int64)
-    box = oriented_box(obj)
-    rot = box.world_R_box.astype(np.float32)
-    center = box.center_world_m.astype(np.float32)
-    half = (box.size_m / 2.0).astype(np.float32)
+    rot, center, half = _box_frame(obj)
     cand = unseen_idx
     cand_local = (pts[cand] - center) @ rot
     inside = np.all(np.abs(cand_local) <= half + margin_m, axis=1)
@@ -508,10 +521,7 @@ def complete_object(points_world_m: np.ndarray, object_idx: np.ndarray, unseen_i
     if cand.shape[0] == 0:
         return cand.astype(np.int64)
     # Map points near the box, in box coordinates, for the support-surface tests.
-    reach = half + margin_m + ring_m
-    lo_w, hi_w = center - np.abs(rot) @ reach, center + np.abs(rot) @ reach
-    near = pts[np.all((pts >= lo_w) & (pts <= hi_w), axis=1)]
-    near_local = (near - center) @ rot
+    near_local = _near_box_local(pts, rot, center, half + margin_m + ring_m)
     drop = np.zeros(cand.shape[0], dtype=bool)
     for axis, sign in ((2, -1.0), (0, -1.0), (0, 1.0), (1, -1.0), (1, 1.0)):
         face = sign * half[axis]
@@ -549,14 +559,8 @@ def strip_support_surface(points_world_m: np.ndarray, object_idx: np.ndarray, vo
     obj = pts[object_idx]
     if obj.shape[0] < min_points:
         return object_idx
-    box = oriented_box(obj)
-    rot = box.world_R_box.astype(np.float32)
-    center = box.center_world_m.astype(np.float32)
-    half = (box.size_m / 2.0).astype(np.float32)
-    reach = half + ring_m
-    reach[2] = half[2] + voxel_size_m
-    lo_w, hi_w = center - np.abs(rot) @ reach, center + np.abs(rot) @ reach
-    near_local = (pts[np.all((pts >= lo_w) & (pts <= hi_w), axis=1)] - center) @ rot
+    rot, center, half = _box_frame(obj)
+    near_local = _near_box_local(pts, rot, center, half + np.array([ring_m, ring_m, voxel_size_m], np.float32))
     in_slab = np.abs(near_local[:, 2] + half[2]) <= voxel_size_m
     slab_uv = near_local[in_slab][:, :2]
     if _surface_cells_fraction(slab_uv, -half[:2], half[:2], ring_m, voxel_size_m) < min_support_frac:

@@ -9,9 +9,9 @@ from mllm3d_ros.core.config import ConfigError
 from mllm3d_ros.core.keyframes import visible_mask
 from mllm3d_ros.core.types import (CameraIntrinsics, InputError, Keyframe, MapSnapshot, Prediction2D,
                                    ViewPredictions)
-from mllm3d_ros.core.voting import (MultiViewVoter, ViewProjection, VotingConfig, cluster_points, lift_masks,
-                                    oriented_box, point_votes, project_to_view, token_for_query_weights,
-                                    unified_query_embedding)
+from mllm3d_ros.core.voting import (MultiViewVoter, ViewProjection, VotingConfig, cluster_points, grow_mask,
+                                    lift_masks, oriented_box, point_votes, project_to_view, strip_support_surface,
+                                    token_for_query_weights, unified_query_embedding)
 
 INTRINSICS = CameraIntrinsics(96, 72, 80.0, 80.0, 47.5, 35.5)
 # Two 0.4 m cubes on a floor, 0.4 m apart in y.
@@ -109,7 +109,8 @@ def pred(mask, confidence=0.9, embedding=Q, label=""):
 @pytest.mark.parametrize("field,value", [("min_mask_confidence", 1.5), ("depth_tolerance_m", 0.0),
                                          ("min_positive_ratio", 0.0), ("cluster_voxel_size_m", -1.0),
                                          ("min_cluster_points", 0), ("max_objects", 2.5),
-                                         ("min_support_ratio", 1.2), ("min_supporting_views", 0), ("min_association_similarity", -2.0)])
+                                         ("min_support_ratio", 1.2), ("min_supporting_views", 0), ("min_association_similarity", -2.0),
+                                         ("mask_boundary_px", -1), ("strip_support", 1), ("discredit_views", "yes")])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         VotingConfig(**{field: value})
@@ -164,6 +165,31 @@ def test_point_votes_weights_and_occlusion_by_hand():
     np.testing.assert_allclose(votes.positive, [0.8, 0.5, 0.6, 0.0])  # max over overlapping masks of a view
     np.testing.assert_allclose(votes.negative, [0.0, 0.6, 0.8, 0.0])
     np.testing.assert_allclose(votes.ratio, [1.0, 0.5 / 1.1, 0.6 / 1.4, 0.0], rtol=1e-6)
+
+
+def test_point_votes_boundary_band_counts_neither_way():
+    # One view sees points 0..3 at pixels 0..3 of a 1x4 image; the mask is pixel 0, the band (the mask
+    # grown by 1 px) covers pixels 0 and 1: point 1 gets no evidence, points 2 and 3 negative evidence.
+    proj = ViewProjection(0, np.arange(4), np.arange(4), (1, 4))
+    mask = np.array([[True, False, False, False]])
+    hits = [lift_masks(proj, [mask])]
+    near = [grow_mask(mask, 1).ravel()[proj.pixel_index]]
+    votes = point_votes(4, [proj], hits, [np.array([0.8])], [0.5], near)
+    np.testing.assert_allclose(votes.positive, [0.8, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(votes.negative, [0.0, 0.0, 0.5, 0.5])
+    exact = point_votes(4, [proj], hits, [np.array([0.8])], [0.5])
+    np.testing.assert_allclose(exact.negative, [0.0, 0.5, 0.5, 0.5])
+
+
+def test_grow_mask_by_hand():
+    mask = np.zeros((7, 7), bool)
+    mask[3, 3] = True
+    np.testing.assert_array_equal(np.argwhere(grow_mask(mask, 1)).min(0), [2, 2])
+    assert grow_mask(mask, 1).sum() == 9 and grow_mask(mask, 2).sum() == 25  # square neighbourhoods
+    corner = np.zeros((4, 4), bool)
+    corner[0, 0] = True
+    assert grow_mask(corner, 2).sum() == 9  # clipped at the image border
+    np.testing.assert_array_equal(grow_mask(mask, 0), mask)
 
 
 def test_token_for_query_downweights_orthogonal_embedding():
@@ -428,3 +454,92 @@ def test_support_is_weighed_not_only_counted():
     result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
     assert len(result.objects) == 1
     assert not np.any(_found(snapshot, result.objects[0]) & in_box(snapshot.points_world_m, BOX_B))
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """The mask without its 1-pixel boundary (3x3 erosion): a segmenter that cuts objects a bit small."""
+    return ~grow_mask(~mask, 1)
+
+
+def test_boundary_band_keeps_the_rim_of_slightly_small_masks():
+    # Every view's mask of A is eroded by one pixel: with an exact boundary, each view that sees A's rim
+    # votes against it; with the band, the rim is decided by the views that see it inside their masks.
+    snapshot = make_scene()
+    keyframes, ids = make_views(EYES)
+    views = [ViewPredictions(k, (pred(_erode(ids[k] == 0)),)) for k in range(4)]
+    a_points = in_box(snapshot.points_world_m, BOX_A)
+    exact = MultiViewVoter(VotingConfig(mask_boundary_px=0)).vote(snapshot, keyframes, views, Q)
+    banded = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    assert len(exact.objects) == len(banded.objects) == 1
+    found_exact, found = _found(snapshot, exact.objects[0]), _found(snapshot, banded.objects[0])
+    assert found[a_points].mean() > found_exact[a_points].mean() + 0.08
+    assert not np.any(found & ~a_points)
+
+
+def _floor_patch(ids: np.ndarray) -> np.ndarray:
+    """A floor-only patch along the bottom of the image, away from the cubes."""
+    patch = np.zeros_like(ids, bool)
+    patch[60:70, 5:30] = True
+    return patch & (ids == -1)
+
+
+def test_views_that_hallucinate_are_discredited_and_lose_their_negative_evidence():
+    # Views 0-3 find cube A; views 4 and 5 see A too but confidently put the target on two different
+    # floor patches. The patches are refuted in 3D (no other view confirms them), so views 4 and 5 are
+    # discredited: A's points they see are no longer voted down by them, and A is found far more fully.
+    snapshot = make_scene()
+    keyframes, ids = make_views(SIX_EYES)
+    assert all(_floor_patch(ids[k]).sum() > 100 for k in (4, 5))
+    views = [ViewPredictions(k, (pred(ids[k] == 0, 0.6),)) for k in range(4)]
+    views += [ViewPredictions(k, (pred(_floor_patch(ids[k]), 0.95),)) for k in (4, 5)]
+    a_points = in_box(snapshot.points_world_m, BOX_A)
+    once = MultiViewVoter(VotingConfig(discredit_views=False)).vote(snapshot, keyframes, views, Q)
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    assert once.diagnostics.views_discredited == 0 and result.diagnostics.views_discredited == 2
+    assert len(result.objects) == 1
+    obj = result.objects[0]
+    # Support counting is unchanged: both hallucinating views still count as seeing A without confirming it.
+    assert (obj.supporting_views, obj.visible_views) == (4, 6)
+    assert obj.confidence == pytest.approx(once.objects[0].confidence)
+    found, found_once = _found(snapshot, obj), _found(snapshot, once.objects[0])
+    assert found[a_points].mean() > found_once[a_points].mean() + 0.25
+    assert np.count_nonzero(found & ~a_points) <= 0.01 * np.count_nonzero(found)
+
+
+def test_mask_spill_onto_the_floor_is_stripped_from_the_object():
+    # Every view's mask of A spills 4 px onto the floor around it: without stripping, the object carries
+    # a ring of floor; with it, the floor at A's base is gone and A itself is kept.
+    snapshot = make_scene()
+    keyframes, ids = make_views(EYES)
+    views = [ViewPredictions(k, (pred(grow_mask(ids[k] == 0, 4) & (ids[k] != 1)),)) for k in range(4)]
+    pts = snapshot.points_world_m
+    a_points = in_box(pts, BOX_A)
+    floor = (pts[:, 2] <= 0.0) & ~a_points & ~in_box(pts, BOX_B)
+    kept = MultiViewVoter(VotingConfig(strip_support=False)).vote(snapshot, keyframes, views, Q)
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    assert np.count_nonzero(_found(snapshot, kept.objects[0]) & floor) > 30  # the spill reached 3D
+    found = _found(snapshot, result.objects[0])
+    assert not np.any(found & floor)
+    assert found[a_points & (pts[:, 2] > 0.02)].mean() > 0.6
+
+
+def test_strip_support_surface_by_hand():
+    # A cube on a floor patch that also reaches a smaller cube: the floor goes, the small cube (joined to
+    # the first only through the floor) goes with it, the cube stays whole above a quarter voxel.
+    cube = box_surface(np.array([0.0, 0.0, 0.0]), np.array([0.4, 0.4, 0.4]))
+    small = box_surface(np.array([0.7, 0.0, 0.0]), np.array([0.8, 0.1, 0.1]))
+    gx, gy = np.meshgrid(np.arange(-0.6, 1.2, 0.03), np.arange(-0.6, 1.0, 0.03), indexing="ij")
+    floor = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1)
+    pts = np.concatenate([cube, small, floor]).astype(np.float32)
+    n_cube, n_small = cube.shape[0], small.shape[0]
+    spill = n_cube + n_small + np.flatnonzero((np.abs(floor[:, 0] - 0.3) < 0.6) & (np.abs(floor[:, 1] - 0.2) < 0.4))
+    obj = np.concatenate([np.arange(n_cube + n_small), spill])
+    kept = strip_support_surface(pts, obj, 0.06, 0.3, 0.25, 20)
+    assert set(kept.tolist()) == set(np.flatnonzero(cube[:, 2] > 0.015).tolist())
+    # An object flat on its support cannot be told apart from it: returned unchanged.
+    plate = np.flatnonzero(np.all(np.abs(floor[:, :2] - [0.9, 0.8]) < 0.15, axis=1)) + n_cube + n_small
+    np.testing.assert_array_equal(strip_support_surface(pts, plate, 0.06, 0.3, 0.25, 20), plate)
+    # Without a surface reaching beyond it (a cube in the air), nothing is stripped.
+    lone = cube.astype(np.float32)
+    np.testing.assert_array_equal(strip_support_surface(lone, np.arange(n_cube), 0.06, 0.3, 0.25, 20),
+                                  np.arange(n_cube))
