@@ -131,7 +131,7 @@ class VotingConfig:
         discredit_views: when an object was accepted, a view that sees it but whose masks support no
             accepted object (it missed the object, or answered about something the other views
             refuted in 3D) loses its negative evidence and the points are voted again: a hallucinating
-            view no longer erases the object's points that it happens to see. False votes once.
+            view no longer erases the object's points that it happens to see. False: a single vote.
             Default True.
     """
 
