@@ -143,7 +143,8 @@ class QueryPipeline:
         results: list[SegmentationResult] = []
 
         def segment(kf_ids: Sequence[int], span: tuple[float, float]) -> QueryResult | None:
-            """Run the backend on each keyframe, appending to `results`; a QueryResult if the query must stop."""
+            """Run the backend on each keyframe, appending to `results`; a QueryResult if the query must stop
+            (checked before every view and once more after the last, i.e. before the vote that follows)."""
             t_seg, total = time.monotonic(), len(results) + len(kf_ids)
             try:
                 for i, kf_id in enumerate(kf_ids):
@@ -167,6 +168,9 @@ class QueryPipeline:
                 return done(QueryStatus.BACKEND_ERROR, f"backend failed: {exc}", views_used=len(results))
             finally:
                 timings["segment_ms"] = timings.get("segment_ms", 0.0) + (time.monotonic() - t_seg) * 1e3
+            if is_canceled():  # a cancel during the last view must not be answered with a vote
+                return done(QueryStatus.CANCELED, f"canceled before voting ({len(results)} views segmented)",
+                            views_used=len(results))
             return None
 
         def vote_all(fraction: float):

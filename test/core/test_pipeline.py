@@ -67,6 +67,12 @@ def test_statuses_for_bad_input_empty_map_cancel_and_backend_failures():
     assert pipeline.run("the cube", min_confidence=2.0).status is QueryStatus.INVALID_GOAL
     canceled = pipeline.run("the cube", is_canceled=lambda: True)
     assert canceled.status is QueryStatus.CANCELED and canceled.snapshot is None
+    # Cancelled while the backend segmented the last first-pass view: no vote, no result.
+    calls = []
+    pipeline, _ = _pipeline(lambda views, text, ids: (calls.append(1), _cube_a(views, text, ids))[1],
+                            default_max_views=2, refine_views=0)
+    late = pipeline.run("the cube", is_canceled=lambda: len(calls) >= 2)
+    assert late.status is QueryStatus.CANCELED and "before voting" in late.message and late.views_used == 2
 
     def gone(views, text, ids):
         raise BackendUnavailable("segmentation node is gone")
