@@ -7,52 +7,12 @@ Weights load once, in the constructor (configure time), never per query.
 
 from __future__ import annotations
 
-import abc
 import importlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from ..core.types import BackendView, InputError, SegmentationResult
-
-MAX_INSTRUCTION_CHARS = 2000
-
-
-class BackendError(RuntimeError):
-    """The backend cannot run (model missing, device absent, out of memory); the message says how to fix it."""
-
-
-class BackendUnavailable(BackendError):
-    """The backend (e.g. the remote segmentation node) is not reachable right now."""
-
-
-def normalise_instruction(instruction: str | bytes) -> str:
-    """Validate an instruction: decodable UTF-8, not blank, bounded length. Returns it stripped."""
-    if isinstance(instruction, bytes):
-        try:
-            instruction = instruction.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"instruction is not valid UTF-8 (byte {exc.start})") from None
-    if not isinstance(instruction, str):
-        raise InputError(f"instruction must be text, got {type(instruction).__name__}")
-    text = " ".join(instruction.split())
-    if not text:
-        raise InputError("instruction is empty")
-    if len(text) > MAX_INSTRUCTION_CHARS:
-        raise InputError(f"instruction is {len(text)} characters; the limit is {MAX_INSTRUCTION_CHARS}")
-    return text
-
-
-class SegmentationBackend(abc.ABC):
-    """2D reasoning segmentation over several views of one instruction."""
-
-    name: str = "base"
-
-    @abc.abstractmethod
-    def segment(self, views: Sequence[BackendView], instruction: str) -> SegmentationResult:
-        """Segment the instruction's target in each view (InputError for bad input, BackendError if it cannot run)."""
-
-    def close(self) -> None:
-        """Free weights and device memory."""
-
+# The interface lives in the core (which must not import backends); re-exported here for backends.
+from ..core.segmentation import (BackendError, BackendUnavailable, MAX_INSTRUCTION_CHARS,  # noqa: F401
+                                 SegmentationBackend, normalise_instruction)
 
 _REGISTRY: dict[str, str | Callable[..., SegmentationBackend]] = {
     # Lazily imported so that choosing one backend never imports the other's heavy dependencies.

@@ -14,7 +14,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from ..backends.base import BackendError, BackendUnavailable, normalise_instruction
+from .segmentation import BackendError, BackendUnavailable, normalise_instruction
 from .config import check_int, check_range
 from .types import BackendView, InputError, Keyframe, MapSnapshot, QueryResult, QueryStatus, SegmentationResult
 from .view_selection import ViewSelectionConfig, select_views

@@ -1,0 +1,70 @@
+"""The 2D segmentation interface the core depends on: the backend ABC, its errors, instruction checks.
+
+Backends (`mllm3d_ros.backends`) implement `SegmentationBackend`; the core only ever sees this
+interface (or a plain callable with `segment`'s signature), never a concrete backend, so the core
+imports nothing from `backends/`.
+
+Two modes:
+- `segment(views, instruction)`: reasoning segmentation of one instruction's target in each view
+  (MLLM-For3D's per-view pseudo masks, confidences alpha_i and embeddings e_i);
+- `propose(views)`: instruction-free proposals, every object the model can name in each view, with
+  a label and an embedding in the same space as `encode_text` (what the object memory is built from).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+import numpy as np
+
+from .types import BackendView, InputError, SegmentationResult, ViewPredictions
+
+MAX_INSTRUCTION_CHARS = 2000
+
+
+class BackendError(RuntimeError):
+    """The backend cannot run (model missing, device absent, out of memory); the message says how to fix it."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend (e.g. the remote segmentation node) is not reachable right now."""
+
+
+def normalise_instruction(instruction: str | bytes) -> str:
+    """Validate an instruction: decodable UTF-8, not blank, bounded length. Returns it stripped."""
+    if isinstance(instruction, bytes):
+        try:
+            instruction = instruction.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"instruction is not valid UTF-8 (byte {exc.start})") from None
+    if not isinstance(instruction, str):
+        raise InputError(f"instruction must be text, got {type(instruction).__name__}")
+    text = " ".join(instruction.split())
+    if not text:
+        raise InputError("instruction is empty")
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        raise InputError(f"instruction is {len(text)} characters; the limit is {MAX_INSTRUCTION_CHARS}")
+    return text
+
+
+class SegmentationBackend(abc.ABC):
+    """2D reasoning segmentation over several views of one instruction, plus instruction-free proposals."""
+
+    name: str = "base"
+
+    @abc.abstractmethod
+    def segment(self, views: Sequence[BackendView], instruction: str) -> SegmentationResult:
+        """Segment the instruction's target in each view (InputError for bad input, BackendError if it cannot run)."""
+
+    def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
+        """Every object the model can name in each view: mask, confidence, label, and an embedding
+        (D,) float32 L2-normalised in the space of `encode_text`. One ViewPredictions per view, in order."""
+        raise BackendError(f"backend {self.name!r} has no proposal mode")
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings of short phrases, comparable with proposal embeddings."""
+        raise BackendError(f"backend {self.name!r} cannot embed text")
+
+    def close(self) -> None:
+        """Free weights and device memory."""
