@@ -36,39 +36,62 @@ class SegmentOutputs:
 
 
 def _write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
-    import open3d as o3d
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.astype(np.float64)))
-    cloud.colors = o3d.utility.Vector3dVector(colors.astype(np.float64) / 255.0)
-    if not o3d.io.write_point_cloud(str(path), cloud):
-        raise OSError(f"could not write {path}")
+    """Binary little-endian PLY of x y z (float32) and red green blue (uint8); an empty cloud is valid."""
+    vertex = np.zeros(points.shape[0], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                               ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    for i, axis in enumerate("xyz"):
+        vertex[axis] = points[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertex[channel] = colors[:, i]
+    header = ("ply\nformat binary_little_endian 1.0\n"
+              f"element vertex {vertex.shape[0]}\n"
+              "property float x\nproperty float y\nproperty float z\n"
+              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    path.write_bytes(header.encode("ascii") + vertex.tobytes())
 
 
-def segment_recording(dataset: str | Path, instruction: str, out_ply: str | Path, backend: str = "offline",
-                      views: int = 4, stride: int = 1, max_frames: int | None = None, voxel_size_m: float = 0.05,
-                      show_progress: bool = True) -> SegmentOutputs:
-    frames = open_recording(dataset, stride, max_frames)
-    mapper = Mapper(TsdfMapConfig(voxel_size_m=voxel_size_m), KeyframeConfig())
-    t0 = time.monotonic()
-    fused = sum(mapper.process(f) for f in tqdm(frames, desc="fusing", unit="frame", disable=not show_progress))
-    fuse_s = time.monotonic() - t0
-    model = build_backend(backend)
-    try:
-        pipeline = QueryPipeline(mapper, model.segment, QueryConfig(default_max_views=views,
-                                                                    max_views_limit=max(16, views)))
-        result = pipeline.run(instruction)
-    finally:
-        model.close()
+class RecordingSession:
+    """A recording fused once into the product's Mapper, then any number of queries through the product's
+    QueryPipeline with a local backend: what `mllm3d segment` runs, and what benchmarks.real measures."""
+
+    def __init__(self, dataset: str | Path, backend: str = "offline", views: int = 4, stride: int = 1,
+                 max_frames: int | None = None, voxel_size_m: float = 0.05, show_progress: bool = True) -> None:
+        frames = open_recording(dataset, stride, max_frames)
+        self.mapper = Mapper(TsdfMapConfig(voxel_size_m=voxel_size_m), KeyframeConfig())
+        t0 = time.monotonic()
+        self.frames_fused = sum(self.mapper.process(f)
+                                for f in tqdm(frames, desc="fusing", unit="frame", disable=not show_progress))
+        self.fuse_s = time.monotonic() - t0
+        self.model = build_backend(backend)
+        self.pipeline = QueryPipeline(self.mapper, self.model.segment,
+                                      QueryConfig(default_max_views=views, max_views_limit=max(16, views)))
+
+    def query(self, instruction: str) -> QueryResult:
+        return self.pipeline.run(instruction)
+
+    def close(self) -> None:
+        self.model.close()
+
+    def __enter__(self) -> "RecordingSession":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def write_outputs(session: RecordingSession, instruction: str, result: QueryResult, out_ply: str | Path) -> SegmentOutputs:
+    """The best object's points (PLY, world frame; empty when nothing was found), a JSON summary and a PNG."""
     out_ply = Path(out_ply)
     out_ply.parent.mkdir(parents=True, exist_ok=True)
-    snapshot = result.snapshot or mapper.snapshot()
+    snapshot = result.snapshot or session.mapper.snapshot()
     best = result.objects[0] if result.objects else None
     idx = best.point_indices if best is not None else np.zeros(0, np.int64)
     _write_ply(out_ply, snapshot.points_world_m[idx], snapshot.colors_rgb[idx])
     summary = {
         "instruction": instruction, "status": result.status.name, "message": result.message,
-        "target_phrase": result.target_phrase, "views_used": result.views_used, "frames_fused": fused,
-        "map_points": snapshot.num_points, "timings_ms": {"fuse": round(fuse_s * 1e3, 1),
-                                                          **{k: round(v, 1) for k, v in result.timings_ms.items()}},
+        "target_phrase": result.target_phrase, "views_used": result.views_used, "frames_fused": session.frames_fused,
+        "map_points": snapshot.num_points,
+        "timings_ms": {"fuse": round(session.fuse_s * 1e3, 1), **{k: round(v, 1) for k, v in result.timings_ms.items()}},
         "objects": [{"label": o.label, "confidence": round(o.confidence, 4), "num_points": int(o.point_indices.size),
                      "box": {"center_m": np.round(o.box.center_world_m, 4).tolist(),
                              "size_m": np.round(o.box.size_m, 4).tolist(),
@@ -81,4 +104,12 @@ def segment_recording(dataset: str | Path, instruction: str, out_ply: str | Path
     png_path = render_result(out_ply.with_suffix(".png"), snapshot.points_world_m,
                              [(snapshot.points_world_m[o.point_indices], o.box, o.label) for o in result.objects],
                              f"'{instruction}' -> {result.status.name}: {result.target_phrase}")
-    return SegmentOutputs(result, out_ply, json_path, png_path, fused, fuse_s)
+    return SegmentOutputs(result, out_ply, json_path, png_path, session.frames_fused, session.fuse_s)
+
+
+def segment_recording(dataset: str | Path, instruction: str, out_ply: str | Path, backend: str = "offline",
+                      views: int = 4, stride: int = 1, max_frames: int | None = None, voxel_size_m: float = 0.05,
+                      show_progress: bool = True) -> SegmentOutputs:
+    with RecordingSession(dataset, backend, views, stride, max_frames, voxel_size_m, show_progress) as session:
+        result = session.query(instruction)
+        return write_outputs(session, instruction, result, out_ply)

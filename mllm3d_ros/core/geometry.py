@@ -140,3 +140,24 @@ def rigid_transform(translation_xyz, quaternion_xyzw) -> np.ndarray:
     out[:3, :3] = quaternion_to_matrix(*quaternion_xyzw)
     out[:3, 3] = translation_xyz
     return out
+
+
+def gravity_alignment(gravity_world: np.ndarray) -> np.ndarray:
+    """map_T_world (4, 4): the smallest rotation taking a frame whose gravity (down) direction is
+    `gravity_world` to a z-up map frame (REP-103), so boxes and support surfaces are gravity-aligned."""
+    g = np.asarray(gravity_world, dtype=np.float64).reshape(-1)
+    norm = float(np.linalg.norm(g)) if g.shape == (3,) else 0.0
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise InputError(f"gravity direction must be a finite non-zero 3-vector, got {gravity_world!r}")
+    up = -g / norm
+    z = np.array([0.0, 0.0, 1.0])
+    axis = np.cross(up, z)
+    s, c = float(np.linalg.norm(axis)), float(up @ z)
+    out = np.eye(4)
+    if s < 1e-12:  # already up (identity) or upside down (half turn about x)
+        out[:3, :3] = np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
+        return out
+    k = axis / s
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    out[:3, :3] = np.eye(3) + s * kx + (1.0 - c) * (kx @ kx)  # Rodrigues
+    return out

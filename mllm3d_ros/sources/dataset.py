@@ -10,7 +10,10 @@ scale 5000): colour, depth and pose are associated by nearest stamp within a tol
 benchmark's `associate.py`; the colour stamp is the frame stamp.
 
 Both layouts give world_T_camera in the camera optical frame (x right, y down, z forward), as
-`RgbdFrame` requires. Files are listed and checked when the dataset is opened; images are decoded
+`RgbdFrame` requires. A 7-Scenes/3DMatch world frame is the first camera's, not gravity-aligned;
+where the folder (or a parent) has `gravity-direction.txt` (the world's down vector), every pose is
+rotated into a z-up world (`Dataset.map_T_world`), as REP-103 map frames and the voting's support
+surfaces expect. Files are listed and checked when the dataset is opened; images are decoded
 lazily, one frame at a time.
 """
 
@@ -27,13 +30,14 @@ import cv2
 import numpy as np
 
 from ..core.config import ConfigError, check_int, check_range
-from ..core.geometry import check_pose, quaternion_to_matrix
+from ..core.geometry import check_pose, gravity_alignment, quaternion_to_matrix
 from ..core.types import CameraIntrinsics, InputError, RgbdFrame
 
 SEVEN_SCENES_RATE_HZ = 30.0
 SEVEN_SCENES_DEPTH_SCALE = 1000.0  # uint16 units per metre
 TUM_DEPTH_SCALE = 5000.0
 INTRINSICS_FILE = "camera-intrinsics.txt"
+GRAVITY_FILE = "gravity-direction.txt"
 _FRAME_DEPTH_RE = re.compile(r"^frame-(\d+)\.depth\.png$")
 _COLOR_SUFFIXES = (".color.png", ".color.jpg", ".color.jpeg")
 
@@ -66,8 +70,11 @@ class Dataset:
     """A replayable RGB-D sequence: `len()`, iteration in stamp order, and random access."""
 
     def __init__(self, root: Path, layout: DatasetLayout, intrinsics: CameraIntrinsics,
-                 records: Iterable[FrameRecord], depth_scale: float, num_unmatched: int = 0) -> None:
+                 records: Iterable[FrameRecord], depth_scale: float, num_unmatched: int = 0,
+                 map_T_world: np.ndarray | None = None) -> None:
         self.root = root
+        # The rotation already applied to every pose (identity unless the dataset gave gravity).
+        self.map_T_world = np.eye(4) if map_T_world is None else map_T_world
         self.layout = layout
         self.intrinsics = intrinsics
         self.records = tuple(records)
@@ -138,7 +145,7 @@ def open_dataset(path: str | Path, *, stride: int = 1, max_frames: int | None = 
     if not records:
         raise InputError(f"{root}: no frames found")
     return Dataset(dataset.root, dataset.layout, dataset.intrinsics, records, dataset.depth_scale,
-                   dataset.num_unmatched)
+                   dataset.num_unmatched, dataset.map_T_world)
 
 
 def detect_layout(root: Path) -> DatasetLayout:
@@ -278,7 +285,16 @@ def _open_7scenes(root: Path, intrinsics: CameraIntrinsics | None, sequence: str
                              f"add it or pass intrinsics=CameraIntrinsics(...)")
         height, width = _image_size(records[0].depth_path)
         intrinsics = read_intrinsics_file(k_path, width, height)
-    return Dataset(folder, DatasetLayout.SEVEN_SCENES, intrinsics, records, SEVEN_SCENES_DEPTH_SCALE)
+    map_T_world = None
+    gravity_path = _find_upwards(folder, GRAVITY_FILE)
+    if gravity_path is not None:
+        try:
+            map_T_world = gravity_alignment(np.loadtxt(gravity_path, dtype=np.float64))
+        except ValueError as exc:
+            raise InputError(f"{gravity_path}: not a 3-vector of numbers ({exc})") from None
+        records = [FrameRecord(r.stamp_ns, r.color_path, r.depth_path, map_T_world @ r.world_T_camera) for r in records]
+    return Dataset(folder, DatasetLayout.SEVEN_SCENES, intrinsics, records, SEVEN_SCENES_DEPTH_SCALE,
+                   map_T_world=map_T_world)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
