@@ -18,11 +18,17 @@ from tqdm import tqdm
 from .backends.base import build_backend
 from .core.keyframes import KeyframeConfig
 from .core.mapper import Mapper
+from .core.memory_query import MemoryResolver
+from .core.object_memory import ObjectMemory
+from .core.proposal_worker import ProposalWorker
 from .core.pipeline import QueryConfig, QueryPipeline
 from .core.tsdf_map import TsdfMapConfig
 from .core.types import QueryResult
 from .render import render_result
 from .sources.recording import open_recording
+
+
+DEFAULT_VOXEL_SIZE_M = 0.05
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,8 @@ class RecordingSession:
     QueryPipeline with a local backend: what `mllm3d segment` runs, and what benchmarks.real measures."""
 
     def __init__(self, dataset: str | Path, backend: str = "offline", views: int = 4, stride: int = 1,
-                 max_frames: int | None = None, voxel_size_m: float = 0.05, show_progress: bool = True) -> None:
+                 max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M, show_progress: bool = True,
+                 use_memory: bool = True) -> None:
         frames = open_recording(dataset, stride, max_frames)
         self.mapper = Mapper(TsdfMapConfig(voxel_size_m=voxel_size_m), KeyframeConfig())
         t0 = time.monotonic()
@@ -63,8 +70,20 @@ class RecordingSession:
                                 for f in tqdm(frames, desc="fusing", unit="frame", disable=not show_progress))
         self.fuse_s = time.monotonic() - t0
         self.model = build_backend(backend)
+        self.memory = ObjectMemory() if use_memory else None
+        resolver = None
+        self.memory_s = 0.0
+        if self.memory is not None:
+            # What the live proposal worker does as keyframes arrive, done here once the map is built.
+            t0 = time.monotonic()
+            worker = ProposalWorker(self.memory, self.model.propose, self.mapper.keyframe_store.get)
+            for kf in tqdm(self.mapper.keyframes(), desc="object memory", unit="keyframe", disable=not show_progress):
+                worker.process_one(kf.keyframe_id)
+            self.memory_s = time.monotonic() - t0
+            resolver = MemoryResolver(self.memory, self.model.encode_text)
         self.pipeline = QueryPipeline(self.mapper, self.model.segment,
-                                      QueryConfig(default_max_views=views, max_views_limit=max(16, views)))
+                                      QueryConfig(default_max_views=views, max_views_limit=max(16, views)),
+                                      resolver=resolver)
 
     def query(self, instruction: str) -> QueryResult:
         return self.pipeline.run(instruction)
@@ -108,7 +127,8 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
 
 
 def segment_recording(dataset: str | Path, instruction: str, out_ply: str | Path, backend: str = "offline",
-                      views: int = 4, stride: int = 1, max_frames: int | None = None, voxel_size_m: float = 0.05,
+                      views: int = 4, stride: int = 1, max_frames: int | None = None,
+                      voxel_size_m: float = DEFAULT_VOXEL_SIZE_M,
                       show_progress: bool = True) -> SegmentOutputs:
     with RecordingSession(dataset, backend, views, stride, max_frames, voxel_size_m, show_progress) as session:
         result = session.query(instruction)

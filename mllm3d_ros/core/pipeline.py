@@ -14,9 +14,14 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from .config import ConfigError, check_int, check_range
+from .instruction import parse_instruction
+from .memory_query import MemoryPlan, MemoryResolver
+from .object_memory import voxel_keys
+from .relations import relation_score
 from .segmentation import BackendError, BackendUnavailable, normalise_instruction
-from .config import check_int, check_range
-from .types import BackendView, InputError, Keyframe, MapSnapshot, QueryResult, QueryStatus, SegmentationResult
+from .types import (BackendView, InputError, Keyframe, MapSnapshot, Object3D, QueryResult, QueryStatus,
+                    SegmentationResult, keyframe_view)
 from .view_selection import ViewSelectionConfig, select_views
 from .voting import MultiViewVoter, VotingConfig
 
@@ -51,6 +56,9 @@ class QueryConfig:
         cover the room, so a target is often seen by only two of them; views aimed at it confirm a
         hypothesis that one view could not, and complete its far side. Costs up to this many more
         2D model calls; 0 disables. [0, 32]
+    answer_from_memory: with an object memory, answer without the 2D model when the memory decides the
+        whole instruction (a class, a colour, a relation whose anchors it holds); else its candidates
+        only choose the views. bool.
     """
 
     default_max_views: int = 4
@@ -59,6 +67,7 @@ class QueryConfig:
     timeout_s: float = 60.0
     region_max_points: int = 20000
     refine_views: int = 4
+    answer_from_memory: bool = True
 
     def __post_init__(self) -> None:
         check_int("max_views_limit", self.max_views_limit, 1, 64)
@@ -67,11 +76,8 @@ class QueryConfig:
         check_range("timeout_s", self.timeout_s, 0.0, 3600.0, low_inclusive=False)
         check_int("region_max_points", self.region_max_points, 100, 1_000_000)
         check_int("refine_views", self.refine_views, 0, 32)
-
-
-def keyframe_to_view(keyframe: Keyframe) -> BackendView:
-    return BackendView(keyframe_id=keyframe.keyframe_id, color_rgb=keyframe.color_rgb, depth_m=keyframe.depth_m,
-                       intrinsics=keyframe.intrinsics, world_T_camera=keyframe.world_T_camera)
+        if not isinstance(self.answer_from_memory, bool):
+            raise ConfigError(f"answer_from_memory must be a bool, got {self.answer_from_memory!r}")
 
 
 def _evenly(points: np.ndarray, max_points: int) -> np.ndarray:
@@ -88,12 +94,36 @@ def _merge_embeddings(results: Sequence[SegmentationResult]) -> np.ndarray | Non
     return q / n if n > 0 else None
 
 
+def _with_notes(message: str, notes: Sequence[str]) -> str:
+    return message + "".join(f"; note: {n}" for n in notes)
+
+
+def _follow_plan(objects: tuple[Object3D, ...], snapshot: MapSnapshot, plan: MemoryPlan, relation,
+                 world_T_viewer: np.ndarray) -> tuple[Object3D, ...]:
+    """Voted objects checked against the memory's plan: the relation to its anchor must hold, and
+    objects on the memory's candidates rank first (stable otherwise)."""
+    if relation is not None and plan.anchor is not None:
+        objects = tuple(o for o in objects
+                        if np.isfinite(relation_score(o.box, [plan.anchor.box], relation, world_T_viewer)))
+    if not plan.candidates or not objects:
+        return objects
+    # Candidate voxels at 5 cm: a voted object on a candidate shares some of them.
+    candidate_keys = np.unique(voxel_keys(plan.region_points_world_m, 0.05))
+
+    def off_candidates(obj: Object3D) -> bool:
+        return not np.isin(voxel_keys(snapshot.points_world_m[obj.point_indices], 0.05), candidate_keys).any()
+
+    return tuple(sorted(objects, key=off_candidates))
+
+
 class QueryPipeline:
     """Runs queries against a map source with a segmentation function and a voter."""
 
     def __init__(self, map_source: MapSource, segment_fn: SegmentFn, config: QueryConfig | None = None,
-                 voting: VotingConfig | None = None, view_selection: ViewSelectionConfig | None = None) -> None:
+                 voting: VotingConfig | None = None, view_selection: ViewSelectionConfig | None = None,
+                 resolver: MemoryResolver | None = None) -> None:
         self.map_source = map_source
+        self.resolver = resolver
         self.segment_fn = segment_fn
         self.config = config or QueryConfig()
         self.voter = MultiViewVoter(voting or VotingConfig())
@@ -133,9 +163,28 @@ class QueryPipeline:
         keyframes = {kf.keyframe_id: kf for kf in self.map_source.keyframes()}
         if not keyframes:
             return done(QueryStatus.NO_VIEWS, "no keyframes stored yet: move the camera to build the map")
-        region = _evenly(snapshot.points_world_m, self.config.region_max_points)
-        selection_cfg = dataclasses.replace(self.view_selection, max_views=max_views)
-        chosen = select_views(tuple(keyframes.values()), region, selection_cfg)
+        parsed = parse_instruction(text)
+        plan = None
+        notes: tuple[str, ...] = parsed.notes
+        if self.resolver is not None:
+            t_mem = time.monotonic()
+            try:
+                plan = self.resolver.plan(parsed, snapshot, tuple(keyframes.values()))
+            except (BackendError, InputError) as exc:  # the text model failed: the query-time path still works
+                notes += (f"object memory not used: {exc}",)
+            timings["memory_ms"] = (time.monotonic() - t_mem) * 1e3
+            if plan is None:
+                notes += ("the object memory is empty: views chosen to cover the map",)
+            else:
+                notes = plan.notes
+                if plan.answer and self.config.answer_from_memory:
+                    objects = tuple(o for o in plan.answer if o.confidence >= min_confidence)
+                    if objects:
+                        progress("done", 1.0)
+                        return done(QueryStatus.SUCCESS, _with_notes(
+                            f"found {len(objects)} object(s) for '{plan.target_phrase}' in the object memory", notes),
+                            target_phrase=plan.target_phrase, objects=objects, snapshot=snapshot)
+        chosen = self._first_views(keyframes, snapshot, plan, max_views)
         timings["select_views_ms"] = (time.monotonic() - t) * 1e3
         if not chosen:
             return done(QueryStatus.NO_VIEWS, "no keyframe sees the mapped surface")
@@ -155,7 +204,7 @@ class QueryPipeline:
                         return done(QueryStatus.TIMEOUT, f"timed out after {self.config.timeout_s:.0f} s "
                                     f"({used} views segmented)", views_used=used)
                     progress(f"segmenting view {used + 1}/{total}", span[0] + (span[1] - span[0]) * i / len(kf_ids))
-                    results.append(self.segment_fn([keyframe_to_view(keyframes[kf_id])], text))
+                    results.append(self.segment_fn([keyframe_view(keyframes[kf_id])], text))
             except QueryCanceled:
                 return done(QueryStatus.CANCELED, "canceled while the backend was segmenting", views_used=len(results))
             except TimeoutError as exc:
@@ -200,13 +249,32 @@ class QueryPipeline:
 
         phrase = next((r.target_phrase for r in results if r.target_phrase), text)
         objects = tuple(o for o in vote.objects if o.confidence >= min_confidence)
+        if plan is not None:
+            objects = _follow_plan(objects, snapshot, plan, parsed.relation,
+                                   tuple(keyframes.values())[-1].world_T_camera)
         progress("done", 1.0)
         if not objects:
             d = vote.diagnostics
-            return done(QueryStatus.NOT_FOUND,
+            return done(QueryStatus.NOT_FOUND, _with_notes(
                         f"no object matching '{phrase}' is consistent across views: {d.masks_in} masks in "
                         f"{len(chosen)} views, {d.masks_used} used, {d.hypotheses} 3D hypotheses, "
                         f"{d.hypotheses_rejected_unsupported} rejected as unsupported by the views that see them",
-                        target_phrase=phrase, views_used=len(chosen))
-        return done(QueryStatus.SUCCESS, f"found {len(objects)} object(s) for '{phrase}'", target_phrase=phrase,
-                    objects=objects, views_used=len(chosen), snapshot=snapshot)
+                        notes), target_phrase=phrase, views_used=len(chosen))
+        return done(QueryStatus.SUCCESS, _with_notes(f"found {len(objects)} object(s) for '{phrase}'", notes),
+                    target_phrase=phrase, objects=objects, views_used=len(chosen), snapshot=snapshot)
+
+    def _first_views(self, keyframes: dict[int, Keyframe], snapshot: MapSnapshot, plan: MemoryPlan | None,
+                     max_views: int) -> tuple[int, ...]:
+        """The memory candidates' best keyframes, then views covering them; without candidates, the map."""
+        if plan is None or not plan.candidates:
+            region = _evenly(snapshot.points_world_m, self.config.region_max_points)
+            return tuple(select_views(tuple(keyframes.values()), region,
+                                      dataclasses.replace(self.view_selection, max_views=max_views)))
+        preferred = tuple(k for k in plan.keyframe_ids if k in keyframes)[:max_views]
+        rest = tuple(kf for kf_id, kf in keyframes.items() if kf_id not in preferred)
+        more = ()
+        if len(preferred) < max_views and rest:
+            region = _evenly(plan.region_points_world_m, self.config.region_max_points)
+            more = tuple(select_views(rest, region, dataclasses.replace(self.view_selection,
+                                                                        max_views=max_views - len(preferred))))
+        return preferred + more

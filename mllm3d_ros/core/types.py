@@ -145,6 +145,12 @@ class BackendView:
     marks: tuple["GeometryMark", ...] = ()
 
 
+def keyframe_view(keyframe: Keyframe, marks: tuple["GeometryMark", ...] = ()) -> BackendView:
+    """What a backend receives for a stored keyframe."""
+    return BackendView(keyframe_id=keyframe.keyframe_id, color_rgb=keyframe.color_rgb, depth_m=keyframe.depth_m,
+                       intrinsics=keyframe.intrinsics, world_T_camera=keyframe.world_T_camera, marks=marks)
+
+
 @dataclass(frozen=True)
 class GeometryMark:
     """A numbered candidate object drawn into a view, with its metric geometry (GAP-MLLM prompting)."""

@@ -17,7 +17,7 @@ import numpy as np
 from .config import check_int, check_range
 from .geometry import rotation_angle_rad, transform_points, unproject_depth
 from .types import InputError, Keyframe
-from .voting import project_to_view
+from .visibility import project_to_view
 
 
 @dataclass(frozen=True)

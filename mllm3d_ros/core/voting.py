@@ -32,6 +32,8 @@ Pipeline of `MultiViewVoter.vote` (stage names match `VoteTimings`):
      voxel-connected to an accepted object inside its slightly grown box, minus support surfaces
      (floor, table top, wall), at a lower per-point confidence.
 
+The stages live in their own modules: `visibility` (the one visibility test, step 3), `evidence`
+(steps 1-4), `clustering` (step 5), this module (steps 6-7 and the voter), `object_geometry` (step 8).
 Pure numpy: no ROS, no open3d, no scipy, so it runs wherever the core runs.
 """
 
@@ -44,9 +46,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .clustering import PointClusters, cluster_points
 from .config import ConfigError, check_int, check_range
-from .geometry import invert_transform
-from .types import InputError, Keyframe, MapSnapshot, Object3D, OrientedBox3D, ViewPredictions
+from .evidence import grow_mask, lift_masks, point_votes, token_for_query_weights, unified_query_embedding
+from .object_geometry import complete_object, oriented_box, strip_support_surface
+from .types import InputError, Keyframe, MapSnapshot, Object3D, ViewPredictions
+from .visibility import ViewProjection, project_to_view
 
 
 @dataclass(frozen=True)
@@ -192,33 +197,6 @@ class VotingConfig:
                 raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
 
-@dataclass(frozen=True, eq=False)
-class ViewProjection:
-    """The map points one view sees, with the flat pixel index (row * width + col) of each.
-
-    visible_indices (V,) int64 into the map's points; pixel_index (V,) int64 into the view's image.
-    """
-
-    keyframe_id: int
-    visible_indices: np.ndarray
-    pixel_index: np.ndarray
-    image_shape: tuple[int, int]
-
-
-@dataclass(frozen=True, eq=False)
-class PointVotes:
-    """Weighted evidence per map point (N,) float32: positive (inside a mask), negative (seen outside all)."""
-
-    positive: np.ndarray
-    negative: np.ndarray
-
-    @property
-    def ratio(self) -> np.ndarray:
-        """positive / (positive + negative), 0 where a point has no evidence at all."""
-        total = self.positive + self.negative
-        return np.divide(self.positive, total, out=np.zeros_like(total), where=total > 0)
-
-
 @dataclass(frozen=True)
 class VoteTimings:
     """Wall time per stage, milliseconds."""
@@ -266,189 +244,6 @@ class VoteResult:
     candidate_indices: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-# ----------------------------------------------------------------------------------------------
-# Free functions (each one step of the method, unit-tested on its own)
-# ----------------------------------------------------------------------------------------------
-
-def unified_query_embedding(embeddings: np.ndarray, confidences: np.ndarray,
-                            query_embedding: np.ndarray | None = None) -> np.ndarray | None:
-    """Token-for-Query's single query q (D,), L2-normalised.
-
-    The backend's own query embedding (e.g. the text embedding of the instruction) when given, else
-    the confidence-weighted mean of the masks' embeddings (M, D). None when neither defines a direction.
-    """
-    if query_embedding is not None:
-        q = np.asarray(query_embedding, dtype=np.float64).ravel()
-    elif len(embeddings) == 0:
-        return None
-    else:
-        q = (np.asarray(confidences, dtype=np.float64)[:, None] * np.asarray(embeddings, dtype=np.float64)).sum(0)
-    norm = float(np.linalg.norm(q))
-    if not np.isfinite(norm) or norm < 1e-12:
-        return None
-    return (q / norm).astype(np.float32)
-
-
-def token_for_query_weights(confidences: np.ndarray, embeddings: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Per-mask weight w = alpha * max(0, e . q) (MLLM-For3D, Token-for-Query); (M,) float32 in [0, 1]."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    if emb.shape[0] == 0:
-        return np.zeros(0, dtype=np.float32)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    emb = emb / np.maximum(norms, 1e-12)  # the contract says normalised; do not trust it blindly
-    sim = np.clip(emb @ np.asarray(query, dtype=np.float32), 0.0, 1.0)
-    return (np.asarray(confidences, dtype=np.float32) * sim).astype(np.float32)
-
-
-def project_to_view(points_world_m: np.ndarray, keyframe: Keyframe, depth_tolerance_m: float,
-                    depth_tolerance_frac: float) -> ViewProjection:
-    """Which map points the keyframe sees, and at which pixel.
-
-    The same test as `keyframes.visible_mask` (frustum, valid depth, |z - depth| within
-    max(depth_tolerance_m, depth_tolerance_frac * depth)), but in float32 and returning the pixels
-    too: voting needs them for every mask of the view, and projecting once per view is what keeps
-    8 views of a 300k-point map inside the latency budget.
-    """
-    pts = np.asarray(points_world_m, dtype=np.float32)
-    intr = keyframe.intrinsics
-    height, width = keyframe.depth_m.shape
-    if (height, width) != (intr.height, intr.width):
-        raise InputError(f"keyframe {keyframe.keyframe_id}: depth is {(height, width)}, intrinsics say "
-                         f"{(intr.height, intr.width)}")
-    camera_T_world = invert_transform(np.asarray(keyframe.world_T_camera, dtype=np.float64))
-    rot = camera_T_world[:3, :3].astype(np.float32)
-    trans = camera_T_world[:3, 3].astype(np.float32)
-    z = pts @ rot[2] + trans[2]
-    # Cull behind-camera points before the division; typically half of a room is behind a view.
-    front = np.flatnonzero(z > 1e-6)
-    pts_f, z_f = pts[front], z[front]
-    inv_z = 1.0 / z_f
-    cols = np.rint((pts_f @ rot[0] + trans[0]) * inv_z * np.float32(intr.fx) + np.float32(intr.cx))
-    rows = np.rint((pts_f @ rot[1] + trans[1]) * inv_z * np.float32(intr.fy) + np.float32(intr.cy))
-    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
-    idx = front[inside]
-    pix = rows[inside].astype(np.int64) * width + cols[inside].astype(np.int64)
-    z_in = z_f[inside]
-    observed = np.asarray(keyframe.depth_m, dtype=np.float32).ravel()[pix]
-    tol = np.maximum(np.float32(depth_tolerance_m), np.float32(depth_tolerance_frac) * observed)
-    with np.errstate(invalid="ignore"):
-        seen = (observed > 0) & (np.abs(z_in - observed) <= tol)  # NaN depth compares False
-    return ViewProjection(keyframe.keyframe_id, idx[seen], pix[seen], (height, width))
-
-
-def lift_masks(projection: ViewProjection, masks: Sequence[np.ndarray]) -> np.ndarray:
-    """Which of the view's visible points fall inside each mask: (J, V) bool for J masks."""
-    hits = np.zeros((len(masks), projection.visible_indices.shape[0]), dtype=bool)
-    for j, mask in enumerate(masks):
-        if mask.shape != projection.image_shape:
-            raise InputError(f"keyframe {projection.keyframe_id}: mask is {mask.shape}, image is "
-                             f"{projection.image_shape}")
-        hits[j] = mask.ravel()[projection.pixel_index]
-    return hits
-
-
-def grow_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    """The mask grown by radius_px pixels in every direction (8-neighbourhood steps), (H, W) bool."""
-    out = np.asarray(mask, dtype=bool)
-    for _ in range(radius_px):
-        rows = out.copy()
-        rows[1:] |= out[:-1]
-        rows[:-1] |= out[1:]
-        out = rows.copy()
-        out[:, 1:] |= rows[:, :-1]
-        out[:, :-1] |= rows[:, 1:]
-    return out
-
-
-def point_votes(num_points: int, projections: Sequence[ViewProjection], hits: Sequence[np.ndarray],
-                weights: Sequence[np.ndarray], negative_weights: Sequence[float],
-                near_masks: Sequence[np.ndarray | None] | None = None) -> PointVotes:
-    """Accumulate spatial-consistency evidence over views.
-
-    Per view k: a seen point inside mask j gains max_j weights[k][j] (one view, one vote, however
-    many of its masks overlap); a seen point outside every mask gains negative_weights[k] against it;
-    points the view does not see gain nothing (MLLM-For3D, spatial consistency with visibility).
-    hits[k] is (J_k, V_k) bool from `lift_masks`, weights[k] (J_k,). near_masks[k], when given for a
-    view with masks, (V_k,) bool marks the seen points inside its masks or just outside them (the
-    uncertain boundary band): those outside every mask but inside the band count neither way.
-    """
-    positive = np.zeros(num_points, dtype=np.float32)
-    negative = np.zeros(num_points, dtype=np.float32)
-    for k, (proj, hit, weight, neg_w) in enumerate(zip(projections, hits, weights, negative_weights)):
-        if hit.shape[0]:
-            best = (hit * np.asarray(weight, dtype=np.float32)[:, None]).max(axis=0)
-            inside = hit.any(axis=0) if near_masks is None or near_masks[k] is None else near_masks[k]
-        else:
-            best = np.zeros(proj.visible_indices.shape[0], dtype=np.float32)
-            inside = np.zeros(proj.visible_indices.shape[0], dtype=bool)
-        # visible_indices are unique within a view, so fancy-index += is exact here
-        positive[proj.visible_indices] += best
-        negative[proj.visible_indices] += np.where(inside, np.float32(0.0), np.float32(neg_w))
-    return PointVotes(positive, negative)
-
-
-# Half of the 26 neighbour offsets; the other half are the same edges seen from the other side.
-_HALF_NEIGHBOURS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
-                             if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
-
-
-def _connected_components(num_nodes: int, edge_a: np.ndarray, edge_b: np.ndarray) -> np.ndarray:
-    """Component root per node by vectorised hooking and pointer jumping (no scipy in the core)."""
-    parent = np.arange(num_nodes, dtype=np.int64)
-    while True:
-        pa, pb = parent[edge_a], parent[edge_b]
-        differ = pa != pb
-        if not differ.any():
-            return parent
-        lo, hi = np.minimum(pa[differ], pb[differ]), np.maximum(pa[differ], pb[differ])
-        np.minimum.at(parent, hi, lo)  # hook the larger root under the smaller; roots only decrease
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
-
-
-@dataclass(frozen=True, eq=False)
-class PointClusters:
-    """Connected components of points: labels (M,) int64 0..C-1 ordered by size (largest first),
-    -1 for points of components smaller than the minimum; how many components were kept / discarded."""
-
-    labels: np.ndarray
-    num_clusters: int
-    num_discarded: int
-
-
-def cluster_points(points_world_m: np.ndarray, voxel_size_m: float, min_points: int = 1) -> PointClusters:
-    """Group points by 26-connectivity of the voxels (edge `voxel_size_m`) they occupy.
-
-    Voxel connectivity instead of DBSCAN: O(M log M), vectorised, and at about twice the map
-    resolution it bridges sampling gaps without merging objects a voxel apart.
-    """
-    pts = np.asarray(points_world_m, dtype=np.float64)
-    if pts.shape[0] == 0:
-        return PointClusters(np.zeros(0, dtype=np.int64), 0, 0)
-    cell = np.floor((pts - pts.min(axis=0)) / voxel_size_m).astype(np.int64) + 1  # +1: room for -1 neighbours
-    dims = cell.max(axis=0) + 2
-    keys = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
-    voxel_keys, voxel_of_point = np.unique(keys, return_inverse=True)
-    edge_a, edge_b = [], []
-    for off in _HALF_NEIGHBOURS:
-        neighbour = voxel_keys + (off[0] * dims[1] + off[1]) * dims[2] + off[2]
-        pos = np.minimum(np.searchsorted(voxel_keys, neighbour), voxel_keys.shape[0] - 1)
-        found = voxel_keys[pos] == neighbour
-        edge_a.append(np.flatnonzero(found))
-        edge_b.append(pos[found])
-    root = _connected_components(voxel_keys.shape[0], np.concatenate(edge_a), np.concatenate(edge_b))
-    _, point_comp, sizes = np.unique(root[voxel_of_point], return_inverse=True, return_counts=True)
-    big = sizes >= min_points
-    order = np.argsort(-sizes, kind="stable")
-    rank = np.full(sizes.shape[0], -1, dtype=np.int64)
-    big_in_order = order[big[order]]
-    rank[big_in_order] = np.arange(big_in_order.shape[0])
-    return PointClusters(rank[point_comp], int(big.sum()), int((~big).sum()))
-
-
 def _view_cover(labels_seen: np.ndarray, hit: np.ndarray, sizes: np.ndarray, min_visible_frac: float,
                 min_cover_frac: float) -> tuple[np.ndarray, np.ndarray]:
     """Which hypotheses one view sees (C,) and which of them each of its masks covers (J, C).
@@ -465,144 +260,6 @@ def _view_cover(labels_seen: np.ndarray, hit: np.ndarray, sizes: np.ndarray, min
     for j in range(hit.shape[0]):
         covered[j] = np.bincount(labels_seen[in_cluster & hit[j]], minlength=num)
     return sees, (covered > 0) & (covered >= min_cover_frac * np.maximum(visible, 1)) & sees
-
-
-def _surface_cells_fraction(plane_uv: np.ndarray, inner_lo: np.ndarray, inner_hi: np.ndarray, ring_m: float,
-                            cell_m: float) -> float:
-    """Fraction of the 2D cells of the ring [inner - ring, inner + ring] minus [inner] holding a point of
-    plane_uv (P, 2): how far a surface reaches beyond the object."""
-    outer_lo, outer_hi = inner_lo - ring_m, inner_hi + ring_m
-    inside_outer = np.all((plane_uv >= outer_lo) & (plane_uv <= outer_hi), axis=1)
-    inside_inner = np.all((plane_uv >= inner_lo) & (plane_uv <= inner_hi), axis=1)
-    uv = plane_uv[inside_outer & ~inside_inner]
-    cells = np.unique(np.floor((uv - outer_lo) / cell_m).astype(np.int64), axis=0).shape[0] if uv.shape[0] else 0
-    outer_cells = float(np.prod(np.ceil((outer_hi - outer_lo) / cell_m)))
-    inner_cells = float(np.prod(np.maximum(0.0, np.floor((inner_hi - inner_lo) / cell_m))))
-    return cells / max(1.0, outer_cells - inner_cells)
-
-
-def _box_frame(points_world_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """world_R_box, centre and half size of the points' yaw-oriented box (float32)."""
-    box = oriented_box(points_world_m)
-    return (box.world_R_box.astype(np.float32), box.center_world_m.astype(np.float32),
-            (box.size_m / 2.0).astype(np.float32))
-
-
-def _near_box_local(points_world_m: np.ndarray, world_R_box: np.ndarray, center: np.ndarray,
-                    reach: np.ndarray) -> np.ndarray:
-    """Box coordinates of the points inside the world-axis bounds of the box of half size `reach` (a
-    superset of the points inside that box): the neighbourhood the support-surface tests look at."""
-    extent = np.abs(world_R_box) @ reach
-    near = np.all((points_world_m >= center - extent) & (points_world_m <= center + extent), axis=1)
-    return (points_world_m[near] - center) @ world_R_box
-
-
-def complete_object(points_world_m: np.ndarray, object_idx: np.ndarray, unseen_idx: np.ndarray,
-                    voxel_size_m: float, margin_m: float, ring_m: float = 0.3, min_support_frac: float = 0.25
-                    ) -> np.ndarray:
-    """Unseen map points (indices from `unseen_idx`) that complete an accepted object, (K,) int64.
-
-    A point is added when it lies in the object's yaw-oriented box grown by `margin_m` and is
-    26-connected (voxels of `voxel_size_m`) to the object through unseen points. What the object
-    stands on or leans against is not part of it: for the bottom face and each vertical face of the box,
-    when the map has a surface there (within a voxel of the face, out to the margin) that reaches
-    `ring_m` beyond the box in its own plane (at least `min_support_frac` of that ring's cells occupied:
-    floor, table top, wall), unseen points in that slab are left out.
-    """
-    pts = np.asarray(points_world_m, dtype=np.float32)
-    obj = pts[object_idx]
-    if obj.shape[0] == 0 or unseen_idx.shape[0] == 0 or margin_m <= 0.0:
-        return np.zeros(0, dtype=np.int64)
-    rot, center, half = _box_frame(obj)
-    cand = unseen_idx
-    cand_local = (pts[cand] - center) @ rot
-    inside = np.all(np.abs(cand_local) <= half + margin_m, axis=1)
-    cand, cand_local = cand[inside], cand_local[inside]
-    if cand.shape[0] == 0:
-        return cand.astype(np.int64)
-    # Map points near the box, in box coordinates, for the support-surface tests.
-    near_local = _near_box_local(pts, rot, center, half + margin_m + ring_m)
-    drop = np.zeros(cand.shape[0], dtype=bool)
-    for axis, sign in ((2, -1.0), (0, -1.0), (0, 1.0), (1, -1.0), (1, 1.0)):
-        face = sign * half[axis]
-        # the slab: from one voxel inside the face out to the grown box
-        depth = sign * (near_local[:, axis] - face)
-        in_slab = (depth >= -voxel_size_m) & (depth <= margin_m + voxel_size_m)
-        others = [a for a in range(3) if a != axis]
-        frac = _surface_cells_fraction(near_local[in_slab][:, others], -half[others], half[others], ring_m,
-                                       voxel_size_m)
-        if frac >= min_support_frac:
-            cdepth = sign * (cand_local[:, axis] - face)
-            drop |= cdepth >= -voxel_size_m
-    cand = cand[~drop]
-    if cand.shape[0] == 0:
-        return cand.astype(np.int64)
-    labels = cluster_points(np.concatenate([obj, pts[cand]]), voxel_size_m, 1).labels
-    connected = np.unique(labels[: obj.shape[0]])
-    keep = np.isin(labels[obj.shape[0]:], connected)
-    return cand[keep].astype(np.int64)
-
-
-def strip_support_surface(points_world_m: np.ndarray, object_idx: np.ndarray, voxel_size_m: float,
-                          ring_m: float, min_support_frac: float, min_points: int) -> np.ndarray:
-    """object_idx without the surface the object stands on, (K,) int64.
-
-    2D masks spill onto the floor or table top around an object's base, and every view that sees the
-    base confirms the spill; in 3D it joins the object to whatever else stands on that surface. When the
-    map has a horizontal surface at the bottom of the object's box that reaches `ring_m` beyond the box
-    (at least `min_support_frac` of the ring's cells: the test of `complete_object`), the object's points
-    within a quarter voxel of that surface's height are dropped, and of what remains, the largest
-    26-connected part is kept. The object is returned unchanged when that would leave fewer than
-    `min_points` points (an object flat on its support cannot be told apart from it).
-    """
-    pts = np.asarray(points_world_m, dtype=np.float32)
-    obj = pts[object_idx]
-    if obj.shape[0] < min_points:
-        return object_idx
-    rot, center, half = _box_frame(obj)
-    near_local = _near_box_local(pts, rot, center, half + np.array([ring_m, ring_m, voxel_size_m], np.float32))
-    in_slab = np.abs(near_local[:, 2] + half[2]) <= voxel_size_m
-    slab_uv = near_local[in_slab][:, :2]
-    if _surface_cells_fraction(slab_uv, -half[:2], half[:2], ring_m, voxel_size_m) < min_support_frac:
-        return object_idx
-    outside = np.any(np.abs(slab_uv) > half[:2], axis=1)
-    surface_z = float(np.median(near_local[in_slab][outside, 2]))
-    obj_z = (obj - center) @ rot[:, 2]
-    # A quarter voxel: the surface's own points lie within about a centimetre of its height, the object's
-    # sides continue right above it.
-    rest = np.flatnonzero(np.abs(obj_z - surface_z) > voxel_size_m / 4.0)
-    if rest.shape[0] < min_points:
-        return object_idx
-    labels = cluster_points(obj[rest], voxel_size_m, 1).labels
-    return object_idx[rest[labels == 0]].astype(np.int64)
-
-
-def oriented_box(points_world_m: np.ndarray) -> OrientedBox3D:
-    """Yaw-only oriented box (z up): PCA of the points in the ground plane, z extent from min/max.
-
-    Robots plan with gravity-aligned boxes, so roll and pitch are fixed at zero. Box x is the main
-    horizontal axis, y the other horizontal one, z world up; size_m is the extent along each.
-    """
-    pts = np.asarray(points_world_m, dtype=np.float64)
-    if pts.shape[0] == 0:
-        raise InputError("oriented_box: no points")
-    xy = pts[:, :2] - pts[:, :2].mean(axis=0)
-    axis_x = np.array([1.0, 0.0])
-    if pts.shape[0] >= 2:
-        cov = xy.T @ xy
-        if np.trace(cov) > 1e-18:
-            eigval, eigvec = np.linalg.eigh(cov)
-            axis_x = eigvec[:, 1]
-            if axis_x[0] < 0 or (axis_x[0] == 0 and axis_x[1] < 0):  # a canonical sign for yaw
-                axis_x = -axis_x
-    axis_y = np.array([-axis_x[1], axis_x[0]])
-    world_R_box = np.eye(3)
-    world_R_box[:2, 0] = axis_x
-    world_R_box[:2, 1] = axis_y
-    local = pts @ world_R_box  # coordinates along the box axes
-    lo, hi = local.min(axis=0), local.max(axis=0)
-    center_world = world_R_box @ ((lo + hi) / 2.0)
-    return OrientedBox3D(center_world_m=center_world, world_R_box=world_R_box, size_m=hi - lo)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from rgbd_scene import INTRINSICS, look_at, room_frame
 
 from mllm3d_ros.core.config import ConfigError
-from mllm3d_ros.core.keyframes import KeyframeConfig, KeyframeDecision, KeyframeStore, visible_mask
+from mllm3d_ros.core.keyframes import KeyframeConfig, KeyframeDecision, KeyframeStore
+from mllm3d_ros.core.visibility import visible_mask
 from mllm3d_ros.core.types import CameraIntrinsics, InputError, Keyframe, RgbdFrame
 
 K = CameraIntrinsics(64, 48, 50.0, 50.0, 31.5, 23.5)

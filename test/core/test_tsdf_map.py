@@ -10,7 +10,7 @@ import pytest
 from rgbd_scene import INTRINSICS, distance_to_room_m, look_at, orbit_poses, room_frame
 
 from mllm3d_ros.core.config import ConfigError
-from mllm3d_ros.core.keyframes import visible_mask
+from mllm3d_ros.core.visibility import visible_mask
 from mllm3d_ros.core.tsdf_map import TsdfMap, TsdfMapConfig
 from mllm3d_ros.core.types import CameraIntrinsics, RgbdFrame
 

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from mllm3d_ros.core.config import ConfigError
-from mllm3d_ros.core.keyframes import visible_mask
+from mllm3d_ros.core.visibility import visible_mask
 from mllm3d_ros.core.types import (CameraIntrinsics, InputError, Keyframe, MapSnapshot, Prediction2D,
                                    ViewPredictions)
-from mllm3d_ros.core.voting import (MultiViewVoter, ViewProjection, VotingConfig, cluster_points, grow_mask,
-                                    lift_masks, oriented_box, point_votes, project_to_view, strip_support_surface,
-                                    token_for_query_weights, unified_query_embedding)
+from mllm3d_ros.core.clustering import cluster_points
+from mllm3d_ros.core.evidence import grow_mask, lift_masks, point_votes, token_for_query_weights, unified_query_embedding
+from mllm3d_ros.core.object_geometry import complete_object, oriented_box, strip_support_surface
+from mllm3d_ros.core.visibility import ViewProjection, project_to_view
+from mllm3d_ros.core.voting import MultiViewVoter, VotingConfig
 
 INTRINSICS = CameraIntrinsics(96, 72, 80.0, 80.0, 47.5, 35.5)
 # Two 0.4 m cubes on a floor, 0.4 m apart in y.
@@ -370,7 +372,6 @@ def test_completion_adds_unseen_back_faces_but_not_the_floor():
 
 
 def test_complete_object_stays_inside_the_grown_box_and_connected():
-    from mllm3d_ros.core.voting import complete_object
     obj = box_surface(np.zeros(3), np.full(3, 0.2))
     near = obj + [0.0, 0.0, 0.22]  # unseen, stacked right on top: connected, but above the margin? no: 0.22 > 0.06
     far = obj + [2.0, 0.0, 0.0]  # unseen, far away

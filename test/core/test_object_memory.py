@@ -1,0 +1,166 @@
+"""The object memory on hand-built two-cube scenes with ray-cast depth: association, evidence, merging,
+splitting, removal and bounds (known answers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mllm3d_ros.core.config import ConfigError
+from mllm3d_ros.core.object_memory import ObjectMemory, ObjectMemoryConfig, VoxelIndex, voxel_centers, voxel_keys
+from mllm3d_ros.core.types import InputError, Keyframe, Prediction2D
+from test_voting import BOX_A, BOX_B, FLOOR, INTRINSICS, ORTHO, Q, look_at, render
+
+EYES = [(-0.6, 0.0, 1.3), (0.0, -1.6, 1.2), (0.0, 1.6, 1.2), (2.6, -1.2, 1.3), (2.6, 1.2, 1.3), (1.0, -2.0, 1.5)]
+
+
+def view(k, eye, boxes=(BOX_A, BOX_B), target=(1.0, 0.0, 0.2)):
+    pose = look_at(eye, target)
+    depth, box_id = render(pose, (FLOOR,) + tuple(boxes))
+    color = np.full(depth.shape + (3,), 200, np.uint8)
+    return Keyframe(k, k * 1000, pose, INTRINSICS, color, depth), box_id - 1
+
+
+def proposal(mask, label="cube", embedding=Q, confidence=0.8):
+    return Prediction2D(mask=mask, confidence=confidence, embedding=embedding, label=label)
+
+
+def in_box(points, box, margin):
+    lo, hi = box
+    return np.all((points >= lo - margin) & (points <= hi + margin), axis=1)
+
+
+def test_voxel_keys_round_trip_and_index():
+    pts = np.array([[0.01, -0.01, 2.0], [-5.0, 3.3, -0.2], [0.011, -0.012, 2.001]])
+    keys = voxel_keys(pts, 0.03)
+    assert keys[0] == keys[2] and keys[0] != keys[1]
+    np.testing.assert_allclose(voxel_centers(keys, 0.03), np.floor(pts / 0.03) * 0.03 + 0.015, atol=1e-6)
+    index = VoxelIndex(pts, 0.03)
+    np.testing.assert_array_equal(index.indices(pts[:1]), [0, 2])
+    assert index.indices(np.array([[9.0, 9.0, 9.0]])).shape == (0,)
+
+
+def test_two_objects_seen_from_several_views_become_two_confirmed_instances():
+    memory = ObjectMemory()
+    for k, eye in enumerate(EYES[:4]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    objects = memory.objects()
+    assert sorted(o.label for o in objects) == ["crate", "cube"]
+    for obj, box in ((next(o for o in objects if o.label == "cube"), BOX_A),
+                     (next(o for o in objects if o.label == "crate"), BOX_B)):
+        assert obj.detections == 4 and obj.views_seen == 4
+        assert in_box(obj.points_world_m, box, 0.05).all()  # voxel centres hug the cube's surface
+        np.testing.assert_allclose(obj.box.center_world_m[:2], (box[0][:2] + box[1][:2]) / 2, atol=0.05)
+        assert len(obj.best_keyframe_ids) == 4
+        assert obj.confidence == pytest.approx(np.sqrt(0.8 * 4 / 5))
+    assert memory.stats.created == 2 and memory.stats.instances == 2
+
+
+def test_a_view_that_sees_an_object_but_does_not_detect_it_lowers_its_support():
+    memory = ObjectMemory(ObjectMemoryConfig(min_detections=2, min_support_ratio=0.5))
+    # Detected in two views, then seen without a detection in four more: 2 of 6 < 0.5.
+    for k, eye in enumerate(EYES):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0)] if k < 2 else [])
+    assert memory.stats.instances == 1 and memory.objects() == ()
+
+
+def test_a_single_hallucination_is_never_confirmed():
+    memory = ObjectMemory()
+    kf, box_id = view(0, EYES[0])
+    floor_patch = np.zeros(box_id.shape, bool)
+    floor_patch[50:62, 4:30] = True
+    memory.integrate(kf, [proposal(floor_patch & (box_id == -1), "ghost")])
+    for k, eye in enumerate(EYES[1:3], start=1):
+        memory.integrate(view(k, eye)[0], [])
+    assert memory.stats.instances == 1 and memory.objects() == ()  # one detection < min_detections
+
+
+def test_halves_seen_apart_are_merged_when_a_view_joins_them():
+    memory = ObjectMemory(ObjectMemoryConfig(min_detections=1, split_every=0))
+    kf, box_id = view(0, EYES[0])
+    cols = np.arange(box_id.shape[1])[None, :]
+    cube = box_id == 0
+    centre = int(np.median(np.nonzero(cube)[1]))
+    memory.integrate(kf, [proposal(cube & (cols < centre - 3)), proposal(cube & (cols > centre + 3))])
+    assert memory.stats.instances == 2
+    kf1, box_id1 = view(1, EYES[0])
+    memory.integrate(kf1, [proposal(box_id1 == 0)])
+    assert memory.stats.instances == 1 and memory.stats.merged == 1
+    assert memory.objects()[0].detections == 3
+
+
+def test_an_instance_whose_kept_voxels_fall_apart_is_split():
+    # A bar joins the cubes and one mask covers all three: one instance. When the evidence turns against
+    # the bar (its voxels seen outside the masks: misses, set here by hand), the rest falls apart in two.
+    bar = (np.array([0.9, -0.25, 0.15]), np.array([1.1, 0.25, 0.25]))
+    memory = ObjectMemory(ObjectMemoryConfig(min_detections=1, split_every=1, mask_erosion_px=0))
+    kf, box_id = view(0, EYES[0], (BOX_A, BOX_B, bar))
+    memory.integrate(kf, [proposal(box_id >= 0, "cubes")])
+    assert memory.stats.instances == 1 and memory.stats.split == 0
+    (inst,) = memory._instances.values()
+    on_bar = in_box(voxel_centers(inst.keys, 0.03), bar, 0.03) & ~in_box(voxel_centers(inst.keys, 0.03), BOX_A, 0.0) \
+        & ~in_box(voxel_centers(inst.keys, 0.03), BOX_B, 0.0)
+    assert on_bar.any()
+    inst.misses[on_bar] = 5
+    memory.integrate(view(1, EYES[0], (BOX_A, BOX_B, bar))[0], [])
+    assert memory.stats.split == 1
+    centres = sorted(float(o.box.center_world_m[1]) for o in memory.objects())
+    assert len(centres) == 2
+    assert centres[0] == pytest.approx(-0.4, abs=0.08) and centres[1] == pytest.approx(0.4, abs=0.08)
+
+
+def test_an_object_that_is_gone_is_removed_after_the_views_see_through_it():
+    memory = ObjectMemory(ObjectMemoryConfig(gone_views=2))
+    for k, eye in enumerate(EYES[:3]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    assert memory.stats.instances == 2
+    # Cube A is taken away: the views now see the floor where it was, and B as before.
+    for k, eye in enumerate(EYES[:2], start=3):
+        kf, box_id = view(k, eye, boxes=(BOX_B,))
+        memory.integrate(kf, [proposal(box_id == 0, "crate", ORTHO)])
+    assert [o.label for o in memory.objects()] == ["crate"]
+    assert memory.stats.removed_gone == 1
+
+
+def test_bounds_on_instances_and_voxels():
+    memory = ObjectMemory(ObjectMemoryConfig(max_instances=2, max_voxels_per_instance=50, min_detections=1))
+    kf, box_id = view(0, EYES[0])
+    rows = np.arange(box_id.shape[0])[:, None]
+    floor = box_id == -1
+    patches = [proposal(floor & (rows >= r) & (rows < r + 8), f"p{i}", np.eye(8, dtype=np.float32)[i + 2])
+               for i, r in enumerate((40, 50, 60))]
+    memory.integrate(kf, patches)
+    stats = memory.stats
+    assert stats.instances == 2 and stats.evicted == 1
+    assert all(o.points_world_m.shape[0] <= 50 for o in memory.objects())
+    assert stats.nbytes > 0
+
+
+def test_bad_proposals_raise_and_leave_the_memory_unchanged():
+    memory = ObjectMemory()
+    kf, box_id = view(0, EYES[0])
+    memory.integrate(kf, [proposal(box_id == 0)])
+    before = memory.version
+    with pytest.raises(InputError, match="proposal mask is"):
+        memory.integrate(kf, [proposal(np.zeros((5, 5), bool))])
+    assert memory.version == before and memory.stats.instances == 1
+    memory.integrate(kf, [proposal(box_id == 0, confidence=0.1)])  # below min_proposal_confidence
+    assert memory.stats.proposals_ignored == 1
+
+
+def test_reset_forgets_everything():
+    memory = ObjectMemory()
+    kf, box_id = view(0, EYES[0])
+    memory.integrate(kf, [proposal(box_id == 0)])
+    memory.reset()
+    assert len(memory) == 0 and memory.objects() == ()
+
+
+@pytest.mark.parametrize("field,value", [("voxel_size_m", 0.0), ("associate_min_overlap", 1.5),
+                                         ("min_detections", 0), ("max_instances", 0), ("mask_erosion_px", 11)])
+def test_config_errors_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        ObjectMemoryConfig(**{field: value})
