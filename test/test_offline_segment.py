@@ -16,6 +16,7 @@ import open3d as o3d
 from mllm3d_ros.cli import main as mllm3d
 from mllm3d_ros.core.geometry import invert_transform, pixel_lookup, project_points, transform_points
 from mllm3d_ros.core.types import CameraIntrinsics
+from mllm3d_ros.sources.dataset import open_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "backends"))
 from offline_redkitchen import MARKED, load_frame  # noqa: E402
@@ -33,9 +34,12 @@ def test_segment_the_table_on_real_kitchen(redkitchen_dir, tmp_path):
     assert out.with_suffix(".png").stat().st_size > 10_000
     points = np.asarray(o3d.io.read_point_cloud(str(out)).points)
     assert len(points) == summary["objects"][0]["num_points"] >= 100
+    map_T_world = open_dataset(redkitchen_dir).map_T_world
+    assert abs(map_T_world[2, 2]) < 0.95  # the 7-Scenes world is not z-up: the rotation is real
     checked = 0
     for marked in (m for m in MARKED if m.kind == "table"):
         _, depth_m, world_T_camera = load_frame(redkitchen_dir, marked.frame)
+        world_T_camera = map_T_world @ world_T_camera  # the dataset source's gravity-aligned world
         uv, z = project_points(transform_points(invert_transform(world_T_camera), points), K)
         inside, rows, cols = pixel_lookup(uv, K.width, K.height)
         # Only points this frame actually sees (depth agrees) count.

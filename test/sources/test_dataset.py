@@ -48,7 +48,9 @@ def test_redkitchen_frames_decode(redkitchen_dir: Path) -> None:
         assert 0.3 < np.median(frame.depth_m[valid]) < 5.0 and frame.depth_m.max() < 10.0
         _assert_rigid(frame.world_T_camera)
     first_pose = np.loadtxt(redkitchen_dir / "frame-000000.pose.txt")
-    np.testing.assert_array_equal(frames[0].world_T_camera, first_pose)
+    # The kitchen has gravity-direction.txt: poses come rotated into a z-up world.
+    np.testing.assert_allclose(frames[0].world_T_camera, ds.map_T_world @ first_pose, atol=1e-12)
+    assert abs(ds.map_T_world[2, 2]) < 0.95
     raw = cv2.imread(str(redkitchen_dir / "frame-000000.depth.png"), cv2.IMREAD_UNCHANGED)
     expected = np.where(raw == 65535, 0, raw).astype(np.float32) / 1000.0
     np.testing.assert_array_equal(frames[0].depth_m, expected)
@@ -222,3 +224,33 @@ def test_pose_from_tum_rotation() -> None:
     pose = pose_from_tum([1, 2, 3, 0, 0, np.sqrt(0.5), np.sqrt(0.5)])
     np.testing.assert_allclose(pose[:3, :3] @ [1, 0, 0], [0, 1, 0], atol=1e-12)
     np.testing.assert_allclose(pose[:3, 3], [1, 2, 3])
+
+
+def test_gravity_file_rotates_the_world_to_z_up(tmp_path):
+    from mllm3d_ros.core.geometry import gravity_alignment
+    from mllm3d_ros.sources.dataset import GRAVITY_FILE
+    g = np.array([-0.0089, 0.9044, 0.4265])  # the real kitchen's: down is mostly +y
+    map_T_world = gravity_alignment(g)
+    np.testing.assert_allclose(map_T_world[:3, :3] @ (-g / np.linalg.norm(g)), [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(map_T_world[:3, :3] @ map_T_world[:3, :3].T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(gravity_alignment([0, 0, -9.81]), np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(gravity_alignment([0, 0, 1.0])[:3, :3] @ [0, 0, -1.0], [0, 0, 1], atol=1e-12)
+    with pytest.raises(InputError, match="gravity"):
+        gravity_alignment([0, 0, 0])
+
+
+def test_dataset_with_gravity_gives_z_up_poses(studyroom_dir, tmp_path):
+    import shutil
+    from mllm3d_ros.sources.dataset import GRAVITY_FILE, open_dataset
+    for f in studyroom_dir.parent.glob("camera-intrinsics.txt"):
+        shutil.copy(f, tmp_path)
+    for f in studyroom_dir.glob("frame-00000[01].*"):
+        shutil.copy(f, tmp_path)
+    plain = open_dataset(tmp_path)
+    np.savetxt(tmp_path / GRAVITY_FILE, [0.0, 1.0, 0.0])  # down along the first camera's +y
+    aligned = open_dataset(tmp_path)
+    np.testing.assert_allclose(aligned.map_T_world @ plain.records[0].world_T_camera,
+                               aligned.records[0].world_T_camera, atol=1e-12)
+    # The first camera's optical y (down in the image) now points down the world's z.
+    assert aligned.records[0].world_T_camera[:3, 1] @ plain.records[0].world_T_camera[:3, 1] < 1.0
+    np.testing.assert_allclose(aligned.map_T_world[:3, :3] @ [0, -1.0, 0], [0, 0, 1], atol=1e-12)

@@ -1,0 +1,125 @@
+"""Queries planned from the object memory, and the pipeline answering from it (or falling back)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mllm3d_ros.core.instruction import parse_instruction
+from mllm3d_ros.core.memory_query import MemoryQueryConfig, MemoryResolver, colour_name
+from mllm3d_ros.core.object_memory import ObjectMemory
+from mllm3d_ros.core.pipeline import QueryPipeline
+from mllm3d_ros.core.types import QueryStatus, SegmentationResult, ViewPredictions
+from test_object_memory import EYES, proposal, view
+from test_voting import BOX_A, BOX_B, ORTHO, Q, make_scene
+
+TABLE = np.eye(8, dtype=np.float32)[3]
+PHRASES = {"cube": Q, "crate": ORTHO, "table": TABLE, "plastic cube": Q, "red cube or crate": (Q + ORTHO) / np.sqrt(2)}
+
+
+def encode(texts):
+    return np.stack([PHRASES.get(t, np.eye(8, dtype=np.float32)[7]) for t in texts])
+
+
+class Source:
+    def __init__(self, keyframes):
+        self._snapshot = make_scene()
+        self._keyframes = tuple(keyframes)
+
+    def snapshot(self):
+        return self._snapshot
+
+    def keyframes(self):
+        return self._keyframes
+
+
+def built_memory(colors=((200, 200, 200), (200, 30, 30))):
+    memory = ObjectMemory()
+    keyframes = []
+    for k, eye in enumerate(EYES[:4]):
+        kf, box_id = view(k, eye)
+        color = kf.color_rgb.copy()
+        color[box_id == 0], color[box_id == 1] = colors
+        kf = type(kf)(kf.keyframe_id, kf.stamp_ns, kf.world_T_camera, kf.intrinsics, color, kf.depth_m)
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+        keyframes.append(kf)
+    return memory, keyframes
+
+
+def test_plan_picks_the_instance_of_the_target_and_maps_it_onto_the_map():
+    memory, keyframes = built_memory()
+    source = Source(keyframes)
+    plan = MemoryResolver(memory, encode).plan(parse_instruction("the crate"), source.snapshot(), keyframes)
+    assert [c.label for c in plan.candidates] == ["crate"]
+    (obj,) = plan.answer
+    pts = source.snapshot().points_world_m[obj.point_indices]
+    lo, hi = BOX_B
+    assert np.all((pts >= lo - 0.04) & (pts <= hi + 0.04))  # the map's points of cube B, nothing else
+    assert obj.point_indices.size > 100 and obj.supporting_views == 4
+    assert set(plan.keyframe_ids) == {0, 1, 2, 3}
+
+
+def test_colour_attribute_is_checked_on_the_instances():
+    assert colour_name((200, 30, 30)) == "red" and colour_name((230, 230, 230)) == "white"
+    memory, keyframes = built_memory()
+    snapshot = Source(keyframes).snapshot()
+    plan = MemoryResolver(memory, encode).plan(parse_instruction("the red cube or crate"), snapshot, keyframes)
+    assert [c.label for c in plan.candidates] == ["crate"] and plan.answer is not None
+
+
+def test_unknown_target_and_missing_anchor_say_so():
+    memory, keyframes = built_memory()
+    snapshot = Source(keyframes).snapshot()
+    resolver = MemoryResolver(memory, encode)
+    plan = resolver.plan(parse_instruction("the unicorn"), snapshot, keyframes)
+    assert plan.candidates == () and plan.answer is None and "no object in the memory" in plan.notes[0]
+    plan = resolver.plan(parse_instruction("the cube on the table"), snapshot, keyframes)
+    assert [c.label for c in plan.candidates] == ["cube"] and plan.answer is None  # left to the 2D model
+    assert "not in the map" in " ".join(plan.notes)
+
+
+def test_relation_between_instances_decides_in_3d():
+    memory, keyframes = built_memory()
+    snapshot = Source(keyframes).snapshot()
+    resolver = MemoryResolver(memory, encode, MemoryQueryConfig(min_similarity=0.5))
+    plan = resolver.plan(parse_instruction("the cube next to the crate"), snapshot, keyframes)
+    assert [c.label for c in plan.candidates] == ["cube"] and plan.anchor.label == "crate"
+    assert plan.answer is not None
+
+
+def test_pipeline_answers_plain_queries_from_memory_without_the_2d_model():
+    memory, keyframes = built_memory()
+
+    def never(views, text):
+        raise AssertionError("the 2D model must not be called")
+
+    result = QueryPipeline(Source(keyframes), never, resolver=MemoryResolver(memory, encode)).run("the cube")
+    assert result.status is QueryStatus.SUCCESS and result.views_used == 0
+    assert "object memory" in result.message and result.objects[0].label == "cube"
+
+
+def test_pipeline_falls_back_to_the_query_time_path_when_the_memory_is_empty():
+    _, keyframes = built_memory()
+    calls = []
+
+    def segment(views, text):
+        calls.append(views[0].keyframe_id)
+        return SegmentationResult("cube", Q, (ViewPredictions(views[0].keyframe_id, ()),))
+
+    result = QueryPipeline(Source(keyframes), segment, resolver=MemoryResolver(ObjectMemory(), encode)).run("the cube")
+    assert calls and result.status is QueryStatus.NOT_FOUND
+    assert "object memory is empty" in result.message
+
+
+def test_pipeline_aims_the_2d_model_at_the_candidates_best_views():
+    memory, keyframes = built_memory()
+    calls = []
+
+    def segment(views, text):
+        calls.append(views[0].keyframe_id)
+        return SegmentationResult("cube", Q, (ViewPredictions(views[0].keyframe_id, ()),))
+
+    # "plastic" cannot be checked by the memory: the 2D model decides, on the cube's best keyframes.
+    QueryPipeline(Source(keyframes), segment, resolver=MemoryResolver(memory, encode)).run("the plastic cube", 2)
+    best = next(o for o in memory.objects() if o.label == "cube").best_keyframe_ids
+    assert calls[:2] == list(best[:2])

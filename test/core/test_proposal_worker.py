@@ -1,0 +1,87 @@
+"""The proposal worker: bounded queue with counted drops, failures retried and counted, evicted keyframes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mllm3d_ros.core.object_memory import ObjectMemory
+from mllm3d_ros.core.proposal_worker import ProposalWorker, ProposalWorkerConfig
+from mllm3d_ros.core.types import ViewPredictions
+from test_object_memory import EYES, proposal, view
+
+
+def keyframes_by_id(n=3):
+    out = {}
+    for k in range(n):
+        kf, box_id = view(k, EYES[k])
+        out[k] = (kf, box_id)
+    return out
+
+
+def test_keyframes_flow_into_the_memory_on_the_worker_thread():
+    kfs = keyframes_by_id()
+    memory = ObjectMemory()
+    worker = ProposalWorker(memory, lambda views: [ViewPredictions(v.keyframe_id, (proposal(kfs[v.keyframe_id][1] == 0),))
+                                                   for v in views], lambda i: kfs.get(i, (None,))[0])
+    worker.start()
+    for k in kfs:
+        worker.submit(k)
+    assert worker.wait_idle(30.0)
+    worker.stop()
+    stats = worker.stats
+    assert (stats.submitted, stats.integrated, stats.failures) == (3, 3, 0)
+    assert memory.objects()[0].detections == 3 and stats.lag_ms_max >= stats.lag_ms_p50 > 0
+
+
+def test_a_full_queue_drops_the_oldest_and_counts_it():
+    release = threading.Event()
+    seen = []
+    kfs = keyframes_by_id()
+
+    def slow(views):
+        release.wait(10.0)
+        seen.append(views[0].keyframe_id)
+        return [ViewPredictions(views[0].keyframe_id, ())]
+
+    worker = ProposalWorker(ObjectMemory(), slow, lambda i: kfs[i][0],
+                            ProposalWorkerConfig(queue_size=2))
+    worker.start()
+    worker.submit(0)  # taken by the worker, which blocks in the model
+    deadline = time.monotonic() + 10.0
+    while worker.stats.queued and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert worker.submit(1) and worker.submit(2)
+    assert not worker.submit(0)  # full: keyframe 1, the oldest queued, is dropped
+    release.set()
+    assert worker.wait_idle(30.0)
+    worker.stop()
+    assert seen == [0, 2, 0] and worker.stats.dropped_queue_full == 1
+
+
+def test_model_failures_are_retried_then_given_up_and_never_stop_the_worker():
+    kfs = keyframes_by_id()
+    calls = []
+
+    def flaky(views):
+        calls.append(views[0].keyframe_id)
+        if views[0].keyframe_id == 0 or len(calls) == 2:
+            raise MemoryError("out of memory")
+        return [ViewPredictions(views[0].keyframe_id, ())]
+
+    worker = ProposalWorker(ObjectMemory(), flaky, lambda i: kfs[i][0],
+                            ProposalWorkerConfig(max_retries=2, retry_delay_s=0.0))
+    worker.start()
+    worker.submit(0)
+    worker.submit(1)
+    assert worker.wait_idle(30.0)
+    worker.stop()
+    stats = worker.stats
+    assert calls.count(0) == 3 and calls.count(1) == 2  # 0 fails 3 times, 1 fails once then succeeds
+    assert (stats.failures, stats.gave_up, stats.integrated) == (4, 1, 1)
+
+
+def test_a_keyframe_evicted_before_its_turn_is_counted_not_failed():
+    worker = ProposalWorker(ObjectMemory(), lambda views: [], lambda i: None)
+    assert worker.process_one(7)
+    assert worker.stats.evicted_before_proposal == 1 and worker.stats.failures == 0

@@ -1,0 +1,59 @@
+"""Relations decided on gravity-aligned boxes, with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mllm3d_ros.core.instruction import Relation, Superlative
+from mllm3d_ros.core.relations import relation_score, superlative_order, viewer_axes
+from mllm3d_ros.core.types import OrientedBox3D
+
+TABLE = OrientedBox3D(np.array([0.0, 0.0, 0.375]), np.eye(3), np.array([1.2, 0.8, 0.75]))
+
+
+def box(x, y, z, size=0.1):
+    return OrientedBox3D(np.array([x, y, z]), np.eye(3), np.full(3, size))
+
+
+def test_on_under_above_inside():
+    mug_on = box(0.2, 0.1, 0.80)  # bottom at 0.75: on the table
+    mug_floor = box(1.5, 0.0, 0.05)
+    cat_under = box(0.0, 0.0, 0.2)
+    assert np.isfinite(relation_score(mug_on, [TABLE], Relation.ON))
+    assert not np.isfinite(relation_score(mug_floor, [TABLE], Relation.ON))
+    assert np.isfinite(relation_score(cat_under, [TABLE], Relation.UNDER))
+    assert not np.isfinite(relation_score(mug_on, [TABLE], Relation.UNDER))
+    assert np.isfinite(relation_score(box(0.0, 0.0, 1.2), [TABLE], Relation.ABOVE))
+    assert np.isfinite(relation_score(cat_under, [TABLE], Relation.INSIDE))
+
+
+def test_left_right_front_behind_follow_the_viewer():
+    # A camera at y = -3 looking along +y: its right is +x, its forward +y (optical x right, z forward).
+    world_T_camera = np.eye(4)
+    world_T_camera[:3, :3] = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
+    world_T_camera[:3, 3] = (0.0, -3.0, 1.0)
+    right, forward = viewer_axes(world_T_camera)
+    np.testing.assert_allclose(right, [1, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(forward, [0, 1, 0], atol=1e-9)
+    anchor = [box(0.0, 0.0, 0.5)]
+    assert np.isfinite(relation_score(box(-1.0, 0.0, 0.5), anchor, Relation.LEFT_OF, world_T_camera))
+    assert not np.isfinite(relation_score(box(-1.0, 0.0, 0.5), anchor, Relation.RIGHT_OF, world_T_camera))
+    assert np.isfinite(relation_score(box(0.0, -1.0, 0.5), anchor, Relation.IN_FRONT_OF, world_T_camera))
+    assert np.isfinite(relation_score(box(0.0, 1.0, 0.5), anchor, Relation.BEHIND, world_T_camera))
+
+
+def test_near_ranks_by_gap_and_between_needs_the_segment():
+    anchor = [box(0.0, 0.0, 0.0)]
+    assert relation_score(box(0.3, 0, 0), anchor, Relation.NEAR) > relation_score(box(1.0, 0, 0), anchor, Relation.NEAR)
+    assert relation_score(box(1.0, 0, 0), anchor, Relation.FARTHEST_FROM) > 0.8
+    ends = [box(-1.0, 0.0, 0.0), box(1.0, 0.0, 0.0)]
+    assert relation_score(box(0.0, 0.1, 0.0), ends, Relation.BETWEEN) == pytest.approx(-0.1)
+    assert not np.isfinite(relation_score(box(2.0, 0.0, 0.0), ends, Relation.BETWEEN))
+
+
+def test_superlatives():
+    boxes = [box(0.0, 0, 0, 0.1), box(-1.0, 0, 0, 0.3), box(1.0, 0, 0, 0.2)]
+    assert superlative_order(boxes, Superlative.BIGGEST) == [1, 2, 0]
+    assert superlative_order(boxes, Superlative.LEFTMOST) == [1, 0, 2]
+    assert superlative_order(boxes, Superlative.RIGHTMOST)[0] == 2
