@@ -28,7 +28,7 @@ from .render import render_result
 from .sources.recording import open_recording
 
 
-DEFAULT_VOXEL_SIZE_M = 0.05
+DEFAULT_VOXEL_SIZE_M = TsdfMapConfig.voxel_size_m
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""perception_node: the mapping and query nodes in one process (they share the map in memory).
+"""perception_node: the mapping, memory and query nodes in one process (they share the map in memory).
 
 `--with-segmentation` also hosts the segmentation node in the same process (one-machine set-ups);
 by default it runs as its own process (segmentation_node), which may be on a GPU host.
@@ -16,6 +16,7 @@ def main(args: list[str] | None = None) -> int:
     in_process_backend = "--with-segmentation" in args
     args = [a for a in args if a != "--with-segmentation"]
     from .mapping_node import MappingNode
+    from .memory_node import MemoryNode
     from .query_node import QueryNode
 
     nodes = {}
@@ -24,10 +25,14 @@ def main(args: list[str] | None = None) -> int:
         nodes["mapping"] = MappingNode()
         return nodes["mapping"]
 
-    def query():
-        return QueryNode(nodes["mapping"].mapper)
+    def memory():
+        nodes["memory"] = MemoryNode(nodes["mapping"].mapper)
+        return nodes["memory"]
 
-    factories = [mapping, query]
+    def query():
+        return QueryNode(nodes["mapping"].mapper, resolver=nodes["memory"].resolver)
+
+    factories = [mapping, memory, query]
     if in_process_backend:
         from .segmentation_node import SegmentationNode
         factories.append(SegmentationNode)

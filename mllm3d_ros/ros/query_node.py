@@ -32,6 +32,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import SegmentQuery
 from ..backends.base import BackendError, BackendUnavailable
+from ..core.memory_query import MemoryResolver
 from ..core.pipeline import MapSource, QueryCanceled, QueryConfig, QueryPipeline
 from ..core.types import BackendView, InputError, Prediction2D, QueryResult, QueryStatus, SegmentationResult, ViewPredictions
 from ..core.view_selection import ViewSelectionConfig
@@ -193,7 +194,7 @@ def markers_for(result_msg, frame_id: str) -> MarkerArray:
 class QueryNode(Node):
     """Thin adapter: goals -> QueryPipeline -> results, feedback and RViz topics."""
 
-    def __init__(self, map_source: MapSource, **kwargs) -> None:
+    def __init__(self, map_source: MapSource, resolver: MemoryResolver | None = None, **kwargs) -> None:
         super().__init__("query", **kwargs)
         p = declare_and_read(self, QUERY_PARAMS)
         self._frame = p["map_frame"]
@@ -209,7 +210,7 @@ class QueryNode(Node):
             QueryConfig(default_max_views=p["default_max_views"], max_views_limit=p["max_views_limit"],
                         default_min_confidence=p["default_min_confidence"], timeout_s=p["timeout_s"],
                         refine_views=p["refine_views"]),
-            voting, ViewSelectionConfig(depth_tolerance_m=p["depth_tolerance_m"]))
+            voting, ViewSelectionConfig(depth_tolerance_m=p["depth_tolerance_m"]), resolver)
         # One goal at a time: this lock guards the active goal handle and the preempt flag.
         self._goal_lock = threading.Lock()
         self._active_goal = None

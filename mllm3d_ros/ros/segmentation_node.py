@@ -4,7 +4,8 @@ A lifecycle node: weights load in on_configure and are freed in on_cleanup (they
 state); with `autostart` it configures and activates itself, like nav2's lifecycle manager would.
 Run it on a GPU host to keep the robot's computer free; the query node finds it over DDS.
 
-Service:    ~/segment_views (mllm3d_ros/srv/SegmentViews), answered only while active
+Service:    ~/segment_views (mllm3d_ros/srv/SegmentViews), answered only while active: segmentation of an
+            instruction, instruction-free proposals (the object memory's input) or a phrase's embedding
 Published:  ~/heartbeat (std_msgs/String, 2 Hz, reliable): "<backend> <state>" -- liveness for queries
 Parameters: see SEGMENTATION_PARAMS and config/perception.yaml (block `segmentation`).
 """
@@ -20,7 +21,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from std_msgs.msg import Header, String
 
 from ..backends.base import BackendError, build_backend
-from ..core.types import BackendView, InputError
+from ..core.types import BackendView, InputError, SegmentationResult
 from ..srv import SegmentViews
 from ..msg import Prediction2D as Prediction2DMsg
 from .conversions import camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, mask_to_image, pose_to_matrix
@@ -120,9 +121,20 @@ class SegmentationNode(LifecycleNode):
             response.message = "segmentation node is not active (lifecycle state)"
             return response
         try:
+            if request.mode == SegmentViews.Request.ENCODE_TEXT:
+                with self._infer_lock:
+                    embedding = self._backend.encode_text([request.instruction])[0]
+                response.status = SegmentViews.Response.OK
+                response.query_embedding = np.asarray(embedding, dtype=np.float32).ravel().tolist()
+                return response
             views = self._views_from(request)
             with self._infer_lock:
-                result = self._backend.segment(views, request.instruction)
+                if request.mode == SegmentViews.Request.PROPOSE:
+                    result = SegmentationResult("", np.zeros(0, np.float32), tuple(self._backend.propose(views)))
+                elif request.mode == SegmentViews.Request.SEGMENT:
+                    result = self._backend.segment(views, request.instruction)
+                else:
+                    raise InputError(f"unknown mode {request.mode} (SEGMENT 0, PROPOSE 1, ENCODE_TEXT 2)")
         except InputError as exc:
             response.status, response.message = SegmentViews.Response.INVALID_INPUT, str(exc)
             return response

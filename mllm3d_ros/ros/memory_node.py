@@ -1,0 +1,168 @@
+"""Memory node: keeps the object memory of the shared map, fed by proposals on every new keyframe.
+
+Runs in the perception process (it needs the keyframes at memory speed). A timer notices new
+keyframes in the mapper and hands their ids to the core's ProposalWorker, whose thread asks the
+segmentation node for proposals (SegmentViews mode PROPOSE) and folds them into the ObjectMemory;
+fusion never waits for it. Queries reach the memory through `resolver` (phrases are embedded by the
+segmentation node, mode ENCODE_TEXT).
+
+Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews)
+Published:       ~/objects (visualization_msgs/MarkerArray, latched): the confirmed instances' boxes
+                 and labels, every publish_period_s when the memory changed
+Parameters:      see MEMORY_PARAMS and config/perception.yaml (block `memory`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+from geometry_msgs.msg import Point, Vector3
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from ..core.memory_query import MemoryResolver
+from ..core.object_memory import ObjectMemory, ObjectMemoryConfig
+from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
+from ..core.segmentation import BackendError, BackendUnavailable
+from ..core.types import BackendView, InputError, Prediction2D, ViewPredictions
+from ..srv import SegmentViews
+from .conversions import (depth_to_image, image_to_mask, intrinsics_to_camera_info, make_header, matrix_to_pose,
+                          rgb_to_image)
+from .params import ParamSpec, declare_and_read
+from .qos import LATCHED_QOS
+
+MEMORY_PARAMS = (
+    ParamSpec("enabled", True, "Build the object memory from proposals on every keyframe (queries use it)."),
+    ParamSpec("map_frame", "map", "Frame of the map and of the published boxes."),
+    ParamSpec("segment_service", "segmentation/segment_views", "SegmentViews service of the segmentation node."),
+    ParamSpec("voxel_size_m", 0.03, "Instance voxel edge.", 0.005, 0.5),
+    ParamSpec("min_detections", 2, "Views that must detect an instance before queries see it.", 1, 1000),
+    ParamSpec("max_instances", 300, "Instances kept (the least supported is dropped beyond).", 1, 100000),
+    ParamSpec("queue_size", 64, "Keyframes waiting for proposals; when full the oldest is dropped.", 1, 10000),
+    ParamSpec("max_retries", 3, "Retries of a keyframe whose proposals failed.", 0, 100),
+    ParamSpec("retry_delay_s", 5.0, "Wait before retrying a failed keyframe.", 0.0, 3600.0),
+    ParamSpec("call_timeout_s", 30.0, "A proposal or text call to the segmentation node fails after this.", 0.5, 600.0),
+    ParamSpec("poll_period_s", 0.5, "How often new keyframes are looked for.", 0.05, 60.0),
+    ParamSpec("publish_period_s", 2.0, "Period of the ~/objects markers (0 = never).", 0.0, 3600.0),
+    ParamSpec("stats_period_s", 10.0, "Period of the memory statistics log line (0 = never).", 0.0, 3600.0),
+)
+
+
+class RemoteBackend:
+    """The segmentation node's PROPOSE and ENCODE_TEXT modes as a ProposeFn and an EncodeFn."""
+
+    def __init__(self, node: Node, service: str, timeout_s: float, callback_group) -> None:
+        self._client = node.create_client(SegmentViews, service, callback_group=callback_group)
+        self._timeout_s = timeout_s
+
+    def _call(self, request):
+        if not self._client.service_is_ready():
+            raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available")
+        done = threading.Event()
+        future = self._client.call_async(request)
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(self._timeout_s):
+            self._client.remove_pending_request(future)
+            raise BackendUnavailable(f"no answer from '{self._client.srv_name}' within {self._timeout_s:.0f} s")
+        response = future.result()
+        if response.status == SegmentViews.Response.INVALID_INPUT:
+            raise InputError(response.message)
+        if response.status != SegmentViews.Response.OK:
+            raise BackendError(response.message)
+        return response
+
+    def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
+        request = SegmentViews.Request(mode=SegmentViews.Request.PROPOSE)
+        header = make_header("camera", 0)
+        for view in views:
+            request.keyframe_ids.append(int(view.keyframe_id))
+            request.images.append(rgb_to_image(view.color_rgb, header))
+            request.depths.append(depth_to_image(view.depth_m, header))
+            request.camera_infos.append(intrinsics_to_camera_info(view.intrinsics, header))
+            request.world_t_camera.append(matrix_to_pose(view.world_T_camera))
+        response = self._call(request)
+        by_id: dict[int, list[Prediction2D]] = {int(v.keyframe_id): [] for v in views}
+        for p in response.predictions:
+            by_id.setdefault(int(p.keyframe_id), []).append(Prediction2D(
+                mask=image_to_mask(p.mask), confidence=float(p.confidence),
+                embedding=np.asarray(p.embedding, dtype=np.float32), label=p.label,
+                box_xyxy=tuple(float(x) for x in p.box_xyxy) if p.has_box else None))
+        return tuple(ViewPredictions(k, tuple(v)) for k, v in by_id.items())
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        out = [np.asarray(self._call(SegmentViews.Request(mode=SegmentViews.Request.ENCODE_TEXT, instruction=t))
+                          .query_embedding, dtype=np.float32) for t in texts]
+        return np.stack(out)
+
+
+class MemoryNode(Node):
+    """Thin adapter: new keyframes of the mapper -> ProposalWorker -> ObjectMemory; markers out."""
+
+    def __init__(self, mapper, **kwargs) -> None:
+        super().__init__("memory", **kwargs)
+        p = declare_and_read(self, MEMORY_PARAMS)
+        self._p = p
+        self._mapper = mapper
+        self.memory = ObjectMemory(ObjectMemoryConfig(voxel_size_m=p["voxel_size_m"], min_detections=p["min_detections"],
+                                                      max_instances=p["max_instances"]))
+        self._backend = RemoteBackend(self, p["segment_service"], p["call_timeout_s"], MutuallyExclusiveCallbackGroup())
+        self.worker = ProposalWorker(self.memory, self._backend.propose, mapper.keyframe_store.get,
+                                     ProposalWorkerConfig(p["queue_size"], p["max_retries"], p["retry_delay_s"]))
+        self.resolver = MemoryResolver(self.memory, self._backend.encode_text) if p["enabled"] else None
+        self._submitted_up_to = -1
+        self._published_version = -1
+        self._markers = self.create_publisher(MarkerArray, "~/objects", LATCHED_QOS)
+        timers = MutuallyExclusiveCallbackGroup()
+        if p["enabled"]:
+            self.worker.start()
+            self.create_timer(p["poll_period_s"], self._poll, callback_group=timers)
+            if p["publish_period_s"] > 0:
+                self.create_timer(p["publish_period_s"], self._publish, callback_group=timers)
+            if p["stats_period_s"] > 0:
+                self.create_timer(p["stats_period_s"], lambda: self.get_logger().info(self.log_stats()),
+                                  callback_group=timers)
+        self.get_logger().info(f"object memory {'on' if p['enabled'] else 'off'} at {p['voxel_size_m'] * 100:.1f} cm")
+
+    def _poll(self) -> None:
+        for kf in self._mapper.keyframes():
+            if kf.keyframe_id > self._submitted_up_to:
+                self.worker.submit(kf.keyframe_id)
+                self._submitted_up_to = kf.keyframe_id
+
+    def _publish(self) -> None:
+        version = self.memory.version
+        if version == self._published_version:
+            return
+        self._published_version = version
+        header = make_header(self._p["map_frame"], self.get_clock().now().nanoseconds)
+        out = MarkerArray(markers=[Marker(action=Marker.DELETEALL, ns="mllm3d/memory")])
+        for i, obj in enumerate(self.memory.objects()):
+            world_T_box = np.eye(4)
+            world_T_box[:3, :3], world_T_box[:3, 3] = obj.box.world_R_box, obj.box.center_world_m
+            size = obj.box.size_m
+            out.markers.append(Marker(header=header, ns="mllm3d/memory", id=2 * i, type=Marker.CUBE,
+                                      action=Marker.ADD, pose=matrix_to_pose(world_T_box),
+                                      scale=Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2])),
+                                      color=ColorRGBA(r=0.3, g=0.6, b=1.0, a=0.25)))
+            text = Marker(header=header, ns="mllm3d/memory", id=2 * i + 1, type=Marker.TEXT_VIEW_FACING,
+                          action=Marker.ADD, text=f"#{obj.instance_id} {obj.label} {obj.confidence:.2f}",
+                          color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=0.9))
+            c = obj.box.center_world_m
+            text.pose.position = Point(x=float(c[0]), y=float(c[1]), z=float(c[2] + size[2] / 2 + 0.08))
+            text.pose.orientation.w = 1.0
+            text.scale.z = 0.08
+            out.markers.append(text)
+        self._markers.publish(out)
+
+    def log_stats(self) -> str:
+        m, w = self.memory.stats, self.worker.stats
+        return (f"memory instances={m.instances} confirmed={m.confirmed} keyframes={m.keyframes_integrated} "
+                f"proposal_lag_p50={w.lag_ms_p50:.0f} ms dropped={w.dropped_queue_full} failures={w.failures}")
+
+    def shutdown_core(self) -> None:
+        self.worker.stop()
+
