@@ -222,3 +222,21 @@ def test_pose_from_tum_rotation() -> None:
     pose = pose_from_tum([1, 2, 3, 0, 0, np.sqrt(0.5), np.sqrt(0.5)])
     np.testing.assert_allclose(pose[:3, :3] @ [1, 0, 0], [0, 1, 0], atol=1e-12)
     np.testing.assert_allclose(pose[:3, 3], [1, 2, 3])
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_truncated_or_garbage_images_raise_input_error(tmp_path, suffix):
+    import cv2
+
+    from mllm3d_ros.sources.dataset import read_color, read_depth
+    path = tmp_path / f"frame.{suffix}"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(InputError, match="cannot read colour image"):
+        read_color(path)
+    garbage = tmp_path / "depth.png"
+    garbage.write_bytes(b"\x89PNG garbage")
+    with pytest.raises(InputError, match="cannot read depth image"):
+        read_depth(garbage, 1000.0)
+    with pytest.raises(InputError, match="cannot read depth image"):
+        read_depth(tmp_path / "missing.png", 1000.0)
