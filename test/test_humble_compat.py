@@ -111,3 +111,9 @@ def test_package_uses_only_humble_apis():
     assert len(files) > 20
     found = [hit for f in files for hit in kilted_only_uses(f.read_text(), str(f.relative_to(REPO_ROOT)))]
     assert found == [], "\n".join(found)
+
+
+def test_sources_parse_with_the_python_of_humble():
+    # Humble runs Python 3.10 (Ubuntu 22.04): no 3.11+ syntax such as `except*`.
+    for path in (f for root in SCANNED for f in sorted(root.rglob("*.py"))):
+        ast.parse(path.read_text(), str(path), feature_version=(3, 10))

@@ -54,7 +54,7 @@ class SceneMap:
 
 class ScriptedSegmentation(Node):
     """SegmentViews + heartbeat. `mode`: 'cube' (box A masked), 'empty' (nothing found), 'block' (wait for
-    `release` or `block_s`, then answer as 'empty')."""
+    `release` or `block_s`, then answer as 'empty'), 'bad_mask' (masks of the wrong size and encoding)."""
 
     def __init__(self, box_ids, **kwargs) -> None:
         super().__init__("segmentation", **kwargs)
@@ -77,9 +77,11 @@ class ScriptedSegmentation(Node):
         response.status = SegmentViews.Response.OK
         response.target_phrase = "cube"
         response.query_embedding = Q.tolist()
-        if mode == "cube":
+        if mode in ("cube", "bad_mask"):
             for kf_id in request.keyframe_ids:
                 mask = self.box_ids[int(kf_id)] == 0
+                if mode == "bad_mask":
+                    mask = mask[::2, ::3]
                 response.predictions.append(Prediction2D(
                     keyframe_id=int(kf_id), mask=mask_to_image(mask, Header(frame_id="camera")), confidence=0.9,
                     embedding=Q.tolist(), label="cube", has_box=False))

@@ -121,3 +121,12 @@ def test_not_found_clears_the_previous_answer_in_rviz(graph):
     assert wait_until(lambda: len(graph.markers) > n_markers and len(graph.clouds) > n_clouds, 10.0)
     assert [m.action for m in graph.markers[-1].markers] == [Marker.DELETEALL]
     assert graph.clouds[-1].width == 0
+
+
+def test_malformed_backend_answer_is_backend_error_and_the_node_keeps_serving(graph):
+    graph.segmentation.mode = "bad_mask"  # masks that do not match the views they belong to
+    status, result = result_of(wait_future(graph.send()))
+    assert result.error_code == QueryStatus.BACKEND_ERROR and result.error_message, result.error_message
+    graph.segmentation.mode = "cube"
+    status, result = result_of(wait_future(graph.send()))
+    assert result.error_code == QueryStatus.SUCCESS, result.error_message
