@@ -11,7 +11,7 @@ Errors are one line on stderr ("error: ..."). Exit codes, every subcommand:
   0  success (query/segment: an object was found; launch/replay/simulate: a clean stop or Ctrl-C)
   1  answered, but not a success (query/segment: NOT_FOUND, MAP_EMPTY, ...; the status is printed);
      replay: no frame of the recording could be read; demo: the system did not come up
-  2  bad usage, arguments, parameters or input (unknown option, bad dataset, empty instruction, ...)
+  2  bad usage, arguments, parameters or input (unknown option, bad dataset, wrong parameter type)
   3  query: no SegmentQuery server; segment: the backend cannot run (model missing, device absent)
   4  query: the goal was rejected (a query is running, second_goal_policy=reject)
   5  query: no result within --timeout
