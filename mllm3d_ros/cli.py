@@ -6,13 +6,23 @@
   mllm3d simulate [--seed N]             publish a simulated room as camera topics
   mllm3d segment --dataset PATH --instruction TEXT --out OUT.ply   the pipeline without ROS
   mllm3d demo                            the end-to-end demo (simulator -> map -> queries)
+
+Errors are one line on stderr ("error: ..."). Exit codes, every subcommand:
+  0  success (query/segment: an object was found; launch/replay/simulate: a clean stop or Ctrl-C)
+  1  answered, but not a success (query/segment: NOT_FOUND, MAP_EMPTY, ...; the status is printed);
+     replay: no frame of the recording could be read; demo: the system did not come up
+  2  bad usage, arguments, parameters or input (unknown option, bad dataset, wrong parameter type)
+  3  query: no SegmentQuery server; segment: the backend cannot run (model missing, device absent)
+  4  query: the goal was rejected (a query is running, second_goal_policy=reject)
+  5  query: no result within --timeout
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REJECTED, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
 
 
 def _ros_args(params: dict[str, object]) -> list[str]:
@@ -28,7 +38,7 @@ def cmd_launch(ns: argparse.Namespace) -> int:
     for item in ns.args:
         if ":=" not in item:
             print(f"error: launch arguments are name:=value, got {item!r}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         k, v = item.split(":=", 1)
         args[k] = v
     params_file = args.pop("params_file", "")
@@ -36,11 +46,17 @@ def cmd_launch(ns: argparse.Namespace) -> int:
         return launch(args, params_file)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 def cmd_query(ns: argparse.Namespace) -> int:
+    from .core.types import QueryStatus
     from .ros.client import QueryClient, with_ros
+
+    if not 0 <= ns.views <= 65535 or not 0.0 <= ns.min_confidence <= 1.0 or ns.timeout <= 0:
+        print(f"error: --views must be in [0, 65535], --min-confidence in [0, 1] and --timeout > 0, got "
+              f"{ns.views}, {ns.min_confidence}, {ns.timeout}", file=sys.stderr)
+        return EXIT_USAGE
 
     def run() -> int:
         client = QueryClient(node_name="mllm3d_query_cli")
@@ -48,23 +64,32 @@ def cmd_query(ns: argparse.Namespace) -> int:
             if not client.wait_for_server(ns.wait):
                 print("error: no SegmentQuery server on /mllm3d/segment_query (is `mllm3d launch` running?)",
                       file=sys.stderr)
-                return 3
-            accepted, result = client.send(ns.instruction, ns.views, ns.min_confidence,
-                                           lambda stage, p: print(f"  [{p * 100:5.1f} %] {stage}", flush=True),
-                                           ns.timeout)
+                return EXIT_UNAVAILABLE
+            try:
+                accepted, result = client.send(ns.instruction, ns.views, ns.min_confidence,
+                                               lambda stage, p: print(f"  [{p * 100:5.1f} %] {stage}", flush=True),
+                                               ns.timeout)
+            except TimeoutError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_TIMEOUT
             if not accepted:
-                print("goal rejected: a query is already running (second_goal_policy=reject)")
-                return 4
-            print(f"status: {result.error_code} {result.error_message}")
+                print("error: goal rejected: a query is already running (second_goal_policy=reject)",
+                      file=sys.stderr)
+                return EXIT_REJECTED
+            status = {s.value: s.name for s in QueryStatus}.get(result.error_code, "UNKNOWN")
+            print(f"status: {status} ({result.error_code}) {result.error_message}")
             print(f"target: {result.target_phrase!r}  views: {result.views_used}  time: {result.elapsed_s:.2f} s")
             for i, obj in enumerate(result.objects):
                 print(f"  {i + 1}. {obj.description}  confidence {obj.confidence:.2f}  "
                       f"views {obj.supporting_views}/{obj.visible_views}  points {obj.points.width}")
-            return 0 if result.error_code == 0 else 1
+            return EXIT_OK if result.error_code == QueryStatus.SUCCESS else EXIT_FAILED
         finally:
             client.close()
 
-    return with_ros(run)
+    try:
+        return with_ros(run)
+    except KeyboardInterrupt:
+        return 130
 
 
 def cmd_replay(ns: argparse.Namespace) -> int:
@@ -81,14 +106,18 @@ def cmd_simulate(ns: argparse.Namespace) -> int:
 
 def cmd_segment(ns: argparse.Namespace) -> int:
     from .backends.base import BackendError
+    from .core.config import ConfigError
     from .core.types import InputError
     from .offline_segment import segment_recording
     try:
         out = segment_recording(ns.dataset, ns.instruction, ns.out, backend=ns.backend, views=ns.views,
                                 stride=ns.stride, max_frames=ns.max_frames, voxel_size_m=ns.voxel_size)
-    except (InputError, BackendError) as exc:
+    except (InputError, ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except BackendError as exc:
+        print(f"error: backend '{ns.backend}' cannot run: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     r = out.result
     print(f"{r.status.name}: {r.message}")
     for i, obj in enumerate(r.objects):
@@ -96,7 +125,7 @@ def cmd_segment(ns: argparse.Namespace) -> int:
         print(f"  {i + 1}. {obj.label} confidence {obj.confidence:.2f} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
               f"{obj.point_indices.size} points, views {obj.supporting_views}/{obj.visible_views}")
     print(f"wrote {out.ply_path}, {out.json_path}, {out.png_path}")
-    return 0 if r.objects else 1
+    return EXIT_OK if r.objects else EXIT_FAILED
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
@@ -149,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)  # usage errors exit 2
     return ns.fn(ns)
 
 

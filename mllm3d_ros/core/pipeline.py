@@ -130,9 +130,15 @@ class QueryPipeline:
         self.view_selection = view_selection or ViewSelectionConfig()
 
     def run(self, instruction: str | bytes, max_views: int = 0, min_confidence: float = 0.0,
-            progress: ProgressFn | None = None, is_canceled: Callable[[], bool] | None = None) -> QueryResult:
-        """Answer one instruction. Never raises for bad input or backend failures: the status says what happened."""
+            progress: ProgressFn | None = None, is_canceled: Callable[[], bool] | None = None, *,
+            segment_fn: SegmentFn | None = None) -> QueryResult:
+        """Answer one instruction. Never raises for bad input or backend failures: the status says what happened.
+
+        `segment_fn` replaces the pipeline's backend call for this query only (the ROS node binds the
+        goal's own cancel event and deadline to it); a TimeoutError it raises answers TIMEOUT.
+        """
         t0 = time.monotonic()
+        segment_fn = segment_fn or self.segment_fn
         progress = progress or (lambda stage, frac: None)
         is_canceled = is_canceled or (lambda: False)
         timings: dict[str, float] = {}
@@ -204,7 +210,7 @@ class QueryPipeline:
                         return done(QueryStatus.TIMEOUT, f"timed out after {self.config.timeout_s:.0f} s "
                                     f"({used} views segmented)", views_used=used)
                     progress(f"segmenting view {used + 1}/{total}", span[0] + (span[1] - span[0]) * i / len(kf_ids))
-                    results.append(self.segment_fn([keyframe_view(keyframes[kf_id])], text))
+                    results.append(segment_fn([keyframe_view(keyframes[kf_id])], text))
             except QueryCanceled:
                 return done(QueryStatus.CANCELED, "canceled while the backend was segmenting", views_used=len(results))
             except TimeoutError as exc:

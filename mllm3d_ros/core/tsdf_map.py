@@ -58,7 +58,9 @@ class TsdfMapConfig:
         if self.evict_distance_m is not None:
             check_range("evict_distance_m", self.evict_distance_m, 0.0, low_inclusive=False)
         check_range("depth_min_m", self.depth_min_m, 0.0, 10.0)
-        check_range("depth_max_m", self.depth_max_m, self.depth_min_m, 60.0, low_inclusive=False)
+        check_range("depth_max_m", self.depth_max_m, 0.0, 60.0, low_inclusive=False)
+        if self.depth_min_m >= self.depth_max_m:  # blame the field that was set: the message names both
+            raise ConfigError(f"depth_min_m must be below depth_max_m ({self.depth_max_m}), got {self.depth_min_m}")
         check_int("depth_stride", self.depth_stride, 1, 8)
         check_range("weight_threshold", self.weight_threshold, 0.0)
         check_choice("device", self.device, ("cpu", "cuda", "auto"))

@@ -77,11 +77,20 @@ class QueryClient:
         return self._action.send_goal_async(SegmentQuery.Goal(instruction=instruction))
 
     def close(self) -> None:
+        """Stop the spin thread before destroying the node it waits on.
+
+        Destroying a node while another thread is still inside the executor's wait set aborts the
+        process in rcl (exit code 134): shut the executor down, join its thread, then destroy.
+        """
         self._executor.shutdown()
+        self._thread.join(timeout=5.0)
         self.node.destroy_node()
 
 
 def with_ros(fn: Callable[[], int]) -> int:
-    """Run `fn` inside an rclpy context (for the CLI)."""
-    with rclpy.init():
+    """Run `fn` inside an rclpy context (for the CLI); try/finally, as `rclpy.init()` returns None before Kilted."""
+    rclpy.init()
+    try:
         return fn()
+    finally:
+        rclpy.try_shutdown()

@@ -2,17 +2,23 @@
 
 Each node lists its parameters as `ParamSpec`s; `declare_and_read` declares them (ranges go into
 the ParameterDescriptor so `ros2 param set` is refused out of range too), then validates the
-values from the YAML and raises ParameterError naming the parameter.
+values from the YAML and raises ParameterError naming the parameter and the expected type or range.
+An integer given for a float parameter (`depth_max_m: 4`) is accepted as that float; rclpy alone
+refuses it with a type exception. `check_overrides` refuses override names no node declares,
+naming the closest known one.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import InvalidParameterValueException
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
+
+_TYPE_NAMES = {bool: "a boolean (true | false)", int: "an integer", float: "a number (float)", str: "a string"}
 
 
 class ParameterError(ValueError):
@@ -50,8 +56,9 @@ def check_value(spec: ParamSpec, value: Any) -> None:
     expected = type(spec.default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ParameterError(f"parameter '{spec.name}' must be {expected.__name__}, got {value!r}")
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        raise ParameterError(f"parameter '{spec.name}' must be {_TYPE_NAMES.get(expected, expected.__name__)}, "
+                             f"got {value!r} ({type(value).__name__})")
     if spec.choices and value not in spec.choices:
         raise ParameterError(f"parameter '{spec.name}' must be one of {list(spec.choices)}, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -62,11 +69,18 @@ def check_value(spec: ParamSpec, value: Any) -> None:
 def declare_and_read(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
     """Declare every spec on `node`, validate the values, and return them by name."""
     values: dict[str, Any] = {}
+    overrides = _overrides(node)
     for spec in specs:
         try:
             node.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        except InvalidParameterValueException as exc:
-            raise ParameterError(f"parameter '{spec.name}' refused: {exc}") from None
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            if spec.name not in overrides:
+                raise ParameterError(f"parameter '{spec.name}' refused: {exc}") from None
+            given = overrides[spec.name].value
+            check_value(spec, given)  # the typed message naming the parameter, the type or the range
+            if not (isinstance(spec.default, float) and isinstance(given, int)):
+                raise ParameterError(f"parameter '{spec.name}' refused: {exc}") from None
+            node.declare_parameter(spec.name, float(given), _descriptor(spec), ignore_override=True)
         value = node.get_parameter(spec.name).value
         check_value(spec, value)
         values[spec.name] = float(value) if isinstance(spec.default, float) else value
@@ -85,3 +99,34 @@ def declare_and_read(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
 
     node.add_on_set_parameters_callback(_on_set)
     return values
+
+
+def _overrides(node: Node) -> dict:
+    """The node's parameter overrides (params file blocks and `-p`), by name.
+
+    rclpy keeps them in `Node._parameter_overrides` (Humble through Kilted) and has no public
+    accessor; a node built without them has none.
+    """
+    return dict(getattr(node, "_parameter_overrides", {}) or {})
+
+
+def unknown_parameter_message(name: str, node_name: str, known: Iterable[str]) -> str:
+    """'unknown parameter ...' with the closest known name (difflib), or the known names."""
+    known = sorted(set(known))
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+    return f"unknown parameter '{name}' for node '{node_name}': {hint}"
+
+
+def check_overrides(nodes: Sequence[Node]) -> None:
+    """Raise ParameterError for an override that no node of this process declares.
+
+    `-p name:=value` reaches every node of a process (the perception node hosts two), so a name is
+    refused only when none of `nodes` has it; `qos_overrides.*` belong to rclpy.
+    """
+    for node in nodes:
+        for name in _overrides(node):
+            if name.startswith("qos_overrides.") or any(n.has_parameter(name) for n in nodes):
+                continue
+            raise ParameterError(unknown_parameter_message(
+                name, node.get_name(), node.list_parameters([], 0).names))

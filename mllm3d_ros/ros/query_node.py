@@ -9,13 +9,16 @@ Subscribed:      ~/instruction (std_msgs/String, reliable) -- e.g. from a speech
                  segmentation/heartbeat (std_msgs/String) -- liveness of the segmentation node
 Published:       ~/segmented_cloud (sensor_msgs/PointCloud2, latched): best object, x y z rgb confidence
                  ~/markers (visualization_msgs/MarkerArray, latched): boxes + labels per object
-                 ~/result (std_msgs/String, reliable): JSON summary of each result (instruction path)
+                 ~/result (std_msgs/String, reliable): JSON summary of each result; an instruction that
+                 arrives while a query runs is answered there with status BUSY
 Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews)
 Parameters:      see QUERY_PARAMS below and config/perception.yaml (block `query`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import threading
 import time
@@ -85,7 +88,6 @@ class RemoteSegmenter:
         self._heartbeat_topic = node.resolve_topic_name(heartbeat_topic)
         self._last_heartbeat = 0.0
         self._lock = threading.Lock()
-        self.cancel_event = threading.Event()
         node.create_subscription(String, heartbeat_topic, self._on_heartbeat, RELIABLE_QOS,
                                  callback_group=callback_group)
 
@@ -97,8 +99,13 @@ class RemoteSegmenter:
         with self._lock:
             return time.monotonic() - self._last_heartbeat < self._timeout_s
 
-    def __call__(self, views: Sequence[BackendView], instruction: str) -> SegmentationResult:
-        if not self._client.wait_for_service(timeout_sec=self._service_wait_s):
+    def __call__(self, views: Sequence[BackendView], instruction: str, *, cancel: threading.Event | None = None,
+                 deadline: float | None = None) -> SegmentationResult:
+        """Segment `views` on the remote node; `cancel` (set by this query's cancel or preempt) raises
+        QueryCanceled, and at `deadline` (time.monotonic()) the call gives up with TimeoutError."""
+        wait_s = self._service_wait_s if deadline is None else max(0.0, min(self._service_wait_s,
+                                                                             deadline - time.monotonic()))
+        if not self._client.wait_for_service(timeout_sec=wait_s):
             raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
                                      "is the segmentation node running (and configured)?")
         request = SegmentViews.Request(instruction=instruction)
@@ -116,9 +123,13 @@ class RemoteSegmenter:
         start = time.monotonic()
         # The heartbeat, not the DDS lease (20 s by default), tells us quickly that the node died.
         while not done.wait(0.05):
-            if self.cancel_event.is_set():
+            if cancel is not None and cancel.is_set():
                 self._client.remove_pending_request(future)
                 raise QueryCanceled()
+            if deadline is not None and time.monotonic() > deadline:
+                self._client.remove_pending_request(future)
+                raise TimeoutError(f"no answer from '{self._client.srv_name}' before the query's deadline "
+                                   f"({time.monotonic() - start:.1f} s into this call)")
             if time.monotonic() - start > self._timeout_s and not self._alive():
                 self._client.remove_pending_request(future)
                 raise BackendUnavailable(f"segmentation node stopped answering (no heartbeat on "
@@ -211,10 +222,15 @@ class QueryNode(Node):
                         default_min_confidence=p["default_min_confidence"], timeout_s=p["timeout_s"],
                         refine_views=p["refine_views"]),
             voting, ViewSelectionConfig(depth_tolerance_m=p["depth_tolerance_m"]), resolver)
-        # One goal at a time: this lock guards the active goal handle and the preempt flag.
+        # Single-goal pattern (ros2/examples action_server single_goal): `_busy` counts the queries
+        # accepted and not finished (goals and instructions); it is claimed in the goal callback under
+        # `_goal_lock`, so two goals arriving together cannot both pass `reject`. `_run_lock` lets one
+        # pipeline run at a time; a preempted or cancelled goal waiting for it ends without running.
         self._goal_lock = threading.Lock()
-        self._active_goal = None
-        self._preempted = threading.Event()
+        self._run_lock = threading.Lock()
+        self._busy = 0
+        self._latest: _Query | None = None
+        self._queries: dict[bytes, _Query] = {}
         self._cloud_pub = self.create_publisher(PointCloud2, "~/segmented_cloud", LATCHED_QOS)
         self._marker_pub = self.create_publisher(MarkerArray, "~/markers", LATCHED_QOS)
         self._result_pub = self.create_publisher(String, "~/result", RELIABLE_QOS)
@@ -231,37 +247,36 @@ class QueryNode(Node):
     # --- goal handling -------------------------------------------------------------------------
     def _on_goal(self, goal_request) -> GoalResponse:
         with self._goal_lock:
-            busy = self._active_goal is not None
-        if busy and self._policy == "reject":
-            self.get_logger().warning(f"rejected goal '{goal_request.instruction[:60]}': a query is running "
-                                      "(second_goal_policy=reject)")
-            return GoalResponse.REJECT
+            if self._busy and self._policy == "reject":
+                self.get_logger().warning(f"rejected goal '{goal_request.instruction[:60]}': a query is running "
+                                          "(second_goal_policy=reject)")
+                return GoalResponse.REJECT
+            self._busy += 1
         return GoalResponse.ACCEPT
 
     def _on_accepted(self, goal_handle) -> None:
+        query = _Query()
         with self._goal_lock:
-            if self._active_goal is not None and self._policy == "preempt":
+            if self._latest is not None and self._policy == "preempt":
                 self.get_logger().info("preempting the running query for a new goal")
-                self._preempted.set()
-                self._segmenter.cancel_event.set()
+                self._latest.preempt()
+            self._latest = query
+            self._queries[_goal_key(goal_handle)] = query
         goal_handle.execute()
 
-    def _on_cancel(self, _goal_handle) -> CancelResponse:
-        self._segmenter.cancel_event.set()
+    def _on_cancel(self, goal_handle) -> CancelResponse:
+        with self._goal_lock:
+            query = self._queries.get(_goal_key(goal_handle))
+        if query is None:
+            return CancelResponse.REJECT
+        query.cancel.set()  # this goal's event only: a waiting goal's cancel leaves the running one alone
         return CancelResponse.ACCEPT
 
     def _execute(self, goal_handle):
-        # Wait for a preempted predecessor to finish (it checks the flag between views).
-        while True:
-            with self._goal_lock:
-                if self._active_goal is None:
-                    self._active_goal = goal_handle
-                    self._preempted.clear()
-                    self._segmenter.cancel_event.clear()
-                    break
-            time.sleep(0.01)
+        with self._goal_lock:
+            query = self._queries[_goal_key(goal_handle)]
+        goal = goal_handle.request
         try:
-            goal = goal_handle.request
             if goal.target_frame not in ("", self._frame):
                 result = QueryResult(QueryStatus.INVALID_GOAL,
                                      f"target_frame '{goal.target_frame}' is not supported: results are in "
@@ -270,58 +285,118 @@ class QueryNode(Node):
                 def progress(stage: str, frac: float) -> None:
                     goal_handle.publish_feedback(SegmentQuery.Feedback(stage=stage, progress=float(frac)))
 
-                def canceled() -> bool:
-                    return goal_handle.is_cancel_requested or self._preempted.is_set()
-
-                result = self.pipeline.run(goal.instruction, int(goal.max_views), float(goal.min_confidence),
-                                           progress, canceled)
+                result = self._run_query(query, goal.instruction, int(goal.max_views), float(goal.min_confidence),
+                                         progress)
             msg = self._publish(result, goal.instruction)
-            if result.status is QueryStatus.CANCELED and goal_handle.is_cancel_requested:
-                goal_handle.canceled()
-            elif result.status is QueryStatus.SUCCESS:
+            if msg.error_code == QueryStatus.SUCCESS:
                 goal_handle.succeed()
+            elif result.status is QueryStatus.CANCELED and goal_handle.is_cancel_requested:
+                goal_handle.canceled()
             else:
                 goal_handle.abort()
             self.get_logger().info(f"query '{goal.instruction[:60]}': {result.status.name} -- {result.message} "
                                    f"({result.elapsed_s:.2f} s)")
             return msg
         finally:
-            with self._goal_lock:
-                self._active_goal = None
+            self._release(goal_handle, query)
+
+    def _release(self, goal_handle, query: "_Query") -> None:
+        with self._goal_lock:
+            self._busy -= 1
+            if goal_handle is not None:
+                self._queries.pop(_goal_key(goal_handle), None)
+            if self._latest is query:
+                self._latest = None
+
+    def _run_query(self, query: "_Query", instruction: str, max_views: int = 0, min_confidence: float = 0.0,
+                   progress=None) -> QueryResult:
+        """Run the pipeline for one query once the previous one is done; never raises."""
+        while not self._run_lock.acquire(timeout=0.05):
+            if query.cancel.is_set():  # cancelled or preempted while waiting its turn
+                return QueryResult(QueryStatus.CANCELED, query.stop_reason("before it started"))
+        try:
+            deadline = time.monotonic() + self.pipeline.config.timeout_s
+            segment_fn = functools.partial(self._segmenter, cancel=query.cancel, deadline=deadline)
+            result = self.pipeline.run(instruction, max_views, min_confidence, progress, query.cancel.is_set,
+                                       segment_fn=segment_fn)
+        except Exception as exc:  # noqa: BLE001 -- e.g. a bug in voting: answer it, never a default result
+            self.get_logger().error(f"query '{instruction[:60]}' failed: {type(exc).__name__}: {exc}")
+            result = QueryResult(QueryStatus.BACKEND_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self._run_lock.release()
+        if result.status is QueryStatus.CANCELED and query.preempted:
+            result = dataclasses.replace(result, message=query.stop_reason(result.message))
+        return result
 
     def _publish(self, result: QueryResult, instruction: str):
-        msg = result_to_msg(result, self._frame, self.get_clock().now().nanoseconds)
-        if result.objects:
-            self._cloud_pub.publish(msg.points)
-            self._marker_pub.publish(markers_for(msg, self._frame))
-        summary = {"instruction": instruction, "status": result.status.name, "message": result.message,
-                   "target_phrase": result.target_phrase, "views_used": result.views_used,
-                   "elapsed_s": round(result.elapsed_s, 3),
-                   "objects": [{"label": o.label, "confidence": round(o.confidence, 3),
-                                "center_m": [round(float(x), 3) for x in o.box.center_world_m],
-                                "size_m": [round(float(x), 3) for x in o.box.size_m],
-                                "num_points": int(o.point_indices.size),
-                                "supporting_views": o.supporting_views, "visible_views": o.visible_views}
-                               for o in result.objects]}
-        self._result_pub.publish(String(data=json.dumps(summary)))
+        """Result message, RViz topics and the ~/result JSON; a failure clears the previous answer in RViz."""
+        stamp_ns = self.get_clock().now().nanoseconds
+        try:
+            msg = result_to_msg(result, self._frame, stamp_ns)
+        except Exception as exc:  # noqa: BLE001 -- a malformed result must still be answered
+            self.get_logger().error(f"cannot convert the result: {type(exc).__name__}: {exc}")
+            result = QueryResult(QueryStatus.BACKEND_ERROR, f"internal error: {type(exc).__name__}: {exc}",
+                                 elapsed_s=result.elapsed_s)
+            msg = result_to_msg(result, self._frame, stamp_ns)
+        # Latched topics keep the last message: publishing the empty cloud and a DELETEALL-only marker
+        # array after a failure is what removes the previous answer from RViz.
+        self._cloud_pub.publish(msg.points)
+        self._marker_pub.publish(markers_for(msg, self._frame))
+        self._result_pub.publish(String(data=json.dumps(result_summary(result, instruction))))
         return msg
 
     # --- instruction topic ---------------------------------------------------------------------
     def _on_instruction(self, msg: String) -> None:
         """Start a query for a plain-text instruction (speech-to-text) on a worker; result on ~/result."""
+        query = _Query()
         with self._goal_lock:
-            if self._active_goal is not None:
-                self.get_logger().warning("instruction ignored: a query is running")
-                return
-            self._active_goal = "topic"
-            self._segmenter.cancel_event.clear()
-        threading.Thread(target=self._run_instruction, args=(msg.data,), daemon=True).start()
+            busy = bool(self._busy)
+            if not busy:
+                self._busy += 1
+                self._latest = query
+        if busy:
+            self.get_logger().warning(f"instruction '{msg.data[:60]}' not started: a query is running")
+            reply = QueryResult(QueryStatus.BUSY, "a query is running; send the instruction again when it is done")
+            self._result_pub.publish(String(data=json.dumps(result_summary(reply, msg.data))))
+            return
+        threading.Thread(target=self._run_instruction, args=(msg.data, query), daemon=True).start()
 
-    def _run_instruction(self, text: str) -> None:
+    def _run_instruction(self, text: str, query: "_Query") -> None:
         try:
-            result = self.pipeline.run(text)
+            result = self._run_query(query, text)
             self._publish(result, text)
             self.get_logger().info(f"instruction '{text[:60]}': {result.status.name} -- {result.message}")
         finally:
-            with self._goal_lock:
-                self._active_goal = None
+            self._release(None, query)
+
+
+class _Query:
+    """One accepted query: its own cancel event, set by its cancel request or by a preempting goal."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.preempted = False
+
+    def preempt(self) -> None:
+        self.preempted = True
+        self.cancel.set()
+
+    def stop_reason(self, detail: str) -> str:
+        return f"preempted by a newer goal ({detail})" if self.preempted else f"canceled ({detail})"
+
+
+def _goal_key(goal_handle) -> bytes:
+    return bytes(goal_handle.goal_id.uuid)
+
+
+def result_summary(result: QueryResult, instruction: str) -> dict:
+    """The JSON summary published on ~/result."""
+    return {"instruction": instruction, "status": result.status.name, "message": result.message,
+            "target_phrase": result.target_phrase, "views_used": result.views_used,
+            "elapsed_s": round(result.elapsed_s, 3),
+            "objects": [{"label": o.label, "confidence": round(o.confidence, 3),
+                         "center_m": [round(float(x), 3) for x in o.box.center_world_m],
+                         "size_m": [round(float(x), 3) for x in o.box.size_m],
+                         "num_points": int(o.point_indices.size),
+                         "supporting_views": o.supporting_views, "visible_views": o.visible_views}
+                        for o in result.objects]}

@@ -6,6 +6,8 @@ Published (sensor-data QoS): camera/color/image_raw, camera/depth/image_raw (16U
 Parameters: path (str, required), rate_scale (float, 1.0; 0 = as fast as possible), stride (int, 1),
   max_frames (int, 0 = all), loop (bool, false), camera_frame, map_frame,
   shutdown_when_done (bool, true).
+A frame that cannot be decoded (truncated image, unreadable depth) is logged and skipped; when no
+frame of the recording can be read the node logs it and exits with status 1.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 
+import rclpy
 from rclpy.node import Node
 
 from ..core.types import InputError
@@ -45,18 +48,25 @@ class ReplayNode(Node):
         self._p = p
         self._camera = CameraPublisher(self, p["camera_frame"], p["map_frame"])
         self.done = threading.Event()
+        self.exit_code = 0  # read by run_nodes when the process ends
         # Replay paces itself in its own thread: publishing must not wait on the executor's timers.
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         self.get_logger().info(f"replaying {len(self._frames)} frames from {p['path']}")
 
     def _run(self) -> None:
-        count = 0
+        count = unreadable = 0
         while True:
             t_wall0, t_rec0 = time.monotonic(), None
-            for frame in self._frames:
+            for index in range(len(self._frames)):
                 if self.done.is_set():
                     return
+                try:
+                    frame = self._frames[index]
+                except InputError as exc:
+                    unreadable += 1
+                    self.get_logger().warning(f"skipping frame {index}: {exc}")
+                    continue
                 if self._p["rate_scale"] > 0:
                     t_rec0 = frame.stamp_ns if t_rec0 is None else t_rec0
                     due = t_wall0 + (frame.stamp_ns - t_rec0) * 1e-9 / self._p["rate_scale"]
@@ -65,19 +75,35 @@ class ReplayNode(Node):
                         self.done.wait(delay)
                 else:
                     time.sleep(0.001)  # yield to subscribers on this machine
-                self._camera.publish(frame, self.get_clock().now().nanoseconds)
+                if not self._publish(frame):
+                    return
                 count += 1
-            if not self._p["loop"]:
+            if not self._p["loop"] or count == 0:
                 break
-        self.get_logger().info(f"replay finished: {count} frames published")
+        if count == 0:
+            self.get_logger().error(f"no frame of {self._p['path']} could be read ({unreadable} unreadable)")
+            self.exit_code = 1
+        else:
+            self.get_logger().info(f"replay finished: {count} frames published"
+                                   + (f", {unreadable} unreadable frames skipped" if unreadable else ""))
         self.done.set()
-        if self._p["shutdown_when_done"]:
-            import rclpy
+        if self._p["shutdown_when_done"] or self.exit_code:
             time.sleep(1.0)  # let the last frames leave before the context goes down
             rclpy.try_shutdown()
 
+    def _publish(self, frame) -> bool:
+        """Publish one frame; False once the process is shutting down (Ctrl-C) so the thread ends quietly."""
+        try:
+            self._camera.publish(frame, self.get_clock().now().nanoseconds)
+        except Exception:  # noqa: BLE001 -- only while shutting down: the context or the node is gone
+            if self.done.is_set() or not rclpy.ok():
+                return False
+            raise
+        return True
+
     def shutdown_core(self) -> None:
         self.done.set()
+        self._thread.join(timeout=5.0)  # before the node is destroyed under the publishing thread
 
 
 def main(args: list[str] | None = None) -> int:

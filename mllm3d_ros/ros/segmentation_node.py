@@ -20,7 +20,8 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import Header, String
 
-from ..backends.base import BackendError, build_backend
+from ..backends.base import build_backend
+from ..core.geometry import check_pose
 from ..core.types import BackendView, InputError, SegmentationResult
 from ..srv import SegmentViews
 from ..msg import Prediction2D as Prediction2DMsg
@@ -85,8 +86,9 @@ class SegmentationNode(LifecycleNode):
         t0 = time.monotonic()
         try:
             self._backend = build_backend(self._params["backend"], **backend_kwargs(self._params))
-        except (BackendError, InputError, ValueError) as exc:
-            self.get_logger().error(f"cannot load backend '{self._params['backend']}': {exc}")
+        except Exception as exc:  # noqa: BLE001 -- ImportError, OSError, CUDA RuntimeError, ...: rclpy's
+            # lifecycle would turn an escaping exception into an ERROR transition without a log line.
+            self.get_logger().error(f"cannot load backend '{self._params['backend']}': {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
         self._service = self.create_service(SegmentViews, "~/segment_views", self._on_request,
                                             callback_group=self._service_group)
@@ -165,12 +167,21 @@ class SegmentationNode(LifecycleNode):
             raise InputError("keyframe_ids, images, camera_infos and world_t_camera must have the same length")
         if request.depths and len(request.depths) != n:
             raise InputError("depths must be empty or one per image")
+        if n == 0:
+            raise InputError("no images in the request")
         views = []
         for i in range(n):
+            color = image_to_rgb(request.images[i])
             depth = image_to_depth_m(request.depths[i]) if request.depths else None
-            views.append(BackendView(keyframe_id=int(request.keyframe_ids[i]), color_rgb=image_to_rgb(request.images[i]),
-                                     depth_m=depth, intrinsics=camera_info_to_intrinsics(request.camera_infos[i]),
-                                     world_T_camera=pose_to_matrix(request.world_t_camera[i])))
+            intrinsics = camera_info_to_intrinsics(request.camera_infos[i])
+            size = (intrinsics.height, intrinsics.width)
+            if color.shape[:2] != size or (depth is not None and depth.shape != size):
+                raise InputError(f"view {i}: image {color.shape[1]}x{color.shape[0]}"
+                                 + (f", depth {depth.shape[1]}x{depth.shape[0]}" if depth is not None else "")
+                                 + f" do not match camera_info {intrinsics.width}x{intrinsics.height}")
+            pose = check_pose(pose_to_matrix(request.world_t_camera[i]), name=f"world_t_camera[{i}]")
+            views.append(BackendView(keyframe_id=int(request.keyframe_ids[i]), color_rgb=color, depth_m=depth,
+                                     intrinsics=intrinsics, world_T_camera=pose))
         return views
 
 

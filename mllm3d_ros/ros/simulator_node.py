@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
@@ -70,7 +71,12 @@ class SimulatorNode(Node):
             self._index = 0
         sim_frame = self._sim.render(self._poses[self._index])
         self._index += 1
-        self._camera.publish(sim_frame.frame, self.get_clock().now().nanoseconds)
+        try:
+            self._camera.publish(sim_frame.frame, self.get_clock().now().nanoseconds)
+        except Exception:  # noqa: BLE001 -- Ctrl-C shut the context down during this tick: end quietly
+            if rclpy.ok():
+                raise
+            return
         self.frames_published += 1
 
 

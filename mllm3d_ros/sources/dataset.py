@@ -160,19 +160,29 @@ def detect_layout(root: Path) -> DatasetLayout:
         f"(rgb.txt, depth.txt, groundtruth.txt)")
 
 
+def _decode_image(path: Path, flags: int, what: str) -> np.ndarray:
+    """Decode an image file or raise InputError (unreadable, undecodable, or a JPEG cut short)."""
+    try:
+        data = path.read_bytes()
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
+    except (OSError, cv2.error) as exc:
+        raise InputError(f"cannot read {what} {path}: {exc}") from None
+    if image is None:
+        raise InputError(f"cannot read {what} {path}")
+    # libjpeg decodes a truncated file into a partly grey image with only a warning: check the end marker.
+    if path.suffix.lower() in (".jpg", ".jpeg") and not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+        raise InputError(f"cannot read {what} {path}: truncated JPEG (no end-of-image marker)")
+    return image
+
+
 def read_color(path: Path) -> np.ndarray:
     """Read a colour image as (H, W, 3) uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"cannot read colour image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_decode_image(path, cv2.IMREAD_COLOR, "colour image"), cv2.COLOR_BGR2RGB)
 
 
 def read_depth(path: Path, depth_scale: float) -> np.ndarray:
     """Read a uint16 depth png as (H, W) float32 metres; 0 and 65535 (sensor 'no return') become 0."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise InputError(f"cannot read depth image {path}")
+    raw = _decode_image(path, cv2.IMREAD_UNCHANGED, "depth image")
     if raw.dtype != np.uint16 or raw.ndim != 2:
         raise InputError(f"{path}: depth must be single-channel uint16, got {raw.dtype} with shape {raw.shape}")
     depth_m = raw.astype(np.float32) / np.float32(depth_scale)

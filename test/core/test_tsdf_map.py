@@ -22,6 +22,11 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
         TsdfMapConfig(**{field: value})
 
 
+def test_depth_min_above_depth_max_is_reported_as_depth_min():
+    with pytest.raises(ConfigError, match=r"^depth_min_m must be below depth_max_m \(4.0\), got 5.0$"):
+        TsdfMapConfig(depth_min_m=5.0, depth_max_m=4.0)
+
+
 def test_config_defaults():
     cfg = TsdfMapConfig()
     assert cfg.trunc_m == pytest.approx(0.2)

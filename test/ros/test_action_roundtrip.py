@@ -1,4 +1,5 @@
-"""SegmentQuery round trip between two processes over loopback DDS, on an empty map."""
+"""SegmentQuery round trip between processes over loopback DDS, on an empty map: a raw action client
+and the `mllm3d query` CLI (its exit codes)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from rosutil import REPO_ROOT, ros_env, start, stop, wait_for_log
 
 pytestmark = pytest.mark.ros
+DOMAIN = 101
 
 CLIENT = r"""
 import json, sys, rclpy
@@ -36,23 +38,45 @@ node.destroy_node(); rclpy.shutdown()
 """
 
 
-def test_empty_map_round_trip(tmp_path):
-    domain = 101
-    log = tmp_path / "node.log"
-    node = start("mllm3d_ros.ros.perception_node", domain_id=domain, log_path=log,
-                 ros_args=("-r", "__ns:=/mllm3d"))
+@pytest.fixture(scope="module")
+def perception(tmp_path_factory):
+    log = tmp_path_factory.mktemp("roundtrip") / "node.log"
+    node = start("mllm3d_ros.ros.perception_node", domain_id=DOMAIN, log_path=log, ros_args=("-r", "__ns:=/mllm3d"))
     try:
         assert wait_for_log(log, "SegmentQuery action", 60), log.read_text()
-        out = subprocess.run([sys.executable, "-c", CLIENT, "the mug next to the laptop", "   "],
-                             env=ros_env(domain), capture_output=True, text=True, timeout=120,
-                             cwd=str(REPO_ROOT.parent))
-        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-        assert line, out.stdout + out.stderr + log.read_text()
-        first, blank = json.loads(line[7:])
-        assert first["accepted"] and first["code"] == 1  # MAP_EMPTY
-        assert "map is empty" in first["message"] and first["objects"] == 0
-        assert blank["code"] == 2 and "instruction is empty" in blank["message"]  # INVALID_INSTRUCTION
-        assert node.poll() is None, "node died after answering"
+        yield node, log
     finally:
         code = stop(node)
     assert code == 0, log.read_text()
+
+
+def _python(*args: str, domain: int = DOMAIN) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], env=ros_env(domain), capture_output=True, text=True, timeout=120,
+                          cwd=str(REPO_ROOT.parent))
+
+
+def test_empty_map_round_trip(perception):
+    node, log = perception
+    out = _python("-c", CLIENT, "the mug next to the laptop", "   ")
+    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    assert line, out.stdout + out.stderr + log.read_text()
+    first, blank = json.loads(line[7:])
+    assert first["accepted"] and first["code"] == 1  # MAP_EMPTY
+    assert "map is empty" in first["message"] and first["objects"] == 0
+    assert blank["code"] == 2 and "instruction is empty" in blank["message"]  # INVALID_INSTRUCTION
+    assert node.poll() is None, "node died after answering"
+
+
+def test_cli_query_exits_cleanly_with_the_status(perception):
+    out = _python("-m", "mllm3d_ros.cli", "query", "the mug", "--wait", "30")
+    # 1 = answered, not a success (MAP_EMPTY here); never 134 (an abort while shutting down).
+    assert out.returncode == 1, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
+    assert "status: MAP_EMPTY (1) map is empty" in out.stdout, out.stdout
+    assert out.stderr.strip() == "", out.stderr
+
+
+def test_cli_query_without_a_server_says_so():
+    out = _python("-m", "mllm3d_ros.cli", "query", "the mug", "--wait", "1", domain=DOMAIN + 4)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: no SegmentQuery server on /mllm3d/segment_query (is `mllm3d launch` running?)"], out.stderr

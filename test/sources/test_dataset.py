@@ -254,3 +254,21 @@ def test_dataset_with_gravity_gives_z_up_poses(studyroom_dir, tmp_path):
     # The first camera's optical y (down in the image) now points down the world's z.
     assert aligned.records[0].world_T_camera[:3, 1] @ plain.records[0].world_T_camera[:3, 1] < 1.0
     np.testing.assert_allclose(aligned.map_T_world[:3, :3] @ [0, -1.0, 0], [0, 0, 1], atol=1e-12)
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_truncated_or_garbage_images_raise_input_error(tmp_path, suffix):
+    import cv2
+
+    from mllm3d_ros.sources.dataset import read_color, read_depth
+    path = tmp_path / f"frame.{suffix}"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(InputError, match="cannot read colour image"):
+        read_color(path)
+    garbage = tmp_path / "depth.png"
+    garbage.write_bytes(b"\x89PNG garbage")
+    with pytest.raises(InputError, match="cannot read depth image"):
+        read_depth(garbage, 1000.0)
+    with pytest.raises(InputError, match="cannot read depth image"):
+        read_depth(tmp_path / "missing.png", 1000.0)
