@@ -3,6 +3,8 @@
 Each backend runs in its own spawned process, so `load_s` (imports + weights, as a node's configure
 step pays it) and `rss_mb` (peak resident memory) are not mixed between backends. Queries carry 4
 views, the MLLM-For3D default; ms per view is a query's wall time over its views, text encoding included.
+Proposal mode (`propose`, instruction-free, what the object memory runs on keyframes) is timed the same
+way, 4 views per call.
 Frames: ../shared/data/7scenes-redkitchen (Microsoft 7-Scenes RedKitchen, research-only, read in place).
 """
 
@@ -39,6 +41,19 @@ class BackendFigures:
     rss_mb: float
     views: int
     predictions: int
+
+
+@dataclass(frozen=True)
+class ProposalFigures:
+    """One backend's proposal-mode figures on this machine."""
+
+    backend: str
+    ms_per_view_p50: float
+    ms_per_view_p90: float
+    load_s: float
+    rss_mb: float
+    views: int
+    proposals: int
 
 
 def load_views(folder: Path, count: int) -> list:
@@ -84,6 +99,25 @@ def _measure(name: str, build, views: list) -> BackendFigures:
                           len(per_view_ms) * VIEWS_PER_QUERY, predictions)
 
 
+def _measure_proposals(name: str, build, views: list) -> ProposalFigures:
+    """Time `build()` then 4-view `propose` calls over `views` (one warm-up call, not counted)."""
+    start = time.perf_counter()
+    backend = build()
+    load_s = time.perf_counter() - start
+    batches = [views[i:i + VIEWS_PER_QUERY] for i in range(0, len(views) - VIEWS_PER_QUERY + 1, VIEWS_PER_QUERY)]
+    backend.propose(batches[0])
+    per_view_ms, proposals = [], 0
+    for batch in batches:
+        start = time.perf_counter()
+        result = backend.propose(batch)
+        per_view_ms.append((time.perf_counter() - start) * 1000.0 / len(batch))
+        proposals += sum(len(v.predictions) for v in result)
+    backend.close()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    return ProposalFigures(name, float(np.percentile(per_view_ms, 50)), float(np.percentile(per_view_ms, 90)),
+                           load_s, rss_mb, len(per_view_ms) * VIEWS_PER_QUERY, proposals)
+
+
 def offline_figures(data_dir: Path, frames: int, num_threads: int) -> BackendFigures:
     """The offline backend (CPU), weights from the asset cache (`... offline.assets fetch` first)."""
     views = load_views(data_dir, frames)
@@ -101,24 +135,36 @@ def offline_figures(data_dir: Path, frames: int, num_threads: int) -> BackendFig
 # test/fixtures/make_tiny_models.py, so the figures are the wiring cost only (load, pre/post-
 # processing, generate on a few-layer model), never the speed of a real MLLM.
 # ---------------------------------------------------------------------------------------------
-def transformers_figures(data_dir: Path, frames: int, num_threads: int) -> BackendFigures:
-    """The transformers backend on CPU with the tiny Qwen2.5-VL + SAM models."""
+def _tiny_models(num_threads: int) -> Path:
     import torch
 
     torch.set_num_threads(num_threads)
     spec = importlib.util.spec_from_file_location("make_tiny_models", REPO_ROOT / "test" / "fixtures" / "make_tiny_models.py")
     make_tiny_models = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_tiny_models)
-    models = make_tiny_models.tiny_models_dir()  # built once, cached outside the repo
+    return make_tiny_models.tiny_models_dir()  # built once, cached outside the repo
+
+
+def _tiny_transformers(models: Path, **extra):
+    from mllm3d_ros.backends import build_backend
+
+    return build_backend("transformers", vlm_model=str(models / "qwen2_5_vl"), sam_model=str(models / "sam"),
+                         device="cpu", dtype="float32", max_new_tokens=32, local_files_only=True, **extra)
+
+
+def transformers_figures(data_dir: Path, frames: int, num_threads: int) -> BackendFigures:
+    """The transformers backend on CPU with the tiny Qwen2.5-VL + SAM models."""
+    models = _tiny_models(num_threads)
     views = load_views(data_dir, frames)
+    return _measure("transformers", lambda: _tiny_transformers(models), views)
 
-    def build():
-        from mllm3d_ros.backends import build_backend
 
-        return build_backend("transformers", vlm_model=str(models / "qwen2_5_vl"), sam_model=str(models / "sam"),
-                             device="cpu", dtype="float32", max_new_tokens=32, local_files_only=True)
-
-    return _measure("transformers", build, views)
+def transformers_proposal_figures(data_dir: Path, frames: int, num_threads: int) -> ProposalFigures:
+    """Proposal mode on CPU with the tiny OWLv2 + SAM models and the default vocabulary."""
+    models = _tiny_models(num_threads)
+    views = load_views(data_dir, frames)
+    return _measure_proposals("transformers", lambda: _tiny_transformers(models, detector_model=str(models / "owlv2")),
+                              views)
 
 
 def _run_isolated(fn, *args) -> BackendFigures:
@@ -161,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             report["transformers_status"] = "tiny random models (wiring cost only)"
             report["transformers_ms_per_view_p50"] = round(tiny.ms_per_view_p50, 2)
             report["backends"]["transformers"] = dataclasses.asdict(tiny)
+        try:
+            proposals = _run_isolated(transformers_proposal_figures, args.data, args.transformers_frames, args.threads)
+        except Exception as exc:  # noqa: BLE001 - as above: never lose the other figures
+            report["transformers_proposals_status"] = f"not measured: {type(exc).__name__}: {exc}"[:500]
+        else:
+            report["transformers_proposals_status"] = "tiny random models (wiring cost only)"
+            report["proposals"] = {"transformers": dataclasses.asdict(proposals)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

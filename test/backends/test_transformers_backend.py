@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -328,3 +329,214 @@ def test_close_then_segment_is_a_clear_error(tiny_dir: Path) -> None:
     b.close()
     with pytest.raises(BackendError, match="closed"):
         b.segment([_view()], "the mug")
+
+
+# ---- proposal mode (open-vocabulary detector + SAM) ------------------------------------------------
+# The tiny OWLv2's heads are set so that its real forward gives known boxes: with the box head's last
+# layer zeroed, each 16 px patch of the 64 px input predicts its own grid cell (the head's position
+# bias), a quarter of the padded square; a large logit shift lets every patch pass the threshold.
+# 160x120 views pad to 160: cells of 40 px centred at 40, 80, 120, 160; the bottom row lies in the
+# padding and is dropped, the others are clipped to the image.
+GRID_BOXES = {(float(max(cx - 20, 0)), float(max(cy - 20, 0)), float(min(cx + 20, W)), float(min(cy + 20, H)))
+              for cx in (40, 80, 120, 160) for cy in (40, 80, 120)}
+VOCABULARY = ("chair", "table", "mug", "coffee cup", "plastic box")
+
+
+@pytest.fixture(scope="module")
+def proposer(tiny_dir: Path) -> TransformersBackend:
+    b = _backend(tiny_dir, "qwen3_vl", "sam", detector_model=str(tiny_dir / "owlv2"), proposal_vocabulary=VOCABULARY,
+                 batch_size=2)
+    with torch.no_grad():
+        b.detector.box_head.dense2.weight.zero_()
+        b.detector.box_head.dense2.bias.zero_()
+        b.detector.class_head.logit_shift.bias.fill_(20.0)
+    return b
+
+
+def _grid_box(box) -> tuple[float, ...]:
+    """The GRID_BOXES entry `box` is (the head's bias gives the cell up to ~0.02 px)."""
+    match = [g for g in GRID_BOXES if np.allclose(box, g, atol=0.1)]
+    assert len(match) == 1, box
+    return match[0]
+
+
+def _force_logits(monkeypatch, backend: TransformersBackend, shift: np.ndarray) -> None:
+    """Adds `shift` (one value per vocabulary phrase) to the class head's logits."""
+    class_predictor = backend.detector.class_predictor
+
+    def shifted(*args):
+        logits, embeds = class_predictor(*args)
+        return logits + torch.as_tensor(shift, dtype=logits.dtype), embeds
+
+    monkeypatch.setattr(backend.detector, "class_predictor", shifted)
+
+
+def test_detector_loads_with_its_vocabulary(proposer: TransformersBackend) -> None:
+    assert type(proposer.detector).__name__ == "Owlv2ForObjectDetection"
+    assert proposer.detector_side == 64 and proposer.config.proposal_vocabulary == VOCABULARY
+    e = proposer.vocabulary_embeddings
+    assert e.shape == (5, 32) and e.dtype == np.float32 and not e.flags.writeable
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+
+
+def test_detection_finds_the_grid_boxes_best_first(monkeypatch, proposer: TransformersBackend) -> None:
+    (found,) = proposer._detect([_view(0)])
+    assert sorted(_grid_box(d.box_xyxy) for d in found) == sorted(GRID_BOXES)
+    scores = [d.score for d in found]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+
+    monkeypatch.setattr(proposer, "config", replace(proposer.config, max_proposals_per_view=5))
+    (capped,) = proposer._detect([_view(0)])
+    assert [d.box_xyxy for d in capped] == [d.box_xyxy for d in found[:5]]
+
+
+def test_proposals_are_masked_labelled_and_embedded(proposer: TransformersBackend) -> None:
+    views = [_view(i) for i in range(3)]
+    proposals = proposer.propose(views)
+    assert [v.keyframe_id for v in proposals] == [0, 1, 2]
+    text = proposer.encode_text(list(VOCABULARY))
+    assert text.shape == (5, 32) and text.dtype == np.float32
+    for view in proposals:
+        assert len(view.predictions) >= 1
+        for p in view.predictions:
+            assert p.mask.shape == (H, W) and p.mask.dtype == bool and p.mask.any()
+            assert 0.0 <= p.confidence <= 1.0 and p.label in VOCABULARY
+            _grid_box(p.box_xyxy)
+            assert p.embedding.shape == (32,) and p.embedding.dtype == np.float32
+            assert np.linalg.norm(p.embedding) == pytest.approx(1.0, abs=1e-5)
+            # The proposal lives in encode_text's space: its phrase's text embedding is its embedding.
+            assert float(p.embedding @ proposer.encode_text([p.label])[0]) == pytest.approx(1.0, abs=1e-5)
+            assert int(np.argmax(text @ p.embedding)) == VOCABULARY.index(p.label)
+
+
+def test_proposals_do_not_depend_on_the_batch(proposer: TransformersBackend) -> None:
+    views = [_view(i) for i in range(3)]
+    together = proposer.propose(views)
+    alone = [proposer.propose([v])[0] for v in views]
+    for a, b in zip(together, alone):
+        assert [p.label for p in a.predictions] == [p.label for p in b.predictions]
+        np.testing.assert_allclose([p.box_xyxy for p in a.predictions], [p.box_xyxy for p in b.predictions], atol=1e-3)
+        np.testing.assert_allclose([p.confidence for p in a.predictions], [p.confidence for p in b.predictions],
+                                   atol=1e-4)
+
+
+def test_the_best_phrase_labels_the_proposal(monkeypatch, proposer: TransformersBackend) -> None:
+    _force_logits(monkeypatch, proposer, np.array([0.0, 0.0, 0.0, 40.0, 0.0]))
+    (view,) = proposer.propose([_view(0)])
+    assert view.predictions and {p.label for p in view.predictions} == {"coffee cup"}
+    assert np.allclose(view.predictions[0].embedding, proposer.encode_text(["coffee cup"])[0], atol=1e-6)
+
+
+def test_score_threshold_drops_weak_boxes(monkeypatch, proposer: TransformersBackend) -> None:
+    (found,) = proposer._detect([_view(0)])
+    threshold = float(np.median([d.score for d in found]))
+    monkeypatch.setattr(proposer, "config", replace(proposer.config, proposal_score_threshold=threshold))
+    (kept,) = proposer._detect([_view(0)])
+    assert [d.box_xyxy for d in kept] == [d.box_xyxy for d in found if d.score >= threshold]
+    assert 0 < len(kept) < len(found)
+    _force_logits(monkeypatch, proposer, np.full(5, -1e4))
+    proposals = proposer.propose([_view(0), _view(1)])
+    assert [v.keyframe_id for v in proposals] == [0, 1] and all(v.predictions == () for v in proposals)
+
+
+def test_random_detector_runs_end_to_end(tiny_dir: Path) -> None:
+    # The untouched random model with SAM 2 at a camera's resolution: what it finds must be well-formed.
+    b = _backend(tiny_dir, "qwen3_vl", "sam2", detector_model=str(tiny_dir / "owlv2"), proposal_score_threshold=0.0)
+    proposals = b.propose([_view(i, w=640, h=480) for i in range(2)])
+    assert sum(len(v.predictions) for v in proposals) >= 1
+    for view in proposals:
+        for p in view.predictions:
+            assert p.mask.shape == (480, 640) and p.mask.any() and p.label in b.config.proposal_vocabulary
+            assert np.linalg.norm(p.embedding) == pytest.approx(1.0, abs=1e-5)
+    assert b.propose([]) == ()
+
+
+def test_encode_text_is_deterministic_and_batch_independent(proposer: TransformersBackend) -> None:
+    e = proposer.encode_text(["the mug", "a chair to sit on", "the mug", "  the   mug "])
+    assert e.shape == (4, 32) and np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(e[0], e[2]) and np.allclose(e[0], e[3], atol=1e-6)
+    assert np.allclose(proposer.encode_text(["the mug"])[0], e[0], atol=1e-6)
+    assert not np.allclose(e[0], e[1], atol=1e-3)
+    # Longer than the text tower's 16 tokens: cut, not an error.
+    assert proposer.encode_text(["the red mug on the table next to the laptop by the window " * 3]).shape == (1, 32)
+    assert proposer.encode_text([]).shape == (0, 32)
+
+
+@pytest.mark.parametrize("texts, message", [
+    ("the mug", "sequence of strings"), (["mug", ""], r"texts\[1\]: instruction is empty"),
+    ([b"\xff"], r"texts\[0\]: .*UTF-8"), ([3], r"texts\[0\]: instruction must be text"),
+])
+def test_encode_text_bad_input(proposer: TransformersBackend, texts, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        proposer.encode_text(texts)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((H, W, 3), np.float32), "uint8"),
+    (np.zeros((H + 2, W, 3), np.uint8), "intrinsics"),
+])
+def test_propose_bad_views(proposer: TransformersBackend, image, message: str) -> None:
+    view = BackendView(0, image, None, CameraIntrinsics(W, H, 100, 100, 80, 60), np.eye(4))
+    with pytest.raises(InputError, match=message):
+        proposer.propose([_view(1), view])
+
+
+def test_without_detector_proposals_are_a_clear_error(qwen3: TransformersBackend) -> None:
+    for call in (lambda: qwen3.propose([_view(0)]), lambda: qwen3.encode_text(["mug"])):
+        with pytest.raises(BackendError, match="proposal mode needs an open-vocabulary detector: set detector_model"):
+            call()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("detector_model", 3, "detector_model must be"),
+    ("proposal_vocabulary", "chair, table", "proposal_vocabulary must be a list"),
+    ("proposal_vocabulary", (), "proposal_vocabulary must hold 1 to 1000"),
+    ("proposal_vocabulary", ("chair", " "), r"proposal_vocabulary\[1\] must be a phrase"),
+    ("proposal_vocabulary", ("chair", "x" * 65), r"proposal_vocabulary\[1\] must be a phrase"),
+    ("proposal_vocabulary", ("Chair", "chair"), r"proposal_vocabulary\[1\] 'chair' is a duplicate"),
+    ("proposal_score_threshold", 1.5, "proposal_score_threshold must be in"),
+    ("proposal_nms_iou", 0.0, r"proposal_nms_iou must be in \(0.0"),
+    ("max_proposals_per_view", 0, "max_proposals_per_view must be in"),
+])
+def test_proposal_config_errors_name_the_field(field: str, value, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TransformersBackendConfig(vlm_model="a/b", sam_model="c/d", **{field: value})
+
+
+def test_vocabulary_from_yaml_list_is_normalised() -> None:
+    config = TransformersBackendConfig("a/b", "c/d", proposal_vocabulary=["chair", "  coffee   cup "],
+                                       detector_model="  ")
+    assert config.proposal_vocabulary == ("chair", "coffee cup") and config.detector_model == ""
+
+
+def test_detector_loading_errors_name_the_field(tmp_path: Path, tiny_dir: Path) -> None:
+    with pytest.raises(BackendError, match="detector_model: model directory .* does not exist"):
+        _backend(tiny_dir, "qwen3_vl", "sam", detector_model=str(tmp_path / "none"))
+    with pytest.raises(BackendError, match="detector_model: model_type 'sam' is not a supported open-vocabulary"):
+        _backend(tiny_dir, "qwen3_vl", "sam", detector_model=str(tiny_dir / "sam"))
+    with pytest.raises(BackendError, match="detector_model: cannot load 'google/owlv2-base-patch16-ensemble'"):
+        _backend(tiny_dir, "qwen3_vl", "sam", detector_model="google/owlv2-base-patch16-ensemble",
+                 local_files_only=True)
+
+
+def test_detector_oom_is_retried_smaller(monkeypatch, proposer: TransformersBackend) -> None:
+    calls: list[int] = []
+    embedder = proposer.detector.image_embedder
+
+    def flaky(pixel_values):
+        calls.append(pixel_values.shape[0])
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return embedder(pixel_values=pixel_values)
+
+    monkeypatch.setattr(proposer.detector, "image_embedder", lambda pixel_values: flaky(pixel_values))
+    assert len(proposer.propose([_view(i) for i in range(3)])) == 3
+    assert calls == [2, 1, 1, 1]
+
+
+def test_close_then_propose_is_a_clear_error(tiny_dir: Path) -> None:
+    b = _backend(tiny_dir, "qwen3_vl", "sam", detector_model=str(tiny_dir / "owlv2"))
+    b.close()
+    assert not hasattr(b, "detector")
+    with pytest.raises(BackendError, match="closed"):
+        b.propose([_view()])

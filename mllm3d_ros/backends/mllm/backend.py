@@ -9,6 +9,12 @@ over the tokens of the target's label, from a text-only forward of that label; q
 over the instruction. Encoding phrases on their own, rather than reading the hidden states of the
 generated answer, keeps e_i and q in the same context-free space, so e_i . q compares what was found
 with what was asked and the same label gives the same e_i in every view.
+
+Proposal mode (`propose`, for the object memory; needs `detector_model`): an open-vocabulary
+detector (OWLv2) finds every phrase of `proposal_vocabulary` in each view, SAM masks each box, and a
+proposal's embedding is the detector's own (CLIP) text embedding of its phrase, so `encode_text`
+(the same text tower) compares instructions with proposals. The vocabulary's embeddings are computed
+once, at construction; a proposal costs one batched detector forward and one SAM decode per view.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import gc
 import logging
 import math
 import time
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
@@ -26,9 +33,10 @@ import numpy as np
 from ...core.config import ConfigError, check_choice, check_int, check_range
 from ...core.types import BackendView, InputError, Prediction2D, SegmentationResult, ViewPredictions
 from ..base import BackendError, SegmentationBackend, normalise_instruction
+from . import detector as owl
 from .parsing import ImageTarget, parse_grounding, to_image_targets
 from .prompts import CoordinateFormat, build_prompt, draw_marks
-from .sam import SamKind, decode_masks, preprocess_image, read_normalisation, slice_embeddings
+from .sam import SamKind, SamMask, decode_masks, preprocess_image, read_normalisation, slice_embeddings
 
 _LOG = logging.getLogger(__name__)
 
@@ -41,6 +49,9 @@ _COORDS_BY_MODEL_TYPE = {
 }
 _MIN_IMAGE_SIDE = 16
 _MAX_ASPECT = 50.0
+_DETECTOR_MODEL_TYPES = ("owlv2",)
+_MAX_VOCABULARY = 1000
+_MAX_PHRASE_CHARS = 64
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -64,6 +75,12 @@ class TransformersBackendConfig:
     coord_format: str = "auto"  # auto (from model_type) | pixels | norm1000
     geometry_prompting: bool = True  # draw marks and add their metric table when views carry marks
     local_files_only: bool = False  # never contact the hub (local directories always load offline)
+    # Proposal mode (instruction-free, for the object memory); "" = no proposal mode.
+    detector_model: str = ""  # HF id (e.g. google/owlv2-base-patch16-ensemble) or local directory
+    proposal_vocabulary: tuple[str, ...] = owl.DEFAULT_VOCABULARY  # class phrases detected in every view
+    proposal_score_threshold: float = 0.1  # detector score (sigmoid) a box needs; OWLv2 scores run low
+    proposal_nms_iou: float = 0.5  # boxes overlapping a better one more than this are dropped (any label)
+    max_proposals_per_view: int = 20
 
     def __post_init__(self) -> None:
         for name in ("vlm_model", "sam_model"):
@@ -86,6 +103,35 @@ class TransformersBackendConfig:
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.load_in_4bit and self.load_in_8bit:
             raise ConfigError("load_in_4bit and load_in_8bit are exclusive; set at most one")
+        if not isinstance(self.detector_model, str):
+            raise ConfigError(f"detector_model must be a Hugging Face model id, a local directory or '' (no "
+                              f"proposal mode), got {self.detector_model!r}")
+        # Frozen dataclass: normalised values replace the given ones (lists from YAML become a tuple).
+        object.__setattr__(self, "detector_model", self.detector_model.strip())
+        object.__setattr__(self, "proposal_vocabulary", _check_vocabulary(self.proposal_vocabulary))
+        check_range("proposal_score_threshold", self.proposal_score_threshold, 0.0, 1.0)
+        check_range("proposal_nms_iou", self.proposal_nms_iou, 0.0, 1.0, low_inclusive=False)
+        check_int("max_proposals_per_view", self.max_proposals_per_view, 1, 256)
+
+
+def _check_vocabulary(vocabulary: object) -> tuple[str, ...]:
+    """The proposal vocabulary as a tuple of whitespace-normalised, distinct, non-empty phrases."""
+    if isinstance(vocabulary, str) or not isinstance(vocabulary, (list, tuple)):
+        raise ConfigError(f"proposal_vocabulary must be a list of class phrases, got {type(vocabulary).__name__}"
+                          f" {vocabulary!r:.80}")
+    if not 1 <= len(vocabulary) <= _MAX_VOCABULARY:
+        raise ConfigError(f"proposal_vocabulary must hold 1 to {_MAX_VOCABULARY} phrases, got {len(vocabulary)}")
+    phrases: list[str] = []
+    for i, phrase in enumerate(vocabulary):
+        text = " ".join(phrase.split()) if isinstance(phrase, str) else None
+        if not text or len(text) > _MAX_PHRASE_CHARS:
+            raise ConfigError(f"proposal_vocabulary[{i}] must be a phrase of 1 to {_MAX_PHRASE_CHARS} characters, "
+                              f"got {phrase!r}")
+        if text.lower() in (p.lower() for p in phrases):
+            raise ConfigError(f"proposal_vocabulary[{i}] {text!r} is a duplicate (the detector's tokenizer "
+                              "ignores case)")
+        phrases.append(text)
+    return tuple(phrases)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -238,6 +284,8 @@ class TransformersBackend(SegmentationBackend):
         t0 = time.perf_counter()
         self._load_vlm()
         self._load_sam()
+        if config.detector_model:
+            self._load_detector()
         self.load_s = time.perf_counter() - t0
 
     # ---- loading (configure time) ----------------------------------------------------------------
@@ -331,11 +379,41 @@ class TransformersBackend(SegmentationBackend):
         self.sam_side = int(sam_config.prompt_encoder_config.image_size)
         self.sam_mean, self.sam_std = read_normalisation(source.local_dir)
 
+    def _load_detector(self) -> None:
+        import torch
+        from transformers import AutoConfig, AutoTokenizer, Owlv2ForObjectDetection
+
+        source = resolve_source("detector_model", self.config.detector_model)
+        kw = source.kwargs(self.config.local_files_only)
+        try:
+            detector_config = AutoConfig.from_pretrained(source.name, **kw)
+        except (OSError, ValueError) as exc:
+            raise _load_error("detector_model", source, exc) from None
+        if detector_config.model_type not in _DETECTOR_MODEL_TYPES:
+            raise BackendError(f"detector_model: model_type {detector_config.model_type!r} is not a supported "
+                               f"open-vocabulary detector (supported: {list(_DETECTOR_MODEL_TYPES)}, e.g. "
+                               "google/owlv2-base-patch16-ensemble)")
+        try:
+            self.detector_tokenizer = AutoTokenizer.from_pretrained(source.name, **kw)
+            self.detector = Owlv2ForObjectDetection.from_pretrained(source.name, dtype=self.dtype, **kw)
+        except (OSError, ValueError) as exc:
+            raise _load_error("detector_model", source, exc) from None
+        self.detector.to(self.device).eval()
+        side = detector_config.vision_config.image_size
+        # The box head's position bias is built for this square input; other sizes would need interpolation.
+        self.detector_side = int(side[0] if isinstance(side, (list, tuple)) else side)
+        self.detector_text_tokens = int(detector_config.text_config.max_position_embeddings)
+        self.detector_mean, self.detector_std = read_normalisation(source.local_dir, owl.CLIP_MEAN, owl.CLIP_STD)
+        # Shared by every proposal of a phrase: read-only, so no caller can alter another's embedding.
+        self.vocabulary_embeddings = self._text_features(self.config.proposal_vocabulary)
+        self.vocabulary_embeddings.setflags(write=False)
+        self._vocabulary_queries = torch.from_numpy(self.vocabulary_embeddings.copy()).to(self.device, self.dtype)
+
     def close(self) -> None:
         """Drop the weights and return device memory."""
         import torch
 
-        for attr in ("vlm", "sam"):
+        for attr in ("vlm", "sam", "detector", "_vocabulary_queries"):
             if hasattr(self, attr):
                 delattr(self, attr)
         gc.collect()
@@ -408,18 +486,28 @@ class TransformersBackend(SegmentationBackend):
             answers.append(VlmAnswer(self.tokenizer.decode(ids[:end], skip_special_tokens=True), confidence))
         return answers
 
-    def _segment_views(self, items: Sequence[tuple[_PreparedView, tuple[ImageTarget, ...]]]) -> list[list]:
+    def _segment_views(self, items: Sequence[tuple[BackendView, Sequence[ImageTarget]]]) -> list[list]:
         """SAM masks for every target of every view: images embedded as a batch, prompts per view."""
         import torch
 
-        tensors, geometries = zip(*(preprocess_image(p.view.color_rgb, self.sam_kind, self.sam_side,
-                                                     self.sam_mean, self.sam_std) for p, _ in items))
+        tensors, geometries = zip(*(preprocess_image(view.color_rgb, self.sam_kind, self.sam_side,
+                                                     self.sam_mean, self.sam_std) for view, _ in items))
         pixel_values = torch.from_numpy(np.stack(tensors)).to(self.device, self.dtype)
         with torch.inference_mode():
             embeddings = self.sam.get_image_embeddings(pixel_values)
             return [decode_masks(self.sam, slice_embeddings(embeddings, i), geometry, targets, self.device,
                                  self.dtype)
                     for i, ((_, targets), geometry) in enumerate(zip(items, geometries))]
+
+    def _masks(self, views: Sequence[BackendView], targets: Sequence[Sequence[ImageTarget]]) -> list[list[SamMask]]:
+        """SAM masks of each view's targets, batched over views; views with no target cost no SAM encoding."""
+        to_segment = [i for i, ts in enumerate(targets) if ts]
+        decoded = run_with_oom_backoff([(views[i], targets[i]) for i in to_segment], self.config.batch_size,
+                                       self._segment_views, "SAM decoding")
+        masks: list[list[SamMask]] = [[] for _ in views]
+        for i, view_masks in zip(to_segment, decoded):
+            masks[i] = view_masks
+        return masks
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(N, D) float32 L2-normalised mean last-layer hidden states of each text (text-only forward)."""
@@ -450,13 +538,7 @@ class TransformersBackend(SegmentationBackend):
             h, w = p.view.color_rgb.shape[:2]
             targets.append(to_image_targets(parse_grounding(answer.text), self.coord_format, (w, h), p.model_wh,
                                             p.view.marks, self.config.max_targets_per_view))
-        # Views with no target cost no SAM encoding.
-        to_segment = [i for i, ts in enumerate(targets) if ts]
-        decoded = run_with_oom_backoff([(prepared[i], targets[i]) for i in to_segment], self.config.batch_size,
-                                       self._segment_views, "SAM decoding")
-        masks: list[list] = [[] for _ in prepared]
-        for i, view_masks in zip(to_segment, decoded):
-            masks[i] = view_masks
+        masks = self._masks([p.view for p in prepared], targets)
         labels = sorted({t.label for ts in targets for t in ts if t.label})
         vectors = self.embed_texts([text, *labels])
         query, by_label = vectors[0], dict(zip(labels, vectors[1:]))
@@ -474,6 +556,95 @@ class TransformersBackend(SegmentationBackend):
             results.append(ViewPredictions(keyframe_id=p.view.keyframe_id, predictions=tuple(predictions)))
         return SegmentationResult(target_phrase=_target_phrase(targets, text), query_embedding=query,
                                   views=tuple(results), forward_ms=(time.perf_counter() - t0) * 1e3)
+
+    # ---- proposals (instruction-free, for the object memory) ---------------------------------------
+    def _require_detector(self) -> None:
+        if not hasattr(self, "vlm"):
+            raise BackendError("the transformers backend was closed; construct a new one")
+        if not hasattr(self, "detector"):
+            raise BackendError("proposal mode needs an open-vocabulary detector: set detector_model to a Hugging "
+                               "Face id or local directory of an OWLv2 checkpoint (e.g. "
+                               "google/owlv2-base-patch16-ensemble); it is '' (proposal mode off)")
+
+    def _text_features(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32 L2-normalised detector text embeddings (the CLIP space its class head compares in).
+
+        Padded to the text tower's fixed length, as Owlv2Processor does; the tower is causal and pools at
+        the end-of-text token, so a text's embedding does not depend on the batch it is encoded in.
+        Longer texts are cut to the tower's length (16 tokens for OWLv2).
+        """
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.detector.config.projection_dim), np.float32)
+        enc = self.detector_tokenizer(list(texts), padding="max_length", truncation=True,
+                                      max_length=self.detector_text_tokens, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = self.detector.owlv2.get_text_features(input_ids=enc["input_ids"],
+                                                        attention_mask=enc["attention_mask"])
+        features = out.pooler_output.float().cpu().numpy()
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
+        return (features / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings of phrases in the space of the proposals' embeddings."""
+        self._require_detector()
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, SequenceABC):
+            raise InputError(f"texts must be a sequence of strings, got {type(texts).__name__}")
+        cleaned = []
+        for i, text in enumerate(texts):
+            try:
+                cleaned.append(normalise_instruction(text))
+            except InputError as exc:
+                raise InputError(f"texts[{i}]: {exc}") from None
+        return self._text_features(cleaned)
+
+    def _detect(self, views: Sequence[BackendView]) -> list[list[owl.Detection]]:
+        """One batched detector forward over several views, against the vocabulary's cached embeddings."""
+        import torch
+
+        tensors, geometries = zip(*(owl.preprocess_image(v.color_rgb, self.detector_side, self.detector_mean,
+                                                         self.detector_std) for v in views))
+        pixel_values = torch.from_numpy(np.stack(tensors)).to(self.device, self.dtype)
+        with torch.inference_mode():
+            feature_map = self.detector.image_embedder(pixel_values=pixel_values)[0]
+            b, ph, pw, d = feature_map.shape
+            image_feats = feature_map.reshape(b, ph * pw, d)
+            logits, _ = self.detector.class_predictor(image_feats, self._vocabulary_queries.expand(b, -1, -1), None)
+            boxes = self.detector.box_predictor(image_feats, feature_map)
+        logits, boxes = logits.float().cpu().numpy(), boxes.float().cpu().numpy()
+        cfg = self.config
+        return [owl.select_detections(logits[i], owl.boxes_to_image(boxes[i], geometry),
+                                      cfg.proposal_score_threshold, cfg.proposal_nms_iou, cfg.max_proposals_per_view)
+                for i, geometry in enumerate(geometries)]
+
+    def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
+        """Every vocabulary phrase found in each view, masked by SAM; one ViewPredictions per view, in order.
+
+        confidence = detector score x SAM's mask quality; embedding = the phrase's detector text
+        embedding (equal to `encode_text([label])[0]`); proposals whose mask comes out empty are dropped.
+        """
+        self._require_detector()
+        views = tuple(views)
+        for view in views:
+            self.validate_view(view)
+        detections = run_with_oom_backoff(views, self.config.batch_size, self._detect, "detector")
+        vocabulary = self.config.proposal_vocabulary
+        targets = [tuple(ImageTarget(rank=r, label=vocabulary[d.label_index], box_xyxy=d.box_xyxy, point_xy=None)
+                         for r, d in enumerate(view_detections)) for view_detections in detections]
+        masks = self._masks(views, targets)
+        results = []
+        for view, view_detections, view_masks in zip(views, detections, masks):
+            predictions = []
+            for det, sam_mask in zip(view_detections, view_masks):
+                confidence = float(np.clip(det.score * sam_mask.score, 0.0, 1.0))
+                if not sam_mask.mask.any() or not math.isfinite(confidence):
+                    continue
+                predictions.append(Prediction2D(mask=sam_mask.mask, confidence=confidence,
+                                                embedding=self.vocabulary_embeddings[det.label_index],
+                                                label=vocabulary[det.label_index], box_xyxy=det.box_xyxy))
+            results.append(ViewPredictions(keyframe_id=view.keyframe_id, predictions=tuple(predictions)))
+        return tuple(results)
 
 
 def _target_phrase(targets: Sequence[Sequence[ImageTarget]], instruction: str) -> str:

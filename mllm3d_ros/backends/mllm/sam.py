@@ -47,12 +47,14 @@ class SamMask:
     score: float
 
 
-def read_normalisation(model_dir: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """image_mean/std from a checkpoint's preprocessor_config.json, ImageNet's when absent (all SAMs use it)."""
+def read_normalisation(model_dir: Path | None, default_mean: Sequence[float] = _IMAGENET_MEAN,
+                       default_std: Sequence[float] = _IMAGENET_STD) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """image_mean/std from a checkpoint's preprocessor_config.json; the defaults (ImageNet's, which all
+    SAMs use) when absent."""
     if model_dir is not None and (model_dir / "preprocessor_config.json").is_file():
         cfg = json.loads((model_dir / "preprocessor_config.json").read_text())
-        return tuple(cfg.get("image_mean", _IMAGENET_MEAN)), tuple(cfg.get("image_std", _IMAGENET_STD))
-    return _IMAGENET_MEAN, _IMAGENET_STD
+        return tuple(cfg.get("image_mean", default_mean)), tuple(cfg.get("image_std", default_std))
+    return tuple(default_mean), tuple(default_std)
 
 
 def preprocess_image(color_rgb: np.ndarray, kind: SamKind, side: int, mean: Sequence[float],
