@@ -42,6 +42,10 @@ SEGMENTATION_PARAMS = (
     ParamSpec("local_files_only", False, "transformers backend: never contact the model hub."),
     ParamSpec("score_threshold", 0.3, "offline backend: detector score threshold.", 0.0, 1.0),
     ParamSpec("num_threads", 2, "offline backend: CPU threads of the detector.", 1, 64),
+    ParamSpec("detector_model", "", "transformers backend: HF id or local path of the OWLv2 open-vocabulary detector "
+              "of proposal mode (the object memory's input), e.g. google/owlv2-base-patch16-ensemble; '' = none."),
+    ParamSpec("proposal_score_threshold", 0.1, "transformers backend: detector score a proposal needs.", 0.0, 1.0),
+    ParamSpec("max_proposals_per_view", 20, "transformers backend: proposals kept per keyframe.", 1, 256),
     ParamSpec("autostart", True, "Configure and activate on start-up."),
 )
 
@@ -56,6 +60,9 @@ def backend_kwargs(p: dict) -> dict:
         kwargs["vlm_model"] = p["vlm_model"]
     if p["sam_model"]:
         kwargs["sam_model"] = p["sam_model"]
+    if p["detector_model"]:
+        kwargs.update(detector_model=p["detector_model"], proposal_score_threshold=p["proposal_score_threshold"],
+                      max_proposals_per_view=p["max_proposals_per_view"])
     return kwargs
 
 
