@@ -229,8 +229,11 @@ class MemoryResolver:
             idx = index.indices(obj.points_world_m)
             if idx.shape[0] < cfg.min_object_points:
                 continue
-            idx = strip_support_surface(points, idx, 2 * voxel, cfg.support_ring_m, cfg.support_min_frac,
-                                        cfg.min_object_points)
+            # min_points=1, then the size check: an instance that is only floor (mask spill the memory
+            # could not strip) has nothing left and is no answer.
+            idx = strip_support_surface(points, idx, 2 * voxel, cfg.support_ring_m, cfg.support_min_frac, 1)
+            if idx.shape[0] < cfg.min_object_points:
+                continue
             out.append(Object3D(point_indices=idx, point_confidence=np.full(idx.shape[0], obj.confidence, np.float32),
                                 box=oriented_box(points[idx]), confidence=float(obj.confidence),
                                 supporting_views=obj.detections, visible_views=obj.views_seen, label=obj.label))

@@ -5,9 +5,10 @@ keeps the same evidence over time, for every object the backend can name, so tha
 from the objects the map already holds instead of from views chosen blind to the target.
 
 Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
-  1. each proposal mask (label, confidence alpha, embedding e) is lifted with the keyframe's depth
-     into voxels of `voxel_size_m`, keeping its largest 26-connected part (mask spill onto a surface
-     metres behind the object is not part of it);
+  1. each proposal mask (label, confidence alpha, embedding e), eroded, is lifted with the keyframe's
+     depth into voxels of `voxel_size_m`; the support surface it spilled onto (floor, table top) is
+     stripped and, of its 26-connected parts, the nearest large one kept (spill onto a wall behind it
+     is not part of it);
   2. every instance is projected into the view once (`visibility.project_visible`, the project's one
      visibility test): which of its voxels the view sees, and which it sees *through*;
   3. association: a proposal joins the instance whose seen voxels its mask covers, whose seen voxels in
@@ -47,7 +48,7 @@ from .clustering import cluster_points
 from .config import ConfigError, check_int, check_range
 from .evidence import grow_mask
 from .geometry import transform_points, unproject_depth
-from .object_geometry import oriented_box
+from .object_geometry import oriented_box, strip_support_surface
 from .types import InputError, Keyframe, OrientedBox3D, Prediction2D
 from .visibility import project_visible
 
@@ -79,7 +80,8 @@ class ObjectMemoryConfig:
     associate_min_similarity, merge_min_overlap, min_voxel_hit_ratio, min_visible_frac,
     min_support_ratio, see_through_frac: fractions in [0, 1]. mask_boundary_px: band around masks
     that counts neither as hit nor miss, [0, 10]. mask_erosion_px: masks are eroded by this before they
-    are lifted, [0, 10]. min_detections: views that must detect an instance
+    are lifted, [0, 10]. strip_support: the floor or table top a mask spilled onto is stripped from
+    what it lifted (bool). min_detections: views that must detect an instance
     before queries see it, >= 1. gone_views: see-through views that remove an instance, >= 1.
     max_instances, max_voxels_per_instance, max_best_views: bounds. split_every: keyframes between
     split checks (0 = never). depth_tolerance_m / depth_tolerance_frac: the visibility test's.
@@ -93,6 +95,7 @@ class ObjectMemoryConfig:
     merge_min_overlap: float = 0.5
     mask_boundary_px: int = 2
     mask_erosion_px: int = 2
+    strip_support: bool = True
     min_voxel_hit_ratio: float = 0.5
     min_visible_frac: float = 0.3
     min_detections: int = 2
@@ -115,6 +118,8 @@ class ObjectMemoryConfig:
         check_int("min_mask_pixels", self.min_mask_pixels, 1)
         check_int("mask_boundary_px", self.mask_boundary_px, 0, 10)
         check_int("mask_erosion_px", self.mask_erosion_px, 0, 10)
+        if not isinstance(self.strip_support, bool):
+            raise ConfigError(f"strip_support must be a bool, got {self.strip_support!r}")
         check_int("min_detections", self.min_detections, 1, 1000)
         check_int("gone_views", self.gone_views, 1, 1000)
         check_int("max_instances", self.max_instances, 1, 100_000)
@@ -210,6 +215,19 @@ def _sorted_member(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == query
 
 
+def _front_part(labels: np.ndarray, depth_m: np.ndarray, min_share: float = 0.15) -> np.ndarray:
+    """(N,) bool: the nearest (smallest median depth) of the parts holding at least min_share of the points.
+
+    A box mask spills onto what is behind the object (a wall, the floor far below); the object itself
+    is in front, even where the spill is the larger part."""
+    sizes = np.bincount(labels[labels >= 0])
+    big = np.flatnonzero(sizes >= max(1.0, min_share * labels.shape[0]))
+    if big.shape[0] == 0:
+        return labels == 0
+    nearest = min(big, key=lambda c: float(np.median(depth_m[labels == c])))
+    return labels == nearest
+
+
 def _normalised(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32).ravel()
     n = float(np.linalg.norm(v))
@@ -291,15 +309,37 @@ class ObjectMemory:
             if points_camera.shape[0] < cfg.min_mask_pixels:
                 self._counts["ignored"] += 1
                 continue
-            world = transform_points(keyframe.world_T_camera, points_camera.astype(np.float64))
-            # The largest 26-connected part: spill onto a surface behind or beside the object is dropped.
-            labels = cluster_points(world, cfg.voxel_size_m, 1).labels
-            part = labels == 0
+            world = transform_points(keyframe.world_T_camera, points_camera.astype(np.float64)).astype(np.float32)
+            # The floor or table top the mask spilled onto is stripped (the voting's test, against the
+            # whole view's surface), then one 26-connected part kept: spill onto a wall behind the
+            # object is dropped.
+            n = world.shape[0]
+            if cfg.strip_support:
+                context = np.concatenate([world, self._view_points(keyframe)])
+                # min_points=1: a mask that is mostly floor leaves too little and is ignored below (the
+                # voting keeps such an object whole; the memory would learn a floor patch).
+                rest = strip_support_surface(context, np.arange(n), 2 * cfg.voxel_size_m, 0.3, 0.25, 1)
+                rest = rest[rest < n]
+                if rest.shape[0] < cfg.min_mask_pixels:
+                    self._counts["ignored"] += 1
+                    continue
+            else:
+                rest = np.arange(n)
+            part = np.zeros(n, dtype=bool)
+            if rest.shape[0]:
+                part[rest[_front_part(cluster_points(world[rest], cfg.voxel_size_m, 1).labels,
+                                      points_camera[rest, 2])]] = True
             keys = np.unique(voxel_keys(world[part], cfg.voxel_size_m))
             flat = pix[part, 0] * shape[1] + pix[part, 1]
             colors = keyframe.color_rgb.reshape(-1, 3)[flat]
             out.append(_Proposal(pred, keys, colors.mean(axis=0).astype(np.float64), _normalised(pred.embedding)))
         return out
+
+    @staticmethod
+    def _view_points(keyframe: Keyframe) -> np.ndarray:
+        """(M, 3) float32 world points of the keyframe's depth, every 3rd pixel: the surfaces around a mask."""
+        points_camera, _ = unproject_depth(keyframe.depth_m, keyframe.intrinsics, stride=3)
+        return transform_points(keyframe.world_T_camera, points_camera.astype(np.float64)).astype(np.float32)
 
     def _project_instances(self, instances: list[_Instance], keyframe: Keyframe):
         """Per instance: indices of its voxels the view sees, those it sees through, and their pixels."""

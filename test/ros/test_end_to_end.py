@@ -58,9 +58,25 @@ def system(tmp_path_factory):
             stop(proc)
 
 
-def test_query_through_action_matches_ground_truth(system):
+def test_plain_query_is_answered_from_the_object_memory(system):
     stages = []
     accepted, result = system["client"].send("the chair", feedback=lambda s, p: stages.append(s))
+    assert accepted and result.error_code == SUCCESS, result.error_message
+    # The memory (proposals on every keyframe) decides a plain class: no 2D call at query time.
+    assert "object memory" in result.error_message and result.views_used == 0
+    assert stages[0] == "selecting views" and stages[-1] == "done"
+    assert not any(s.startswith("segmenting view") for s in stages)
+    best = result.objects[0]
+    assert best.supporting_views >= 2 and best.supporting_views <= best.visible_views
+    points = cloud_to_arrays(result.points)[0]
+    score = score_against_ground_truth(SEED, system["map"], points, frozenset({"Chair"}))
+    assert score.iou >= 0.3, f"IoU {score.iou:.2f} against {score.gt_label} {score.gt_instance}"
+
+
+def test_query_the_memory_cannot_decide_runs_the_2d_model_on_the_candidates(system):
+    stages = []
+    # "wooden" is no colour: the memory cannot check it, so the views that see its chairs are segmented.
+    accepted, result = system["client"].send("the wooden chair", feedback=lambda s, p: stages.append(s))
     assert accepted and result.error_code == SUCCESS, result.error_message
     assert result.target_phrase and result.views_used >= 2
     assert stages[0] == "selecting views" and any(s.startswith("segmenting view") for s in stages)
@@ -103,7 +119,7 @@ def test_cancel_mid_query(system):
 def test_second_goal_is_rejected_while_one_runs(system):
     client = system["client"]
     results = {}
-    first = threading.Thread(target=lambda: results.update(first=client.send("the table", max_views=16)))
+    first = threading.Thread(target=lambda: results.update(first=client.send("the wooden table", max_views=16)))
     first.start()
     time.sleep(0.3)
     accepted, _ = client.send("the chair")
@@ -121,7 +137,7 @@ def test_backend_killed_mid_query_then_recovers(system):
             os.killpg(procs["segmentation"].pid, signal.SIGKILL)
             killed_at.append(time.monotonic())
 
-    accepted, result = system["client"].send("the chair", max_views=16, feedback=on_feedback)
+    accepted, result = system["client"].send("the wooden chair", max_views=16, feedback=on_feedback)
     assert accepted and killed_at, "the backend was not killed mid-query"
     assert result.error_code == BACKEND_UNAVAILABLE, result.error_message
     assert time.monotonic() - killed_at[0] <= 5.0 + 1.0  # aborted within the heartbeat timeout (+ slack)
