@@ -111,7 +111,7 @@ def test_instruction_topic_publishes_result(system):
 
 
 def test_cancel_mid_query(system):
-    accepted, result = system["client"].send("something I can sit on", max_views=16, cancel_after_s=0.3)
+    accepted, result = system["client"].send("something wooden I can sit on", max_views=16, cancel_after_s=0.3)
     assert accepted
     assert result.error_code == CANCELED and "cancel" in result.error_message
 
