@@ -2,6 +2,7 @@
 
   mllm3d launch [name:=value ...]        start the system (pip-only stand-in for ros2 launch)
   mllm3d query "the mug" [--views N]     send a SegmentQuery goal, print feedback and the result
+  mllm3d describe [--max N]              list the object memory's objects with a description each
   mllm3d replay PATH [--rate-scale X]    publish a dataset folder or bag as camera topics
   mllm3d simulate [--seed N]             publish a simulated room as camera topics
   mllm3d segment --dataset PATH --instruction TEXT --out OUT.ply   the pipeline without ROS
@@ -12,7 +13,7 @@ Errors are one line on stderr ("error: ..."). Exit codes, every subcommand:
   1  answered, but not a success (query/segment: NOT_FOUND, MAP_EMPTY, ...; the status is printed);
      replay: no frame of the recording could be read; demo: the system did not come up
   2  bad usage, arguments, parameters or input (unknown option, bad dataset, wrong parameter type)
-  3  query: no SegmentQuery server; segment: the backend cannot run (model missing, device absent)
+  3  query/describe: no SegmentQuery server / DescribeScene service; segment: the backend cannot run (model missing, device absent)
   4  query: the goal was rejected (a query is running, second_goal_policy=reject)
   5  query: no result within --timeout
 """
@@ -92,6 +93,38 @@ def cmd_query(ns: argparse.Namespace) -> int:
         return 130
 
 
+def cmd_describe(ns: argparse.Namespace) -> int:
+    from .ros.client import QueryClient, with_ros
+
+    if not 0 <= ns.max <= 65535:
+        print(f"error: --max must be in [0, 65535], got {ns.max}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def run() -> int:
+        client = QueryClient(node_name="mllm3d_describe_cli")
+        try:
+            response = client.describe(ns.max, ns.wait)
+        except TimeoutError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_TIMEOUT
+        finally:
+            client.close()
+        if response is None:
+            print("error: no DescribeScene service on /mllm3d/memory/describe_scene (is `mllm3d launch` running?)",
+                  file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        print(response.message)
+        for i, obj in enumerate(response.objects):
+            print(f"  {i + 1}. {obj.description}  confidence {obj.confidence:.2f}  "
+                  f"views {obj.supporting_views}/{obj.visible_views}")
+        return EXIT_OK if response.success else EXIT_FAILED
+
+    try:
+        return with_ros(run)
+    except KeyboardInterrupt:
+        return 130
+
+
 def cmd_replay(ns: argparse.Namespace) -> int:
     from .ros.replay_node import main
     return main(_ros_args({"path": ns.path, "rate_scale": float(ns.rate_scale), "stride": ns.stride,
@@ -147,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the action server")
     p.set_defaults(fn=cmd_query)
+    p = sub.add_parser("describe", help="list the object memory's objects with a description each")
+    p.add_argument("--max", type=int, default=0, help="at most this many objects (0 = all)")
+    p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the service")
+    p.set_defaults(fn=cmd_describe)
     p = sub.add_parser("replay", help="publish a dataset folder or bag as camera topics")
     p.add_argument("path")
     p.add_argument("--rate-scale", type=float, default=1.0, help="1 = recorded rate, 0 = as fast as possible")

@@ -14,6 +14,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
 from ..action import SegmentQuery
+from ..srv import DescribeScene
 from ..launch_spec import NAMESPACE
 from .conversions import cloud_to_arrays
 from .qos import LATCHED_QOS
@@ -24,6 +25,7 @@ class QueryClient:
 
     def __init__(self, namespace: str = NAMESPACE, node_name: str = "mllm3d_client") -> None:
         self.node = Node(node_name)
+        self._namespace = namespace
         self._action = ActionClient(self.node, SegmentQuery, f"/{namespace}/segment_query")
         self._map_lock = threading.Lock()
         self._map_cloud: PointCloud2 | None = None
@@ -71,6 +73,16 @@ class QueryClient:
             time.sleep(cancel_after_s)
             self._wait(handle.cancel_goal_async(), 10.0)
         return True, self._wait(result_future, timeout_s).result
+
+    def describe(self, max_objects: int = 0, timeout_s: float = 10.0):
+        """The memory's objects with captions (DescribeScene); None when the service is not there."""
+        client = self.node.create_client(DescribeScene, f"/{self._namespace}/memory/describe_scene")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                return None
+            return self._wait(client.call_async(DescribeScene.Request(max_objects=max_objects)), timeout_s)
+        finally:
+            self.node.destroy_client(client)
 
     def send_async(self, instruction: str):
         """Send a goal without waiting; returns the goal-handle future."""

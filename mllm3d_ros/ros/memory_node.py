@@ -6,6 +6,7 @@ segmentation node for proposals (SegmentViews mode PROPOSE) and folds them into 
 fusion never waits for it. Queries reach the memory through `resolver` (phrases are embedded by the
 segmentation node, mode ENCODE_TEXT).
 
+Service:         ~/describe_scene (mllm3d_ros/srv/DescribeScene): the memory's objects, each with a caption
 Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews)
 Published:       ~/objects (visualization_msgs/MarkerArray, latched): the confirmed instances' boxes
                  and labels, every publish_period_s when the memory changed
@@ -24,12 +25,14 @@ from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from ..core.describe import describe_objects
 from ..core.memory_query import MemoryResolver
 from ..core.object_memory import ObjectMemory, ObjectMemoryConfig
 from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
 from ..core.segmentation import BackendError, BackendUnavailable
 from ..core.types import BackendView, InputError, Prediction2D, ViewPredictions
-from ..srv import SegmentViews
+from ..msg import SegmentedObject
+from ..srv import DescribeScene, SegmentViews
 from .conversions import (depth_to_image, image_to_mask, intrinsics_to_camera_info, make_header, matrix_to_pose,
                           rgb_to_image)
 from .params import ParamSpec, declare_and_read
@@ -116,6 +119,8 @@ class MemoryNode(Node):
         self._submitted_up_to = -1
         self._published_version = -1
         self._markers = self.create_publisher(MarkerArray, "~/objects", LATCHED_QOS)
+        self.create_service(DescribeScene, "~/describe_scene", self._on_describe,
+                            callback_group=MutuallyExclusiveCallbackGroup())
         timers = MutuallyExclusiveCallbackGroup()
         if p["enabled"]:
             self.worker.start()
@@ -157,6 +162,26 @@ class MemoryNode(Node):
             text.scale.z = 0.08
             out.markers.append(text)
         self._markers.publish(out)
+
+    def _on_describe(self, request, response):
+        objects = self.memory.objects()
+        if request.max_objects:
+            objects = objects[: request.max_objects]
+        header = make_header(self._p["map_frame"], self.get_clock().now().nanoseconds)
+        for obj, caption in zip(objects, describe_objects(objects)):
+            world_T_box = np.eye(4)
+            world_T_box[:3, :3], world_T_box[:3, 3] = obj.box.world_R_box, obj.box.center_world_m
+            size = obj.box.size_m
+            response.objects.append(SegmentedObject(
+                header=header, label=obj.label, description=caption.text, confidence=float(obj.confidence),
+                box_center=matrix_to_pose(world_T_box), box_size=Vector3(x=float(size[0]), y=float(size[1]),
+                                                                         z=float(size[2])),
+                supporting_views=int(obj.detections), visible_views=int(obj.views_seen)))
+        response.success = True
+        stats = self.memory.stats
+        response.message = (f"{len(response.objects)} of {stats.confirmed} confirmed objects "
+                            f"({stats.keyframes_integrated} keyframes in the memory)")
+        return response
 
     def log_stats(self) -> str:
         m, w = self.memory.stats, self.worker.stats
