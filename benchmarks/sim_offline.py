@@ -145,7 +145,8 @@ def run(rooms: int, frames: int, voxel_size_m: float | None) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = ["| instruction | queries | Acc@0.25 | Acc@0.5 | mIoU | AP25 | AP50 | pooled AP25 | precision@0.25 | recall@0.25 |",
+    lines = ["| instruction | queries | Acc@0.25 | Acc@0.5 | mIoU | AP25 | AP50 | pooled AP25 | precision@0.25 "
+             "| recall@0.25 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in [*report["per_instruction"].items(), ("all", report["all"])]:
         pooled = f"{s['pooled']['ap25']:.3f}" if s.get("pooled") else "-"

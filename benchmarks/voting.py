@@ -226,7 +226,8 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
         "map": f"TsdfMap {VOXEL_M} m voxels (product path), 48 frames at {SIM.width}x{SIM.height}",
         "map_points_median": int(np.median(map_points)), "scenes": num_scenes, "queries": queries,
         "boundary_noise_px": SimSegmenterConfig().boundary_noise_px,
-        "instance_gt": f"GT instances of the target's class with >= {MIN_GT_POINTS} map points (voting_refined)", "wall_s": round(time.perf_counter() - t0, 1),
+        "instance_gt": f"GT instances of the target's class with >= {MIN_GT_POINTS} map points (voting_refined)",
+        "wall_s": round(time.perf_counter() - t0, 1),
         "results": results,
     }
 
