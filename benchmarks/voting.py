@@ -19,6 +19,12 @@ wrong-instance picks, hallucinations at rate p. Methods, on the same predictions
 - majority_no_vis: per point, the views whose image it falls in (valid depth, no occlusion test)
   vote in-mask vs out-of-mask; kept on a strict majority.
 Times are the 3D step only (the 2D model excluded), per query, p50.
+Instance level (voting_refined only: the product's ranked object list): AP at IoU 0.25 / 0.5 (ScanNet
+style, `eval.metrics.instance_scores`), precision and recall of the whole list against the scene's GT
+instances of the target's class (those with >= MIN_GT_POINTS map points; ap25, ap50, precision25,
+recall25, precision50, recall50), and the same against the target instance alone (`target_only`). The
+simulated segmenter answers about the one target instance, so recall against the class is bounded by
+1 / (instances of the class) unless a hallucination lands on a sibling.
 """
 
 from __future__ import annotations
@@ -34,12 +40,12 @@ import numpy as np
 
 from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
 from mllm3d_ros.core.tsdf_map import TsdfMap, TsdfMapConfig
-from mllm3d_ros.core.types import Keyframe, MapSnapshot, ViewPredictions
+from mllm3d_ros.core.types import Keyframe, MapSnapshot, QueryResult, ViewPredictions
 from mllm3d_ros.core.view_selection import ViewSelectionConfig, select_views
 from mllm3d_ros.core.evidence import lift_masks
 from mllm3d_ros.core.visibility import project_to_view
 from mllm3d_ros.core.voting import MultiViewVoter
-from mllm3d_ros.eval.metrics import point_iou, summarize
+from mllm3d_ros.eval.metrics import instance_scores, point_iou, summarize
 from mllm3d_ros.eval.sim_segmenter import SimSegmenter, SimSegmenterConfig, SimView
 from mllm3d_ros.sources.simulator import STRUCTURE_ID, SimConfig, Simulator, generate_room, trajectory
 
@@ -52,6 +58,9 @@ VOXEL_M = 0.03
 # band (4 voxels): fusion places surface points only where observations of a surface fall, so a point
 # farther than that from every true surface is an artefact of none of them (labelled structure).
 GT_BAND_M = 4 * VOXEL_M
+# A GT instance of the target's class counts for recall when the map holds this many of its points.
+MIN_GT_POINTS = 50
+INSTANCE_KEYS = ("ap25", "ap50", "precision25", "recall25", "precision50", "recall50")
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +76,7 @@ class Scene:
     pool: tuple[Keyframe, ...]  # every keyframe candidate (what a query may choose from)
     pool_ids: dict[int, np.ndarray]  # keyframe id -> GT per pixel
     gt_ids_3cm: np.ndarray  # the stricter labelling (one voxel), reported alongside
+    labels: dict[int, str]  # instance id -> class (eval only)
 
 
 class PoolSource:
@@ -110,7 +120,7 @@ def build_scene(seed: int, targets_per_scene: int) -> Scene:
     rng = np.random.default_rng(seed)
     targets = tuple(int(t) for t in rng.permutation(candidates)[:targets_per_scene])
     return Scene(seed, snapshot, gt_ids, keyframes, instance_ids, targets, tuple(pool),
-                 {kf.keyframe_id: ids for kf, ids in zip(pool, pool_ids)}, gt_ids_3cm)
+                 {kf.keyframe_id: ids for kf, ids in zip(pool, pool_ids)}, gt_ids_3cm, room.labels)
 
 
 def _lifted(snapshot: MapSnapshot, keyframes, views, depth_tolerance_m=0.05, depth_tolerance_frac=0.03):
@@ -154,6 +164,7 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
     ious = {(r, m, v): [] for r in RATES for m in METHODS for v in VIEW_COUNTS}
     times = {(r, m, v): [] for r in RATES for m in METHODS for v in VIEW_COUNTS}
     ious_3cm = {(r, m, v): [] for r in RATES for m in METHODS for v in VIEW_COUNTS}
+    inst = {(r, which): {k: [] for k in INSTANCE_KEYS} for r in RATES for which in ("class", "target")}
     map_points, t0, queries = [], time.perf_counter(), 0
     for seed in range(num_scenes):
         scene = build_scene(seed, targets_per_scene)
@@ -163,6 +174,8 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
         for target in scene.targets:
             queries += 1
             gt, gt_3cm = scene.gt_ids == target, scene.gt_ids_3cm == target
+            class_gt = [scene.gt_ids == i for i, label in scene.labels.items()
+                        if label == scene.labels[target] and np.count_nonzero(scene.gt_ids == i) >= MIN_GT_POINTS]
             for rate in RATES:
                 cfg = SimSegmenterConfig(hallucination_rate=rate)
 
@@ -185,7 +198,11 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
                         times[(rate, name, n)].append((time.perf_counter() - start) * 1e3)
                         ious[(rate, name, n)].append(point_iou(predicted, gt))
                         ious_3cm[(rate, name, n)].append(point_iou(predicted, gt_3cm))
-                predicted, ms = refined(scene, target, segmenter())
+                result, ms = refined(scene, target, segmenter())
+                predicted = _top(result)
+                for which, gts in (("class", class_gt), ("target", [gt])):
+                    for key, value in _instance_row(result, gts).items():
+                        inst[(rate, which)][key].append(value)
                 for n in VIEW_COUNTS:  # one figure (4 + up to 4 views), shown in both columns
                     times[(rate, "voting_refined", n)].append(ms)
                     ious[(rate, "voting_refined", n)].append(point_iou(predicted, gt))
@@ -201,20 +218,26 @@ def run(num_scenes: int, targets_per_scene: int) -> dict:
                                      "query_ms_p50": round(float(np.median(times[(rate, name, n)])), 2),
                                      "gt_3cm": {"acc25": round(strict.acc25, 4), "acc50": round(strict.acc50, 4),
                                                 "miou": round(strict.miou, 4)}}
+                if name == "voting_refined":  # the same list in both columns, as its IoU
+                    row[f"{n}_views"].update({k: round(float(np.mean(v)), 4) for k, v in inst[(rate, "class")].items()})
+                    row[f"{n}_views"]["target_only"] = {k: round(float(np.mean(v)), 4)
+                                                        for k, v in inst[(rate, "target")].items()}
             results.setdefault(f"{rate:g}", {})[name] = row
     return {
         "machine": platform.node(), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "map": f"TsdfMap {VOXEL_M} m voxels (product path), 48 frames at {SIM.width}x{SIM.height}",
         "map_points_median": int(np.median(map_points)), "scenes": num_scenes, "queries": queries,
-        "boundary_noise_px": SimSegmenterConfig().boundary_noise_px, "wall_s": round(time.perf_counter() - t0, 1),
+        "boundary_noise_px": SimSegmenterConfig().boundary_noise_px,
+        "instance_gt": f"GT instances of the target's class with >= {MIN_GT_POINTS} map points (voting_refined)",
+        "wall_s": round(time.perf_counter() - t0, 1),
         "results": results,
     }
 
 
-def refined(scene: Scene, target: int, segmenter: SimSegmenter) -> tuple[np.ndarray, float]:
+def refined(scene: Scene, target: int, segmenter: SimSegmenter) -> tuple[QueryResult, float]:
     """The product's QueryPipeline: 4 coverage views, then up to 4 aimed at the candidates (refine_views).
 
-    Returns the top object's points and the pipeline's own time without the 2D model (ms).
+    Returns the pipeline's result and its own time without the 2D model (ms).
     """
     model_s = [0.0]
 
@@ -230,7 +253,18 @@ def refined(scene: Scene, target: int, segmenter: SimSegmenter) -> tuple[np.ndar
     start = time.perf_counter()
     result = pipeline.run(f"instance {target}")
     ms = (time.perf_counter() - start - model_s[0]) * 1e3
-    return _top(result), ms
+    return result, ms
+
+
+def _instance_row(result: QueryResult, gt_masks: list[np.ndarray]) -> dict[str, float]:
+    """AP, precision and recall of the ranked object list at IoU 0.25 and 0.5."""
+    preds = [o.point_indices for o in result.objects]
+    confs = [o.confidence for o in result.objects]
+    row = {}
+    for t, tag in ((0.25, "25"), (0.5, "50")):
+        s = instance_scores(preds, confs, gt_masks, t)
+        row.update({f"ap{tag}": s.ap, f"precision{tag}": s.precision, f"recall{tag}": s.recall})
+    return row
 
 
 def _top(result) -> np.ndarray:
@@ -248,6 +282,17 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def instance_table(report: dict) -> str:
+    lines = ["| p | AP25 | AP50 | precision@0.25 | recall@0.25 | target only: AP25 / precision@0.25 / recall@0.25 |",
+             "|---|---|---|---|---|---|"]
+    for rate, methods in report["results"].items():
+        a = methods["voting_refined"]["4_views"]
+        t = a["target_only"]
+        lines.append(f"| {rate} | {a['ap25']:.3f} | {a['ap50']:.3f} | {a['precision25']:.3f} | {a['recall25']:.3f} "
+                     f"| {t['ap25']:.3f} / {t['precision25']:.3f} / {t['recall25']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, help="where to write the results")
@@ -257,6 +302,8 @@ def main() -> None:
     with open(args.json, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     print(table(report))
+    print("\nvoting_refined, instance level (the returned list against the target class's GT instances):")
+    print(instance_table(report))
     print(f"{report['queries']} queries, median map {report['map_points_median']} points, {report['wall_s']} s")
 
 

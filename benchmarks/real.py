@@ -1,0 +1,214 @@
+"""Benchmark on the real 7-Scenes RedKitchen against our own hand-made 3D ground truth (issue 13, item 4).
+
+    python -m benchmarks.real --json PATH [--dataset DIR] [--voxel-size M]
+
+The recording is fused once and every instruction answered through `RecordingSession`, the code path
+of `mllm3d segment` (offline backend, its defaults; `--voxel-size` only when given). Ground truth:
+benchmarks/annotations/redkitchen.json (boxes in the loader's z-up world; benchmarks/real_annotations.py
+has the rule); GT points of an instance = the result snapshot's points inside its boxes.
+
+Instructions: our own set of plain class names, synonyms, functional and attribute phrasings, each
+with the GT instances it accepts (a plain "a chair" accepts every chair); the top-1 object is scored
+against the best-matching accepted instance (IoU over the snapshot's points). Relational instructions
+("the mug next to the box") are scored separately. Per query also the instance-level scores of the
+whole returned list against the accepted instances (AP, precision, recall at IoU 0.25 / 0.5).
+Reported: Acc@0.25, Acc@0.5, mIoU (overall and per class), median seconds per query, the session's
+set-up time (fusion + model load) apart, the machine. Without the data folder it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from benchmarks.real_annotations import REDKITCHEN_JSON, Annotations, GtInstance, gt_masks, load_annotations
+from mllm3d_ros.eval.metrics import instance_scores, point_iou, summarize
+
+DEFAULT_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7scenes-redkitchen"
+CHAIRS = ("chair_left", "chair_front", "chair_back_left", "chair_back_right", "chair_right")
+MUGS = ("mug_left", "mug_middle")
+
+
+@dataclass(frozen=True)
+class RealQuery:
+    """An instruction, its kind (plain | synonym | functional | attribute | relational) and the GT ids it accepts."""
+
+    instruction: str
+    kind: str
+    accepted: tuple[str, ...]
+
+
+QUERIES: tuple[RealQuery, ...] = (
+    RealQuery("the table", "plain", ("table",)),
+    RealQuery("a chair", "plain", CHAIRS),
+    RealQuery("the chair", "plain", CHAIRS),
+    RealQuery("the mug", "plain", MUGS),
+    RealQuery("the box", "plain", ("plastic_box",)),
+    RealQuery("the dining table", "synonym", ("table",)),
+    RealQuery("a seat", "synonym", CHAIRS),
+    RealQuery("a cup", "synonym", MUGS),
+    RealQuery("a coffee cup", "synonym", MUGS),
+    RealQuery("the container", "synonym", ("plastic_box",)),
+    RealQuery("somewhere I can sit", "functional", CHAIRS),
+    RealQuery("something to drink from", "functional", MUGS),
+    RealQuery("somewhere to put my plate while I eat", "functional", ("table",)),
+    RealQuery("something to keep things in", "functional", ("plastic_box",)),
+    RealQuery("the plastic box on the table", "attribute", ("plastic_box",)),
+    RealQuery("the see-through plastic container", "attribute", ("plastic_box",)),
+    RealQuery("the white mug", "attribute", MUGS),  # both are white (one plain, one patterned)
+    RealQuery("the patterned mug", "attribute", ("mug_middle",)),
+    RealQuery("the wooden table", "attribute", ("table",)),
+    RealQuery("the wooden chair", "attribute", CHAIRS),
+    RealQuery("the mug next to the box", "relational", ("mug_middle",)),
+    RealQuery("the chair by the counter", "relational", ("chair_left",)),
+    RealQuery("the container on the table", "relational", ("plastic_box",)),
+    RealQuery("the mug at the end of the table", "relational", ("mug_left",)),
+    RealQuery("the chair at the end of the table", "relational", ("chair_left", "chair_right")),
+)
+
+
+@dataclass(frozen=True)
+class QueryScore:
+    """Top-1 IoU against the best accepted instance (matched_id, "" if none) and the list's instance scores."""
+
+    iou: float
+    matched_id: str
+    gt_points: int
+    ap25: float
+    ap50: float
+    precision25: float
+    recall25: float
+    precision50: float
+    recall50: float
+
+
+def score_objects(points_world_m: np.ndarray, objects: Sequence[tuple[np.ndarray, float]],
+                  annotations: Annotations, accepted: Sequence[str]) -> QueryScore:
+    """Score a ranked list of (point indices, confidence) over `points_world_m` against the accepted GT ids.
+
+    GT masks use every annotated instance (the smallest box owns a point), then keep the accepted ones.
+    """
+    masks = gt_masks(points_world_m, annotations.instances)
+    gts = [masks[a] for a in accepted]
+    top = np.asarray(objects[0][0], dtype=np.int64) if objects else np.zeros(0, np.int64)
+    ious = [point_iou(top, g) if objects else 0.0 for g in gts]
+    best = int(np.argmax(ious))
+    preds, confs = [np.asarray(o[0], dtype=np.int64) for o in objects], [float(o[1]) for o in objects]
+    s25, s50 = (instance_scores(preds, confs, gts, t) for t in (0.25, 0.5))
+    return QueryScore(float(ious[best]), accepted[best] if ious[best] > 0 else "", int(sum(g.sum() for g in gts)),
+                      s25.ap, s50.ap, s25.precision, s25.recall, s50.precision, s50.recall)
+
+
+def _class_of(annotations: Annotations, accepted: Sequence[str]) -> str:
+    return annotations.instance(accepted[0]).label
+
+
+def _summary(rows: list[dict]) -> dict:
+    s = summarize([r["iou"] for r in rows])
+    return {"queries": s.num_queries, "acc25": round(s.acc25, 4), "acc50": round(s.acc50, 4), "miou": round(s.miou, 4),
+            "ap25": round(float(np.mean([r["ap25"] for r in rows])), 4) if rows else 0.0,
+            "ap50": round(float(np.mean([r["ap50"] for r in rows])), 4) if rows else 0.0,
+            "precision25": round(float(np.mean([r["precision25"] for r in rows])), 4) if rows else 0.0}
+
+
+def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDKITCHEN_JSON) -> dict:
+    from mllm3d_ros.offline_segment import RecordingSession
+
+    kwargs = {"show_progress": False}
+    if voxel_size_m is not None:
+        kwargs["voxel_size_m"] = voxel_size_m
+    t0 = time.monotonic()
+    session = RecordingSession(dataset, "offline", **kwargs)
+    setup_s = time.monotonic() - t0
+    rows = []
+    try:
+        from mllm3d_ros.sources.dataset import open_dataset
+
+        annotations = load_annotations(annotations_path, open_dataset(dataset, max_frames=1).map_T_world)
+        for q in QUERIES:
+            start = time.monotonic()
+            result = session.query(q.instruction)
+            elapsed = time.monotonic() - start
+            snapshot = result.snapshot if result.snapshot is not None else session.mapper.snapshot()
+            score = score_objects(snapshot.points_world_m, [(o.point_indices, o.confidence) for o in result.objects],
+                                  annotations, q.accepted)
+            rows.append({"instruction": q.instruction, "kind": q.kind, "class": _class_of(annotations, q.accepted),
+                         "status": result.status.name, "target_phrase": result.target_phrase,
+                         "n_objects": len(result.objects),
+                         "top_label": result.objects[0].label if result.objects else "",
+                         "elapsed_s": round(elapsed, 3), "map_points": snapshot.num_points,
+                         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(score).items()}})
+            print(f"  {q.instruction!r}: {result.status.name} {len(result.objects)} objects, IoU {score.iou:.2f} "
+                  f"({score.matched_id or '-'}), {elapsed:.2f} s", flush=True)
+    finally:
+        session.close()
+    main_rows = [r for r in rows if r["kind"] != "relational"]
+    classes = sorted({r["class"] for r in main_rows})
+    return {
+        "machine": platform.node(), "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "dataset": str(dataset), "annotations": str(annotations_path),
+        "voxel_size_m": session.mapper.map.config.voxel_size_m,
+        "voxel_size_source": "--voxel-size" if voxel_size_m is not None else "RecordingSession default",
+        "frames_fused": getattr(session, "frames_fused", None),
+        "fuse_s": round(session.fuse_s, 2) if hasattr(session, "fuse_s") else None,
+        "session_setup_s": round(setup_s, 2),
+        "query_s_median": round(float(np.median([r["elapsed_s"] for r in rows])), 3),
+        "main": _summary(main_rows),
+        "per_class": {c: _summary([r for r in main_rows if r["class"] == c]) for c in classes},
+        "per_kind": {k: _summary([r for r in rows if r["kind"] == k]) for k in dict.fromkeys(q.kind for q in QUERIES)},
+        "relational": _summary([r for r in rows if r["kind"] == "relational"]),
+        "queries": rows,
+    }
+
+
+def table(report: dict) -> str:
+    lines = ["| instruction | kind | status | objects | IoU | matched | s |", "|---|---|---|---|---|---|---|"]
+    for r in report["queries"]:
+        lines.append(f"| {r['instruction']} | {r['kind']} | {r['status']} | {r['n_objects']} | {r['iou']:.2f} "
+                     f"| {r['matched_id'] or '-'} | {r['elapsed_s']:.2f} |")
+    lines += ["", "| set | queries | Acc@0.25 | Acc@0.5 | mIoU | AP25 | AP50 |", "|---|---|---|---|---|---|---|"]
+    for name, s in [("all but relational", report["main"]), *report["per_class"].items(),
+                    ("relational", report["relational"])]:
+        lines.append(f"| {name} | {s['queries']} | {s['acc25']:.3f} | {s['acc50']:.3f} | {s['miou']:.3f} "
+                     f"| {s['ap25']:.3f} | {s['ap50']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", required=True, help="where to write the results")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="7-Scenes RedKitchen folder")
+    parser.add_argument("--voxel-size", type=float, default=None,
+                        help="TSDF voxel size in metres (default: RecordingSession's own)")
+    args = parser.parse_args(argv)
+    if not args.dataset.is_dir():
+        note = f"skipped: dataset folder {args.dataset} not found (see ../shared/data/README.md)"
+        print(note)
+        Path(args.json).write_text(json.dumps({"skipped": note}, indent=2))
+        return 0
+    from mllm3d_ros.backends.base import BackendError
+    from mllm3d_ros.core.types import InputError
+
+    try:
+        report = run(args.dataset, args.voxel_size)
+    except (BackendError, InputError) as exc:
+        print(f"benchmarks.real: cannot run: {exc}", file=sys.stderr)
+        return 1
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(table(report))
+    print(f"query median {report['query_s_median']} s; fusion {report['fuse_s']} s "
+          f"(session set-up {report['session_setup_s']} s); {report['machine']}, {report['cpu_count']} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
