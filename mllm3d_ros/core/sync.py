@@ -75,10 +75,13 @@ class ApproximateTimeSync:
 
     def __init__(self, config: SyncConfig | None = None,
                  callback: Callable[[MatchedSet], None] | None = None,
-                 now_ns: Callable[[], int] | None = None) -> None:
+                 now_ns: Callable[[], int] | None = None,
+                 on_off_clock: Callable[[int, int, int], None] | None = None) -> None:
+        """`on_off_clock(input_index, stamp_ns, now_ns)` is told of each message refused by the clock check."""
         self.config = config or SyncConfig()
         self._callback = callback
         self._now_ns = now_ns
+        self._on_off_clock = on_off_clock
         self._lock = threading.Lock()
         self._queues: list[deque[tuple[int, Any]]] = [deque() for _ in range(self.config.num_inputs)]
         self._last_emitted_ns: int | None = None
@@ -89,10 +92,13 @@ class ApproximateTimeSync:
         if not 0 <= input_index < self.config.num_inputs:
             raise IndexError(f"input_index {input_index} not in [0, {self.config.num_inputs})")
         now_ns = None if self._now_ns is None else int(self._now_ns())
-        with self._lock:
-            if now_ns is not None and abs(int(stamp_ns) - now_ns) > self.config.max_clock_offset_ns:
+        if now_ns is not None and abs(int(stamp_ns) - now_ns) > self.config.max_clock_offset_ns:
+            with self._lock:
                 self._off_clock += 1
-                return None
+            if self._on_off_clock is not None:
+                self._on_off_clock(input_index, int(stamp_ns), now_ns)
+            return None
+        with self._lock:
             match = self._add_locked(input_index, int(stamp_ns), message)
         if match is not None and self._callback is not None:
             self._callback(match)  # outside the lock: the callback may be slow or re-enter add()

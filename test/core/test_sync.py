@@ -117,14 +117,15 @@ def test_a_lone_future_message_is_evicted_before_real_ones_when_the_queue_fills(
 
 
 def test_with_a_clock_messages_far_from_it_are_refused():
-    now = [50 * S]
+    now, refused = [50 * S], []
     sync = ApproximateTimeSync(SyncConfig(num_inputs=2, slop_ns=10 * MS, max_clock_offset_ns=3 * S),
-                               now_ns=lambda: now[0])
+                               now_ns=lambda: now[0], on_off_clock=lambda *args: refused.append(args))
     assert sync.add(0, 50 * S + HOUR, "c") is None and sync.add(1, 50 * S + HOUR, "d") is None
     assert sync.add(0, 50 * S - 20 * MS, "c") is None
     assert sync.add(1, 50 * S - 20 * MS, "d").messages == ("c", "d")
     stats = sync.stats
     assert stats.dropped_off_clock == 2 and stats.matched == 1
+    assert refused == [(0, 50 * S + HOUR, 50 * S), (1, 50 * S + HOUR, 50 * S)]
 
 
 @pytest.mark.parametrize("field, value", [("max_stamp_jump_ns", 5 * MS), ("max_clock_offset_ns", 0)])
