@@ -177,13 +177,20 @@ def test_tf_pose_source_pip_only_and_map_services(ros, tmp_path):
         stop(proc)
 
 
-def test_odometry_pose_source_composes_base_T_camera(ros, tmp_path):
-    xyz_rpy = "0.1 0.0 1.2 0.0 0.0 0.0"  # = BASE_T_BODY; pose_convention body adds the optical rotation
-    proc, log = _start_mapping(tmp_path, "odomcase", "pose_source:=odometry", "map_frame:=odom",
-                               f"base_T_camera:={xyz_rpy}", "pose_convention:=body")
-    h = _Harness("odomcase")
+@pytest.mark.parametrize("extrinsic", ["parameter", "tf_static"])
+def test_odometry_pose_source_composes_base_T_camera(ros, tmp_path, extrinsic):
+    # Issue 11 item 7: the base pose used to be taken as the camera pose.
+    ns = f"odom{extrinsic.replace('_', '')}"
+    if extrinsic == "parameter":  # = BASE_T_BODY; pose_convention body adds the optical rotation
+        params = ("base_T_camera:=0.1 0.0 1.2 0.0 0.0 0.0", "pose_convention:=body")
+    else:
+        params = ()
+    proc, log = _start_mapping(tmp_path, ns, "pose_source:=odometry", "map_frame:=odom", *params)
+    h = _Harness(ns)
     try:
-        h.wait_matched("/odomcase/odom")
+        if extrinsic == "tf_static":
+            h.tf.send([transform_msg("base_link", CAMERA, 0, BASE_T_CAMERA)], static=True)
+        h.wait_matched(f"/{ns}/odom")
         for odom_T_base in ODOM_T_BASE:
             for _ in range(6):
                 stamp = h.now_ns()
