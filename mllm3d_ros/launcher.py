@@ -131,7 +131,8 @@ def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str
                           f"README, 'Restarting one node')", flush=True)
                 continue
             print(f"[launch] {name} exited with code {code}; stopping the others", flush=True)
-            exit_code, stopping = code or 1, True
+            # Killed by a signal (Popen says -N): exit as a shell reports it, 128 + N.
+            exit_code, stopping = (128 - code if code < 0 else code or 1), True
             break
         time.sleep(0.1)
     live = [sup.proc for sup in procs if sup.proc is not None and sup.proc.poll() is None]

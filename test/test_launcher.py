@@ -41,6 +41,13 @@ def test_crashed_segmentation_is_restarted_up_to_the_limit_while_perception_runs
     assert "perception_node exited with code 7; stopping the others" in out
 
 
+def test_a_killed_perception_node_stops_the_launch_with_the_shell_code(monkeypatch, tmp_path):
+    _fake(monkeypatch, tmp_path, {"segmentation_node": "import time; time.sleep(30)",
+                                  "perception_node": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"})
+    assert launch({}, policy=FAST) == 128 + 9
+    assert _starts(tmp_path, "perception_node") == 1
+
+
 def test_bad_parameters_are_not_restarted_and_stop_the_launch(monkeypatch, tmp_path, capsys):
     _fake(monkeypatch, tmp_path, {"segmentation_node": "import sys; sys.exit(2)",
                                   "perception_node": "import time; time.sleep(30)"})
