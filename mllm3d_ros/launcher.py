@@ -1,7 +1,8 @@
 """`mllm3d launch`: the pip-only stand-in for `ros2 launch mllm3d_ros perception.launch.py`.
 
 launch_ros is not on PyPI; this starts the same processes (launch_spec.node_specs) with the same
-parameters file, forwards Ctrl-C, and stops everything when one process fails.
+parameters file, forwards Ctrl-C, restarts a crashed segmentation node (with a limit) and stops
+everything when the perception node or a source fails.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from .launch_spec import NAMESPACE, NodeSpec, default_params_file, local_dds_env, node_specs
@@ -32,18 +35,72 @@ def command_for(spec: NodeSpec, params_file: Path) -> list[str]:
     return cmd
 
 
-def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str] | None = None) -> int:
-    """Start every process of the system and supervise them until Ctrl-C or a failure."""
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How often a supervised process may be restarted: at most `max_restarts` within `window_s`,
+    waiting `backoff_s`, doubled after each restart in the window, up to `max_backoff_s`."""
+
+    max_restarts: int = 5
+    window_s: float = 60.0
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+
+
+# The segmentation node holds no map state (and may crash on a GPU or a model): restart it. The
+# perception node holds the map, so its failure ends the launch with its exit code; sources too.
+RESTARTABLE = frozenset({"segmentation_node"})
+BAD_PARAMETERS = 2  # run_nodes' exit code for refused parameters: restarting cannot help
+
+
+class _Supervised:
+    def __init__(self, spec: NodeSpec, cmd: list[str], env: dict[str, str], policy: RestartPolicy) -> None:
+        self.spec, self.cmd, self.env, self.policy = spec, cmd, env, policy
+        self.restarts: deque[float] = deque()
+        self.proc: subprocess.Popen | None = None
+        self.restart_at: float | None = None
+        self.given_up = False
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, env=self.env)
+        self.restart_at = None
+        print(f"[launch] {self.spec.executable} started (pid {self.proc.pid})", flush=True)
+
+    def schedule_restart(self, now: float, code: int) -> bool:
+        """Plan a restart after a crash; False when the restart limit is reached."""
+        while self.restarts and now - self.restarts[0] > self.policy.window_s:
+            self.restarts.popleft()
+        if len(self.restarts) >= self.policy.max_restarts:
+            return False
+        delay = min(self.policy.backoff_s * 2 ** len(self.restarts), self.policy.max_backoff_s)
+        self.restarts.append(now)
+        self.restart_at = now + delay
+        print(f"[launch] {self.spec.executable} exited with code {code}; restarting in {delay:.1f} s "
+              f"(restart {len(self.restarts)} of at most {self.policy.max_restarts} in {self.policy.window_s:.0f} s)",
+              flush=True)
+        return True
+
+
+def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str] | None = None,
+           policy: RestartPolicy | None = None) -> int:
+    """Start every process of the system and supervise them until Ctrl-C or a failure.
+
+    A crashed segmentation node is restarted (RestartPolicy) while the perception node and its map
+    keep running; past the limit it stays down and queries answer BACKEND_UNAVAILABLE. Exit code 2
+    (bad parameters) of any process, or any exit of the perception node, stops the whole launch
+    with that code.
+    """
+    policy = policy or RestartPolicy()
     params = Path(params_file) if params_file else default_params_file()
     if not params.exists():
         print(f"error: parameters file not found: {params}", file=sys.stderr)
         return 2
     env = local_dds_env(dict(os.environ, **(extra_env or {})))
-    procs: list[tuple[NodeSpec, subprocess.Popen]] = []
+    procs: list[_Supervised] = []
     for spec in node_specs(args):
         cmd = command_for(spec, params)
         print(f"[launch] {spec.executable}: {' '.join(cmd)}", flush=True)
-        procs.append((spec, subprocess.Popen(cmd, env=env)))
+        procs.append(_Supervised(spec, cmd, env, policy))
     stopping = False
 
     def _stop(*_):
@@ -54,17 +111,35 @@ def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str
     signal.signal(signal.SIGTERM, _stop)
     exit_code = 0
     while not stopping:
-        for spec, proc in procs:
-            code = proc.poll()
-            if code is not None and not (spec.executable == "replay_node" and code == 0):
-                print(f"[launch] {spec.executable} exited with code {code}; stopping the others", flush=True)
-                exit_code, stopping = code or 1, True
-        time.sleep(0.2)
-    for _, proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+        now = time.monotonic()
+        for sup in procs:
+            if sup.restart_at is not None:
+                if now >= sup.restart_at:
+                    sup.start()
+                continue
+            if sup.given_up or sup.proc is None:
+                continue
+            code = sup.proc.poll()
+            if code is None or (sup.spec.executable == "replay_node" and code == 0):
+                continue
+            name = sup.spec.executable
+            if name in RESTARTABLE and code != BAD_PARAMETERS:
+                if not sup.schedule_restart(now, code):
+                    sup.given_up = True
+                    print(f"[launch] {name} exited with code {code} and was restarted {policy.max_restarts} "
+                          f"times within {policy.window_s:.0f} s: leaving it down (the rest keeps running; see "
+                          f"README, 'Restarting one node')", flush=True)
+                continue
+            print(f"[launch] {name} exited with code {code}; stopping the others", flush=True)
+            # Killed by a signal (Popen says -N): exit as a shell reports it, 128 + N.
+            exit_code, stopping = (128 - code if code < 0 else code or 1), True
+            break
+        time.sleep(0.1)
+    live = [sup.proc for sup in procs if sup.proc is not None and sup.proc.poll() is None]
+    for proc in live:
+        proc.send_signal(signal.SIGINT)
     deadline = time.monotonic() + 10
-    for _, proc in procs:
+    for proc in live:
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

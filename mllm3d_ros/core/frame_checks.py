@@ -9,9 +9,11 @@ sees it and the node can count and log it.
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +21,8 @@ import numpy as np
 from .config import check_int, check_range
 from .geometry import check_pose, rotation_angle_rad
 from .types import CameraIntrinsics, InputError, RgbdFrame
+
+_LOG = logging.getLogger(__name__)
 
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
@@ -37,6 +41,9 @@ class RejectReason(enum.Enum):
     STAMP_OUT_OF_ORDER = "stamp_out_of_order"
     STAMPS_APART = "stamps_apart"
     POSE_JUMP = "pose_jump"
+    STAMP_JUMP = "stamp_jump"
+    STAMP_OFF_CLOCK = "stamp_off_clock"
+    NO_TRANSFORM = "no_transform"
 
 
 class FrameRejected(InputError):
@@ -160,35 +167,60 @@ def validate_frame(frame: RgbdFrame) -> RgbdFrame:
 
 @dataclass(frozen=True)
 class FrameGateConfig:
-    """Limits of the stateful checks between consecutive frames."""
+    """Limits of the stateful checks between consecutive frames.
+
+    `max_stamp_jump_ns`: a stamp further than this from the newest accepted one (either way) is a
+    STAMP_JUMP. `max_clock_offset_ns`: with a clock (`FrameGate(now_ns=...)`, i.e. not on sim time)
+    a stamp further than this from the clock is STAMP_OFF_CLOCK. `jump_reset_frames`: that many
+    consecutive jump rejections that agree with each other (a coherent new trajectory or timeline)
+    re-anchor the gate on them.
+    """
 
     max_stamp_skew_ns: int = 100_000_000
     max_jump_translation_m: float = 1.0
     max_jump_rotation_deg: float = 60.0
     jump_reset_frames: int = 5
+    max_stamp_jump_ns: int = 5_000_000_000
+    max_clock_offset_ns: int = 10_000_000_000
 
     def __post_init__(self) -> None:
         check_int("max_stamp_skew_ns", self.max_stamp_skew_ns, 0)
         check_range("max_jump_translation_m", self.max_jump_translation_m, 0.0, low_inclusive=False)
         check_range("max_jump_rotation_deg", self.max_jump_rotation_deg, 0.0, 180.0, low_inclusive=False)
         check_int("jump_reset_frames", self.jump_reset_frames, 1)
+        check_int("max_stamp_jump_ns", self.max_stamp_jump_ns, 1)
+        check_int("max_clock_offset_ns", self.max_clock_offset_ns, 1)
+
+
+def _pose_change(a_T: np.ndarray, b_T: np.ndarray) -> tuple[float, float]:
+    """Translation (m) and rotation (deg) between two poses."""
+    return (float(np.linalg.norm(b_T[:3, 3] - a_T[:3, 3])),
+            math.degrees(rotation_angle_rad(a_T[:3, :3].T @ b_T[:3, :3])))
 
 
 class FrameGate:
-    """Validates frames in order: per-frame checks plus stamp order, stamp skew and pose jumps.
+    """Validates frames in order: per-frame checks plus stamp order, stamp skew, stamp jumps and pose jumps.
 
-    Remembers the last accepted stamp and pose and counts rejections per reason. A pose jump is
-    measured against the last *accepted* pose; after `jump_reset_frames` consecutive jump rejections
-    the new pose is accepted as a relocalisation, so one bad jump cannot block the map forever.
+    Remembers the last accepted stamp and pose and counts rejections per reason. Stamp and pose
+    jumps are measured against the last *accepted* frame, so one frame stamped an hour ahead or
+    posed 5 m outside the room cannot drag the gate along. A real discontinuity (a relocalisation,
+    a bag that loops, a camera restarted after a pause) is accepted only when the last
+    `jump_reset_frames` rejected frames agree with each other: consecutive stamps increase by at
+    most `max_stamp_jump_ns`, consecutive poses move within the jump limits. Then the gate re-anchors
+    on the newest of them; inconsistent jumps are all rejected. `now_ns` (a clock, None on sim time)
+    adds a check against the clock, which rejects a far-off stamp even as the very first frame.
     Thread-safe.
     """
 
-    def __init__(self, config: FrameGateConfig | None = None) -> None:
+    def __init__(self, config: FrameGateConfig | None = None, now_ns: Callable[[], int] | None = None) -> None:
         self.config = config or FrameGateConfig()
+        self._now_ns = now_ns
         self._lock = threading.Lock()
         self._last_stamp_ns: int | None = None
         self._last_pose: np.ndarray | None = None
-        self._consecutive_jumps = 0
+        # Recent consecutive jump rejections, the evidence for a re-anchoring.
+        self._stamp_jumps: deque[int] = deque(maxlen=self.config.jump_reset_frames)
+        self._pose_jumps: deque[np.ndarray] = deque(maxlen=self.config.jump_reset_frames)
         self._counts = {reason: 0 for reason in RejectReason}
         self._accepted = 0
 
@@ -204,31 +236,83 @@ class FrameGate:
             self._accepted += 1
             return out
 
+    def count(self, reason: RejectReason) -> None:
+        """Count a rejection decided outside the gate (e.g. no transform for the frame's stamp)."""
+        with self._lock:
+            self._counts[reason] += 1
+
     def _check_locked(self, frame: RgbdFrame, stamps: tuple[int | None, ...]) -> RgbdFrame:
+        cfg = self.config
         known = [frame.stamp_ns] + [s for s in stamps if s is not None]
-        if max(known) - min(known) > self.config.max_stamp_skew_ns:
+        if max(known) - min(known) > cfg.max_stamp_skew_ns:
             raise FrameRejected(RejectReason.STAMPS_APART,
                                 f"colour/depth/pose stamps {stamps} span {(max(known) - min(known)) / 1e6:.1f} ms "
-                                f"> {self.config.max_stamp_skew_ns / 1e6:.1f} ms")
-        if self._last_stamp_ns is not None and frame.stamp_ns <= self._last_stamp_ns:
-            raise FrameRejected(RejectReason.STAMP_OUT_OF_ORDER,
-                                f"stamp {frame.stamp_ns} ns is not after the last accepted {self._last_stamp_ns} ns")
+                                f"> {cfg.max_stamp_skew_ns / 1e6:.1f} ms")
+        if self._now_ns is not None:
+            offset_ns = frame.stamp_ns - int(self._now_ns())
+            if abs(offset_ns) > cfg.max_clock_offset_ns:
+                raise FrameRejected(RejectReason.STAMP_OFF_CLOCK,
+                                    f"stamp {frame.stamp_ns} ns is {offset_ns / 1e9:+.3f} s from the clock "
+                                    f"(limit {cfg.max_clock_offset_ns / 1e9:g} s); check the sender's clock")
+        stamp_reanchor = self._check_stamp_jump_locked(frame.stamp_ns)
         out = validate_frame(frame)
         pose = out.world_T_camera
+        pose_reanchor = False
         if self._last_pose is not None:
-            jump_m = float(np.linalg.norm(pose[:3, 3] - self._last_pose[:3, 3]))
-            jump_deg = math.degrees(rotation_angle_rad(self._last_pose[:3, :3].T @ pose[:3, :3]))
-            jumped = jump_m > self.config.max_jump_translation_m or jump_deg > self.config.max_jump_rotation_deg
-            if jumped and self._consecutive_jumps + 1 < self.config.jump_reset_frames:
-                self._consecutive_jumps += 1
-                raise FrameRejected(RejectReason.POSE_JUMP,
-                                    f"pose moved {jump_m:.2f} m / {jump_deg:.1f} deg since the last accepted frame "
-                                    f"(limits {self.config.max_jump_translation_m} m / "
-                                    f"{self.config.max_jump_rotation_deg} deg)")
-        self._consecutive_jumps = 0
+            jump_m, jump_deg = _pose_change(self._last_pose, pose)
+            if jump_m > cfg.max_jump_translation_m or jump_deg > cfg.max_jump_rotation_deg:
+                self._pose_jumps.append(pose)
+                if not self._coherent_poses():
+                    if stamp_reanchor:
+                        self._stamp_jumps.pop()  # this frame is not accepted, so it cannot re-anchor time
+                    raise FrameRejected(RejectReason.POSE_JUMP,
+                                        f"pose moved {jump_m:.2f} m / {jump_deg:.1f} deg since the last accepted "
+                                        f"frame (limits {cfg.max_jump_translation_m} m / "
+                                        f"{cfg.max_jump_rotation_deg} deg; {len(self._pose_jumps)} of "
+                                        f"{cfg.jump_reset_frames} consistent jumps re-anchor)")
+                pose_reanchor = True
+        if pose_reanchor or stamp_reanchor:
+            _LOG.warning("frame gate re-anchored on a new %s at stamp %d ns after %d consistent rejected frames",
+                         "trajectory" if pose_reanchor else "timeline", frame.stamp_ns, cfg.jump_reset_frames)
+        self._stamp_jumps.clear()
+        self._pose_jumps.clear()
         self._last_stamp_ns = frame.stamp_ns
         self._last_pose = pose
         return out
+
+    def _check_stamp_jump_locked(self, stamp_ns: int) -> bool:
+        """Raise unless the stamp follows the last accepted one; True when it re-anchors a new timeline."""
+        cfg, last = self.config, self._last_stamp_ns
+        if last is None:
+            return False
+        delta_ns = stamp_ns - last
+        if -cfg.max_stamp_jump_ns <= delta_ns <= 0:
+            raise FrameRejected(RejectReason.STAMP_OUT_OF_ORDER,
+                                f"stamp {stamp_ns} ns is not after the last accepted {last} ns")
+        if 0 < delta_ns <= cfg.max_stamp_jump_ns:
+            return False
+        self._stamp_jumps.append(stamp_ns)
+        if self._coherent_stamps():
+            return True
+        raise FrameRejected(RejectReason.STAMP_JUMP,
+                            f"stamp {stamp_ns} ns is {delta_ns / 1e9:+.3f} s from the last accepted one "
+                            f"(limit {cfg.max_stamp_jump_ns / 1e9:g} s; {len(self._stamp_jumps)} of "
+                            f"{cfg.jump_reset_frames} consistent frames re-anchor)")
+
+    def _coherent_stamps(self) -> bool:
+        s = list(self._stamp_jumps)
+        return len(s) >= self.config.jump_reset_frames and all(
+            0 < b - a <= self.config.max_stamp_jump_ns for a, b in zip(s, s[1:]))
+
+    def _coherent_poses(self) -> bool:
+        cfg, p = self.config, list(self._pose_jumps)
+        if len(p) < cfg.jump_reset_frames:
+            return False
+        for a, b in zip(p, p[1:]):
+            jump_m, jump_deg = _pose_change(a, b)
+            if jump_m > cfg.max_jump_translation_m or jump_deg > cfg.max_jump_rotation_deg:
+                return False
+        return True
 
     @property
     def rejections(self) -> dict[RejectReason, int]:
@@ -246,4 +330,5 @@ class FrameGate:
         with self._lock:
             self._last_stamp_ns = None
             self._last_pose = None
-            self._consecutive_jumps = 0
+            self._stamp_jumps.clear()
+            self._pose_jumps.clear()

@@ -7,6 +7,7 @@ less than one that skips a frame), counting each drop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -73,6 +74,7 @@ class IngestWorker:
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._busy = False
+        self._holds = 0
         self._stop = False
         self._thread: threading.Thread | None = None
         self._received = self._fused = self._dropped = self._keyframes_added = self._errors = 0
@@ -138,6 +140,21 @@ class IngestWorker:
         if thread is not None:
             thread.join(timeout_s)
 
+    @contextlib.contextmanager
+    def paused(self, timeout_s: float = 30.0):
+        """Hold the worker between frames for the duration of the block (reset, save, load)."""
+        with self._cond:
+            self._holds += 1
+            if not self._cond.wait_for(lambda: not self._busy, timeout_s):
+                self._holds -= 1
+                raise TimeoutError(f"the ingestion worker did not finish its frame within {timeout_s} s")
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._holds -= 1
+                self._cond.notify_all()
+
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until the queue is empty and no frame is in progress; False on timeout."""
         with self._cond:
@@ -146,7 +163,7 @@ class IngestWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._queue or self._stop)
+                self._cond.wait_for(lambda: (self._queue and not self._holds) or self._stop)
                 if self._stop:
                     return
                 item = self._queue.popleft()

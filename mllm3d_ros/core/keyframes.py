@@ -270,6 +270,21 @@ class KeyframeStore:
         with self._lock:
             return len(self._entries)
 
+    def replace(self, keyframes: tuple[Keyframe, ...] | list[Keyframe]) -> None:
+        """Replace every keyframe by these (e.g. loaded from disk), oldest first; coverage is recomputed.
+
+        Keyframes beyond the caps are evicted as usual; ids continue after the largest one given.
+        """
+        prepared = [(kf, self._coverage_points(kf.depth_m, kf.intrinsics, kf.world_T_camera)) for kf in keyframes]
+        with self._lock:
+            self._entries.clear()
+            self._sharpness_history.clear()
+            self._bytes = 0
+            for keyframe, samples in prepared:
+                self._insert_locked(keyframe, samples)
+            self._evict_locked()
+            self._next_id = max([self._next_id] + [kf.keyframe_id + 1 for kf in keyframes])
+
     def clear(self) -> None:
         """Remove every keyframe (ids keep increasing)."""
         with self._lock:

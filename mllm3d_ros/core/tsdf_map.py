@@ -31,6 +31,10 @@ from .types import CameraIntrinsics, MapSnapshot, RgbdFrame
 _ATTR_NAMES = ("tsdf", "weight", "color")
 
 
+class MapFileError(ValueError):
+    """A saved map cannot be loaded (missing, corrupt or incompatible); the message says which."""
+
+
 @dataclass(frozen=True)
 class TsdfMapConfig:
     """Parameters of the TSDF map; `sdf_trunc_m=None` means 4 voxels."""
@@ -260,6 +264,55 @@ class TsdfMap:
             keys = hashmap.key_tensor()[hashmap.active_buf_indices().to(self._o3c.int64)].cpu().numpy()
         return (keys.astype(np.float64) + 0.5) * self.config.block_size_m
 
+    def save(self, path) -> bool:
+        """Write the voxel blocks to `path` (Open3D's VoxelBlockGrid.save, an .npz); False (no file) if empty."""
+        with self._lock:
+            if self._grid.hashmap().size() == 0:
+                return False  # Open3D cannot save a grid without blocks
+            self._grid.save(str(path))
+            return True
+
+    def load(self, path, *, frames_integrated: int = 0, last_stamp_ns: int = 0) -> None:
+        """Replace the map by the blocks saved at `path` (None: an empty map); on any error the map is kept.
+
+        Raises MapFileError when the file is missing, unreadable, or made with another voxel size,
+        block resolution or set of attributes than this map's config, or holds more blocks than its budget.
+        """
+        import open3d as o3d
+
+        cfg, o3c = self.config, self._o3c
+        fresh = self._new_grid()
+        if path is not None:
+            try:  # the header fields first, with numpy: Open3D only warns about missing attributes
+                with np.load(str(path), allow_pickle=False) as data:
+                    voxel_size = float(data["voxel_size"][0])  # stored as float32
+                    resolution = int(data["block_resolution"][0])
+                    names = {k[len("attr_name_"):] for k in data.files if k.startswith("attr_name_")}
+                    num_blocks = int(data["key"].shape[0])
+                grid = o3d.t.geometry.VoxelBlockGrid.load(str(path))
+            except Exception as exc:  # OSError, BadZipFile, KeyError, Open3D's RuntimeError
+                raise MapFileError(f"TSDF file {path} could not be read: {type(exc).__name__}: {exc}") from exc
+            if abs(voxel_size - cfg.voxel_size_m) > 1e-6 * cfg.voxel_size_m or resolution != cfg.block_resolution or \
+                    names != set(_ATTR_NAMES):
+                raise MapFileError(f"TSDF file {path} has voxel size {voxel_size} m, block resolution {resolution} "
+                                   f"and attributes {sorted(names)}; this map uses {cfg.voxel_size_m} m, "
+                                   f"{cfg.block_resolution} and {sorted(_ATTR_NAMES)}")
+            if num_blocks > cfg.block_budget:
+                raise MapFileError(f"TSDF file {path} holds {num_blocks} blocks, more than block_budget "
+                                   f"{cfg.block_budget}")
+            # Copy into a grid of our own capacity and device (Open3D's load sizes it to the file).
+            hashmap = grid.hashmap()
+            src = hashmap.active_buf_indices().to(o3c.int64)
+            dst, _ = fresh.hashmap().activate(hashmap.key_tensor()[src].to(self._device))
+            dst = dst.to(o3c.int64)
+            for name in _ATTR_NAMES:
+                fresh.attribute(name)[dst] = grid.attribute(name)[src].to(self._device)
+        with self._lock:
+            self._grid = fresh
+            self._frames = int(frames_integrated)
+            self._last_stamp_ns = int(last_stamp_ns)
+            self._last_snapshot_points = 0
+
     def reset(self) -> None:
         """Drop everything fused so far (a fresh grid; memory is reallocated)."""
         with self._lock:
@@ -272,6 +325,11 @@ class TsdfMap:
     def num_blocks(self) -> int:
         with self._lock:
             return int(self._grid.hashmap().size())
+
+    @property
+    def last_stamp_ns(self) -> int:
+        with self._lock:
+            return self._last_stamp_ns
 
     @property
     def frames_integrated(self) -> int:

@@ -10,15 +10,22 @@ Subscribed (sensor-data QoS; remap these to your driver's names):
   camera/color/camera_info          sensor_msgs/CameraInfo (latest one is used)
   camera/pose                       geometry_msgs/PoseStamped (pose_source=pose), or
   odom                              nav_msgs/Odometry (pose_source=odometry), or TF (pose_source=tf)
+  /tf, /tf_static                   TF (pose_source=tf; odometry without base_T_camera): tf2_ros where
+                                    installed, else the package's own listener (ros/tf.py)
 Published:
   ~/map_cloud   sensor_msgs/PointCloud2 (latched; throttled by map_publish_period_s), in map_frame
   ~/keyframes   geometry_msgs/PoseArray (latched), keyframe camera poses in map_frame
+Services:
+  ~/reset       std_srvs/Trigger: empty the map and keyframes (and state bound to them)
+  ~/save_map    mllm3d_ros/srv/MapFile: write map + keyframes to the folder `path`
+  ~/load_map    mllm3d_ros/srv/MapFile: replace them by a saved folder (left untouched on failure)
 Parameters: see MAPPING_PARAMS and config/perception.yaml (block `mapping`).
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import threading
 
 import numpy as np
@@ -28,18 +35,23 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from ..core.geometry import BODY_T_OPTICAL, rigid_transform
+from std_srvs.srv import Trigger
+
+from ..core.geometry import BODY_T_OPTICAL
 from ..core.frame_checks import FrameGateConfig, FrameRejected, RejectReason
 from ..core.ingest import IngestConfig
 from ..core.keyframes import KeyframeConfig
 from ..core.mapper import Mapper
 from ..core.sync import ApproximateTimeSync, SyncConfig
-from ..core.tsdf_map import TsdfMapConfig
+from ..core.tf_buffer import TransformUnavailable
+from ..core.tsdf_map import MapFileError, TsdfMapConfig
 from ..core.types import InputError, MapSnapshot, RgbdFrame
+from ..srv import MapFile
 from .conversions import (camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, make_header, matrix_to_pose,
                           points_to_cloud, pose_to_matrix, stamp_to_ns)
 from .params import ParamSpec, ParameterError, declare_and_read
 from .qos import LATCHED_QOS, SENSOR_QOS
+from .tf import TfLookup
 
 try:  # the standard ROS synchroniser where installed; the core's own otherwise (pip-only set-ups)
     import message_filters
@@ -52,7 +64,11 @@ MAPPING_PARAMS = (
     ParamSpec("pose_source", "pose", "Where camera poses come from.", choices=("pose", "odometry", "tf")),
     ParamSpec("pose_convention", "optical", "Which camera frame the pose describes: 'optical' (z forward) or "
               "'body' (camera_link, x forward).", choices=("optical", "body")),
-    ParamSpec("camera_frame", "", "TF only: camera optical frame id; '' = the colour image's frame_id."),
+    ParamSpec("camera_frame", "", "TF: the camera frame looked up; '' = the colour image's frame_id."),
+    ParamSpec("base_T_camera", "", "Odometry only: the camera in the odometry's child frame as 'x y z roll pitch "
+              "yaw' (m, rad); '' = look it up in TF (child_frame_id -> camera_frame)."),
+    ParamSpec("tf_timeout_s", 0.1, "How long a frame waits for its transform before NO_TRANSFORM.", 0.0, 5.0),
+    ParamSpec("tf_cache_s", 10.0, "TF history kept for lookups at image stamps.", 1.0, 600.0),
     ParamSpec("color_transport", "raw", "Colour as Image ('raw') or CompressedImage ('compressed').",
               choices=("raw", "compressed")),
     ParamSpec("sync_slop_s", 0.02, "Colour, depth and pose stamps must agree within this.", 0.0, 1.0),
@@ -71,6 +87,12 @@ MAPPING_PARAMS = (
     ParamSpec("max_stamp_skew_s", 0.1, "Reject a frame whose colour/depth/pose stamps differ by more.", 0.0, 10.0),
     ParamSpec("max_jump_translation_m", 1.0, "Reject a pose that jumps further than this in one frame.", 0.01, 100.0),
     ParamSpec("max_jump_rotation_deg", 60.0, "Reject a pose that turns more than this in one frame.", 1.0, 180.0),
+    ParamSpec("jump_reset_frames", 5, "Consecutive mutually consistent pose/stamp jumps that are taken as a "
+              "relocalisation or new timeline.", 1, 1000),
+    ParamSpec("max_stamp_jump_s", 5.0, "Reject a frame stamped further than this from the newest accepted one.",
+              0.01, 3600.0),
+    ParamSpec("max_clock_offset_s", 10.0, "Not on sim time: reject a frame stamped further than this from the "
+              "node's clock.", 0.01, 86400.0),
     ParamSpec("map_publish_period_s", 2.0, "Map cloud publishing period (0 = never).", 0.0, 3600.0),
     ParamSpec("stats_period_s", 10.0, "Period of the ingestion statistics log line (0 = never).", 0.0, 3600.0),
 )
@@ -83,6 +105,8 @@ class MappingNode(Node):
         super().__init__("mapping", **kwargs)
         p = declare_and_read(self, MAPPING_PARAMS)
         self._p = p
+        self._base_T_camera = _parse_base_T_camera(p["base_T_camera"])
+        sim_time = bool(self.get_parameter("use_sim_time").value)
         self.mapper = Mapper(
             TsdfMapConfig(voxel_size_m=p["voxel_size_m"], block_budget=p["block_budget"],
                           depth_min_m=p["depth_min_m"], depth_max_m=p["depth_max_m"],
@@ -92,12 +116,15 @@ class MappingNode(Node):
                            max_keyframes=p["max_keyframes"]),
             FrameGateConfig(max_stamp_skew_ns=int(p["max_stamp_skew_s"] * 1e9),
                             max_jump_translation_m=p["max_jump_translation_m"],
-                            max_jump_rotation_deg=p["max_jump_rotation_deg"]),
+                            max_jump_rotation_deg=p["max_jump_rotation_deg"],
+                            jump_reset_frames=p["jump_reset_frames"],
+                            max_stamp_jump_ns=int(p["max_stamp_jump_s"] * 1e9),
+                            max_clock_offset_ns=int(p["max_clock_offset_s"] * 1e9)),
             IngestConfig(queue_size=p["queue_size"]),
-            on_reject=self._on_reject)
+            on_reject=self._on_reject, now_ns=None if sim_time else self._now_ns)
         self._info_lock = threading.Lock()
         self._camera_info: CameraInfo | None = None
-        self._tf_buffer = None
+        self._tf = None
         sensors = MutuallyExclusiveCallbackGroup()
         self._conversion_rejects: collections.Counter[str] = collections.Counter()
         color_type, color_topic = ((CompressedImage, "camera/color/image_raw/compressed")
@@ -107,8 +134,8 @@ class MappingNode(Node):
             inputs.append((PoseStamped, "camera/pose"))
         elif p["pose_source"] == "odometry":
             inputs.append((Odometry, "odom"))
-        else:
-            self._setup_tf()
+        if p["pose_source"] == "tf" or (p["pose_source"] == "odometry" and self._base_T_camera is None):
+            self._tf = TfLookup(self, p["tf_cache_s"])
         self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, SENSOR_QOS,
                                  callback_group=sensors)
         self._sync = None
@@ -120,7 +147,11 @@ class MappingNode(Node):
         else:
             self._sync = ApproximateTimeSync(
                 SyncConfig(num_inputs=len(inputs), slop_ns=int(p["sync_slop_s"] * 1e9),
-                           queue_size=p["sync_queue_size"]), lambda matched: self._on_messages(matched.messages))
+                           queue_size=p["sync_queue_size"],
+                           max_stamp_jump_ns=max(int(p["max_stamp_jump_s"] * 1e9), int(p["sync_slop_s"] * 1e9)),
+                           max_clock_offset_ns=int(p["max_clock_offset_s"] * 1e9)),
+                lambda matched: self._on_messages(matched.messages), now_ns=None if sim_time else self._now_ns,
+                on_off_clock=self._on_off_clock)
             for index, (msg_type, topic) in enumerate(inputs):
                 self.create_subscription(msg_type, topic, lambda m, i=index: self._add(i, m), SENSOR_QOS,
                                          callback_group=sensors)
@@ -132,17 +163,55 @@ class MappingNode(Node):
         if p["stats_period_s"] > 0:
             self.create_timer(p["stats_period_s"], self._log_stats, callback_group=timers)
         self._published_key = None
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
+        self.create_service(MapFile, "~/save_map", self._on_save, callback_group=services)
+        self.create_service(MapFile, "~/load_map", self._on_load, callback_group=services)
         self.mapper.start()
-        self.get_logger().info(f"mapping at {p['voxel_size_m'] * 100:.1f} cm voxels, poses from {p['pose_source']}")
+        tf_note = f", TF from {self._tf.backend}" if self._tf is not None else ""
+        self.get_logger().info(f"mapping at {p['voxel_size_m'] * 100:.1f} cm voxels, poses from "
+                               f"{p['pose_source']}{tf_note}")
 
-    def _setup_tf(self) -> None:
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    # --- services --------------------------------------------------------------------------------
+    def _on_reset(self, _request, response):
+        self.mapper.reset()
+        response.success, response.message = True, "map and keyframes cleared"
+        self.get_logger().info("map reset by service call")
+        return response
+
+    def _on_save(self, request, response):
         try:
-            from tf2_ros import Buffer, TransformListener  # on ROS distributions only
-        except ImportError:
-            raise ParameterError("parameter 'pose_source': 'tf' needs tf2_ros, which is not installed (pip-only "
-                                 "set-ups have no TF): use pose_source 'pose' or 'odometry'") from None
-        self._tf_buffer = Buffer()
-        self._tf_listener = TransformListener(self._tf_buffer, self)
+            path = self.mapper.save(request.path)
+        except (MapFileError, OSError, ValueError) as exc:
+            response.success, response.message = False, f"save failed: {exc}"
+        else:
+            response.success = True
+            response.message = (f"saved {self.mapper.map.num_blocks} blocks and {len(self.mapper.keyframes())} "
+                                f"keyframes to {path}")
+        self._log_outcome(response)
+        return response
+
+    def _log_outcome(self, response) -> None:
+        # rclpy refuses two severities from one call site, so the two outcomes log from two lines.
+        if response.success:
+            self.get_logger().info(response.message)
+        else:
+            self.get_logger().error(response.message)
+
+    def _on_load(self, request, response):
+        try:
+            self.mapper.load(request.path)
+        except (MapFileError, OSError, ValueError) as exc:
+            response.success, response.message = False, f"load failed, map unchanged: {exc}"
+        else:
+            response.success = True
+            response.message = (f"loaded {self.mapper.map.num_blocks} blocks and {len(self.mapper.keyframes())} "
+                                f"keyframes from {request.path}")
+        self._log_outcome(response)
+        return response
 
     # --- callbacks: convert and hand off -------------------------------------------------------
     def _on_info(self, msg: CameraInfo) -> None:
@@ -165,7 +234,12 @@ class MappingNode(Node):
             intrinsics = camera_info_to_intrinsics(info)
             color = image_to_rgb(color_msg)
             depth = image_to_depth_m(depth_msg)
-            world_T_camera = self._pose_of(msgs, color_msg)
+            world_T_camera = self._pose_of(msgs, color_msg, stamp_ns)
+        except TransformUnavailable as exc:
+            # Not yet in the buffer (or never published): reject and count, never raise out of here.
+            self.mapper.gate.count(RejectReason.NO_TRANSFORM)
+            self._on_reject(None, FrameRejected(RejectReason.NO_TRANSFORM, str(exc)))
+            return
         except (InputError, ValueError) as exc:
             self._conversion_rejects[exc.reason.name if isinstance(exc, FrameRejected) else "BAD_MESSAGE"] += 1
             self._on_reject(None, exc)
@@ -175,31 +249,43 @@ class MappingNode(Node):
         self.mapper.submit(frame, color_stamp_ns=stamps[0], depth_stamp_ns=stamps[1],
                            pose_stamp_ns=stamps[2] if len(stamps) > 2 else stamps[0])
 
-    def _pose_of(self, msgs, color_msg) -> np.ndarray:
-        if self._tf_buffer is not None:
-            from rclpy.time import Time
-            frame = self._p["camera_frame"] or color_msg.header.frame_id
-            tf = self._tf_buffer.lookup_transform(self._p["map_frame"], frame, Time.from_msg(color_msg.header.stamp))
-            t, q = tf.transform.translation, tf.transform.rotation
-            world_T = rigid_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+    def _pose_of(self, msgs, color_msg, stamp_ns: int) -> np.ndarray:
+        camera_frame = self._p["camera_frame"] or color_msg.header.frame_id
+        if self._p["pose_source"] == "tf":
+            world_T = self._tf.lookup(self._p["map_frame"], camera_frame, stamp_ns, self._p["tf_timeout_s"])
         else:
             msg = msgs[2]
             if msg.header.frame_id and msg.header.frame_id != self._p["map_frame"]:
                 raise InputError(f"pose is in frame '{msg.header.frame_id}', expected map_frame "
                                  f"'{self._p['map_frame']}'")
             world_T = pose_to_matrix(msg.pose.pose if isinstance(msg, Odometry) else msg.pose)
+            if isinstance(msg, Odometry):
+                # Odometry is the pose of the robot base (child_frame_id), not of the camera on it.
+                base_T_camera = self._base_T_camera
+                if base_T_camera is None:
+                    base_T_camera = self._tf.lookup(msg.child_frame_id or "base_link", camera_frame, 0,
+                                                    self._p["tf_timeout_s"])
+                world_T = world_T @ base_T_camera
         if self._p["pose_convention"] == "body":
             world_T = world_T @ BODY_T_OPTICAL
         return world_T
 
+    def _on_off_clock(self, index: int, stamp_ns: int, now_ns: int) -> None:
+        self.mapper.gate.count(RejectReason.STAMP_OFF_CLOCK)
+        self._on_reject(None, FrameRejected(
+            RejectReason.STAMP_OFF_CLOCK, f"input {index} stamped {(stamp_ns - now_ns) / 1e9:+.3f} s from the clock "
+            f"(limit {self._p['max_clock_offset_s']} s); refused before synchronisation"))
+
     def _on_reject(self, _frame, exc: Exception) -> None:
+        # Throttled: a stream of bad frames (a future stamp, a missing transform) is one line per 2 s.
         reason = exc.reason.name if isinstance(exc, FrameRejected) else type(exc).__name__
         self.get_logger().warning(f"frame rejected ({reason}): {exc}", throttle_duration_sec=2.0)
 
     # --- timers --------------------------------------------------------------------------------
     def _publish_map(self) -> None:
-        key = self.mapper.map.frames_integrated
-        if key == self._published_key or key == 0:
+        # After a reset or load the generation changes, so an emptied map is published too.
+        key = (self.mapper.generation, self.mapper.map.frames_integrated)
+        if key == self._published_key or key == (0, 0):
             return
         self._published_key = key
         snapshot: MapSnapshot = self.mapper.snapshot()
@@ -222,3 +308,23 @@ class MappingNode(Node):
         self.mapper.stop()
 
 
+def _parse_base_T_camera(text: str) -> np.ndarray | None:
+    """'x y z roll pitch yaw' (m, rad; fixed-axis roll-pitch-yaw as in URDF) -> 4x4, '' -> None."""
+    if not text.strip():
+        return None
+    try:
+        vals = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        vals = []
+    if len(vals) != 6 or not all(math.isfinite(v) for v in vals):
+        raise ParameterError(f"parameter 'base_T_camera' must be '' or six numbers 'x y z roll pitch yaw' "
+                             f"(m, rad), got {text!r}")
+    x, y, z, roll, pitch, yaw = vals
+    cr, sr, cp, sp, cy, sy = (math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch), math.cos(yaw),
+                              math.sin(yaw))
+    out = np.eye(4)
+    out[:3, :3] = [[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                   [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                   [-sp, cp * sr, cp * cr]]
+    out[:3, 3] = (x, y, z)
+    return out

@@ -151,7 +151,13 @@ def test_gate_stamps_order_and_skew():
     assert gate.accepted == 2 and set(counts) == set(RejectReason)
 
 
-def test_gate_pose_jump_translation_rotation_and_relocalisation():
+def _jump_reason(gate: FrameGate, frame: RgbdFrame) -> RejectReason:
+    with pytest.raises(FrameRejected) as info:
+        gate.check(frame)
+    return info.value.reason
+
+
+def test_gate_pose_jump_translation_rotation():
     gate = FrameGate(FrameGateConfig(max_jump_translation_m=1.0, max_jump_rotation_deg=60.0, jump_reset_frames=3))
     gate.check(_frame(1))
     gate.check(_frame(2, pose=_moved(x_m=0.9)))
@@ -161,11 +167,81 @@ def test_gate_pose_jump_translation_rotation_and_relocalisation():
     with pytest.raises(FrameRejected, match="deg") as info:
         gate.check(_frame(4, pose=_moved(x_m=0.9, yaw_deg=70.0)))
     assert info.value.reason is RejectReason.POSE_JUMP
-    # a third consecutive jump is taken as a relocalisation: the map must not stall forever
-    out = gate.check(_frame(5, pose=_moved(x_m=3.0)))
-    assert out.world_T_camera[0, 3] == 3.0
-    gate.check(_frame(6, pose=_moved(x_m=3.1)))
+    gate.check(_frame(5, pose=_moved(x_m=1.0)))  # back near the trajectory: accepted
     assert gate.rejections[RejectReason.POSE_JUMP] == 2
+
+
+def test_gate_inconsistent_jumps_are_never_taken_as_a_relocalisation():
+    # Issue 11 item 4: five mutually inconsistent jumps in a row used to accept the fifth.
+    gate = FrameGate(FrameGateConfig(max_jump_translation_m=1.0, jump_reset_frames=5))
+    gate.check(_frame(1))
+    wild = [_moved(x_m=5.0), _moved(x_m=-5.0), _moved(x_m=9.0), _moved(x_m=3.0, yaw_deg=120.0), _moved(x_m=-8.0),
+            _moved(x_m=6.5), _moved(x_m=12.0)]
+    for k, pose in enumerate(wild):
+        assert _jump_reason(gate, _frame(10 + k, pose=pose)) is RejectReason.POSE_JUMP
+    assert gate.rejections[RejectReason.POSE_JUMP] == len(wild) and gate.accepted == 1
+    gate.check(_frame(50, pose=_moved(x_m=0.5)))  # the old trajectory still holds
+
+
+def test_gate_consistent_jumps_relocalise_and_reanchor():
+    gate = FrameGate(FrameGateConfig(max_jump_translation_m=1.0, jump_reset_frames=3))
+    gate.check(_frame(1))
+    assert _jump_reason(gate, _frame(2, pose=_moved(x_m=-7.0))) is RejectReason.POSE_JUMP  # an outlier first
+    # a coherent new trajectory near x = 5 m: rejected until three of them agree, then accepted
+    assert _jump_reason(gate, _frame(3, pose=_moved(x_m=5.0))) is RejectReason.POSE_JUMP
+    assert _jump_reason(gate, _frame(4, pose=_moved(x_m=5.2))) is RejectReason.POSE_JUMP
+    out = gate.check(_frame(5, pose=_moved(x_m=5.4, yaw_deg=10.0)))
+    assert out.world_T_camera[0, 3] == 5.4
+    gate.check(_frame(6, pose=_moved(x_m=5.6)))  # re-anchored: measured from the new trajectory
+    assert _jump_reason(gate, _frame(7, pose=_moved(x_m=0.0))) is RejectReason.POSE_JUMP
+    assert gate.rejections[RejectReason.POSE_JUMP] == 4
+
+
+S = 1_000_000_000
+HOUR = 3600 * S
+
+
+def test_gate_one_future_stamp_does_not_freeze_the_gate():
+    # Issue 11 item 2: a frame stamped an hour ahead was accepted and every real frame after it refused.
+    gate = FrameGate(FrameGateConfig(max_stamp_jump_ns=2 * S, jump_reset_frames=3))
+    gate.check(_frame(100 * S))
+    with pytest.raises(FrameRejected, match="limit 2 s") as info:
+        gate.check(_frame(100 * S + HOUR))
+    assert info.value.reason is RejectReason.STAMP_JUMP
+    for k in range(1, 20):
+        gate.check(_frame(100 * S + k * S // 10))
+    assert gate.accepted == 20 and gate.rejections[RejectReason.STAMP_JUMP] == 1
+
+
+def test_gate_poisoned_first_frame_and_pauses_recover_on_a_coherent_timeline():
+    cfg = FrameGateConfig(max_stamp_jump_ns=2 * S, jump_reset_frames=3)
+    gate = FrameGate(cfg)  # sim time: no clock to check against
+    gate.check(_frame(100 * S + HOUR))  # nothing to compare the very first frame with
+    real = [100 * S + k * S // 10 for k in range(6)]
+    assert [_jump_reason(gate, _frame(t)) for t in real[:2]] == [RejectReason.STAMP_JUMP] * 2
+    for t in real[2:]:  # the third consistent frame re-anchors; later ones follow normally
+        gate.check(_frame(t))
+    # a pause of a minute, then the stream resumes: a coherent new timeline again
+    resumed = [real[-1] + 60 * S + k * S // 10 for k in range(4)]
+    assert [_jump_reason(gate, _frame(t)) for t in resumed[:2]] == [RejectReason.STAMP_JUMP] * 2
+    gate.check(_frame(resumed[2]))
+    # incoherent far stamps (each far from the previous) never re-anchor
+    for t in (real[-1] + HOUR, real[-1] + 3 * HOUR, real[-1] + 2 * HOUR, real[-1] + 5 * HOUR):
+        assert _jump_reason(gate, _frame(t)) is RejectReason.STAMP_JUMP
+    gate.check(_frame(resumed[3]))
+
+
+def test_gate_with_a_clock_rejects_stamps_far_from_it_even_first():
+    now = [500 * S]
+    gate = FrameGate(FrameGateConfig(max_clock_offset_ns=3 * S), now_ns=lambda: now[0])
+    with pytest.raises(FrameRejected, match="from the clock") as info:
+        gate.check(_frame(500 * S + HOUR))
+    assert info.value.reason is RejectReason.STAMP_OFF_CLOCK
+    assert _jump_reason(gate, _frame(500 * S - HOUR)) is RejectReason.STAMP_OFF_CLOCK
+    gate.check(_frame(500 * S - S))  # a second of sensor latency is fine
+    now[0] += 30 * S
+    assert _jump_reason(gate, _frame(now[0] + 4 * S)) is RejectReason.STAMP_OFF_CLOCK
+    assert gate.rejections[RejectReason.STAMP_OFF_CLOCK] == 3 and gate.accepted == 1
 
 
 def test_gate_counts_per_frame_failures_and_reset():
@@ -180,7 +256,8 @@ def test_gate_counts_per_frame_failures_and_reset():
 
 
 @pytest.mark.parametrize("field, value", [("max_stamp_skew_ns", -1), ("max_jump_translation_m", 0.0),
-                                          ("max_jump_rotation_deg", 200.0), ("jump_reset_frames", 0)])
+                                          ("max_jump_rotation_deg", 200.0), ("jump_reset_frames", 0),
+                                          ("max_stamp_jump_ns", 0), ("max_clock_offset_ns", 0)])
 def test_gate_config_validation(field, value):
     with pytest.raises(ConfigError, match=field):
         FrameGateConfig(**{field: value})

@@ -84,3 +84,51 @@ def test_bad_index_and_config():
     for field, value in [("num_inputs", 0), ("slop_ns", -1), ("queue_size", 0)]:
         with pytest.raises(ConfigError, match=field):
             SyncConfig(**{field: value})
+
+
+S = 1_000_000_000
+HOUR = 3600 * S
+
+
+def test_one_future_set_does_not_make_every_real_message_late():
+    # Issue 11 item 2: the late rule anchored on a set stamped an hour ahead refused everything after it.
+    sync = ApproximateTimeSync(SyncConfig(num_inputs=2, slop_ns=10 * MS, max_stamp_jump_ns=2 * S))
+    assert sync.add(0, 100 * MS, "c0") is None and sync.add(1, 100 * MS, "d0") is not None
+    sync.add(0, HOUR, "c_future")
+    assert sync.add(1, HOUR, "d_future").stamps_ns == (HOUR, HOUR)  # emitted: the frame gate judges it
+    matches = []
+    for k in range(1, 6):
+        sync.add(0, 100 * MS + k * 100 * MS, f"c{k}")
+        matches.append(sync.add(1, 100 * MS + k * 100 * MS, f"d{k}"))
+    assert [m.messages for m in matches] == [(f"c{k}", f"d{k}") for k in range(1, 6)]
+    # and the ordinary late rule still applies on the real timeline
+    assert sync.add(0, 300 * MS, "old") is None and sync.stats.dropped_late == 1
+
+
+def test_a_lone_future_message_is_evicted_before_real_ones_when_the_queue_fills():
+    sync = ApproximateTimeSync(SyncConfig(num_inputs=2, slop_ns=10 * MS, queue_size=3, max_stamp_jump_ns=2 * S))
+    sync.add(0, 100 * MS, "c0")
+    sync.add(0, HOUR, "c_future")
+    sync.add(0, 200 * MS, "c1")
+    sync.add(0, 300 * MS, "c2")  # full: the future outlier goes, all real colour frames stay
+    stats = sync.stats
+    assert stats.dropped_ahead == 1 and stats.dropped_queue_full == 0
+    assert [sync.add(1, t * MS, f"d{k}").messages[0] for k, t in enumerate((100, 200, 300))] == ["c0", "c1", "c2"]
+
+
+def test_with_a_clock_messages_far_from_it_are_refused():
+    now, refused = [50 * S], []
+    sync = ApproximateTimeSync(SyncConfig(num_inputs=2, slop_ns=10 * MS, max_clock_offset_ns=3 * S),
+                               now_ns=lambda: now[0], on_off_clock=lambda *args: refused.append(args))
+    assert sync.add(0, 50 * S + HOUR, "c") is None and sync.add(1, 50 * S + HOUR, "d") is None
+    assert sync.add(0, 50 * S - 20 * MS, "c") is None
+    assert sync.add(1, 50 * S - 20 * MS, "d").messages == ("c", "d")
+    stats = sync.stats
+    assert stats.dropped_off_clock == 2 and stats.matched == 1
+    assert refused == [(0, 50 * S + HOUR, 50 * S), (1, 50 * S + HOUR, 50 * S)]
+
+
+@pytest.mark.parametrize("field, value", [("max_stamp_jump_ns", 5 * MS), ("max_clock_offset_ns", 0)])
+def test_stamp_limits_validated(field, value):
+    with pytest.raises(ConfigError, match=field):
+        SyncConfig(slop_ns=10 * MS, **{field: value})

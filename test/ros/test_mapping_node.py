@@ -1,0 +1,238 @@
+"""The mapping node in its own process on loopback, fed hand-built messages by this test process.
+
+- pose_source: tf on a pip-only set-up: /tf_static (map -> odom, base_link -> camera optical) and /tf
+  (odom -> base_link) from here; frames before any transform are rejected (NO_TRANSFORM) and the
+  node lives on; fused keyframes carry map_T_camera composed through the whole chain.
+- The map services: save, reset (map and keyframes published empty), load (restored), bad load.
+- pose_source: odometry with base_T_camera: the camera pose is the base pose composed with it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from geometry_msgs.msg import PoseArray
+from nav_msgs.msg import Odometry
+from rclpy.executors import SingleThreadedExecutor
+from std_srvs.srv import Trigger
+
+from mllm3d_ros.core.geometry import BODY_T_OPTICAL
+from mllm3d_ros.ros.camera_publisher import CameraPublisher
+from mllm3d_ros.ros.conversions import make_header, matrix_to_pose, pose_to_matrix
+from mllm3d_ros.ros.qos import LATCHED_QOS, SENSOR_QOS
+from mllm3d_ros.ros.tf import TfPublisher, transform_msg
+from mllm3d_ros.sources.simulator import SimConfig, Simulator, generate_room
+from mllm3d_ros.srv import MapFile
+from rosutil import ros_env, start, stop, wait_for_log
+
+pytestmark = pytest.mark.ros
+
+DOMAIN = int(os.environ.get("ROS_DOMAIN_ID", "106"))
+CAMERA = "camera_color_optical_frame"
+SIM = Simulator(generate_room(3), SimConfig(width=160, height=120, fx=131.25, fy=131.25, cx=79.5, cy=59.5,
+                                            noise=False, nthreads=1))
+
+
+def _yaw_pose(x: float, y: float, z: float, yaw_rad: float) -> np.ndarray:
+    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
+    out = np.eye(4)
+    out[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    out[:3, 3] = (x, y, z)
+    return out
+
+
+MAP_T_ODOM = _yaw_pose(0.3, -0.2, 0.0, 0.1)
+BASE_T_BODY = _yaw_pose(0.1, 0.0, 1.2, 0.0)  # camera_link 1.2 m up on the base, looking along base x
+BASE_T_CAMERA = BASE_T_BODY @ BODY_T_OPTICAL
+ODOM_T_BASE = [_yaw_pose(0.2, 0.0, 0.0, 0.0), _yaw_pose(0.6, 0.1, 0.0, 0.95)]
+
+
+class _Harness:
+    def __init__(self, namespace: str) -> None:
+        self.node = rclpy.create_node("mapping_test_harness", namespace=namespace)
+        self.camera = CameraPublisher(self.node, CAMERA, "map")
+        self.tf = TfPublisher(self.node)
+        self.odom = self.node.create_publisher(Odometry, "odom", SENSOR_QOS)
+        self.keyframes: list[PoseArray] = []
+        self.node.create_subscription(PoseArray, "mapping/keyframes", self.keyframes.append, LATCHED_QOS)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def frame(self, map_T_camera: np.ndarray, stamp_ns: int) -> None:
+        self.camera.publish(SIM.render(map_T_camera, stamp_ns).frame, stamp_ns)
+
+    def wait_matched(self, topic: str, timeout_s: float = 20.0) -> None:
+        """Sensor topics are best effort: frames sent before discovery completes are lost."""
+        end = time.monotonic() + timeout_s
+        while self.node.count_subscribers(topic) == 0:
+            assert time.monotonic() < end, f"nobody subscribed to {topic}"
+            time.sleep(0.1)
+
+    def call(self, srv_type, name: str, request, timeout_s: float = 30.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout_s), f"no service {name}"
+            future = client.call_async(request)
+            end = time.monotonic() + timeout_s
+            while not future.done() and time.monotonic() < end:
+                time.sleep(0.05)
+            assert future.done(), f"{name} did not answer"
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def wait_keyframes(self, n: int, timeout_s: float = 30.0) -> PoseArray:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.keyframes and len(self.keyframes[-1].poses) == n:
+                return self.keyframes[-1]
+            time.sleep(0.1)
+        raise AssertionError(f"expected {n} keyframes, last published: "
+                             f"{len(self.keyframes[-1].poses) if self.keyframes else None}")
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def ros():
+    os.environ.update(ros_env(DOMAIN))
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def _start_mapping(tmp_path, ns: str, *params: str):
+    ros_args = ["-r", f"__ns:=/{ns}", "-p", "map_publish_period_s:=0.5", "-p", "keyframe_min_translation_m:=0.3"]
+    for p in params:
+        ros_args += ["-p", p]
+    log = tmp_path / "mapping.log"
+    proc = start("mllm3d_ros.ros.perception_node", domain_id=DOMAIN, log_path=log, ros_args=tuple(ros_args))
+    assert wait_for_log(log, "mapping at", 60), log.read_text()
+    return proc, log
+
+
+def _assert_pose(msg_pose, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(pose_to_matrix(msg_pose), expected, atol=2e-3)
+
+
+def _drive_tf(h: _Harness, odom_T_base: np.ndarray, frames: int) -> None:
+    """Frames at a fixed base pose, each bracketed by /tf samples 50 ms before and after its stamp."""
+    for _ in range(frames):
+        stamp = h.now_ns()
+        h.tf.send([transform_msg("odom", "base_link", stamp - 50_000_000, odom_T_base),
+                   transform_msg("odom", "base_link", stamp + 50_000_000, odom_T_base)])
+        time.sleep(0.02)
+        h.frame(MAP_T_ODOM @ odom_T_base @ BASE_T_CAMERA, stamp)
+        time.sleep(0.15)
+
+
+def test_tf_pose_source_pip_only_and_map_services(ros, tmp_path):
+    proc, log = _start_mapping(tmp_path, "tfcase", "pose_source:=tf")
+    h = _Harness("tfcase")
+    try:
+        assert "TF from mllm3d_ros" in log.read_text()  # the package's own listener: no tf2_ros here
+        h.wait_matched("/tfcase/camera/depth/image_raw")
+        for _ in range(30):  # no transform published yet: rejected and counted, never raised
+            h.frame(np.eye(4), h.now_ns())
+            if wait_for_log(log, "frame rejected (NO_TRANSFORM)", 0.3):
+                break
+        assert "frame rejected (NO_TRANSFORM)" in log.read_text(), log.read_text()
+        assert "Traceback" not in log.read_text() and proc.poll() is None
+        h.tf.send([transform_msg("map", "odom", 0, MAP_T_ODOM), transform_msg("base_link", CAMERA, 0, BASE_T_CAMERA)],
+                  static=True)
+        _drive_tf(h, ODOM_T_BASE[0], 6)
+        _drive_tf(h, ODOM_T_BASE[1], 6)
+        kfs = h.wait_keyframes(2)
+        for msg_pose, odom_T_base in zip(kfs.poses, ODOM_T_BASE):
+            _assert_pose(msg_pose, MAP_T_ODOM @ odom_T_base @ BASE_T_CAMERA)
+
+        # services: save, reset (published empty), bad load (unchanged), load (restored)
+        saved = h.call(MapFile, "/tfcase/mapping/save_map", MapFile.Request(path=str(tmp_path / "saved")))
+        assert saved.success, saved.message
+        assert (tmp_path / "saved" / "map.json").is_file()
+        reset = h.call(Trigger, "/tfcase/mapping/reset", Trigger.Request())
+        assert reset.success
+        h.wait_keyframes(0)
+        bad = h.call(MapFile, "/tfcase/mapping/load_map", MapFile.Request(path=str(tmp_path / "nowhere")))
+        assert not bad.success and "map.json is missing" in bad.message
+        loaded = h.call(MapFile, "/tfcase/mapping/load_map", MapFile.Request(path=str(tmp_path / "saved")))
+        assert loaded.success, loaded.message
+        kfs = h.wait_keyframes(2)
+        _assert_pose(kfs.poses[1], MAP_T_ODOM @ ODOM_T_BASE[1] @ BASE_T_CAMERA)
+        assert proc.poll() is None
+    finally:
+        h.close()
+        stop(proc)
+
+
+@pytest.mark.parametrize("extrinsic", ["parameter", "tf_static"])
+def test_odometry_pose_source_composes_base_T_camera(ros, tmp_path, extrinsic):
+    # Issue 11 item 7: the base pose used to be taken as the camera pose.
+    ns = f"odom{extrinsic.replace('_', '')}"
+    if extrinsic == "parameter":  # = BASE_T_BODY; pose_convention body adds the optical rotation
+        params = ("base_T_camera:=0.1 0.0 1.2 0.0 0.0 0.0", "pose_convention:=body")
+    else:
+        params = ()
+    proc, log = _start_mapping(tmp_path, ns, "pose_source:=odometry", "map_frame:=odom", *params)
+    h = _Harness(ns)
+    try:
+        if extrinsic == "tf_static":
+            h.tf.send([transform_msg("base_link", CAMERA, 0, BASE_T_CAMERA)], static=True)
+        h.wait_matched(f"/{ns}/odom")
+        for odom_T_base in ODOM_T_BASE:
+            for _ in range(6):
+                stamp = h.now_ns()
+                h.odom.publish(_odometry(stamp, odom_T_base))
+                h.frame(odom_T_base @ BASE_T_CAMERA, stamp)
+                time.sleep(0.15)
+        kfs = h.wait_keyframes(2)
+        for msg_pose, odom_T_base in zip(kfs.poses, ODOM_T_BASE):
+            _assert_pose(msg_pose, odom_T_base @ BASE_T_CAMERA)
+        assert "Traceback" not in log.read_text()
+    finally:
+        h.close()
+        stop(proc)
+
+
+def _odometry(stamp_ns: int, odom_T_base: np.ndarray) -> Odometry:
+    msg = Odometry(header=make_header("odom", stamp_ns), child_frame_id="base_link")
+    msg.pose.pose = matrix_to_pose(odom_T_base)
+    return msg
+
+
+def test_one_frame_stamped_an_hour_ahead_does_not_freeze_mapping(ros, tmp_path):
+    # Issue 11 item 2: after one future-stamped set every real frame was "late" and never fused.
+    proc, log = _start_mapping(tmp_path, "stampcase")
+    h = _Harness("stampcase")
+    hour_ns = 3600 * 1_000_000_000
+    try:
+        h.wait_matched("/stampcase/camera/pose")
+        poses = [MAP_T_ODOM @ odom_T_base @ BASE_T_CAMERA for odom_T_base in ODOM_T_BASE]
+        for _ in range(6):
+            h.frame(poses[0], h.now_ns())
+            time.sleep(0.15)
+        h.wait_keyframes(1)
+        for _ in range(2):  # colour, depth and pose all stamped an hour ahead
+            h.frame(poses[0], h.now_ns() + hour_ns)
+            time.sleep(0.15)
+        for _ in range(6):
+            h.frame(poses[1], h.now_ns())
+            time.sleep(0.15)
+        kfs = h.wait_keyframes(2)
+        _assert_pose(kfs.poses[1], poses[1])
+        assert wait_for_log(log, "frame rejected (STAMP_OFF_CLOCK)", 10), log.read_text()
+    finally:
+        h.close()
+        stop(proc)
