@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BackendError, InputError) as exc:
         print(f"benchmarks.real: cannot run: {exc}", file=sys.stderr)
         return 1
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(table(report))
     print(f"query median {report['query_s_median']} s; fusion {report['fuse_s']} s "

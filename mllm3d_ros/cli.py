@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--voxel-size", type=float, default=0.03, help="map voxel edge, metres")
+    p.add_argument("--voxel-size", type=float, default=0.02, help="map voxel edge, metres")
     p.add_argument("--out", required=True, help="output .ply (a .json and a .png are written next to it)")
     p.set_defaults(fn=cmd_segment)
     p = sub.add_parser("demo", help="end-to-end demo on the simulator")

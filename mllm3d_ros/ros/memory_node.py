@@ -117,6 +117,8 @@ class MemoryNode(Node):
                                      ProposalWorkerConfig(p["queue_size"], p["max_retries"], p["retry_delay_s"]))
         self.resolver = MemoryResolver(self.memory, self._backend.encode_text) if p["enabled"] else None
         self._submitted_up_to = -1
+        # A map reset or load drops the memory; after a load its keyframes are proposed again.
+        mapper.add_reset_listener(self._on_map_reset)
         self._published_version = -1
         self._markers = self.create_publisher(MarkerArray, "~/objects", LATCHED_QOS)
         self.create_service(DescribeScene, "~/describe_scene", self._on_describe,
@@ -131,6 +133,10 @@ class MemoryNode(Node):
                 self.create_timer(p["stats_period_s"], lambda: self.get_logger().info(self.log_stats()),
                                   callback_group=timers)
         self.get_logger().info(f"object memory {'on' if p['enabled'] else 'off'} at {p['voxel_size_m'] * 100:.1f} cm")
+
+    def _on_map_reset(self) -> None:
+        self.memory.reset()
+        self._submitted_up_to = -1
 
     def _poll(self) -> None:
         for kf in self._mapper.keyframes():

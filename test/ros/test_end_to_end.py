@@ -87,6 +87,17 @@ def test_query_the_memory_cannot_decide_runs_the_2d_model_on_the_candidates(syst
     assert score.iou >= 0.3, f"IoU {score.iou:.2f} against {score.gt_label} {score.gt_instance}"
 
 
+def test_describe_scene_lists_the_memory_objects(system):
+    response = system["client"].describe(timeout_s=20.0)
+    assert response is not None and response.success, "no DescribeScene service"
+    labels = [o.label for o in response.objects]
+    assert "Chair" in labels and len(labels) >= 3, labels
+    chair = next(o for o in response.objects if o.label == "Chair")
+    assert chair.description.startswith(("a ", "an ")) and "chair" in chair.description and " m, at (" in chair.description
+    assert chair.box_size.x > 0.1 and chair.supporting_views >= 2
+    assert len(system["client"].describe(max_objects=2).objects) == 2
+
+
 def test_instruction_topic_publishes_result(system):
     node = system["client"].node
     got: list[dict] = []
