@@ -145,13 +145,19 @@ def run_demo(out_dir: str, seed: int = 3, frames: int = 120) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(system.pid, signal.SIGKILL)
     print("\n[demo] results (IoU is computed by the demo from the simulator's ground truth, for you to judge)")
-    print(f"  {'instruction':28s} {'status':10s} {'target':14s} {'conf':>5s} {'views':>6s} {'IoU':>5s}")
+    print(f"  {'instruction':28s} {'status':10s} {'target':14s} {'found':16s} {'conf':>5s} {'views':>6s} "
+          f"{'ground truth':18s} {'IoU':>5s}")
+    found = 0
     for instruction, result, score in rows:
         conf = f"{result.objects[0].confidence:.2f}" if result.objects else "-"
         views = (f"{result.objects[0].supporting_views}/{result.objects[0].visible_views}" if result.objects else "-")
         status = "SUCCESS" if result.error_code == 0 else f"code {result.error_code}"
-        print(f"  {instruction:28s} {status:10s} {result.target_phrase[:14]:14s} {conf:>5s} {views:>6s} "
-              f"{score.iou:5.2f}")
+        label = f"{result.objects[0].label} (+{len(result.objects) - 1})" if result.objects else "-"
+        truth = f"{score.gt_label} #{score.gt_instance}" if score.gt_label else "-"
+        found += score.iou >= 0.25
+        print(f"  {instruction:28s} {status:10s} {result.target_phrase[:14]:14s} {label[:16]:16s} {conf:>5s} "
+              f"{views:>6s} {truth[:18]:18s} {score.iou:5.2f}")
+    print(f"  found {found} of {len(rows)} (IoU >= 0.25 with a ground-truth instance of the asked class)")
     summary = [{"instruction": i, "error_code": r.error_code, "message": r.error_message,
                 "target_phrase": r.target_phrase, "iou": round(s.iou, 3), "gt_label": s.gt_label,
                 "elapsed_s": round(r.elapsed_s, 2)} for i, r, s in rows]

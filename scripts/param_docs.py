@@ -1,12 +1,13 @@
 """Print the README's parameter tables from the nodes' ParamSpec lists (docs cannot drift)."""
 
 from mllm3d_ros.ros.mapping_node import MAPPING_PARAMS
+from mllm3d_ros.ros.memory_node import MEMORY_PARAMS
 from mllm3d_ros.ros.query_node import QUERY_PARAMS
 from mllm3d_ros.ros.replay_node import REPLAY_PARAMS
 from mllm3d_ros.ros.segmentation_node import SEGMENTATION_PARAMS
 from mllm3d_ros.ros.simulator_node import SIMULATOR_PARAMS
 
-TABLES = {"mapping": MAPPING_PARAMS, "query": QUERY_PARAMS, "segmentation": SEGMENTATION_PARAMS,
+TABLES = {"mapping": MAPPING_PARAMS, "memory": MEMORY_PARAMS, "query": QUERY_PARAMS, "segmentation": SEGMENTATION_PARAMS,
           "simulator": SIMULATOR_PARAMS, "replay": REPLAY_PARAMS}
 
 

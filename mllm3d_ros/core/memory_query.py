@@ -36,7 +36,8 @@ class MemoryQueryConfig:
     """min_similarity: a candidate's cosine to the target phrase, [-1, 1]. similarity_margin: candidates
     within this of the best, [0, 2]. same_kind_similarity: or whose embedding is this close to the best
     candidate's, [-1, 1]. max_candidates: [1, 100]. min_object_points: map points an answer
-    needs, [1, 1e6]. support_ring_m / support_min_frac: support-surface stripping (as voting's)."""
+    needs, [1, 1e6]. support_ring_m / support_min_frac: support-surface stripping (as voting's).
+    grow_voxels: an answer takes the map points within this many memory voxels of the instance, [0, 5]."""
 
     min_similarity: float = 0.45
     similarity_margin: float = 0.08
@@ -45,6 +46,7 @@ class MemoryQueryConfig:
     min_object_points: int = 10
     support_ring_m: float = 0.3
     support_min_frac: float = 0.25
+    grow_voxels: int = 1
 
     def __post_init__(self) -> None:
         check_range("min_similarity", self.min_similarity, -1.0, 1.0)
@@ -54,6 +56,7 @@ class MemoryQueryConfig:
         check_int("min_object_points", self.min_object_points, 1, 1_000_000)
         check_range("support_ring_m", self.support_ring_m, 0.0, 5.0)
         check_range("support_min_frac", self.support_min_frac, 0.0, 1.0)
+        check_int("grow_voxels", self.grow_voxels, 0, 5)
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,7 +229,9 @@ class MemoryResolver:
         points = snapshot.points_world_m
         out = []
         for obj in candidates:
-            idx = index.indices(obj.points_world_m)
+            # One voxel grown: the memory keeps the voxels its masks agreed on, which undershoot an object's
+            # rim and thin parts (measured on the real kitchen: precision 0.9, recall 0.4 without it).
+            idx = index.indices(obj.points_world_m, cfg.grow_voxels)
             if idx.shape[0] < cfg.min_object_points:
                 continue
             # min_points=1, then the size check: an instance that is only floor (mask spill the memory

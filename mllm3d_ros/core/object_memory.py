@@ -58,6 +58,11 @@ _OFFSET = 1 << (_BITS - 1)
 _MASK = (1 << _BITS) - 1
 
 
+# Key offsets of the 27 voxels of a 3x3x3 neighbourhood (the fields never carry at these magnitudes).
+_NEIGHBOUR_KEY_OFFSETS = np.array([(dx << (2 * _BITS)) + (dy << _BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+                                   for dz in (-1, 0, 1)], dtype=np.int64)
+
+
 def voxel_keys(points_world_m: np.ndarray, voxel_size_m: float) -> np.ndarray:
     """(N,) int64 key of the voxel holding each point."""
     cell = np.floor(np.asarray(points_world_m, dtype=np.float64) / voxel_size_m).astype(np.int64) + _OFFSET
@@ -77,7 +82,7 @@ class ObjectMemoryConfig:
 
     voxel_size_m: instance voxel edge, (0.005, 0.5]. min_proposal_confidence: proposals below are
     ignored, [0, 1]. min_mask_pixels: smaller masks are ignored, >= 1. associate_min_overlap,
-    associate_min_similarity, merge_min_overlap, min_voxel_hit_ratio, min_visible_frac,
+    associate_min_similarity, merge_min_overlap, min_voxel_hit_ratio, min_voxel_hit_frac, min_visible_frac,
     min_support_ratio, see_through_frac: fractions in [0, 1]. mask_boundary_px: band around masks
     that counts neither as hit nor miss, [0, 10]. mask_erosion_px: masks are eroded by this before they
     are lifted, [0, 10]. strip_support: the floor or table top a mask spilled onto is stripped from
@@ -97,6 +102,7 @@ class ObjectMemoryConfig:
     mask_erosion_px: int = 2
     strip_support: bool = True
     min_voxel_hit_ratio: float = 0.5
+    min_voxel_hit_frac: float = 0.1
     min_visible_frac: float = 0.3
     min_detections: int = 2
     min_support_ratio: float = 0.25
@@ -112,8 +118,8 @@ class ObjectMemoryConfig:
     def __post_init__(self) -> None:
         check_range("voxel_size_m", self.voxel_size_m, 0.005, 0.5)
         for name in ("min_proposal_confidence", "associate_min_overlap", "associate_min_similarity",
-                     "merge_min_overlap", "min_voxel_hit_ratio", "min_visible_frac", "min_support_ratio",
-                     "see_through_frac", "depth_tolerance_frac"):
+                     "merge_min_overlap", "min_voxel_hit_ratio", "min_voxel_hit_frac", "min_visible_frac",
+                     "min_support_ratio", "see_through_frac", "depth_tolerance_frac"):
             check_range(name, getattr(self, name), 0.0, 1.0)
         check_int("min_mask_pixels", self.min_mask_pixels, 1)
         check_int("mask_boundary_px", self.mask_boundary_px, 0, 10)
@@ -194,9 +200,14 @@ class _Instance:
         n = float(np.linalg.norm(self.embedding_sum))
         return (self.embedding_sum / n).astype(np.float32) if n > 0 else self.embedding_sum.astype(np.float32)
 
-    def kept_keys(self, min_hit_ratio: float) -> np.ndarray:
+    def kept(self, min_hit_ratio: float, min_hit_frac: float) -> np.ndarray:
+        """(V,) bool: voxels the views agree on: hit in at least min_hit_ratio of the views that saw them
+        around a detection, and in at least min_hit_frac of the detections (at least once). The second
+        rule is MLLM-For3D's consistency across views for the voxels of one instance: what one view's
+        mask spilled onto is not confirmed by the others."""
         total = self.hits + self.misses
-        return self.keys[(self.hits > 0) & (self.hits >= min_hit_ratio * total)]
+        need = max(1, int(np.ceil(min_hit_frac * self.detections)))
+        return (self.hits >= need) & (self.hits >= min_hit_ratio * total)
 
 
 @dataclass(frozen=True, eq=False)
@@ -478,7 +489,7 @@ class ObjectMemory:
     def _split(self, inst: _Instance) -> None:
         """Separate parts of an instance's kept voxels (two voxels or more apart) become instances."""
         cfg = self.config
-        kept = np.flatnonzero((inst.hits > 0) & (inst.hits >= cfg.min_voxel_hit_ratio * (inst.hits + inst.misses)))
+        kept = np.flatnonzero(inst.kept(cfg.min_voxel_hit_ratio, cfg.min_voxel_hit_frac))
         if kept.shape[0] < 16:
             return
         clusters = cluster_points(voxel_centers(inst.keys[kept], cfg.voxel_size_m), 2.0 * cfg.voxel_size_m, 1)
@@ -527,7 +538,7 @@ class ObjectMemory:
             for inst in self._instances.values():
                 if not self._confirmed(inst):
                     continue
-                keys = inst.kept_keys(cfg.min_voxel_hit_ratio)
+                keys = inst.keys[inst.kept(cfg.min_voxel_hit_ratio, cfg.min_voxel_hit_frac)]
                 if keys.shape[0] == 0:
                     continue
                 points = voxel_centers(keys, cfg.voxel_size_m)
@@ -574,9 +585,12 @@ class VoxelIndex:
         self._order = np.argsort(keys, kind="stable")
         self._sorted = keys[self._order]
 
-    def indices(self, points_world_m: np.ndarray) -> np.ndarray:
-        """(K,) int64 sorted indices of the map points in the voxels holding `points_world_m`."""
+    def indices(self, points_world_m: np.ndarray, grow_voxels: int = 0) -> np.ndarray:
+        """(K,) int64 sorted indices of the map points in the voxels holding `points_world_m`, or within
+        `grow_voxels` voxels of them (26-neighbourhood steps)."""
         inst_keys = np.unique(voxel_keys(points_world_m, self.voxel_size_m))
+        for _ in range(grow_voxels):
+            inst_keys = np.unique((inst_keys[:, None] + _NEIGHBOUR_KEY_OFFSETS[None, :]).ravel())
         lo = np.searchsorted(self._sorted, inst_keys, side="left")
         counts = np.searchsorted(self._sorted, inst_keys, side="right") - lo
         total = int(counts.sum())

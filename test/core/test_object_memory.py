@@ -38,6 +38,11 @@ def test_voxel_keys_round_trip_and_index():
     index = VoxelIndex(pts, 0.03)
     np.testing.assert_array_equal(index.indices(pts[:1]), [0, 2])
     assert index.indices(np.array([[9.0, 9.0, 9.0]])).shape == (0,)
+    # Grown by one voxel, a point two cells away is still out, one cell away is in.
+    near = np.array([[0.01 + 0.03, -0.01, 2.0]])
+    np.testing.assert_array_equal(VoxelIndex(np.concatenate([pts, near + [0.03, 0, 0]]), 0.03).indices(pts[:1], 1),
+                                  [0, 2])
+    np.testing.assert_array_equal(VoxelIndex(np.concatenate([pts, near]), 0.03).indices(pts[:1], 1), [0, 2, 3])
 
 
 def test_two_objects_seen_from_several_views_become_two_confirmed_instances():
@@ -164,3 +169,13 @@ def test_reset_forgets_everything():
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         ObjectMemoryConfig(**{field: value})
+
+
+def test_voxels_kept_need_agreement_across_detections():
+    from mllm3d_ros.core.object_memory import _Instance
+    inst = _Instance(0, np.arange(4, dtype=np.int64), np.array([5, 1, 0, 3], np.int32), np.array([0, 0, 0, 4], np.int32),
+                     {"x": 1.0}, np.ones(2), np.zeros(3), 1, 1.0, 10, 10)
+    # 10 detections: a voxel needs >= 1 hit in 10 % of them (1 of 10 -> 1 hit is enough) ...
+    np.testing.assert_array_equal(inst.kept(0.5, 0.1), [True, True, False, False])  # 3 of 7 < 0.5
+    # ... and at 20 % two hits: what one view's mask spilled onto is dropped.
+    np.testing.assert_array_equal(inst.kept(0.5, 0.2), [True, False, False, False])
