@@ -4,8 +4,10 @@
 
 Per room (`generate_room(seed)`, seeds 0..rooms-1): `frames` poses along `trajectory`, rendered by the
 simulator and fed to the product's `Mapper` (TSDF + keyframe store, as `RecordingSession` builds it:
-default map and keyframe configs), then the product's `QueryPipeline` with `build_backend("offline")`
-(the detector loaded once for all rooms) answers each target instruction, as `mllm3d segment` does.
+default map and keyframe configs), its object memory built from the offline backend's proposals on
+every keyframe (`offline_segment.build_memory`), then the product's `QueryPipeline` with
+`build_backend("offline")` (the detector loaded once for all rooms) and the memory answers each target
+instruction, as `mllm3d segment` does.
 To fit a few minutes on 2 cores, frames are rendered at 320x240 (fx 262.5) and keyframes kept at full
 scale: the same 320x240 keyframe images a 640x480 camera's keyframes are stored at (image_scale 0.5).
 
@@ -65,12 +67,14 @@ def _session(voxel_size_m: float | None):
 
 def run(rooms: int, frames: int, voxel_size_m: float | None) -> dict:
     from mllm3d_ros.backends.base import build_backend
+    from mllm3d_ros.core.memory_query import MemoryResolver
     from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
+    from mllm3d_ros.offline_segment import build_memory
 
     t_start = time.perf_counter()
     model = build_backend("offline")
     rows, matches = [], {q.instruction: {0.25: [], 0.5: []} for q in QUERIES}
-    fuse_s = []
+    fuse_s, memory_s = [], []
     try:
         for seed in range(rooms):
             room = generate_room(seed)
@@ -84,7 +88,11 @@ def run(rooms: int, frames: int, voxel_size_m: float | None) -> dict:
             voxel = mapper.map.config.voxel_size_m
             gt_ids = Simulator(room, SimConfig(noise=False)).closest_instances(
                 snapshot.points_world_m, max_distance_m=voxel).instance_ids
-            pipeline = QueryPipeline(mapper, model.segment, QueryConfig())
+            t0 = time.perf_counter()
+            memory = build_memory(mapper, model)  # as RecordingSession (the `mllm3d segment` path) does
+            memory_s.append(time.perf_counter() - t0)
+            pipeline = QueryPipeline(mapper, model.segment, QueryConfig(),
+                                     resolver=MemoryResolver(memory, model.encode_text))
             print(f"room {seed}: {snapshot.num_points} map points, {len(mapper.keyframes())} keyframes, "
                   f"fused in {fuse_s[-1]:.1f} s", flush=True)
             for q in QUERIES:
@@ -138,6 +146,7 @@ def run(rooms: int, frames: int, voxel_size_m: float | None) -> dict:
                                             "pooled": pooled.get(q.instruction)}
                             for q in QUERIES if any(r["instruction"] == q.instruction for r in rows)},
         "fuse_s_median_per_room": round(float(np.median(fuse_s)), 2),
+        "memory_build_s_median_per_room": round(float(np.median(memory_s)), 2),
         "query_s_median": round(float(np.median([r["elapsed_s"] for r in rows])), 3) if rows else None,
         "wall_s": round(time.perf_counter() - t_start, 1),
         "queries": rows,

@@ -56,6 +56,16 @@ def _write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
     path.write_bytes(header.encode("ascii") + vertex.tobytes())
 
 
+def build_memory(mapper: Mapper, model, show_progress: bool = False) -> ObjectMemory:
+    """The object memory of a built map: what the live proposal worker does as keyframes arrive, done
+    once for every stored keyframe, in order."""
+    memory = ObjectMemory()
+    worker = ProposalWorker(memory, model.propose, mapper.keyframe_store.get)
+    for kf in tqdm(mapper.keyframes(), desc="object memory", unit="keyframe", disable=not show_progress):
+        worker.process_one(kf.keyframe_id)
+    return memory
+
+
 class RecordingSession:
     """A recording fused once into the product's Mapper, then any number of queries through the product's
     QueryPipeline with a local backend: what `mllm3d segment` runs, and what benchmarks.real measures."""
@@ -70,20 +80,16 @@ class RecordingSession:
                                 for f in tqdm(frames, desc="fusing", unit="frame", disable=not show_progress))
         self.fuse_s = time.monotonic() - t0
         self.model = build_backend(backend)
-        self.memory = ObjectMemory() if use_memory else None
-        resolver = None
+        self.memory = None
         self.memory_s = 0.0
-        if self.memory is not None:
-            # What the live proposal worker does as keyframes arrive, done here once the map is built.
+        if use_memory:
             t0 = time.monotonic()
-            worker = ProposalWorker(self.memory, self.model.propose, self.mapper.keyframe_store.get)
-            for kf in tqdm(self.mapper.keyframes(), desc="object memory", unit="keyframe", disable=not show_progress):
-                worker.process_one(kf.keyframe_id)
+            self.memory = build_memory(self.mapper, self.model, show_progress)
             self.memory_s = time.monotonic() - t0
-            resolver = MemoryResolver(self.memory, self.model.encode_text)
         self.pipeline = QueryPipeline(self.mapper, self.model.segment,
                                       QueryConfig(default_max_views=views, max_views_limit=max(16, views)),
-                                      resolver=resolver)
+                                      resolver=MemoryResolver(self.memory, self.model.encode_text) if use_memory
+                                      else None)
 
     def query(self, instruction: str) -> QueryResult:
         return self.pipeline.run(instruction)

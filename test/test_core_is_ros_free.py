@@ -56,3 +56,17 @@ def test_importing_ros_free_layers_loads_no_ros_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "LOADED []" in out.stdout, out.stdout
+
+
+def test_core_never_imports_a_backend():
+    """The core sees the segmentation interface (core/segmentation.py), never a backend package."""
+    offenders = []
+    for path in (PKG / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = ("." * node.level) + (node.module or "")
+                if "backends" in module.split("."):
+                    offenders.append(f"{path.relative_to(PKG)}: from {module}")
+            elif isinstance(node, ast.Import):
+                offenders += [f"{path.relative_to(PKG)}: {a.name}" for a in node.names if ".backends" in a.name]
+    assert not offenders, offenders
