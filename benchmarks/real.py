@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks.real_annotations import REDKITCHEN_JSON, Annotations, GtInstance, gt_masks, load_annotations
+from benchmarks.real_annotations import REDKITCHEN_JSON, Annotations, gt_masks, load_annotations
 from mllm3d_ros.eval.metrics import instance_scores, point_iou, summarize
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7scenes-redkitchen"

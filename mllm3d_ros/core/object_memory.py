@@ -400,7 +400,6 @@ class ObjectMemory:
 
     def _update(self, inst: _Instance, proposals: list[_Proposal], seen_idx: np.ndarray, seen_pix: np.ndarray,
                 near: np.ndarray, keyframe: Keyframe) -> None:
-        cfg = self.config
         # Misses first, on the voxels as they were: seen, but outside every mask (and its boundary band).
         inst.misses[seen_idx[~near[seen_pix]]] += 1
         new_keys = np.unique(np.concatenate([p.keys for p in proposals]))

@@ -13,7 +13,7 @@ from std_msgs.msg import Header
 
 from ..core.frame_checks import decode_color, decode_compressed_color, decode_depth, intrinsics_from_k
 from ..core.geometry import matrix_to_quaternion, rigid_transform
-from ..core.types import CameraIntrinsics
+from ..core.types import CameraIntrinsics, Prediction2D, ViewPredictions
 
 _PC2_FIELDS_XYZ_RGB_CONF = [
     PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
@@ -140,3 +140,26 @@ def cloud_to_arrays(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None, np
         colors = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(np.uint8)
     conf = field("confidence", "<f4") if "confidence" in offsets else None
     return points, colors, conf
+
+
+def add_views_to_request(request, views) -> None:
+    """Fill a SegmentViews request's per-view lists from core BackendViews."""
+    header = make_header("camera", 0)
+    for view in views:
+        request.keyframe_ids.append(int(view.keyframe_id))
+        request.images.append(rgb_to_image(view.color_rgb, header))
+        if view.depth_m is not None:
+            request.depths.append(depth_to_image(view.depth_m, header))
+        request.camera_infos.append(intrinsics_to_camera_info(view.intrinsics, header))
+        request.world_t_camera.append(matrix_to_pose(view.world_T_camera))
+
+
+def predictions_from_response(response, views) -> tuple[ViewPredictions, ...]:
+    """A SegmentViews response's Prediction2D messages as one ViewPredictions per asked view (in order)."""
+    by_id: dict[int, list[Prediction2D]] = {int(v.keyframe_id): [] for v in views}
+    for p in response.predictions:
+        by_id.setdefault(int(p.keyframe_id), []).append(Prediction2D(
+            mask=image_to_mask(p.mask), confidence=float(p.confidence),
+            embedding=np.asarray(p.embedding, dtype=np.float32), label=p.label,
+            box_xyxy=tuple(float(x) for x in p.box_xyxy) if p.has_box else None))
+    return tuple(ViewPredictions(k, tuple(v)) for k, v in by_id.items())

@@ -30,11 +30,10 @@ from ..core.memory_query import MemoryResolver
 from ..core.object_memory import ObjectMemory, ObjectMemoryConfig
 from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
 from ..core.segmentation import BackendError, BackendUnavailable
-from ..core.types import BackendView, InputError, Prediction2D, ViewPredictions
+from ..core.types import BackendView, InputError, ViewPredictions
 from ..msg import SegmentedObject
 from ..srv import DescribeScene, SegmentViews
-from .conversions import (depth_to_image, image_to_mask, intrinsics_to_camera_info, make_header, matrix_to_pose,
-                          rgb_to_image)
+from .conversions import add_views_to_request, make_header, matrix_to_pose, predictions_from_response
 from .params import ParamSpec, declare_and_read
 from .qos import LATCHED_QOS
 
@@ -80,21 +79,8 @@ class RemoteBackend:
 
     def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
         request = SegmentViews.Request(mode=SegmentViews.Request.PROPOSE)
-        header = make_header("camera", 0)
-        for view in views:
-            request.keyframe_ids.append(int(view.keyframe_id))
-            request.images.append(rgb_to_image(view.color_rgb, header))
-            request.depths.append(depth_to_image(view.depth_m, header))
-            request.camera_infos.append(intrinsics_to_camera_info(view.intrinsics, header))
-            request.world_t_camera.append(matrix_to_pose(view.world_T_camera))
-        response = self._call(request)
-        by_id: dict[int, list[Prediction2D]] = {int(v.keyframe_id): [] for v in views}
-        for p in response.predictions:
-            by_id.setdefault(int(p.keyframe_id), []).append(Prediction2D(
-                mask=image_to_mask(p.mask), confidence=float(p.confidence),
-                embedding=np.asarray(p.embedding, dtype=np.float32), label=p.label,
-                box_xyxy=tuple(float(x) for x in p.box_xyxy) if p.has_box else None))
-        return tuple(ViewPredictions(k, tuple(v)) for k, v in by_id.items())
+        add_views_to_request(request, views)
+        return predictions_from_response(self._call(request), views)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         out = [np.asarray(self._call(SegmentViews.Request(mode=SegmentViews.Request.ENCODE_TEXT, instruction=t))

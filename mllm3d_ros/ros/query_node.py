@@ -37,13 +37,13 @@ from ..action import SegmentQuery
 from ..backends.base import BackendError, BackendUnavailable
 from ..core.memory_query import MemoryResolver
 from ..core.pipeline import MapSource, QueryCanceled, QueryConfig, QueryPipeline
-from ..core.types import BackendView, InputError, Prediction2D, QueryResult, QueryStatus, SegmentationResult, ViewPredictions
+from ..core.types import BackendView, InputError, QueryResult, QueryStatus, SegmentationResult
 from ..core.view_selection import ViewSelectionConfig
 from ..core.voting import VotingConfig
 from ..msg import SegmentedObject
 from ..srv import SegmentViews
-from .conversions import (depth_to_image, image_to_mask, intrinsics_to_camera_info,
-                          make_header, matrix_to_pose, points_to_cloud, rgb_to_image)
+from .conversions import (add_views_to_request, make_header, matrix_to_pose, points_to_cloud,
+                          predictions_from_response)
 from .params import ParamSpec, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
 
@@ -108,15 +108,8 @@ class RemoteSegmenter:
         if not self._client.wait_for_service(timeout_sec=wait_s):
             raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
                                      "is the segmentation node running (and configured)?")
-        request = SegmentViews.Request(instruction=instruction)
-        for view in views:
-            header = make_header("camera", 0)
-            request.keyframe_ids.append(int(view.keyframe_id))
-            request.images.append(rgb_to_image(view.color_rgb, header))
-            if view.depth_m is not None:
-                request.depths.append(depth_to_image(view.depth_m, header))
-            request.camera_infos.append(intrinsics_to_camera_info(view.intrinsics, header))
-            request.world_t_camera.append(matrix_to_pose(view.world_T_camera))
+        request = SegmentViews.Request(mode=SegmentViews.Request.SEGMENT, instruction=instruction)
+        add_views_to_request(request, views)
         done = threading.Event()
         future = self._client.call_async(request)
         future.add_done_callback(lambda _f: done.set())
@@ -140,17 +133,10 @@ class RemoteSegmenter:
             raise InputError(response.message)
         if response.status != SegmentViews.Response.OK:
             raise BackendError(response.message)
-        by_id: dict[int, list[Prediction2D]] = {int(v.keyframe_id): [] for v in views}
-        for p in response.predictions:
-            by_id.setdefault(int(p.keyframe_id), []).append(Prediction2D(
-                mask=image_to_mask(p.mask), confidence=float(p.confidence),
-                embedding=np.asarray(p.embedding, dtype=np.float32), label=p.label,
-                box_xyxy=tuple(float(x) for x in p.box_xyxy) if p.has_box else None))
         return SegmentationResult(
             target_phrase=response.target_phrase,
             query_embedding=np.asarray(response.query_embedding, dtype=np.float32),
-            views=tuple(ViewPredictions(k, tuple(v)) for k, v in by_id.items()),
-            forward_ms=float(response.forward_ms))
+            views=predictions_from_response(response, views), forward_ms=float(response.forward_ms))
 
 
 def object_description(obj) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from mllm3d_ros.core.instruction import parse_instruction
 from mllm3d_ros.core.memory_query import MemoryQueryConfig, MemoryResolver, colour_name
@@ -11,7 +10,7 @@ from mllm3d_ros.core.object_memory import ObjectMemory
 from mllm3d_ros.core.pipeline import QueryPipeline
 from mllm3d_ros.core.types import QueryStatus, SegmentationResult, ViewPredictions
 from test_object_memory import EYES, proposal, view
-from test_voting import BOX_A, BOX_B, ORTHO, Q, make_scene
+from test_voting import BOX_B, ORTHO, Q, make_scene
 
 TABLE = np.eye(8, dtype=np.float32)[3]
 PHRASES = {"cube": Q, "crate": ORTHO, "table": TABLE, "plastic cube": Q, "red cube or crate": (Q + ORTHO) / np.sqrt(2)}

@@ -7,7 +7,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from rgbd_scene import INTRINSICS, distance_to_room_m, look_at, orbit_poses, room_frame
+from rgbd_scene import distance_to_room_m, look_at, orbit_poses, room_frame
 
 from mllm3d_ros.core.config import ConfigError
 from mllm3d_ros.core.visibility import visible_mask

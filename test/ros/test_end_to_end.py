@@ -12,7 +12,6 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 import rclpy
 from std_msgs.msg import String

@@ -228,7 +228,6 @@ def test_pose_from_tum_rotation() -> None:
 
 def test_gravity_file_rotates_the_world_to_z_up(tmp_path):
     from mllm3d_ros.core.geometry import gravity_alignment
-    from mllm3d_ros.sources.dataset import GRAVITY_FILE
     g = np.array([-0.0089, 0.9044, 0.4265])  # the real kitchen's: down is mostly +y
     map_T_world = gravity_alignment(g)
     np.testing.assert_allclose(map_T_world[:3, :3] @ (-g / np.linalg.norm(g)), [0, 0, 1], atol=1e-12)
