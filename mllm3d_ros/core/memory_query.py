@@ -16,6 +16,7 @@ Each step that could not be decided adds a note; the query result reports them.
 from __future__ import annotations
 
 import colorsys
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -107,16 +108,39 @@ class MemoryResolver:
         self.encode_fn = encode_fn
         self.config = config or MemoryQueryConfig()
         self._index: tuple[MapSnapshot, VoxelIndex] | None = None  # the snapshot is kept so its id stays its own
+        # A repeated query on an unchanged memory and map is answered from these (no text model, no mapping).
+        self._embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._plans: OrderedDict[tuple, tuple[MapSnapshot, MemoryPlan]] = OrderedDict()
 
     def plan(self, parsed: ParsedInstruction, snapshot: MapSnapshot, keyframes: Sequence[Keyframe]) -> MemoryPlan | None:
         """None when the memory holds nothing yet (the caller falls back to the query-time path)."""
+        key = (parsed.text.lower(), self.memory.version, id(snapshot), keyframes[-1].keyframe_id if keyframes else -1)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]
+        plan = self._plan(parsed, snapshot, keyframes)
+        self._plans[key] = (snapshot, plan)
+        while len(self._plans) > 64:
+            self._plans.popitem(last=False)
+        return plan
+
+    def _encode(self, phrases: Sequence[str]) -> np.ndarray:
+        missing = [p for p in dict.fromkeys(phrases) if p not in self._embeddings]
+        if missing:
+            for phrase, e in zip(missing, np.asarray(self.encode_fn(missing), dtype=np.float32)):
+                self._embeddings[phrase] = e
+            while len(self._embeddings) > 512:
+                self._embeddings.popitem(last=False)
+        return np.stack([self._embeddings[p] for p in phrases])
+
+    def _plan(self, parsed: ParsedInstruction, snapshot: MapSnapshot, keyframes: Sequence[Keyframe]) -> MemoryPlan | None:
         objects = self.memory.objects()
         if not objects:
             return None
         cfg = self.config
         notes = list(parsed.notes)
         phrases = [parsed.target_text] + list(parsed.anchors)
-        emb = np.asarray(self.encode_fn(phrases), dtype=np.float32)
+        emb = self._encode(phrases)
         obj_emb = np.stack([o.embedding for o in objects])
         sims = obj_emb @ emb[0]
         best_i = int(np.argmax(sims))
@@ -207,7 +231,7 @@ class MemoryResolver:
     def _exclude(self, parsed: ParsedInstruction, candidates: list[MemoryObject], objects: Sequence[MemoryObject],
                  viewer, notes: list[str]) -> list[MemoryObject]:
         relation, phrase = parsed.excluded
-        anchors = self._anchors(np.asarray(self.encode_fn([phrase]), np.float32)[0], objects,
+        anchors = self._anchors(self._encode([phrase])[0], objects,
                                 {c.instance_id for c in candidates})
         if not anchors:
             notes.append(f"'{phrase}' (the exclusion's anchor) is not in the map: nothing excluded")

@@ -122,3 +122,23 @@ def test_pipeline_aims_the_2d_model_at_the_candidates_best_views():
     QueryPipeline(Source(keyframes), segment, resolver=MemoryResolver(memory, encode)).run("the plastic cube", 2)
     best = next(o for o in memory.objects() if o.label == "cube").best_keyframe_ids
     assert calls[:2] == list(best[:2])
+
+
+def test_a_repeated_query_is_answered_from_the_cache_until_the_memory_changes():
+    memory, keyframes = built_memory()
+    snapshot = Source(keyframes).snapshot()
+    calls = []
+
+    def counting(texts):
+        calls.append(tuple(texts))
+        return encode(texts)
+
+    resolver = MemoryResolver(memory, counting)
+    first = resolver.plan(parse_instruction("the crate"), snapshot, keyframes)
+    again = resolver.plan(parse_instruction("the crate"), snapshot, keyframes)
+    assert again is first and calls == [("crate",)]
+    kf, box_id = view(9, EYES[4])
+    memory.integrate(kf, [proposal(box_id == 1, "crate", ORTHO)])
+    changed = resolver.plan(parse_instruction("the crate"), snapshot, keyframes)
+    assert changed is not first and changed.candidates[0].detections == 5
+    assert calls == [("crate",)]  # the phrase's embedding is kept; only the plan was redone
