@@ -28,7 +28,8 @@ _LOG = logging.getLogger(__name__)
 class IngestConfig:
     """Queue bound of the ingestion worker."""
 
-    queue_size: int = 4
+    # 8 frames (0.27 s at 30 Hz) absorb a keyframe insertion or a snapshot next to the proposals on 2 cores.
+    queue_size: int = 8
 
     def __post_init__(self) -> None:
         check_int("queue_size", self.queue_size, 1, 1000)

@@ -10,6 +10,7 @@ retried after `retry_delay_s`, at most `max_retries` times; fusion and queries g
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -31,16 +32,20 @@ KeyframeLookup = Callable[[int], "Keyframe | None"]
 @dataclass(frozen=True)
 class ProposalWorkerConfig:
     """queue_size: keyframes waiting, [1, 10000]. max_retries: per keyframe after a failure, [0, 100].
-    retry_delay_s: wait before a retry, [0, 3600]."""
+    retry_delay_s: wait before a retry, [0, 3600]. niceness: the worker thread's scheduling niceness
+    added on Linux, [0, 19]: with an in-process backend the proposals then take the CPU fusion leaves
+    (fusion must keep up with the camera; the memory can lag a few seconds)."""
 
     queue_size: int = 64
     max_retries: int = 3
     retry_delay_s: float = 5.0
+    niceness: int = 10
 
     def __post_init__(self) -> None:
         check_int("queue_size", self.queue_size, 1, 10_000)
         check_int("max_retries", self.max_retries, 0, 100)
         check_range("retry_delay_s", self.retry_delay_s, 0.0, 3600.0)
+        check_int("niceness", self.niceness, 0, 19)
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,11 @@ class ProposalWorker:
         return None
 
     def _run(self) -> None:
+        if self.config.niceness and hasattr(os, "setpriority"):
+            try:  # Linux: a thread is a task of its own, so this lowers this thread only
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.niceness)
+            except OSError as exc:
+                _LOG.warning("could not lower the proposal worker's priority: %s", exc)
         while True:
             with self._cond:
                 item = None
