@@ -19,7 +19,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_help_documents_the_exit_codes():
     text = cli.build_parser().format_help()
-    for line in ("0  success", "1  answered, but not a success", "2  bad usage", "3  query: no SegmentQuery server",
+    for line in ("0  success", "1  answered, but not a success", "2  bad usage", "3  query/describe: no SegmentQuery server",
                  "4  query: the goal was rejected", "5  query: no result within --timeout"):
         assert line in text, text
 

@@ -176,6 +176,8 @@ class QueryPipeline:
             t_mem = time.monotonic()
             try:
                 plan = self.resolver.plan(parsed, snapshot, tuple(keyframes.values()))
+            except BackendUnavailable as exc:  # the same backend serves the query-time path: stop now
+                return done(QueryStatus.BACKEND_UNAVAILABLE, str(exc))
             except (BackendError, InputError) as exc:  # the text model failed: the query-time path still works
                 notes += (f"object memory not used: {exc}",)
             timings["memory_ms"] = (time.monotonic() - t_mem) * 1e3

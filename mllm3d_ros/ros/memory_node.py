@@ -16,13 +16,14 @@ Parameters:      see MEMORY_PARAMS and config/perception.yaml (block `memory`).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Sequence
 
 import numpy as np
 from geometry_msgs.msg import Point, Vector3
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from std_msgs.msg import ColorRGBA
+from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.describe import describe_objects
@@ -35,7 +36,7 @@ from ..msg import SegmentedObject
 from ..srv import DescribeScene, SegmentViews
 from .conversions import add_views_to_request, make_header, matrix_to_pose, predictions_from_response
 from .params import ParamSpec, declare_and_read
-from .qos import LATCHED_QOS
+from .qos import LATCHED_QOS, RELIABLE_QOS
 
 MEMORY_PARAMS = (
     ParamSpec("enabled", True, "Build the object memory from proposals on every keyframe (queries use it)."),
@@ -48,6 +49,9 @@ MEMORY_PARAMS = (
     ParamSpec("max_retries", 3, "Retries of a keyframe whose proposals failed.", 0, 100),
     ParamSpec("retry_delay_s", 5.0, "Wait before retrying a failed keyframe.", 0.0, 3600.0),
     ParamSpec("call_timeout_s", 30.0, "A proposal or text call to the segmentation node fails after this.", 0.5, 600.0),
+    ParamSpec("heartbeat_topic", "segmentation/heartbeat", "Liveness topic of the segmentation node."),
+    ParamSpec("backend_timeout_s", 3.0, "The segmentation node counts as gone after this long without a heartbeat.",
+              0.5, 60.0),
     ParamSpec("poll_period_s", 0.5, "How often new keyframes are looked for.", 0.05, 60.0),
     ParamSpec("publish_period_s", 2.0, "Period of the ~/objects markers (0 = never).", 0.0, 3600.0),
     ParamSpec("stats_period_s", 10.0, "Period of the memory statistics log line (0 = never).", 0.0, 3600.0),
@@ -55,21 +59,43 @@ MEMORY_PARAMS = (
 
 
 class RemoteBackend:
-    """The segmentation node's PROPOSE and ENCODE_TEXT modes as a ProposeFn and an EncodeFn."""
+    """The segmentation node's PROPOSE and ENCODE_TEXT modes as a ProposeFn and an EncodeFn.
 
-    def __init__(self, node: Node, service: str, timeout_s: float, callback_group) -> None:
+    Like the query node's segmenter, it watches the segmentation node's heartbeat: a call gives up as
+    soon as the node has been silent for `backend_timeout_s` (DDS notices a dead server much later).
+    """
+
+    def __init__(self, node: Node, service: str, timeout_s: float, heartbeat_topic: str, backend_timeout_s: float,
+                 callback_group) -> None:
         self._client = node.create_client(SegmentViews, service, callback_group=callback_group)
         self._timeout_s = timeout_s
+        self._backend_timeout_s = backend_timeout_s
+        self._lock = threading.Lock()
+        self._last_heartbeat = 0.0
+        node.create_subscription(String, heartbeat_topic, self._on_heartbeat, RELIABLE_QOS,
+                                 callback_group=callback_group)
+
+    def _on_heartbeat(self, _msg: String) -> None:
+        with self._lock:
+            self._last_heartbeat = time.monotonic()
+
+    def _silent_s(self) -> float:
+        with self._lock:
+            return time.monotonic() - self._last_heartbeat
 
     def _call(self, request):
-        if not self._client.service_is_ready():
+        if not self._client.service_is_ready() or self._silent_s() > self._backend_timeout_s:
             raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available")
         done = threading.Event()
         future = self._client.call_async(request)
         future.add_done_callback(lambda _f: done.set())
-        if not done.wait(self._timeout_s):
-            self._client.remove_pending_request(future)
-            raise BackendUnavailable(f"no answer from '{self._client.srv_name}' within {self._timeout_s:.0f} s")
+        start = time.monotonic()
+        while not done.wait(0.05):
+            waited = time.monotonic() - start
+            if waited > self._timeout_s or self._silent_s() > self._backend_timeout_s:
+                self._client.remove_pending_request(future)
+                raise BackendUnavailable(f"no answer from '{self._client.srv_name}' after {waited:.1f} s "
+                                         "(segmentation node gone or busy)")
         response = future.result()
         if response.status == SegmentViews.Response.INVALID_INPUT:
             raise InputError(response.message)
@@ -98,7 +124,8 @@ class MemoryNode(Node):
         self._mapper = mapper
         self.memory = ObjectMemory(ObjectMemoryConfig(voxel_size_m=p["voxel_size_m"], min_detections=p["min_detections"],
                                                       max_instances=p["max_instances"]))
-        self._backend = RemoteBackend(self, p["segment_service"], p["call_timeout_s"], MutuallyExclusiveCallbackGroup())
+        self._backend = RemoteBackend(self, p["segment_service"], p["call_timeout_s"], p["heartbeat_topic"],
+                                      p["backend_timeout_s"], MutuallyExclusiveCallbackGroup())
         self.worker = ProposalWorker(self.memory, self._backend.propose, mapper.keyframe_store.get,
                                      ProposalWorkerConfig(p["queue_size"], p["max_retries"], p["retry_delay_s"]))
         self.resolver = MemoryResolver(self.memory, self._backend.encode_text) if p["enabled"] else None

@@ -142,3 +142,29 @@ def test_a_repeated_query_is_answered_from_the_cache_until_the_memory_changes():
     changed = resolver.plan(parse_instruction("the crate"), snapshot, keyframes)
     assert changed is not first and changed.candidates[0].detections == 5
     assert calls == [("crate",)]  # the phrase's embedding is kept; only the plan was redone
+
+
+def test_a_backend_gone_while_the_memory_embeds_the_phrase_stops_the_query():
+    from mllm3d_ros.core.segmentation import BackendError, BackendUnavailable
+    memory, keyframes = built_memory()
+
+    def gone(texts):
+        raise BackendUnavailable("segmentation service is not available")
+
+    def never(views, text):
+        raise AssertionError("the 2D model must not be called")
+
+    result = QueryPipeline(Source(keyframes), never, resolver=MemoryResolver(memory, gone)).run("the cube")
+    assert result.status is QueryStatus.BACKEND_UNAVAILABLE and "not available" in result.message
+
+    def no_text_model(texts):  # a backend without encode_text: the query-time path answers instead
+        raise BackendError("backend 'x' cannot embed text")
+
+    calls = []
+
+    def segment(views, text):
+        calls.append(views[0].keyframe_id)
+        return SegmentationResult("cube", Q, (ViewPredictions(views[0].keyframe_id, ()),))
+
+    result = QueryPipeline(Source(keyframes), segment, resolver=MemoryResolver(memory, no_text_model)).run("the cube")
+    assert calls and "object memory not used" in result.message

@@ -29,8 +29,9 @@ def test_depth_min_above_depth_max_is_reported_as_depth_min():
 
 def test_config_defaults():
     cfg = TsdfMapConfig()
-    assert cfg.trunc_m == pytest.approx(0.2)
-    assert cfg.block_size_m == pytest.approx(0.4)
+    assert cfg.voxel_size_m == pytest.approx(0.02)  # holds a mug (README, "Parameters that matter")
+    assert cfg.trunc_m == pytest.approx(0.08)  # 4 voxels
+    assert cfg.block_size_m == pytest.approx(0.16)  # 8 voxels
 
 
 def test_cuda_request_without_cuda_is_a_clear_error():
