@@ -36,13 +36,15 @@ EncodeFn = Callable[[Sequence[str]], np.ndarray]
 class MemoryQueryConfig:
     """min_similarity: a candidate's cosine to the target phrase, [-1, 1]. similarity_margin: candidates
     within this of the best, [0, 2]. same_kind_similarity: or whose embedding is this close to the best
-    candidate's, [-1, 1]. max_candidates: [1, 100]. min_object_points: map points an answer
+    candidate's, [-1, 1]. evidence_views: detections at which the ranking counts evidence as ~63 % complete,
+    (0, 1000]. max_candidates: [1, 100]. min_object_points: map points an answer
     needs, [1, 1e6]. support_ring_m / support_min_frac: support-surface stripping (as voting's).
     grow_voxels: an answer takes the map points within this many memory voxels of the instance, [0, 5]."""
 
     min_similarity: float = 0.45
     similarity_margin: float = 0.08
     same_kind_similarity: float = 0.8
+    evidence_views: float = 10.0
     max_candidates: int = 10
     min_object_points: int = 10
     support_ring_m: float = 0.3
@@ -53,6 +55,7 @@ class MemoryQueryConfig:
         check_range("min_similarity", self.min_similarity, -1.0, 1.0)
         check_range("similarity_margin", self.similarity_margin, 0.0, 2.0)
         check_range("same_kind_similarity", self.same_kind_similarity, -1.0, 1.0)
+        check_range("evidence_views", self.evidence_views, 0.0, 1000.0, low_inclusive=False)
         check_int("max_candidates", self.max_candidates, 1, 100)
         check_int("min_object_points", self.min_object_points, 1, 1_000_000)
         check_range("support_ring_m", self.support_ring_m, 0.0, 5.0)
@@ -149,7 +152,10 @@ class MemoryResolver:
         # detector called "coffee cup" too, "somewhere I can sit" does not take the tables).
         same_kind = obj_emb @ obj_emb[best_i] >= cfg.same_kind_similarity
         ok = (sims >= cfg.min_similarity) & ((sims >= best - cfg.similarity_margin) | same_kind)
-        order = [i for i in np.argsort(-(sims * np.array([o.confidence for o in objects])), kind="stable") if ok[i]]
+        # Rank: similarity x confidence x how much evidence there is (an instance detected in 40 views
+        # outranks an equally confident one detected in 10: 1 - exp(-detections / evidence_views)).
+        evidence = np.array([o.confidence * (1.0 - np.exp(-o.detections / cfg.evidence_views)) for o in objects])
+        order = [i for i in np.argsort(-(sims * evidence), kind="stable") if ok[i]]
         empty = np.zeros((0, 3), np.float32)
         if not order:
             notes.append(f"no object in the memory matches '{parsed.target_text}' (best similarity {best:.2f})")
