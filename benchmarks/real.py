@@ -193,6 +193,17 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def skipped_without(dataset: Path, json_path: str) -> bool:
+    """True (and a note printed and written as the JSON) when the recording is not beside the project."""
+    if dataset.is_dir():
+        return False
+    note = f"skipped: dataset folder {dataset} not found (see ../shared/data/README.md)"
+    print(note)
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps({"skipped": note}, indent=2))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, help="where to write the results")
@@ -200,10 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voxel-size", type=float, default=None,
                         help="TSDF voxel size in metres (default: RecordingSession's own)")
     args = parser.parse_args(argv)
-    if not args.dataset.is_dir():
-        note = f"skipped: dataset folder {args.dataset} not found (see ../shared/data/README.md)"
-        print(note)
-        Path(args.json).write_text(json.dumps({"skipped": note}, indent=2))
+    if skipped_without(args.dataset, args.json):
         return 0
     from mllm3d_ros.backends.base import BackendError
     from mllm3d_ros.core.types import InputError

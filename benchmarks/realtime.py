@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.real import QUERIES, _summary, score_objects
+from benchmarks.real import QUERIES, _summary, score_objects, skipped_without
 from benchmarks.real_annotations import REDKITCHEN_JSON, load_annotations
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7scenes-redkitchen-30hz"
@@ -149,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--no-offline-reference", action="store_true")
     args = parser.parse_args(argv)
-    if not args.dataset.is_dir():
-        note = f"skipped: dataset folder {args.dataset} not found (see ../shared/data/README.md)"
-        print(note)
-        Path(args.json).write_text(json.dumps({"skipped": note}, indent=2))
+    if skipped_without(args.dataset, args.json):
         return 0
     report = run(args.dataset, not args.no_offline_reference)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
