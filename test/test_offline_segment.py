@@ -51,3 +51,19 @@ def test_segment_the_table_on_real_kitchen(redkitchen_dir, tmp_path):
         assert in_box.mean() >= 0.8, f"frame {marked.frame}: {in_box.mean():.2f} of the seen points on the table"
         checked += 1
     assert checked >= 1, "no hand-marked frame sees the returned points"
+
+
+def test_not_found_still_writes_an_empty_ply_and_the_json(tmp_path):
+    from types import SimpleNamespace
+
+    from mllm3d_ros.core.types import MapSnapshot, QueryResult, QueryStatus
+    from mllm3d_ros.offline_segment import write_outputs
+
+    pts = np.random.default_rng(0).uniform(-1, 1, (500, 3)).astype(np.float32)
+    snapshot = MapSnapshot(pts, np.full((500, 3), 128, np.uint8), None, 0)
+    session = SimpleNamespace(mapper=SimpleNamespace(snapshot=lambda: snapshot), frames_fused=3, fuse_s=0.1)
+    result = QueryResult(QueryStatus.NOT_FOUND, "no object matching 'unicorn'", target_phrase="unicorn")
+    out = write_outputs(session, "the unicorn", result, tmp_path / "sub" / "u.ply")
+    summary = json.loads(out.json_path.read_text())
+    assert summary["status"] == "NOT_FOUND" and summary["objects"] == [] and summary["map_points"] == 500
+    assert len(o3d.io.read_point_cloud(str(out.ply_path)).points) == 0 and out.png_path.exists()
