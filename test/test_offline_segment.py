@@ -14,7 +14,7 @@ import numpy as np
 import open3d as o3d
 
 from mllm3d_ros.cli import main as mllm3d
-from mllm3d_ros.core.geometry import invert_transform, pixel_lookup, project_points, transform_points
+from mllm3d_ros.core.geometry import invert_transform, transform_points
 from mllm3d_ros.core.types import CameraIntrinsics
 from mllm3d_ros.sources.dataset import open_dataset
 
@@ -22,6 +22,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "backends"))
 from offline_redkitchen import MARKED, load_frame  # noqa: E402
 
 K = CameraIntrinsics(640, 480, 585.0, 585.0, 320.0, 240.0)
+
+
+# A projection of the test's own (not the product's visibility test), so the check is independent of it.
+def project_points(points_camera: np.ndarray, intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """Project (N, 3) camera-frame points. Returns (uv (N, 2) float64 pixel coords, z (N,) metres).
+
+    Points with z <= 0 get uv = NaN.
+    """
+    pts = np.asarray(points_camera, dtype=np.float64)
+    z = pts[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = intrinsics.fx * pts[:, 0] / z + intrinsics.cx
+        v = intrinsics.fy * pts[:, 1] / z + intrinsics.cy
+    uv = np.stack([u, v], axis=1)
+    uv[z <= 0] = np.nan
+    return uv, z
+
+
+def pixel_lookup(uv: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round projected pixel coords to integer (row, col) and tell which fall inside the image.
+
+    Returns (inside (N,) bool, rows (N,) int, cols (N,) int); rows/cols are clipped so they can
+    index safely even where `inside` is False.
+    """
+    finite = np.all(np.isfinite(uv), axis=1)
+    cols = np.where(finite, np.round(uv[:, 0]), -1).astype(np.int64)
+    rows = np.where(finite, np.round(uv[:, 1]), -1).astype(np.int64)
+    inside = finite & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    return inside, np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1)
 
 
 def test_segment_the_table_on_real_kitchen(redkitchen_dir, tmp_path):

@@ -48,21 +48,6 @@ def transform_points(a_T_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
     return out.astype(pts.dtype if pts.dtype.kind == "f" else np.float64, copy=False)
 
 
-def project_points(points_camera: np.ndarray, intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
-    """Project (N, 3) camera-frame points. Returns (uv (N, 2) float64 pixel coords, z (N,) metres).
-
-    Points with z <= 0 get uv = NaN.
-    """
-    pts = np.asarray(points_camera, dtype=np.float64)
-    z = pts[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = intrinsics.fx * pts[:, 0] / z + intrinsics.cx
-        v = intrinsics.fy * pts[:, 1] / z + intrinsics.cy
-    uv = np.stack([u, v], axis=1)
-    uv[z <= 0] = np.nan
-    return uv, z
-
-
 def unproject_depth(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray | None = None,
                     stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Back-project valid depth pixels to camera-frame points.
@@ -80,19 +65,6 @@ def unproject_depth(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.
     y = (rows_full - intrinsics.cy) / intrinsics.fy * z
     pts = np.stack([x, y, z], axis=1).astype(np.float32)
     return pts, np.stack([rows_full, cols_full], axis=1)
-
-
-def pixel_lookup(uv: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Round projected pixel coords to integer (row, col) and tell which fall inside the image.
-
-    Returns (inside (N,) bool, rows (N,) int, cols (N,) int); rows/cols are clipped so they can
-    index safely even where `inside` is False.
-    """
-    finite = np.all(np.isfinite(uv), axis=1)
-    cols = np.where(finite, np.round(uv[:, 0]), -1).astype(np.int64)
-    rows = np.where(finite, np.round(uv[:, 1]), -1).astype(np.int64)
-    inside = finite & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
-    return inside, np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1)
 
 
 def rotation_angle_rad(a_R_b: np.ndarray) -> float:

@@ -7,7 +7,7 @@ arrays is 30-50x slower (ros2-pip pitfall 8).
 from __future__ import annotations
 
 import numpy as np
-from geometry_msgs.msg import Point, Pose, Quaternion
+from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
@@ -163,3 +163,11 @@ def predictions_from_response(response, views) -> tuple[ViewPredictions, ...]:
             embedding=np.asarray(p.embedding, dtype=np.float32), label=p.label,
             box_xyxy=tuple(float(x) for x in p.box_xyxy) if p.has_box else None))
     return tuple(ViewPredictions(k, tuple(v)) for k, v in by_id.items())
+
+
+def box_to_msg(box) -> tuple[Pose, Vector3]:
+    """A core OrientedBox3D as the (centre pose, size) pair of SegmentedObject and box markers."""
+    world_T_box = np.eye(4)
+    world_T_box[:3, :3], world_T_box[:3, 3] = box.world_R_box, box.center_world_m
+    size = box.size_m
+    return matrix_to_pose(world_T_box), Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2]))

@@ -20,7 +20,7 @@ import time
 from typing import Sequence
 
 import numpy as np
-from geometry_msgs.msg import Point, Vector3
+from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA, String
@@ -34,7 +34,7 @@ from ..core.segmentation import BackendError, BackendUnavailable
 from ..core.types import BackendView, InputError, ViewPredictions
 from ..msg import SegmentedObject
 from ..srv import DescribeScene, SegmentViews
-from .conversions import add_views_to_request, make_header, matrix_to_pose, predictions_from_response
+from .conversions import add_views_to_request, box_to_msg, make_header, predictions_from_response
 from .params import ParamSpec, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
 
@@ -165,18 +165,15 @@ class MemoryNode(Node):
         header = make_header(self._p["map_frame"], self.get_clock().now().nanoseconds)
         out = MarkerArray(markers=[Marker(action=Marker.DELETEALL, ns="mllm3d/memory")])
         for i, obj in enumerate(self.memory.objects()):
-            world_T_box = np.eye(4)
-            world_T_box[:3, :3], world_T_box[:3, 3] = obj.box.world_R_box, obj.box.center_world_m
-            size = obj.box.size_m
+            pose, size = box_to_msg(obj.box)
             out.markers.append(Marker(header=header, ns="mllm3d/memory", id=2 * i, type=Marker.CUBE,
-                                      action=Marker.ADD, pose=matrix_to_pose(world_T_box),
-                                      scale=Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2])),
+                                      action=Marker.ADD, pose=pose, scale=size,
                                       color=ColorRGBA(r=0.3, g=0.6, b=1.0, a=0.25)))
             text = Marker(header=header, ns="mllm3d/memory", id=2 * i + 1, type=Marker.TEXT_VIEW_FACING,
                           action=Marker.ADD, text=f"#{obj.instance_id} {obj.label} {obj.confidence:.2f}",
                           color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=0.9))
             c = obj.box.center_world_m
-            text.pose.position = Point(x=float(c[0]), y=float(c[1]), z=float(c[2] + size[2] / 2 + 0.08))
+            text.pose.position = Point(x=float(c[0]), y=float(c[1]), z=float(c[2] + size.z / 2 + 0.08))
             text.pose.orientation.w = 1.0
             text.scale.z = 0.08
             out.markers.append(text)
@@ -188,14 +185,10 @@ class MemoryNode(Node):
             objects = objects[: request.max_objects]
         header = make_header(self._p["map_frame"], self.get_clock().now().nanoseconds)
         for obj, caption in zip(objects, describe_objects(objects)):
-            world_T_box = np.eye(4)
-            world_T_box[:3, :3], world_T_box[:3, 3] = obj.box.world_R_box, obj.box.center_world_m
-            size = obj.box.size_m
+            pose, size = box_to_msg(obj.box)
             response.objects.append(SegmentedObject(
                 header=header, label=obj.label, description=caption.text, confidence=float(obj.confidence),
-                box_center=matrix_to_pose(world_T_box), box_size=Vector3(x=float(size[0]), y=float(size[1]),
-                                                                         z=float(size[2])),
-                supporting_views=int(obj.detections), visible_views=int(obj.views_seen)))
+                box_center=pose, box_size=size, supporting_views=int(obj.detections), visible_views=int(obj.views_seen)))
         response.success = True
         stats = self.memory.stats
         response.message = (f"{len(response.objects)} of {stats.confirmed} confirmed objects "

@@ -25,7 +25,7 @@ import time
 from typing import Sequence
 
 import numpy as np
-from geometry_msgs.msg import Point, Vector3
+from geometry_msgs.msg import Point
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
@@ -42,7 +42,7 @@ from ..core.view_selection import ViewSelectionConfig
 from ..core.voting import VotingConfig
 from ..msg import SegmentedObject
 from ..srv import SegmentViews
-from .conversions import (add_views_to_request, make_header, matrix_to_pose, points_to_cloud,
+from .conversions import (add_views_to_request, box_to_msg, make_header, points_to_cloud,
                           predictions_from_response)
 from .params import ParamSpec, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
@@ -156,13 +156,10 @@ def result_to_msg(result: QueryResult, frame_id: str, stamp_ns: int):
         pts = snapshot.points_world_m[obj.point_indices]
         cols = snapshot.colors_rgb[obj.point_indices]
         cloud = points_to_cloud(pts, header, cols, obj.point_confidence)
-        world_T_box = np.eye(4)
-        world_T_box[:3, :3], world_T_box[:3, 3] = obj.box.world_R_box, obj.box.center_world_m
-        pose = matrix_to_pose(world_T_box)
-        size = obj.box.size_m
+        pose, size = box_to_msg(obj.box)
         msg.objects.append(SegmentedObject(
             header=header, label=obj.label, description=object_description(obj), confidence=float(obj.confidence),
-            box_center=pose, box_size=Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2])), points=cloud,
+            box_center=pose, box_size=size, points=cloud,
             supporting_views=int(obj.supporting_views), visible_views=int(obj.visible_views)))
         if rank == 0:
             msg.points = cloud
