@@ -263,8 +263,9 @@ class ObjectMemory:
     def integrate(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]) -> None:
         """Fold one keyframe's proposals into the memory (InputError for masks of the wrong size)."""
         cfg = self.config
-        proposals = self._lift(keyframe, predictions)
+        proposals, ignored = self._lift(keyframe, predictions)
         with self._lock:
+            self._counts["ignored"] += ignored
             instances = list(self._instances.values())
             seen, through, pixels = self._project_instances(instances, keyframe)
             matched = self._associate(instances, proposals, seen, pixels, keyframe)
@@ -302,23 +303,26 @@ class ObjectMemory:
                     self._split(inst)
             self._version += 1
 
-    def _lift(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]) -> list[_Proposal]:
+    def _lift(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]) -> tuple[list[_Proposal], int]:
+        """The usable proposals, lifted (outside the lock: this is the costly part), and how many were not."""
         cfg = self.config
         shape = keyframe.depth_m.shape
         out = []
+        ignored = 0
+        view_points = None  # the whole view's surface, for the support test: computed once, when needed
         for pred in predictions:
             mask = np.asarray(pred.mask, dtype=bool)
             if mask.shape != shape:
                 raise InputError(f"keyframe {keyframe.keyframe_id}: proposal mask is {mask.shape}, image is {shape}")
             if (not np.isfinite(pred.confidence) or pred.confidence < cfg.min_proposal_confidence
                     or np.count_nonzero(mask) < cfg.min_mask_pixels):
-                self._counts["ignored"] += 1
+                ignored += 1
                 continue
             # Eroded first: box-refined masks spill a few pixels onto whatever is behind the object's rim.
             core = ~grow_mask(~mask, cfg.mask_erosion_px) if cfg.mask_erosion_px else mask
             points_camera, pix = unproject_depth(keyframe.depth_m, keyframe.intrinsics, mask=core)
             if points_camera.shape[0] < cfg.min_mask_pixels:
-                self._counts["ignored"] += 1
+                ignored += 1
                 continue
             world = transform_points(keyframe.world_T_camera, points_camera.astype(np.float64)).astype(np.float32)
             # The floor or table top the mask spilled onto is stripped (the voting's test, against the
@@ -326,13 +330,15 @@ class ObjectMemory:
             # object is dropped.
             n = world.shape[0]
             if cfg.strip_support:
-                context = np.concatenate([world, self._view_points(keyframe)])
+                if view_points is None:
+                    view_points = self._view_points(keyframe)
+                context = np.concatenate([world, view_points])
                 # min_points=1: a mask that is mostly floor leaves too little and is ignored below (the
                 # voting keeps such an object whole; the memory would learn a floor patch).
                 rest = strip_support_surface(context, np.arange(n), 2 * cfg.voxel_size_m, 0.3, 0.25, 1)
                 rest = rest[rest < n]
                 if rest.shape[0] < cfg.min_mask_pixels:
-                    self._counts["ignored"] += 1
+                    ignored += 1
                     continue
             else:
                 rest = np.arange(n)
@@ -344,7 +350,7 @@ class ObjectMemory:
             flat = pix[part, 0] * shape[1] + pix[part, 1]
             colors = keyframe.color_rgb.reshape(-1, 3)[flat]
             out.append(_Proposal(pred, keys, colors.mean(axis=0).astype(np.float64), _normalised(pred.embedding)))
-        return out
+        return out, ignored
 
     @staticmethod
     def _view_points(keyframe: Keyframe) -> np.ndarray:
