@@ -22,7 +22,8 @@ Pipeline of `MultiViewVoter.vote` (stage names match `VoteTimings`):
      (a point just outside a mask, within mask_boundary_px, counts neither way);
   5. cluster: voxel connected components of the kept points (object hypotheses);
   6./7. associate: assign each mask to every hypothesis it covers, check embedding agreement,
-     count supporting vs seeing views, reject hallucinations (support ratio below threshold);
+     count supporting vs seeing views, reject hallucinations (support ratio below threshold) and
+     fragments supported only by a better object's masks (`drop_borrowed_support`);
   Then, when objects were accepted, views that see one but support none are discredited (they lost
   the target or hallucinated, as 3D just showed) and steps 4-7 run again without their negative
   evidence (`discredit_views`).
@@ -138,6 +139,12 @@ class VotingConfig:
             refuted in 3D) loses its negative evidence and the points are voted again: a hallucinating
             view no longer erases the object's points that it happens to see. False: a single vote.
             Default True.
+        drop_borrowed_support: a 2D mask that spills past its object (onto a neighbour's edge, a
+            depth fringe) supports, in 3D, the fragment it spilled onto as well, and the fragment is
+            then returned as an object of its own. With this set, a hypothesis some of whose support
+            comes from masks that hold at least twice as many points of a better-ranked object must
+            reach min_supporting_views with its own masks, or it is dropped (`_own_support`).
+            Default True.
     """
 
     min_mask_confidence: float = 0.3
@@ -166,6 +173,7 @@ class VotingConfig:
     support_min_frac: float = 0.25
     strip_support: bool = True
     discredit_views: bool = True
+    drop_borrowed_support: bool = True
 
     def __post_init__(self) -> None:
         check_range("min_mask_confidence", self.min_mask_confidence, 0.0, 1.0)
@@ -192,7 +200,7 @@ class VotingConfig:
         check_range("support_ring_m", self.support_ring_m, 0.0, low_inclusive=False)
         check_range("support_min_frac", self.support_min_frac, 0.0, 1.0, low_inclusive=False)
         check_int("mask_boundary_px", self.mask_boundary_px, 0)
-        for name in ("strip_support", "discredit_views"):
+        for name in ("strip_support", "discredit_views", "drop_borrowed_support"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -245,8 +253,9 @@ class VoteResult:
 
 
 def _view_cover(labels_seen: np.ndarray, hit: np.ndarray, sizes: np.ndarray, min_visible_frac: float,
-                min_cover_frac: float) -> tuple[np.ndarray, np.ndarray]:
-    """Which hypotheses one view sees (C,) and which of them each of its masks covers (J, C).
+                min_cover_frac: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which hypotheses one view sees (C,), which of them each of its masks covers (J, C), and how many
+    of each hypothesis's points each mask holds (J, C).
 
     labels_seen (V,): hypothesis of each point the view sees (-1 none); hit (J, V) from `lift_masks`.
     A view sees a hypothesis when it sees at least min_visible_frac of its points; a mask covers a seen
@@ -259,7 +268,28 @@ def _view_cover(labels_seen: np.ndarray, hit: np.ndarray, sizes: np.ndarray, min
     covered = np.zeros((hit.shape[0], num), dtype=np.int64)
     for j in range(hit.shape[0]):
         covered[j] = np.bincount(labels_seen[in_cluster & hit[j]], minlength=num)
-    return sees, (covered > 0) & (covered >= min_cover_frac * np.maximum(visible, 1)) & sees
+    return sees, (covered > 0) & (covered >= min_cover_frac * np.maximum(visible, 1)) & sees, covered
+
+
+def _own_support(ranked: list[int], mask_support: list[list[tuple[int, int]]], held: Sequence[np.ndarray],
+                 min_views: int) -> list[int]:
+    """The accepted hypotheses (best first) that keep enough support of their own.
+
+    A supporting mask is borrowed when it holds at least twice as many points of a better-ranked kept
+    hypothesis as of this one: it is that object's mask, spilled onto a fragment beside it (one mask
+    over two similar objects, which the model segmented as one, holds about as much of each and
+    supports both). A hypothesis whose views
+    support it only with borrowed masks is what one 2D answer left around a better object, not an
+    object of its own: once a mask is borrowed, its own views must reach min_views.
+    """
+    kept: list[int] = []
+    for c in ranked:
+        views = {k for k, _ in mask_support[c]}
+        own_views = {k for k, j in mask_support[c]
+                     if not any(held[k][j, better] >= 2 * held[k][j, c] for better in kept)}
+        if own_views == views or len(own_views) >= min_views:
+            kept.append(c)
+    return kept
 
 
 # ----------------------------------------------------------------------------------------------
@@ -455,13 +485,15 @@ class MultiViewVoter:
         num_views = len(views)
         sees = np.zeros((num_views, num_clusters), dtype=bool)
         covers = []  # per view: (J, C) bool, mask j covers hypothesis c
+        held = []  # per view: (J, C) points of hypothesis c inside mask j
         for k, (proj, hit) in enumerate(zip(projections, hits)):
             # 3D overlap decides which hypotheses a mask belongs to: every one it covers enough of. One
             # mask may cover several (an object that voting split into fragments; two objects the model
             # segmented as one); counting it only for the one it covers most starves the others.
-            sees[k], cover = _view_cover(label_of_point[proj.visible_indices], hit, cluster_sizes,
-                                         cfg.min_visible_frac, cfg.min_mask_cover_frac)
+            sees[k], cover, points_in = _view_cover(label_of_point[proj.visible_indices], hit, cluster_sizes,
+                                                    cfg.min_visible_frac, cfg.min_mask_cover_frac)
             covers.append(cover)
+            held.append(points_in)
 
         # Cross-view association by embedding: each hypothesis's embedding is the weighted mean of the
         # masks assigned to it; a mask that overlaps it in 3D but means something else does not support it.
@@ -473,10 +505,12 @@ class MultiViewVoter:
         cluster_emb /= np.maximum(np.linalg.norm(cluster_emb, axis=1, keepdims=True), 1e-12)
         support_weight = np.zeros((num_views, num_clusters), dtype=np.float64)  # best supporting mask weight
         best_label = [("", 0.0)] * num_clusters
+        mask_support: list[list[tuple[int, int]]] = [[] for _ in range(num_clusters)]  # (view, mask) per c
         for k, (view, w, cov) in enumerate(zip(views, weights, covers)):
             for j, c in zip(*np.nonzero(cov)):
                 if float(view.embeddings[j] @ cluster_emb[c]) < cfg.min_association_similarity:
                     continue
+                mask_support[c].append((k, int(j)))
                 support_weight[k, c] = max(support_weight[k, c], float(w[j]))
                 if w[j] > best_label[c][1]:
                     best_label[c] = (view.labels[j], float(w[j]))
@@ -498,7 +532,10 @@ class MultiViewVoter:
         accepted = ((n_support >= min_views) | lone_ok) & (np.maximum(support_ratio, weighted_ratio) >= cfg.min_support_ratio)
         rejected = int(num_clusters - accepted.sum())
         discredited = (sees[:, accepted].any(axis=1) & ~supporting[:, accepted].any(axis=1))
-        order = tuple(int(c) for c in np.argsort(-confidence, kind="stable") if accepted[c])[: cfg.max_objects]
+        ranked = [int(c) for c in np.argsort(-confidence, kind="stable") if accepted[c]]
+        if cfg.drop_borrowed_support:
+            ranked = _own_support(ranked, mask_support, held, min_views)
+        order = tuple(ranked[: cfg.max_objects])
         return _Verdict(order, confidence, n_support, n_visible, tuple(lab for lab, _ in best_label), rejected,
                         discredited)
 

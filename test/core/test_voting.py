@@ -112,7 +112,8 @@ def pred(mask, confidence=0.9, embedding=Q, label=""):
                                          ("min_positive_ratio", 0.0), ("cluster_voxel_size_m", -1.0),
                                          ("min_cluster_points", 0), ("max_objects", 2.5),
                                          ("min_support_ratio", 1.2), ("min_supporting_views", 0), ("min_association_similarity", -2.0),
-                                         ("mask_boundary_px", -1), ("strip_support", 1), ("discredit_views", "yes")])
+                                         ("mask_boundary_px", -1), ("strip_support", 1), ("discredit_views", "yes"),
+                                         ("drop_borrowed_support", 0)])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         VotingConfig(**{field: value})
@@ -544,3 +545,29 @@ def test_strip_support_surface_by_hand():
     lone = cube.astype(np.float32)
     np.testing.assert_array_equal(strip_support_surface(lone, np.arange(n_cube), 0.06, 0.3, 0.25, 20),
                                   np.arange(n_cube))
+
+
+# A 15 cm cube 20 cm from cube A: separate in 3D (more than a clustering voxel apart), small beside it.
+SPECK = (np.array([0.75, 0.0, 0.0]), np.array([0.9, 0.15, 0.15]))
+
+
+def test_a_fragment_that_only_borrows_a_better_objects_masks_is_dropped():
+    # Every view's mask of cube A spills onto the small cube beside it: in 3D two hypotheses, both
+    # covered by the same masks. The small one has no mask of its own (each holds ≥ 2x more of cube A).
+    boxes = (BOX_A, SPECK)
+    snapshot = make_scene(boxes)
+    keyframes, ids = make_views(EYES, boxes)
+    assert all(np.count_nonzero(i == 1) > 20 for i in ids)  # precondition: every view sees the small cube
+    views = [ViewPredictions(k, (pred((ids[k] == 0) | (ids[k] == 1)),)) for k in range(4)]
+    loose = MultiViewVoter(VotingConfig(drop_borrowed_support=False)).vote(snapshot, keyframes, views, Q)
+    assert len(loose.objects) == 2  # precondition: without the rule the fragment is an object
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    assert len(result.objects) == 1
+    assert _found(snapshot, result.objects[0])[in_box(snapshot.points_world_m, BOX_A)].mean() > 0.6
+    # With masks of its own in two views (a second answer there), the small cube is an object again.
+    views = [ViewPredictions(k, (pred(ids[k] == 0), pred(ids[k] == 1, 0.8))) if k in (0, 2) else
+             ViewPredictions(k, (pred((ids[k] == 0) | (ids[k] == 1)),)) for k in range(4)]
+    result = MultiViewVoter().vote(snapshot, keyframes, views, Q)
+    assert len(result.objects) == 2
+    speck = in_box(snapshot.points_world_m, SPECK)
+    assert max(_found(snapshot, o)[speck].mean() for o in result.objects) > 0.5
