@@ -28,8 +28,10 @@ _LOG = logging.getLogger(__name__)
 class IngestConfig:
     """Queue bound of the ingestion worker."""
 
-    # 8 frames (0.27 s at 30 Hz) absorb a keyframe insertion or a snapshot next to the proposals on 2 cores.
-    queue_size: int = 8
+    # One second at 30 Hz (30 frames, ~65 MB at 640x480): fusion keeps up with the camera on average,
+    # but on 2 cores it falls behind for up to a second while the object memory integrates a keyframe
+    # in the same process; 8 frames dropped some of those bursts (benchmarks.realtime).
+    queue_size: int = 30
 
     def __post_init__(self) -> None:
         check_int("queue_size", self.queue_size, 1, 1000)

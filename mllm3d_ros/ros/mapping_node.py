@@ -73,7 +73,7 @@ MAPPING_PARAMS = (
               choices=("raw", "compressed")),
     ParamSpec("sync_slop_s", 0.02, "Colour, depth and pose stamps must agree within this.", 0.0, 1.0),
     ParamSpec("sync_queue_size", 10, "Messages kept per input while matching stamps.", 1, 1000),
-    ParamSpec("queue_size", 8, "Frames waiting for fusion; when full the oldest is dropped.", 1, 1000),
+    ParamSpec("queue_size", 30, "Frames waiting for fusion (1 s at 30 Hz); when full the oldest is dropped.", 1, 1000),
     ParamSpec("voxel_size_m", 0.02, "TSDF voxel size.", 0.005, 0.5),
     ParamSpec("block_budget", 20000, "Max voxel blocks kept; the farthest from the camera are evicted.", 16, 2000000),
     ParamSpec("depth_min_m", 0.2, "Depth below this is ignored.", 0.0, 10.0),
