@@ -21,7 +21,7 @@ from .memory_query import colour_name
 from .object_memory import MemoryObject
 from .marks import object_mark
 from .relations import box_gap_m, BoxGeometry, relation_score
-from .segmentation import BackendError, ModeUnsupported
+from .segmentation import BackendError, BackendUnavailable, ModeUnsupported
 from .types import BackendView, GeometryMark, InputError, Keyframe, keyframe_view
 
 CaptionFn = Callable[[BackendView, GeometryMark], str]
@@ -108,7 +108,7 @@ def describe_objects(objects: Sequence[MemoryObject], near_m: float = 0.3, *, ca
             else:
                 try:
                     model_text = _model_caption(obj, caption_fn, keyframe_fn, cache)
-                except ModeUnsupported as exc:  # the same for every object: asked once
+                except (ModeUnsupported, BackendUnavailable) as exc:  # the same for every object: asked once
                     unsupported = note = f"geometric caption: {exc}"
                 except (BackendError, InputError, TimeoutError, ValueError) as exc:
                     note = f"geometric caption: the model caption failed ({exc})"
