@@ -236,11 +236,11 @@ class QueryPipeline:
             """The keyframe as the backend sees it, with the memory's candidates marked when marks are used."""
             if not use_marks:
                 return keyframe_view(keyframes[kf_id])
-            t_marks = time.monotonic()
-            marks = marks_by_view.setdefault(kf_id, candidate_marks(plan.candidates, keyframes[kf_id], anchors,
-                                                                    self.marks))
-            timings["marks_ms"] = timings.get("marks_ms", 0.0) + (time.monotonic() - t_marks) * 1e3
-            return keyframe_view(keyframes[kf_id], marks)
+            if kf_id not in marks_by_view:
+                t_marks = time.monotonic()
+                marks_by_view[kf_id] = candidate_marks(plan.candidates, keyframes[kf_id], anchors, self.marks)
+                timings["marks_ms"] = timings.get("marks_ms", 0.0) + (time.monotonic() - t_marks) * 1e3
+            return keyframe_view(keyframes[kf_id], marks_by_view[kf_id])
 
         def segment(kf_ids: Sequence[int], span: tuple[float, float]) -> QueryResult | None:
             """Run the backend on each keyframe, appending to `results`; a QueryResult if the query must stop
