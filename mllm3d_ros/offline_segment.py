@@ -87,7 +87,8 @@ class RecordingSession:
             self.memory = build_memory(self.mapper, self.model, show_progress)
             self.memory_s = time.monotonic() - t0
         self.pipeline = QueryPipeline(self.mapper, self.model.segment,
-                                      QueryConfig(default_max_views=views, max_views_limit=max(16, views)),
+                                      QueryConfig(default_max_views=views, max_views_limit=max(16, views),
+                                                  marked_prompts=self.model.uses_marks),
                                       resolver=MemoryResolver(self.memory, self.model.encode_text) if use_memory
                                       else None)
 

@@ -249,6 +249,10 @@ class MemoryResolver:
             return candidates
         return kept
 
+    def candidate_objects(self, candidates: Sequence[MemoryObject], snapshot: MapSnapshot) -> tuple[Object3D, ...]:
+        """Memory instances as objects on the snapshot's points (what an answer from memory returns)."""
+        return self._to_objects(candidates, snapshot)
+
     def _to_objects(self, candidates: Sequence[MemoryObject], snapshot: MapSnapshot) -> tuple[Object3D, ...]:
         """Memory instances as objects on the snapshot's points, support surface stripped."""
         cfg = self.config

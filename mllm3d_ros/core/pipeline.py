@@ -16,12 +16,13 @@ import numpy as np
 
 from .config import ConfigError, check_int, check_range
 from .instruction import parse_instruction
+from .marks import MarkConfig, candidate_marks, judge_choice, object_name
 from .memory_query import MemoryPlan, MemoryResolver
 from .object_memory import voxel_keys
 from .relations import relation_score
 from .segmentation import BackendError, BackendUnavailable, normalise_instruction
-from .types import (BackendView, InputError, Keyframe, MapSnapshot, Object3D, QueryResult, QueryStatus,
-                    SegmentationResult, keyframe_view)
+from .types import (BackendView, GeometryMark, InputError, Keyframe, MapSnapshot, Object3D, QueryResult,
+                    QueryStatus, SegmentationResult, keyframe_view)
 from .view_selection import ViewSelectionConfig, select_views
 from .voting import MultiViewVoter, VotingConfig
 
@@ -59,6 +60,9 @@ class QueryConfig:
     answer_from_memory: with an object memory, answer without the 2D model when the memory decides the
         whole instruction (a class, a colour, a relation whose anchors it holds); else its candidates
         only choose the views. bool.
+    marked_prompts: when the 2D model must decide between the memory's candidates, draw them into each
+        view as numbered marks with their metric geometry (`core.marks`; for backends that `uses_marks`),
+        and check the mark the model picks against the 3D relation. bool.
     """
 
     default_max_views: int = 4
@@ -68,6 +72,7 @@ class QueryConfig:
     region_max_points: int = 20000
     refine_views: int = 4
     answer_from_memory: bool = True
+    marked_prompts: bool = False
 
     def __post_init__(self) -> None:
         check_int("max_views_limit", self.max_views_limit, 1, 64)
@@ -76,8 +81,9 @@ class QueryConfig:
         check_range("timeout_s", self.timeout_s, 0.0, 3600.0, low_inclusive=False)
         check_int("region_max_points", self.region_max_points, 100, 1_000_000)
         check_int("refine_views", self.refine_views, 0, 32)
-        if not isinstance(self.answer_from_memory, bool):
-            raise ConfigError(f"answer_from_memory must be a bool, got {self.answer_from_memory!r}")
+        for name in ("answer_from_memory", "marked_prompts"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
 
 def _evenly(points: np.ndarray, max_points: int) -> np.ndarray:
@@ -107,13 +113,35 @@ def _follow_plan(objects: tuple[Object3D, ...], snapshot: MapSnapshot, plan: Mem
                         if np.isfinite(relation_score(o.box, [plan.anchor.box], relation, world_T_viewer)))
     if not plan.candidates or not objects:
         return objects
-    # Candidate voxels at 5 cm: a voted object on a candidate shares some of them.
-    candidate_keys = np.unique(voxel_keys(plan.region_points_world_m, 0.05))
+    return _on_points_first(objects, snapshot, plan.region_points_world_m)
 
-    def off_candidates(obj: Object3D) -> bool:
-        return not np.isin(voxel_keys(snapshot.points_world_m[obj.point_indices], 0.05), candidate_keys).any()
 
-    return tuple(sorted(objects, key=off_candidates))
+def _voxels(points_world_m: np.ndarray) -> np.ndarray:
+    # 5 cm voxels: a voted object on a memory candidate shares some of them.
+    return np.unique(voxel_keys(points_world_m, 0.05))
+
+
+def _is_on(obj: Object3D, snapshot: MapSnapshot, keys: np.ndarray) -> bool:
+    return bool(np.isin(voxel_keys(snapshot.points_world_m[obj.point_indices], 0.05), keys).any())
+
+
+def _on_points_first(objects: tuple[Object3D, ...], snapshot: MapSnapshot,
+                     points_world_m: np.ndarray) -> tuple[Object3D, ...]:
+    """`objects` with those on `points_world_m` first (stable otherwise)."""
+    keys = _voxels(points_world_m)
+    return tuple(sorted(objects, key=lambda o: not _is_on(o, snapshot, keys)))
+
+
+def _rank_choice(objects: tuple[Object3D, ...], snapshot: MapSnapshot, plan: MemoryPlan, index: int,
+                 resolver: MemoryResolver | None, min_confidence: float) -> tuple[Object3D, ...]:
+    """The voted objects with the one on candidate `index` first; when no voted object lies on it, the
+    memory's own object for that candidate goes first (the memory knows where the chosen instance is)."""
+    candidate = plan.candidates[index]
+    ranked = _on_points_first(objects, snapshot, candidate.points_world_m)
+    if (ranked and _is_on(ranked[0], snapshot, _voxels(candidate.points_world_m))) or resolver is None:
+        return ranked
+    own = tuple(o for o in resolver.candidate_objects([candidate], snapshot) if o.confidence >= min_confidence)
+    return own + ranked
 
 
 class QueryPipeline:
@@ -128,6 +156,8 @@ class QueryPipeline:
         self.config = config or QueryConfig()
         self.voter = MultiViewVoter(voting or VotingConfig())
         self.view_selection = view_selection or ViewSelectionConfig()
+        self.marks = MarkConfig(depth_tolerance_m=self.view_selection.depth_tolerance_m,
+                                depth_tolerance_frac=self.view_selection.depth_tolerance_frac)
 
     def run(self, instruction: str | bytes, max_views: int = 0, min_confidence: float = 0.0,
             progress: ProgressFn | None = None, is_canceled: Callable[[], bool] | None = None, *,
@@ -198,6 +228,19 @@ class QueryPipeline:
             return done(QueryStatus.NO_VIEWS, "no keyframe sees the mapped surface")
 
         results: list[SegmentationResult] = []
+        marks_by_view: dict[int, tuple[GeometryMark, ...]] = {}
+        use_marks = self.config.marked_prompts and plan is not None and bool(plan.candidates)
+        anchors = ((object_name(plan.anchor), plan.anchor.box),) if use_marks and plan.anchor is not None else ()
+
+        def view_of(kf_id: int) -> BackendView:
+            """The keyframe as the backend sees it, with the memory's candidates marked when marks are used."""
+            if not use_marks:
+                return keyframe_view(keyframes[kf_id])
+            if kf_id not in marks_by_view:
+                t_marks = time.monotonic()
+                marks_by_view[kf_id] = candidate_marks(plan.candidates, keyframes[kf_id], anchors, self.marks)
+                timings["marks_ms"] = timings.get("marks_ms", 0.0) + (time.monotonic() - t_marks) * 1e3
+            return keyframe_view(keyframes[kf_id], marks_by_view[kf_id])
 
         def segment(kf_ids: Sequence[int], span: tuple[float, float]) -> QueryResult | None:
             """Run the backend on each keyframe, appending to `results`; a QueryResult if the query must stop
@@ -212,7 +255,7 @@ class QueryPipeline:
                         return done(QueryStatus.TIMEOUT, f"timed out after {self.config.timeout_s:.0f} s "
                                     f"({used} views segmented)", views_used=used)
                     progress(f"segmenting view {used + 1}/{total}", span[0] + (span[1] - span[0]) * i / len(kf_ids))
-                    results.append(segment_fn([keyframe_view(keyframes[kf_id])], text))
+                    results.append(segment_fn([view_of(kf_id)], text))
             except QueryCanceled:
                 return done(QueryStatus.CANCELED, "canceled while the backend was segmenting", views_used=len(results))
             except TimeoutError as exc:
@@ -258,8 +301,15 @@ class QueryPipeline:
         phrase = next((r.target_phrase for r in results if r.target_phrase), text)
         objects = tuple(o for o in vote.objects if o.confidence >= min_confidence)
         if plan is not None:
-            objects = _follow_plan(objects, snapshot, plan, parsed.relation,
-                                   tuple(keyframes.values())[-1].world_T_camera)
+            viewer = tuple(keyframes.values())[-1].world_T_camera
+            objects = _follow_plan(objects, snapshot, plan, parsed.relation, viewer)
+            choice = (judge_choice([v for r in results for v in r.views], marks_by_view, plan.candidates,
+                                   parsed.relation, plan.anchor, viewer, self.marks) if use_marks else None)
+            if choice is not None:
+                notes = tuple(notes) + (choice.message,)
+                if choice.preferred_index is not None:
+                    objects = _rank_choice(objects, snapshot, plan, choice.preferred_index, self.resolver,
+                                           min_confidence)
         progress("done", 1.0)
         if not objects:
             d = vote.diagnostics

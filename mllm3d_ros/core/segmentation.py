@@ -9,6 +9,11 @@ Two modes:
   (MLLM-For3D's per-view pseudo masks, confidences alpha_i and embeddings e_i);
 - `propose(views)`: instruction-free proposals, every object the model can name in each view, with
   a label and an embedding in the same space as `encode_text` (what the object memory is built from).
+
+Optional capabilities: `uses_marks` (the backend reads `BackendView.marks`, numbered candidates of the
+3D map, and may answer with the mark it chose: `Prediction2D.mark_id`), and `caption(view, mark)` (a
+short description of the marked object, for dense captions). A mode a backend lacks raises
+`ModeUnsupported`, so callers can tell "cannot" from "failed".
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .types import BackendView, InputError, SegmentationResult, ViewPredictions
+from .types import BackendView, GeometryMark, InputError, SegmentationResult, ViewPredictions
 
 MAX_INSTRUCTION_CHARS = 2000
 
@@ -29,6 +34,10 @@ class BackendError(RuntimeError):
 
 class BackendUnavailable(BackendError):
     """The backend (e.g. the remote segmentation node) is not reachable right now."""
+
+
+class ModeUnsupported(BackendError):
+    """The backend has no such mode (proposals, text embeddings, captions): asking again will not help."""
 
 
 def normalise_instruction(instruction: str | bytes) -> str:
@@ -52,6 +61,8 @@ class SegmentationBackend(abc.ABC):
     """2D reasoning segmentation over several views of one instruction, plus instruction-free proposals."""
 
     name: str = "base"
+    # True when `segment` draws `BackendView.marks` into its prompt and may set Prediction2D.mark_id.
+    uses_marks: bool = False
 
     @abc.abstractmethod
     def segment(self, views: Sequence[BackendView], instruction: str) -> SegmentationResult:
@@ -60,11 +71,15 @@ class SegmentationBackend(abc.ABC):
     def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
         """Every object the model can name in each view: mask, confidence, label, and an embedding
         (D,) float32 L2-normalised in the space of `encode_text`. One ViewPredictions per view, in order."""
-        raise BackendError(f"backend {self.name!r} has no proposal mode")
+        raise ModeUnsupported(f"backend {self.name!r} has no proposal mode")
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings of short phrases, comparable with proposal embeddings."""
-        raise BackendError(f"backend {self.name!r} cannot embed text")
+        raise ModeUnsupported(f"backend {self.name!r} cannot embed text")
+
+    def caption(self, view: BackendView, mark: GeometryMark) -> str:
+        """A short description (one line, plain text) of the object under `mark` in `view`."""
+        raise ModeUnsupported(f"backend {self.name!r} has no caption mode")
 
     def close(self) -> None:
         """Free weights and device memory."""

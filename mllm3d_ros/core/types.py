@@ -111,7 +111,7 @@ class Prediction2D:
 
     mask (h, w) bool at the view's image resolution; confidence alpha in [0, 1];
     embedding (D,) float32 L2-normalised (the segmentation token's embedding e_i);
-    box_xyxy in pixels or None.
+    box_xyxy in pixels or None; mark_id: the view's GeometryMark the model chose for it, None if none.
     """
 
     mask: np.ndarray
@@ -119,6 +119,7 @@ class Prediction2D:
     embedding: np.ndarray
     label: str = ""
     box_xyxy: tuple[float, float, float, float] | None = None
+    mark_id: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,7 +154,12 @@ def keyframe_view(keyframe: Keyframe, marks: tuple["GeometryMark", ...] = ()) ->
 
 @dataclass(frozen=True)
 class GeometryMark:
-    """A numbered candidate object drawn into a view, with its metric geometry (GAP-MLLM prompting)."""
+    """A numbered candidate object drawn into a view, with its metric geometry (GAP-MLLM prompting).
+
+    pixel_xy: (x, y) pixels of the view's image, on the object; center_world_m / size_m: its gravity-aligned
+    box (map frame, z up); distance_m: box centre to the camera centre; anchor_distances_m: (anchor name,
+    gap between the two boxes in metres) for each anchor the instruction names (the gap the 3D relations use).
+    """
 
     mark_id: int
     pixel_xy: tuple[float, float]
@@ -161,6 +167,7 @@ class GeometryMark:
     size_m: tuple[float, float, float]
     distance_m: float
     label: str = ""
+    anchor_distances_m: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

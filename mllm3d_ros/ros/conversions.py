@@ -13,7 +13,9 @@ from std_msgs.msg import Header
 
 from ..core.frame_checks import decode_color, decode_compressed_color, decode_depth, intrinsics_from_k
 from ..core.geometry import matrix_to_quaternion, rigid_transform
-from ..core.types import CameraIntrinsics, Prediction2D, ViewPredictions
+from ..core.types import CameraIntrinsics, GeometryMark, InputError, Prediction2D, ViewPredictions
+from ..msg import GeometryMark as GeometryMarkMsg
+from ..msg import Prediction2D as Prediction2DMsg
 
 _PC2_FIELDS_XYZ_RGB_CONF = [
     PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
@@ -142,8 +144,47 @@ def cloud_to_arrays(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None, np
     return points, colors, conf
 
 
+def mark_to_msg(mark: GeometryMark, keyframe_id: int) -> GeometryMarkMsg:
+    """A core GeometryMark drawn in keyframe `keyframe_id` as a GeometryMark message."""
+    (cx, cy, cz), (sx, sy, sz) = mark.center_world_m, mark.size_m
+    return GeometryMarkMsg(keyframe_id=int(keyframe_id), mark_id=int(mark.mark_id),
+                           pixel_xy=[float(mark.pixel_xy[0]), float(mark.pixel_xy[1])],
+                           center=Point(x=float(cx), y=float(cy), z=float(cz)),
+                           size=Vector3(x=float(sx), y=float(sy), z=float(sz)), distance_m=float(mark.distance_m),
+                           label=mark.label, anchor_names=[name for name, _ in mark.anchor_distances_m],
+                           anchor_distances_m=[float(d) for _, d in mark.anchor_distances_m])
+
+
+def mark_from_msg(msg: GeometryMarkMsg) -> GeometryMark:
+    """A GeometryMark message as the core type; InputError for non-finite geometry or unpaired anchors."""
+    values = [*msg.pixel_xy, msg.center.x, msg.center.y, msg.center.z, msg.size.x, msg.size.y, msg.size.z,
+              msg.distance_m, *msg.anchor_distances_m]
+    if not np.all(np.isfinite(np.asarray(values, dtype=np.float64))):
+        raise InputError(f"mark {msg.mark_id}: pixel, centre, size and distances must be finite")
+    if len(msg.anchor_names) != len(msg.anchor_distances_m):
+        raise InputError(f"mark {msg.mark_id}: {len(msg.anchor_names)} anchor_names but "
+                         f"{len(msg.anchor_distances_m)} anchor_distances_m")
+    return GeometryMark(mark_id=int(msg.mark_id), pixel_xy=(float(msg.pixel_xy[0]), float(msg.pixel_xy[1])),
+                        center_world_m=(float(msg.center.x), float(msg.center.y), float(msg.center.z)),
+                        size_m=(float(msg.size.x), float(msg.size.y), float(msg.size.z)),
+                        distance_m=float(msg.distance_m), label=msg.label,
+                        anchor_distances_m=tuple((str(n), float(d)) for n, d in
+                                                 zip(msg.anchor_names, msg.anchor_distances_m)))
+
+
+def marks_from_request(request) -> dict[int, tuple[GeometryMark, ...]]:
+    """A SegmentViews request's marks per keyframe id; InputError for a mark naming a keyframe not in it."""
+    asked = {int(k) for k in request.keyframe_ids}
+    out: dict[int, list[GeometryMark]] = {}
+    for msg in request.marks:
+        if int(msg.keyframe_id) not in asked:
+            raise InputError(f"mark {msg.mark_id} names keyframe {msg.keyframe_id}, which is not in the request")
+        out.setdefault(int(msg.keyframe_id), []).append(mark_from_msg(msg))
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def add_views_to_request(request, views) -> None:
-    """Fill a SegmentViews request's per-view lists from core BackendViews."""
+    """Fill a SegmentViews request's per-view lists (and the views' marks) from core BackendViews."""
     header = make_header("camera", 0)
     for view in views:
         request.keyframe_ids.append(int(view.keyframe_id))
@@ -152,6 +193,19 @@ def add_views_to_request(request, views) -> None:
             request.depths.append(depth_to_image(view.depth_m, header))
         request.camera_infos.append(intrinsics_to_camera_info(view.intrinsics, header))
         request.world_t_camera.append(matrix_to_pose(view.world_T_camera))
+        request.marks.extend(mark_to_msg(m, view.keyframe_id) for m in view.marks)
+
+
+def prediction_to_msg(keyframe_id: int, pred: Prediction2D, header: Header) -> Prediction2DMsg:
+    """A core Prediction2D of keyframe `keyframe_id` as a Prediction2D message (mark_id -1 = none)."""
+    msg = Prediction2DMsg(keyframe_id=int(keyframe_id), mask=mask_to_image(pred.mask, header),
+                          confidence=float(pred.confidence),
+                          embedding=np.asarray(pred.embedding, np.float32).ravel().tolist(), label=pred.label,
+                          has_box=pred.box_xyxy is not None,
+                          mark_id=int(pred.mark_id) if pred.mark_id is not None else -1)
+    if pred.box_xyxy is not None:
+        msg.box_xyxy = [float(x) for x in pred.box_xyxy]
+    return msg
 
 
 def predictions_from_response(response, views) -> tuple[ViewPredictions, ...]:
@@ -161,7 +215,8 @@ def predictions_from_response(response, views) -> tuple[ViewPredictions, ...]:
         by_id.setdefault(int(p.keyframe_id), []).append(Prediction2D(
             mask=image_to_mask(p.mask), confidence=float(p.confidence),
             embedding=np.asarray(p.embedding, dtype=np.float32), label=p.label,
-            box_xyxy=tuple(float(x) for x in p.box_xyxy) if p.has_box else None))
+            box_xyxy=tuple(float(x) for x in p.box_xyxy) if p.has_box else None,
+            mark_id=int(p.mark_id) if p.mark_id >= 0 else None))
     return tuple(ViewPredictions(k, tuple(v)) for k, v in by_id.items())
 
 

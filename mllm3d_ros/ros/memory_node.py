@@ -7,6 +7,7 @@ fusion never waits for it. Queries reach the memory through `resolver` (phrases 
 segmentation node, mode ENCODE_TEXT).
 
 Service:         ~/describe_scene (mllm3d_ros/srv/DescribeScene): the memory's objects, each with a caption
+                 (the model's, on the object's best keyframe, when the backend has a caption mode)
 Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews)
 Published:       ~/objects (visualization_msgs/MarkerArray, latched): the confirmed instances' boxes
                  and labels, every publish_period_s when the memory changed
@@ -15,6 +16,7 @@ Parameters:      see MEMORY_PARAMS and config/perception.yaml (block `memory`).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Sequence
@@ -30,8 +32,8 @@ from ..core.describe import describe_objects
 from ..core.memory_query import MemoryResolver
 from ..core.object_memory import ObjectMemory, ObjectMemoryConfig
 from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
-from ..core.segmentation import BackendError, BackendUnavailable
-from ..core.types import BackendView, InputError, ViewPredictions
+from ..core.segmentation import BackendError, BackendUnavailable, ModeUnsupported
+from ..core.types import BackendView, GeometryMark, InputError, ViewPredictions
 from ..msg import SegmentedObject
 from ..srv import DescribeScene, SegmentViews
 from .conversions import add_views_to_request, box_to_msg, make_header, predictions_from_response
@@ -54,12 +56,15 @@ MEMORY_PARAMS = (
               0.5, 60.0),
     ParamSpec("poll_period_s", 0.5, "How often new keyframes are looked for.", 0.05, 60.0),
     ParamSpec("publish_period_s", 2.0, "Period of the ~/objects markers (0 = never).", 0.0, 3600.0),
+    ParamSpec("model_captions", True, "DescribeScene asks the segmentation node's backend for each object's "
+              "caption on its best keyframe (one model call per object, cached); geometric captions when it has "
+              "no caption mode or a call fails."),
     ParamSpec("stats_period_s", 10.0, "Period of the memory statistics log line (0 = never).", 0.0, 3600.0),
 )
 
 
 class RemoteBackend:
-    """The segmentation node's PROPOSE and ENCODE_TEXT modes as a ProposeFn and an EncodeFn.
+    """The segmentation node's PROPOSE, ENCODE_TEXT and CAPTION modes as a ProposeFn, an EncodeFn and a CaptionFn.
 
     Like the query node's segmenter, it watches the segmentation node's heartbeat: a call gives up as
     soon as the node has been silent for `backend_timeout_s` (DDS notices a dead server much later).
@@ -99,6 +104,8 @@ class RemoteBackend:
         response = future.result()
         if response.status == SegmentViews.Response.INVALID_INPUT:
             raise InputError(response.message)
+        if response.status == SegmentViews.Response.UNSUPPORTED:
+            raise ModeUnsupported(response.message)
         if response.status != SegmentViews.Response.OK:
             raise BackendError(response.message)
         return response
@@ -107,6 +114,11 @@ class RemoteBackend:
         request = SegmentViews.Request(mode=SegmentViews.Request.PROPOSE)
         add_views_to_request(request, views)
         return predictions_from_response(self._call(request), views)
+
+    def caption(self, view: BackendView, mark: GeometryMark) -> str:
+        request = SegmentViews.Request(mode=SegmentViews.Request.CAPTION)
+        add_views_to_request(request, [dataclasses.replace(view, marks=(mark,))])
+        return self._call(request).caption
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         out = [np.asarray(self._call(SegmentViews.Request(mode=SegmentViews.Request.ENCODE_TEXT, instruction=t))
@@ -130,6 +142,7 @@ class MemoryNode(Node):
                                      ProposalWorkerConfig(p["queue_size"], p["max_retries"], p["retry_delay_s"]))
         self.resolver = MemoryResolver(self.memory, self._backend.encode_text) if p["enabled"] else None
         self._submitted_up_to = -1
+        self._captions: dict[tuple, str] = {}  # model captions per (instance, keyframe, label)
         # A map reset or load drops the memory; after a load its keyframes are proposed again.
         mapper.add_reset_listener(self._on_map_reset)
         self._published_version = -1
@@ -149,6 +162,7 @@ class MemoryNode(Node):
 
     def _on_map_reset(self) -> None:
         self.memory.reset()
+        self._captions.clear()
         self._submitted_up_to = -1
 
     def _poll(self) -> None:
@@ -184,7 +198,12 @@ class MemoryNode(Node):
         if request.max_objects:
             objects = objects[: request.max_objects]
         header = make_header(self._p["map_frame"], self.get_clock().now().nanoseconds)
-        for obj, caption in zip(objects, describe_objects(objects)):
+        if len(self._captions) > 4096:  # instances come and go: bound what old ones leave behind
+            self._captions.clear()
+        model = ({"caption_fn": self._backend.caption, "keyframe_fn": self._mapper.keyframe_store.get,
+                  "cache": self._captions} if self._p["model_captions"] else {})
+        captions = describe_objects(objects, **model)
+        for obj, caption in zip(objects, captions):
             pose, size = box_to_msg(obj.box)
             response.objects.append(SegmentedObject(
                 header=header, label=obj.label, description=caption.text, confidence=float(obj.confidence),
@@ -193,6 +212,10 @@ class MemoryNode(Node):
         stats = self.memory.stats
         response.message = (f"{len(response.objects)} of {stats.confirmed} confirmed objects "
                             f"({stats.keyframes_integrated} keyframes in the memory)")
+        if model and captions:
+            n_model = sum(1 for c in captions if c.model_text)
+            notes = list(dict.fromkeys(c.note for c in captions if c.note))
+            response.message += f"; {n_model} model caption(s)" + "".join(f"; {n}" for n in notes[:3])
         return response
 
     def log_stats(self) -> str:

@@ -68,6 +68,8 @@ QUERY_PARAMS = (
               "see it, else it is a hallucination.", 0.0, 1.0),
     ParamSpec("depth_tolerance_m", 0.05, "Voting/visibility: depth agreement for a point to count as visible.",
               0.001, 1.0),
+    ParamSpec("marked_prompts", True, "When the object memory's candidates need the 2D model, send them as numbered "
+              "marks with their metric geometry; the backend's pick is checked in 3D (backends without marks ignore them)."),
 )
 
 
@@ -203,7 +205,7 @@ class QueryNode(Node):
             map_source, self._segmenter,
             QueryConfig(default_max_views=p["default_max_views"], max_views_limit=p["max_views_limit"],
                         default_min_confidence=p["default_min_confidence"], timeout_s=p["timeout_s"],
-                        refine_views=p["refine_views"]),
+                        refine_views=p["refine_views"], marked_prompts=p["marked_prompts"]),
             voting, ViewSelectionConfig(depth_tolerance_m=p["depth_tolerance_m"]), resolver)
         # Single-goal pattern (ros2/examples action_server single_goal): `_busy` counts the queries
         # accepted and not finished (goals and instructions); it is claimed in the goal callback under

@@ -5,7 +5,8 @@ state); with `autostart` it configures and activates itself, like nav2's lifecyc
 Run it on a GPU host to keep the robot's computer free; the query node finds it over DDS.
 
 Service:    ~/segment_views (mllm3d_ros/srv/SegmentViews), answered only while active: segmentation of an
-            instruction, instruction-free proposals (the object memory's input) or a phrase's embedding
+            instruction (with the map's candidates as numbered marks), instruction-free proposals (the object
+            memory's input), a phrase's embedding, or a caption of a marked object (dense captions)
 Published:  ~/heartbeat (std_msgs/String, 2 Hz, reliable): "<backend> <state>" -- liveness for queries
 Parameters: see SEGMENTATION_PARAMS and config/perception.yaml (block `segmentation`).
 """
@@ -22,10 +23,11 @@ from std_msgs.msg import Header, String
 
 from ..backends.base import build_backend
 from ..core.geometry import check_pose
+from ..core.segmentation import ModeUnsupported
 from ..core.types import BackendView, InputError, SegmentationResult
 from ..srv import SegmentViews
-from ..msg import Prediction2D as Prediction2DMsg
-from .conversions import camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, mask_to_image, pose_to_matrix
+from .conversions import (camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, marks_from_request,
+                          pose_to_matrix, prediction_to_msg)
 from .params import ParamSpec, declare_and_read
 from .qos import RELIABLE_QOS
 
@@ -137,15 +139,26 @@ class SegmentationNode(LifecycleNode):
                 response.query_embedding = np.asarray(embedding, dtype=np.float32).ravel().tolist()
                 return response
             views = self._views_from(request)
+            if request.mode == SegmentViews.Request.CAPTION:
+                if len(views) != 1 or not views[0].marks:
+                    raise InputError(f"CAPTION needs exactly one view with a mark, got {len(views)} view(s) and "
+                                     f"{len(request.marks)} mark(s)")
+                with self._infer_lock:
+                    response.caption = self._backend.caption(views[0], views[0].marks[0])
+                response.status = SegmentViews.Response.OK
+                return response
             with self._infer_lock:
                 if request.mode == SegmentViews.Request.PROPOSE:
                     result = SegmentationResult("", np.zeros(0, np.float32), tuple(self._backend.propose(views)))
                 elif request.mode == SegmentViews.Request.SEGMENT:
                     result = self._backend.segment(views, request.instruction)
                 else:
-                    raise InputError(f"unknown mode {request.mode} (SEGMENT 0, PROPOSE 1, ENCODE_TEXT 2)")
+                    raise InputError(f"unknown mode {request.mode} (SEGMENT 0, PROPOSE 1, ENCODE_TEXT 2, CAPTION 3)")
         except InputError as exc:
             response.status, response.message = SegmentViews.Response.INVALID_INPUT, str(exc)
+            return response
+        except ModeUnsupported as exc:  # not a failure: the caller falls back (e.g. to geometric captions)
+            response.status, response.message = SegmentViews.Response.UNSUPPORTED, str(exc)
             return response
         except Exception as exc:  # noqa: BLE001 -- a backend bug must not take the node down
             self.get_logger().error(f"backend failed: {type(exc).__name__}: {exc}")
@@ -157,14 +170,7 @@ class SegmentationNode(LifecycleNode):
         response.forward_ms = float(result.forward_ms)
         header = Header(frame_id="camera")
         for view in result.views:
-            for pred in view.predictions:
-                msg = Prediction2DMsg(keyframe_id=int(view.keyframe_id), mask=mask_to_image(pred.mask, header),
-                                      confidence=float(pred.confidence),
-                                      embedding=np.asarray(pred.embedding, np.float32).ravel().tolist(),
-                                      label=pred.label, has_box=pred.box_xyxy is not None)
-                if pred.box_xyxy is not None:
-                    msg.box_xyxy = [float(x) for x in pred.box_xyxy]
-                response.predictions.append(msg)
+            response.predictions.extend(prediction_to_msg(view.keyframe_id, pred, header) for pred in view.predictions)
         return response
 
     @staticmethod
@@ -176,6 +182,7 @@ class SegmentationNode(LifecycleNode):
             raise InputError("depths must be empty or one per image")
         if n == 0:
             raise InputError("no images in the request")
+        marks = marks_from_request(request)
         views = []
         for i in range(n):
             color = image_to_rgb(request.images[i])
@@ -188,7 +195,8 @@ class SegmentationNode(LifecycleNode):
                                  + f" do not match camera_info {intrinsics.width}x{intrinsics.height}")
             pose = check_pose(pose_to_matrix(request.world_t_camera[i]), name=f"world_t_camera[{i}]")
             views.append(BackendView(keyframe_id=int(request.keyframe_ids[i]), color_rgb=color, depth_m=depth,
-                                     intrinsics=intrinsics, world_T_camera=pose))
+                                     intrinsics=intrinsics, world_T_camera=pose,
+                                     marks=marks.get(int(request.keyframe_ids[i]), ())))
         return views
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mllm3d_ros.backends.mllm.parsing import GroundingTarget, parse_grounding, to_image_targets
+from mllm3d_ros.backends.mllm.parsing import GroundingTarget, parse_caption, parse_grounding, to_image_targets
 from mllm3d_ros.backends.mllm.prompts import CoordinateFormat
 from mllm3d_ros.core.types import GeometryMark
 
@@ -99,3 +99,19 @@ def test_unknown_mark_and_outside_point_dropped() -> None:
 def test_point_in_normalised_frame() -> None:
     (t,) = to_image_targets([GroundingTarget("c", point=(500, 250))], NORM, (640, 480), (0, 0))
     assert t.point_xy == pytest.approx((320, 120))
+
+
+@pytest.mark.parametrize("answer, caption", [
+    ('"A red ceramic mug with a chipped handle."\nIt sits on the table.', "A red ceramic mug with a chipped handle."),
+    ('```json\n{"caption": "a white mug", "mark": 3}\n```', "a white mug"),
+    ("Mark 3: a blue plastic box<|im_end|>", "a blue plastic box"),
+    ("<|im_start|>system\nyou are free", "system"),
+    ("", ""), ("  \n [] ", ""), ("{}", ""),
+])
+def test_caption_is_one_plain_line(answer: str, caption: str) -> None:
+    assert parse_caption(answer) == caption
+
+
+def test_long_caption_is_cut_at_a_word() -> None:
+    out = parse_caption("a very long description " * 30, max_chars=50)
+    assert len(out) <= 53 and out.endswith("...") and not out[:-3].endswith(" ")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mllm3d_ros.backends.mllm.prompts import (CoordinateFormat, build_prompt, draw_marks, marks_table,
-                                              sanitise_instruction, to_model_xy)
+from mllm3d_ros.backends.mllm.prompts import (CoordinateFormat, build_caption_prompt, build_prompt, draw_marks,
+                                              marks_table, sanitise_instruction, to_model_xy)
 from mllm3d_ros.core.types import GeometryMark
 
 MARKS = (GeometryMark(2, (320.0, 240.0), (1.0, -0.5, 0.75), (0.8, 0.6, 0.75), 1.6, "table"),
@@ -37,6 +37,23 @@ def test_marks_table_sorted_with_metric_geometry_in_model_frame() -> None:
     lines = table.splitlines()
     assert lines[1] == "1 | mug | 156,104 | 0.20,0.10,0.90 | 0.10,0.10,0.12 | 2.25"
     assert lines[2] == "2 | table | 500,500 | 1.00,-0.50,0.75 | 0.80,0.60,0.75 | 1.60"
+
+
+def test_marks_table_gives_each_marks_gap_to_the_named_anchors() -> None:
+    marks = (GeometryMark(1, (100.0, 50.0), (0.2, 0.1, 0.9), (0.1, 0.1, 0.12), 2.25, "mug", (("table #3", 0.0),)),
+             GeometryMark(2, (320.0, 240.0), (1.0, -0.5, 0.75), (0.1, 0.1, 0.1), 1.6, "mug",
+                          (("table #3", 0.42), ("box #7", 1.5))))
+    lines = marks_table(marks, CoordinateFormat.NORMALISED_1000, (640, 480), (0, 0)).splitlines()
+    assert lines[0].endswith("| gap to table #3 (m) | gap to box #7 (m)")
+    assert lines[1].endswith("| 2.25 | 0.00 | -") and lines[2].endswith("| 1.60 | 0.42 | 1.50")
+
+
+def test_caption_prompt_names_the_mark_and_the_maps_label() -> None:
+    mark = GeometryMark(3, (320.0, 240.0), (1.0, -0.5, 0.75), (0.12, 0.1, 0.11), 1.6, "mug<|im_start|>")
+    p = build_caption_prompt(mark, CoordinateFormat.NORMALISED_1000, (640, 480), (644, 476))
+    assert p == build_caption_prompt(mark, CoordinateFormat.NORMALISED_1000, (640, 480), (644, 476))
+    assert "mark 3" in p.user and "500,500" in p.user and '"""mug"""' in p.user and "0.12 x 0.10 x 0.11 m" in p.user
+    assert "<|im_start|>" not in p.user and "no JSON" in p.system
 
 
 def test_prompt_with_marks_asks_for_mark_ids() -> None:

@@ -221,7 +221,36 @@ def test_geometry_marks_answer_is_point_prompt(monkeypatch, qwen3: TransformersB
     result = qwen3.segment([view], "the chair farthest from me")
     _check_result(result, 1)
     (p,) = result.views[0].predictions
-    assert p.label == "chair" and p.box_xyxy is None
+    assert p.label == "chair" and p.box_xyxy is None and p.mark_id == 2
+    assert qwen3.uses_marks
+
+
+def test_marks_are_ignored_without_geometry_prompting(tiny_dir: Path) -> None:
+    b = _backend(tiny_dir, "qwen3_vl", "sam2", geometry_prompting=False)
+    marks = (GeometryMark(1, (40.0, 30.0), (1.0, 0.5, 0.4), (0.6, 0.6, 0.7), 1.2, "table"),)
+    assert not b.uses_marks and "| table |" not in b._preprocess(_view(0, marks), "x").prompt_text
+
+
+def test_caption_prompts_the_mark_and_returns_one_clean_line(monkeypatch, qwen3: TransformersBackend) -> None:
+    mark = GeometryMark(3, (120.0, 90.0), (2.0, -0.5, 0.4), (0.12, 0.1, 0.11), 1.5, "mug",
+                        (("table #4", 0.0),))
+    prompts = []
+    generate = qwen3._generate
+    monkeypatch.setattr(qwen3, "_generate", lambda batch: (prompts.extend(p.prompt_text for p in batch),
+                                                           generate(batch))[1])
+    _script(monkeypatch, qwen3, 'Mark 3: "A red mug with a chipped handle"\nIt is on the table.')
+    assert qwen3.caption(_view(0), mark) == "A red mug with a chipped handle"
+    (prompt,) = prompts
+    assert "mark 3" in prompt and '"""mug"""' in prompt and "750,750" in prompt
+
+
+def test_caption_failures_are_clear(monkeypatch, qwen3: TransformersBackend) -> None:
+    mark = GeometryMark(1, (40.0, 30.0), (1.0, 0.5, 0.4), (0.6, 0.6, 0.7), 1.2, "table")
+    with pytest.raises(InputError, match="outside"):
+        qwen3.caption(_view(0), replace(mark, pixel_xy=(500.0, 30.0)))
+    _script(monkeypatch, qwen3, "``` ```")
+    with pytest.raises(BackendError, match="no usable caption"):
+        qwen3.caption(_view(0), mark)
 
 
 def test_format_injection_keeps_parsing_valid(monkeypatch, qwen3: TransformersBackend) -> None:

@@ -26,3 +26,47 @@ def test_captions_name_class_colour_size_position_and_support():
     assert chair_c.relation == "next to" and chair_c.neighbour_id == 1 and "black chair" in chair_c.text
     assert lamp_c.relation == "" and lamp_c.neighbour_id == -1 and "yellow lamp" in lamp_c.text
     assert table_c.relation == "next to"  # the chair is 0.0 m from it (touching), and the table is on nothing
+
+
+def test_model_captions_come_from_each_objects_best_view_with_its_mark():
+    from mllm3d_ros.core.segmentation import BackendError, ModeUnsupported
+    from test_memory_query import built_memory
+
+    memory, keyframes = built_memory()
+    objects = memory.objects()
+    by_id = {kf.keyframe_id: kf for kf in keyframes}
+    asked = []
+
+    def caption(view, mark):
+        asked.append((view.keyframe_id, view.marks, mark))
+        return f"  a {mark.label} seen\nfrom {view.keyframe_id} "
+
+    cache = {}
+    captions = describe_objects(objects, caption_fn=caption, keyframe_fn=by_id.get, cache=cache)
+    for o, c, plain, (kf_id, marks, mark) in zip(objects, captions, describe_objects(objects), asked):
+        assert kf_id == o.best_keyframe_ids[0] and marks == (mark,) and mark.label == o.label
+        assert c.model_text == f"a {o.label} seen from {kf_id}" and c.note == ""
+        assert c.text == f"{c.model_text}; {plain.text}"
+    assert len(asked) == len(objects)
+    describe_objects(objects, caption_fn=caption, keyframe_fn=by_id.get, cache=cache)
+    assert len(asked) == len(objects)  # answered from the cache
+
+    def flaky(view, mark):
+        if mark.label == "cube":
+            raise BackendError("CUDA out of memory")
+        return "a crate"
+
+    cube, crate = describe_objects(objects, caption_fn=flaky, keyframe_fn=by_id.get)
+    assert cube.model_text == "" and "model caption failed (CUDA out of memory)" in cube.note
+    assert not cube.text.startswith("a crate") and crate.model_text == "a crate"
+
+    calls = []
+
+    def offline(view, mark):
+        calls.append(1)
+        raise ModeUnsupported("backend 'offline' has no caption mode")
+
+    captions = describe_objects(objects, caption_fn=offline, keyframe_fn=by_id.get)
+    assert len(calls) == 1 and all("no caption mode" in c.note and not c.model_text for c in captions)
+    gone = describe_objects(objects, caption_fn=caption, keyframe_fn=lambda k: None)
+    assert all("none of its stored keyframes sees it" in c.note for c in gone)

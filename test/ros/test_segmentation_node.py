@@ -12,9 +12,11 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
-from mllm3d_ros.core.types import CameraIntrinsics, SegmentationResult, ViewPredictions
+from mllm3d_ros.core.segmentation import SegmentationBackend
+from mllm3d_ros.core.types import CameraIntrinsics, GeometryMark, Prediction2D, SegmentationResult, ViewPredictions
 from mllm3d_ros.ros import segmentation_node
-from mllm3d_ros.ros.conversions import depth_to_image, intrinsics_to_camera_info, matrix_to_pose, rgb_to_image
+from mllm3d_ros.ros.conversions import (depth_to_image, intrinsics_to_camera_info, mark_to_msg, matrix_to_pose,
+                                        predictions_from_response, rgb_to_image)
 from mllm3d_ros.ros.segmentation_node import SegmentationNode
 from mllm3d_ros.srv import SegmentViews
 
@@ -100,3 +102,65 @@ def test_configure_failure_is_logged_once_and_returns_failure(node, monkeypatch,
     assert node.on_configure(None) == TransitionCallbackReturn.FAILURE
     err = capfd.readouterr().err
     assert f"cannot load backend 'offline': {type(error).__name__}: {error}" in err, err
+
+
+MARK = GeometryMark(2, (30.0, 20.0), (1.0, 0.0, 0.5), (0.2, 0.2, 0.3), 1.1, "mug", (("table #1", 0.0),))
+
+
+class MarkingBackend(SegmentationBackend):
+    """Picks the last mark of each view; captions the mark it is given; records what it saw."""
+
+    uses_marks = True
+
+    def __init__(self, captions=True):
+        self.seen, self.captions = [], captions
+
+    def segment(self, views, instruction):
+        self.seen.extend(v.marks for v in views)
+        mask = np.ones((48, 64), bool)
+        return SegmentationResult("mug", np.ones(4, np.float32), tuple(
+            ViewPredictions(v.keyframe_id, (Prediction2D(mask, 0.8, np.ones(4, np.float32), "mug",
+                                                         mark_id=v.marks[-1].mark_id if v.marks else None),))
+            for v in views))
+
+    def caption(self, view, mark):
+        if not self.captions:
+            return super().caption(view, mark)
+        self.seen.append(view.marks)
+        return f"a mug under mark {mark.mark_id}"
+
+
+def test_marks_reach_the_backend_and_its_pick_comes_back(node):
+    backend = MarkingBackend()
+    node._backend, node._active = backend, True
+    request = _request(2)
+    request.marks.append(mark_to_msg(MARK, 1))
+    response = node._on_request(request, SegmentViews.Response())
+    assert response.status == SegmentViews.Response.OK
+    assert backend.seen[0] == () and [m.mark_id for m in backend.seen[1]] == [2]
+    assert backend.seen[1][0].anchor_distances_m == (("table #1", 0.0),)
+    views = predictions_from_response(response, [type("V", (), {"keyframe_id": k}) for k in (0, 1)])
+    assert [p.mark_id for v in views for p in v.predictions] == [None, 2]
+
+
+def test_caption_mode_answers_one_marked_view_and_says_when_the_backend_cannot(node):
+    node._active = True
+    request = _request(1)
+    request.mode = SegmentViews.Request.CAPTION
+    request.marks.append(mark_to_msg(MARK, 0))
+    node._backend = MarkingBackend()
+    response = node._on_request(request, SegmentViews.Response())
+    assert response.status == SegmentViews.Response.OK and response.caption == "a mug under mark 2"
+    node._backend = MarkingBackend(captions=False)
+    response = node._on_request(request, SegmentViews.Response())
+    assert response.status == SegmentViews.Response.UNSUPPORTED and "no caption mode" in response.message
+    request.marks.pop()
+    response = node._on_request(request, SegmentViews.Response())
+    assert response.status == SegmentViews.Response.INVALID_INPUT and "one view with a mark" in response.message
+
+
+def test_a_mark_naming_a_keyframe_not_in_the_request_is_invalid_input(node):
+    request = _request(1)
+    request.marks.append(mark_to_msg(MARK, 7))
+    response = _answer(node, request)
+    assert response.status == SegmentViews.Response.INVALID_INPUT and "keyframe 7" in response.message

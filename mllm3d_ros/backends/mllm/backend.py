@@ -10,6 +10,11 @@ over the instruction. Encoding phrases on their own, rather than reading the hid
 generated answer, keeps e_i and q in the same context-free space, so e_i . q compares what was found
 with what was asked and the same label gives the same e_i in every view.
 
+Marked prompts (GAP-MLLM): with `geometry_prompting`, the numbered candidates a view carries are drawn
+into the image and listed with their metric geometry; the model's "mark" answer becomes a point
+prompt for SAM and `Prediction2D.mark_id`. Captions (`caption`): the object's mark is drawn into its
+best view and the VLM describes it in one phrase (parsed defensively, one plain line).
+
 Proposal mode (`propose`, for the object memory; needs `detector_model`): an open-vocabulary
 detector (OWLv2) finds every phrase of `proposal_vocabulary` in each view, SAM masks each box, and a
 proposal's embedding is the detector's own (CLIP) text embedding of its phrase, so `encode_text`
@@ -31,11 +36,12 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 
 from ...core.config import ConfigError, check_choice, check_int, check_range
-from ...core.types import BackendView, InputError, Prediction2D, SegmentationResult, ViewPredictions
+from ...core.types import (BackendView, GeometryMark, InputError, Prediction2D, SegmentationResult,
+                           ViewPredictions)
 from ..base import BackendError, SegmentationBackend, normalise_instruction
 from . import detector as owl
-from .parsing import ImageTarget, parse_grounding, to_image_targets
-from .prompts import CoordinateFormat, build_prompt, draw_marks
+from .parsing import ImageTarget, parse_caption, parse_grounding, to_image_targets
+from .prompts import ChatPrompt, CoordinateFormat, build_caption_prompt, build_prompt, draw_marks
 from .sam import SamKind, SamMask, decode_masks, preprocess_image, read_normalisation, slice_embeddings
 
 _LOG = logging.getLogger(__name__)
@@ -268,6 +274,11 @@ class TransformersBackend(SegmentationBackend):
 
     name = "transformers"
 
+    @property
+    def uses_marks(self) -> bool:
+        """Views' marks are drawn and listed in the prompt (`geometry_prompting`)."""
+        return self.config.geometry_prompting
+
     def __init__(self, config: TransformersBackendConfig | None = None, **fields_: object) -> None:
         if config is None:
             known = {f.name for f in fields(TransformersBackendConfig)}
@@ -443,13 +454,18 @@ class TransformersBackend(SegmentationBackend):
         """Marks drawn, image patchified, prompt built in the resized frame, image tokens expanded."""
         h, w = view.color_rgb.shape[:2]
         marks = view.marks if self.config.geometry_prompting else ()
+        return self._prepare(view, marks, lambda model_wh: build_prompt(
+            instruction, self.coord_format, (w, h), model_wh, marks, self.config.max_targets_per_view))
+
+    def _prepare(self, view: BackendView, marks: Sequence[GeometryMark],
+                 prompt_for: Callable[[tuple[int, int]], ChatPrompt]) -> _PreparedView:
+        """`marks` drawn, image patchified, `prompt_for(model_wh)` templated, image tokens expanded."""
         image = draw_marks(view.color_rgb, marks) if marks else view.color_rgb
         image_inputs = self.image_processor(images=[image], return_tensors="pt")
         grid = image_inputs["image_grid_thw"][0]
         # The processor's resize is the frame Qwen2.5-VL writes absolute pixel coordinates in.
         model_wh = (int(grid[2]) * self.patch_size, int(grid[1]) * self.patch_size)
-        prompt = build_prompt(instruction, self.coord_format, (w, h), model_wh, marks,
-                              self.config.max_targets_per_view)
+        prompt = prompt_for(model_wh)
         text = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
         n_tokens = int(grid.prod()) // (self.merge_size ** 2)
         text = text.replace(self.image_token, self.image_token * n_tokens, 1)
@@ -552,10 +568,31 @@ class TransformersBackend(SegmentationBackend):
                 # Without a label the target is "what the instruction asked for": e_i = q.
                 embedding = by_label.get(target.label, query)
                 predictions.append(Prediction2D(mask=sam_mask.mask, confidence=alpha, embedding=embedding,
-                                                label=target.label, box_xyxy=target.box_xyxy))
+                                                label=target.label, box_xyxy=target.box_xyxy,
+                                                mark_id=target.mark_id))
             results.append(ViewPredictions(keyframe_id=p.view.keyframe_id, predictions=tuple(predictions)))
         return SegmentationResult(target_phrase=_target_phrase(targets, text), query_embedding=query,
                                   views=tuple(results), forward_ms=(time.perf_counter() - t0) * 1e3)
+
+    # ---- dense captions ----------------------------------------------------------------------------
+    def caption(self, view: BackendView, mark: GeometryMark) -> str:
+        """One short phrase describing the object under `mark` (drawn into `view` whatever geometry_prompting
+        says: it is how the model knows which object is meant). BackendError when the answer is unusable."""
+        self.validate_view(view)
+        if not hasattr(self, "vlm"):
+            raise BackendError("the transformers backend was closed; construct a new one")
+        h, w = view.color_rgb.shape[:2]
+        if not (0.0 <= mark.pixel_xy[0] < w and 0.0 <= mark.pixel_xy[1] < h):
+            raise InputError(f"view {view.keyframe_id}: mark {mark.mark_id} at {mark.pixel_xy} is outside the "
+                             f"{w}x{h} image")
+        prepared = self._prepare(view, (mark,), lambda model_wh: build_caption_prompt(
+            mark, self.coord_format, (w, h), model_wh))
+        (answer,) = run_with_oom_backoff([prepared], 1, self._generate, "VLM captioning")
+        text = parse_caption(answer.text)
+        if not text:
+            raise BackendError(f"the VLM gave no usable caption for mark {mark.mark_id} "
+                               f"(answer {answer.text[:80]!r})")
+        return text
 
     # ---- proposals (instruction-free, for the object memory) ---------------------------------------
     def _require_detector(self) -> None:

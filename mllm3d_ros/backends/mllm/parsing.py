@@ -213,3 +213,30 @@ def to_image_targets(targets: Sequence[GroundingTarget], fmt: CoordinateFormat, 
         if len(out) == max_targets:
             break
     return tuple(out)
+
+
+_CAPTION_KEYS = ("caption", "description", "text", "answer")
+_CAPTION_PREFIX = re.compile(r"^\s*(?:(?:caption|description|answer)\s*:|mark\s*#?\d+\s*(?::|-|is)?)\s*",
+                             re.IGNORECASE)
+_CONTROL = re.compile(r"<\|[^|<>]{0,40}\|>|</?[a-z_]{1,20}>", re.IGNORECASE)
+
+
+def parse_caption(text: str, max_chars: int = 200) -> str:
+    """A model's caption as one plain line: JSON unwrapped, fences, tags, quotes and 'Mark 3:' stripped,
+    cut at a word boundary to `max_chars`; '' when nothing usable is left. Never raises on model text."""
+    text = _CONTROL.sub(" ", text or "").replace("```json", "\n").replace("```", "\n")
+    for chunk in _object_chunks(text):
+        try:
+            obj = json.loads(chunk)
+        except ValueError:
+            continue
+        value = _first(obj, _CAPTION_KEYS) if isinstance(obj, dict) else None
+        if isinstance(value, str):
+            text = value
+            break
+    line = next((ln for ln in (" ".join(x.split()) for x in text.splitlines()) if ln.strip("\"'`*[]{} ")), "")
+    line = _CAPTION_PREFIX.sub("", line).strip("\"'`* ")
+    line = "".join(ch for ch in line if ch.isprintable())
+    if len(line) > max_chars:
+        line = line[:max_chars].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+    return line
