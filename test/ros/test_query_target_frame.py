@@ -67,6 +67,9 @@ def test_result_geometry_comes_back_in_the_target_frame(graph):
                                    base_T_map @ pose_to_matrix(obj_map.box_center), atol=1e-6)
         assert (obj_base.box_size.x, obj_base.box_size.y, obj_base.box_size.z) == \
             (obj_map.box_size.x, obj_map.box_size.y, obj_map.box_size.z)
+        # Gravity-aligned in the map and, base_link being z up too, there as well: yaw-only quaternions.
+        for q in (obj_map.box_center.orientation, obj_base.box_center.orientation):
+            assert abs(q.x) < 1e-9 and abs(q.y) < 1e-9
         c = obj_base.box_center.position
         assert f"at ({c.x:.2f}, {c.y:.2f}, {c.z:.2f}) m" in obj_base.description
     # Hand-checked value for the best box: map (x, y, z) is base (y - 2, 1 - x, z).
