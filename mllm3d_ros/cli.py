@@ -1,7 +1,7 @@
 """mllm3d: one command-line entry point.
 
   mllm3d launch [name:=value ...]        start the system (pip-only stand-in for ros2 launch)
-  mllm3d query "the mug" [--views N]     send a SegmentQuery goal, print feedback and the result
+  mllm3d query "the mug" [--views N] [--target-frame F]   send a SegmentQuery goal, print feedback and the result
   mllm3d describe [--max N]              list the object memory's objects with a description each
   mllm3d replay PATH [--rate-scale X]    publish a dataset folder or bag as camera topics
   mllm3d simulate [--seed N]             publish a simulated room as camera topics
@@ -58,6 +58,13 @@ def cmd_query(ns: argparse.Namespace) -> int:
         print(f"error: --views must be in [0, 65535], --min-confidence in [0, 1] and --timeout > 0, got "
               f"{ns.views}, {ns.min_confidence}, {ns.timeout}", file=sys.stderr)
         return EXIT_USAGE
+    if ns.target_frame:
+        from .core.tf_buffer import check_frame_id
+        try:
+            check_frame_id("--target-frame", ns.target_frame)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
     def run() -> int:
         client = QueryClient(node_name="mllm3d_query_cli")
@@ -69,7 +76,7 @@ def cmd_query(ns: argparse.Namespace) -> int:
             try:
                 accepted, result = client.send(ns.instruction, ns.views, ns.min_confidence,
                                                lambda stage, p: print(f"  [{p * 100:5.1f} %] {stage}", flush=True),
-                                               ns.timeout)
+                                               ns.timeout, target_frame=ns.target_frame)
             except TimeoutError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_TIMEOUT
@@ -79,7 +86,8 @@ def cmd_query(ns: argparse.Namespace) -> int:
                 return EXIT_REJECTED
             status = {s.value: s.name for s in QueryStatus}.get(result.error_code, "UNKNOWN")
             print(f"status: {status} ({result.error_code}) {result.error_message}")
-            print(f"target: {result.target_phrase!r}  views: {result.views_used}  time: {result.elapsed_s:.2f} s")
+            print(f"target: {result.target_phrase!r}  views: {result.views_used}  time: {result.elapsed_s:.2f} s  "
+                  f"frame: {result.points.header.frame_id}")
             for i, obj in enumerate(result.objects):
                 print(f"  {i + 1}. {obj.description}  confidence {obj.confidence:.2f}  "
                       f"views {obj.supporting_views}/{obj.visible_views}  points {obj.points.width}")
@@ -179,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=float, default=0.0)
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the action server")
+    p.add_argument("--target-frame", default="", help="TF frame of the returned geometry ('' = the map frame)")
     p.set_defaults(fn=cmd_query)
     p = sub.add_parser("describe", help="list the object memory's objects with a description each")
     p.add_argument("--max", type=int, default=0, help="at most this many objects (0 = all)")

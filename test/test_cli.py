@@ -30,6 +30,8 @@ def test_help_documents_the_exit_codes():
     (("launch", "camera"), "error: launch arguments are name:=value, got 'camera'"),
     (("launch", "camra:=realsense"), "error: unknown launch argument(s) ['camra']"),
     (("query", "the mug", "--views", "-1"), "error: --views must be in [0, 65535]"),
+    (("query", "the mug", "--target-frame", "base link"), "error: --target-frame: a frame id must be printable "
+     "with no spaces"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message):
     out = _cli(*args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .types import CameraIntrinsics, InputError
+from .types import CameraIntrinsics, InputError, OrientedBox3D
 
 # camera_link (REP-103 body: x forward, y left, z up) -> camera optical frame (z forward, x right, y down).
 BODY_T_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
@@ -46,6 +46,19 @@ def transform_points(a_T_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
     pts = np.asarray(points_b)
     out = pts.astype(np.float64, copy=False) @ a_T_b[:3, :3].T + a_T_b[:3, 3]
     return out.astype(pts.dtype if pts.dtype.kind == "f" else np.float64, copy=False)
+
+
+def transform_box(a_T_b: np.ndarray, box_b: OrientedBox3D) -> OrientedBox3D:
+    """An oriented box given in frame b, expressed in frame a (a rigid motion keeps a box a box).
+
+    The fields keep their names (`center_world_m`, `world_R_box`) but now hold frame-a values. A
+    gravity-aligned box stays gravity-aligned only when frame a is gravity-aligned too (z up).
+    """
+    a_T_b = np.asarray(a_T_b, dtype=np.float64)
+    a_R_b = a_T_b[:3, :3]
+    center_a = a_R_b @ np.asarray(box_b.center_world_m, dtype=np.float64) + a_T_b[:3, 3]
+    return OrientedBox3D(center_world_m=center_a, world_R_box=a_R_b @ np.asarray(box_b.world_R_box, np.float64),
+                         size_m=np.asarray(box_b.size_m, dtype=np.float64).copy())
 
 
 def unproject_depth(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray | None = None,

@@ -24,6 +24,7 @@ import numpy as np
 
 from .config import check_int
 from .geometry import invert_transform, matrix_to_quaternion, rigid_transform
+from .types import InputError
 
 
 class TransformUnavailable(LookupError):
@@ -32,6 +33,20 @@ class TransformUnavailable(LookupError):
 
 class ExtrapolationError(TransformUnavailable):
     """The requested time lies outside the samples of one link of the chain."""
+
+
+MAX_FRAME_ID_CHARS = 256
+
+
+def check_frame_id(name: str, frame_id: str) -> None:
+    """Raise InputError unless `frame_id` is a usable TF frame name: non-empty, printable, no whitespace,
+    at most MAX_FRAME_ID_CHARS characters (tf2 would only fail later, with a less specific message)."""
+    if not isinstance(frame_id, str) or not frame_id:
+        raise InputError(f"{name}: a frame id must be a non-empty string, got {frame_id!r}")
+    if len(frame_id) > MAX_FRAME_ID_CHARS:
+        raise InputError(f"{name}: a frame id has at most {MAX_FRAME_ID_CHARS} characters, got {len(frame_id)}")
+    if not frame_id.isprintable() or any(c.isspace() for c in frame_id):
+        raise InputError(f"{name}: a frame id must be printable with no spaces, got {frame_id!r}")
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,12 @@ class QueryClient:
 
     def send(self, instruction: str, max_views: int = 0, min_confidence: float = 0.0,
              feedback: Callable[[str, float], None] | None = None, timeout_s: float = 120.0,
-             cancel_after_s: float | None = None):
-        """Send a goal and wait for its result. Returns (accepted, result or None)."""
-        goal = SegmentQuery.Goal(instruction=instruction, max_views=max_views, min_confidence=min_confidence)
+             cancel_after_s: float | None = None, target_frame: str = ""):
+        """Send a goal and wait for its result. Returns (accepted, result or None).
+
+        `target_frame`: frame of the returned geometry ("" = the map frame)."""
+        goal = SegmentQuery.Goal(instruction=instruction, max_views=max_views, min_confidence=min_confidence,
+                                 target_frame=target_frame)
         fb = (lambda m: feedback(m.feedback.stage, m.feedback.progress)) if feedback else None
         handle = self._wait(self._action.send_goal_async(goal, feedback_callback=fb), 30.0)
         if not handle.accepted:

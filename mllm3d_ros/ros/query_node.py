@@ -7,8 +7,10 @@ snapshot and keyframe images at memory speed; the 2D model is reached through th
 Action server:   segment_query (mllm3d_ros/action/SegmentQuery)
 Subscribed:      ~/instruction (std_msgs/String, reliable) -- e.g. from a speech-to-text node
                  segmentation/heartbeat (std_msgs/String) -- liveness of the segmentation node
+                 /tf, /tf_static (through TfLookup) -- for goals whose target_frame is not the map frame
 Published:       ~/segmented_cloud (sensor_msgs/PointCloud2, latched): best object, x y z rgb confidence
                  ~/markers (visualization_msgs/MarkerArray, latched): boxes + labels per object
+                 (both always in the map frame, whatever the goal's target_frame: RViz's fixed frame)
                  ~/result (std_msgs/String, reliable): JSON summary of each result; an instruction that
                  arrives while a query runs is answered there with status BUSY
 Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews)
@@ -35,8 +37,10 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import SegmentQuery
 from ..backends.base import BackendError, BackendUnavailable
+from ..core.geometry import transform_box, transform_points
 from ..core.memory_query import MemoryResolver
 from ..core.pipeline import MapSource, QueryCanceled, QueryConfig, QueryPipeline
+from ..core.tf_buffer import TransformUnavailable, check_frame_id
 from ..core.types import BackendView, InputError, QueryResult, QueryStatus, SegmentationResult
 from ..core.view_selection import ViewSelectionConfig
 from ..core.voting import VotingConfig
@@ -46,9 +50,13 @@ from .conversions import (add_views_to_request, box_to_msg, make_header, points_
                           predictions_from_response)
 from .params import ParamSpec, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
+from .tf import TfLookup
 
 QUERY_PARAMS = (
-    ParamSpec("map_frame", "map", "Frame of the map and of every returned geometry."),
+    ParamSpec("map_frame", "map", "Frame of the map, of the RViz topics and of results whose goal has no "
+              "target_frame."),
+    ParamSpec("tf_timeout_s", 0.2, "A goal's target_frame: how long the lookup of target_frame <- map_frame "
+              "waits before the goal fails with INVALID_GOAL.", 0.0, 5.0),
     ParamSpec("default_max_views", 4, "Views per query when the goal says 0 (MLLM-For3D default).", 1, 32),
     ParamSpec("max_views_limit", 16, "Largest max_views a goal may ask for.", 1, 64),
     ParamSpec("refine_views", 4, "Second pass: up to this many more views, aimed at what the first vote found, "
@@ -141,14 +149,20 @@ class RemoteSegmenter:
             views=predictions_from_response(response, views), forward_ms=float(response.forward_ms))
 
 
-def object_description(obj) -> str:
-    c, s = obj.box.center_world_m, obj.box.size_m
+def object_description(obj, box=None) -> str:
+    """`box`: the object's box in the frame the description is for (default: its map-frame box)."""
+    box = obj.box if box is None else box
+    c, s = box.center_world_m, box.size_m
     return (f"{obj.label or 'object'} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
             f"{s[0]:.2f} x {s[1]:.2f} x {s[2]:.2f} m")
 
 
-def result_to_msg(result: QueryResult, frame_id: str, stamp_ns: int):
-    """Core QueryResult -> SegmentQuery.Result (object points taken from the snapshot the query used)."""
+def result_to_msg(result: QueryResult, frame_id: str, stamp_ns: int, frame_T_map: np.ndarray | None = None):
+    """Core QueryResult -> SegmentQuery.Result (object points taken from the snapshot the query used).
+
+    `frame_T_map` (4x4): the geometry (points, box, description) is moved from the map frame into
+    `frame_id` with it; None when `frame_id` is the map frame.
+    """
     snapshot = result.snapshot
     msg = SegmentQuery.Result(error_code=int(result.status), error_message=result.message,
                               target_phrase=result.target_phrase, views_used=int(result.views_used),
@@ -157,10 +171,14 @@ def result_to_msg(result: QueryResult, frame_id: str, stamp_ns: int):
     for rank, obj in enumerate(result.objects):
         pts = snapshot.points_world_m[obj.point_indices]
         cols = snapshot.colors_rgb[obj.point_indices]
+        box = obj.box
+        if frame_T_map is not None:
+            pts, box = transform_points(frame_T_map, pts), transform_box(frame_T_map, box)
         cloud = points_to_cloud(pts, header, cols, obj.point_confidence)
-        pose, size = box_to_msg(obj.box)
+        pose, size = box_to_msg(box)
         msg.objects.append(SegmentedObject(
-            header=header, label=obj.label, description=object_description(obj), confidence=float(obj.confidence),
+            header=header, label=obj.label, description=object_description(obj, box),
+            confidence=float(obj.confidence),
             box_center=pose, box_size=size, points=cloud,
             supporting_views=int(obj.supporting_views), visible_views=int(obj.visible_views)))
         if rank == 0:
@@ -194,6 +212,9 @@ class QueryNode(Node):
         super().__init__("query", **kwargs)
         p = declare_and_read(self, QUERY_PARAMS)
         self._frame = p["map_frame"]
+        self._tf_timeout_s = p["tf_timeout_s"]
+        # Created up front so /tf_static (latched) and /tf are already buffered when a goal asks.
+        self._tf = TfLookup(self)
         self._policy = p["second_goal_policy"]
         self._map_source = map_source
         self._action_group = ReentrantCallbackGroup()
@@ -261,18 +282,20 @@ class QueryNode(Node):
         with self._goal_lock:
             query = self._queries[_goal_key(goal_handle)]
         goal = goal_handle.request
+        target_frame = goal.target_frame or self._frame
         try:
-            if goal.target_frame not in ("", self._frame):
-                result = QueryResult(QueryStatus.INVALID_GOAL,
-                                     f"target_frame '{goal.target_frame}' is not supported: results are in "
-                                     f"'{self._frame}' (transform them with tf2 on your side)")
+            # Checked before the query, so an unknown frame costs no 2D model call; looked up again when
+            # the result is converted, so a moving frame is taken at the result's time.
+            problem = self._target_frame_problem(target_frame)
+            if problem is not None:
+                result = QueryResult(QueryStatus.INVALID_GOAL, problem)
             else:
                 def progress(stage: str, frac: float) -> None:
                     goal_handle.publish_feedback(SegmentQuery.Feedback(stage=stage, progress=float(frac)))
 
                 result = self._run_query(query, goal.instruction, int(goal.max_views), float(goal.min_confidence),
                                          progress)
-            msg = self._publish(result, goal.instruction)
+            msg = self._publish(result, goal.instruction, target_frame)
             if msg.error_code == QueryStatus.SUCCESS:
                 goal_handle.succeed()
             elif result.status is QueryStatus.CANCELED and goal_handle.is_cancel_requested:
@@ -313,20 +336,51 @@ class QueryNode(Node):
             result = dataclasses.replace(result, message=query.stop_reason(result.message))
         return result
 
-    def _publish(self, result: QueryResult, instruction: str):
-        """Result message, RViz topics and the ~/result JSON; a failure clears the previous answer in RViz."""
+    def _target_frame_problem(self, target_frame: str) -> str | None:
+        """Why results cannot be given in `target_frame` (bad name, no transform), or None."""
+        if target_frame == self._frame:
+            return None
+        try:
+            check_frame_id("target_frame", target_frame)
+            self._frame_T_map(target_frame)
+        except (InputError, TransformUnavailable) as exc:
+            return str(exc)
+        return None
+
+    def _frame_T_map(self, target_frame: str) -> np.ndarray:
+        """target_frame <- map (newest available), waiting up to tf_timeout_s; TransformUnavailable names
+        the missing link."""
+        try:
+            return self._tf.lookup(target_frame, self._frame, 0, self._tf_timeout_s)
+        except TransformUnavailable as exc:
+            raise TransformUnavailable(f"target_frame '{target_frame}': no transform from '{self._frame}' within "
+                                       f"{self._tf_timeout_s:.2f} s: {exc}") from None
+
+    def _publish(self, result: QueryResult, instruction: str, target_frame: str | None = None):
+        """Result message (in `target_frame`, default the map frame), RViz topics (map frame) and the
+        ~/result JSON (map frame); a failure clears the previous answer in RViz."""
+        target_frame = target_frame or self._frame
         stamp_ns = self.get_clock().now().nanoseconds
         try:
-            msg = result_to_msg(result, self._frame, stamp_ns)
+            map_msg = result_to_msg(result, self._frame, stamp_ns)
         except Exception as exc:  # noqa: BLE001 -- a malformed result must still be answered
             self.get_logger().error(f"cannot convert the result: {type(exc).__name__}: {exc}")
             result = QueryResult(QueryStatus.BACKEND_ERROR, f"internal error: {type(exc).__name__}: {exc}",
                                  elapsed_s=result.elapsed_s)
-            msg = result_to_msg(result, self._frame, stamp_ns)
+            map_msg = result_to_msg(result, self._frame, stamp_ns)
+        msg = map_msg
+        if target_frame != self._frame and result.objects:
+            try:
+                msg = result_to_msg(result, target_frame, stamp_ns, self._frame_T_map(target_frame))
+            except TransformUnavailable as exc:  # the transform went away while the query ran
+                result = QueryResult(QueryStatus.INVALID_GOAL, str(exc), elapsed_s=result.elapsed_s)
+                msg = map_msg = result_to_msg(result, self._frame, stamp_ns)
+        elif target_frame != self._frame:
+            msg = result_to_msg(result, target_frame, stamp_ns)  # no geometry: only the header's frame changes
         # Latched topics keep the last message: publishing the empty cloud and a DELETEALL-only marker
         # array after a failure is what removes the previous answer from RViz.
-        self._cloud_pub.publish(msg.points)
-        self._marker_pub.publish(markers_for(msg, self._frame))
+        self._cloud_pub.publish(map_msg.points)
+        self._marker_pub.publish(markers_for(map_msg, self._frame))
         self._result_pub.publish(String(data=json.dumps(result_summary(result, instruction))))
         return msg
 

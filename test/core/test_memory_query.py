@@ -55,6 +55,9 @@ def test_plan_picks_the_instance_of_the_target_and_maps_it_onto_the_map():
     lo, hi = BOX_B
     assert np.all((pts >= lo - 0.04) & (pts <= hi + 0.04))  # the map's points of cube B, nothing else
     assert obj.point_indices.size > 100 and obj.supporting_views == 4
+    # A memory answer carries the same gravity-aligned box as a voted object: yaw only, z up, around its points.
+    np.testing.assert_allclose(obj.box.world_R_box[:, 2], [0, 0, 1])
+    np.testing.assert_allclose(obj.box.center_world_m[2], (pts[:, 2].min() + pts[:, 2].max()) / 2, atol=1e-6)
     assert set(plan.keyframe_ids) == {0, 1, 2, 3}
 
 

@@ -11,7 +11,8 @@ import pytest
 from mllm3d_ros.core.config import ConfigError
 from mllm3d_ros.core.geometry import rotation_angle_rad
 from mllm3d_ros.core.tf_buffer import (ExtrapolationError, TfBufferConfig, TransformBuffer, TransformUnavailable,
-                                       slerp)
+                                       check_frame_id, slerp)
+from mllm3d_ros.core.types import InputError
 
 S = 1_000_000_000
 
@@ -102,3 +103,17 @@ def test_bad_input_is_refused_and_config_validated():
         tf.set_transform("a", "a", 1, (0, 0, 0), (0, 0, 0, 1))
     with pytest.raises(ConfigError, match="cache_duration_ns"):
         TfBufferConfig(cache_duration_ns=0)
+
+
+@pytest.mark.parametrize("frame_id, problem", [
+    ("", "non-empty"), ("base link", "no spaces"), ("base\tlink", "no spaces"), ("base\x00link", "printable"),
+    ("b" * 257, "at most 256"),
+])
+def test_check_frame_id_refuses_unusable_names_and_names_the_field(frame_id, problem):
+    with pytest.raises(InputError, match=f"target_frame: .*{problem}"):
+        check_frame_id("target_frame", frame_id)
+
+
+def test_check_frame_id_accepts_tf_names():
+    for frame_id in ("base_link", "robot1/camera_color_optical_frame", "b" * 256):
+        check_frame_id("target_frame", frame_id)

@@ -4,6 +4,7 @@ and the `mllm3d query` CLI (its exit codes)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -73,6 +74,14 @@ def test_cli_query_exits_cleanly_with_the_status(perception):
     assert out.returncode == 1, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
     assert "status: MAP_EMPTY (1) map is empty" in out.stdout, out.stdout
     assert out.stderr.strip() == "", out.stderr
+
+
+def test_cli_query_passes_the_target_frame(perception):
+    frame = f"nowhere_{os.getpid()}"
+    out = _python("-m", "mllm3d_ros.cli", "query", "the mug", "--wait", "30", "--target-frame", frame)
+    # The frame is checked before the (empty) map: INVALID_GOAL naming it, exit 1.
+    assert out.returncode == 1, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
+    assert f"status: INVALID_GOAL (10) target_frame '{frame}': no transform from 'map'" in out.stdout, out.stdout
 
 
 def test_cli_query_without_a_server_says_so():
