@@ -26,7 +26,7 @@ from .config import check_int, check_range
 from .instruction import COLOURS, ParsedInstruction, Relation
 from .object_geometry import oriented_box, strip_support_surface
 from .object_memory import MemoryObject, ObjectMemory, VoxelIndex
-from .relations import relation_score, superlative_order
+from .relations import RANKING_RELATIONS, relation_score, superlative_order
 from .types import Keyframe, MapSnapshot, Object3D
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
@@ -218,8 +218,11 @@ class MemoryResolver:
         scored = []
         for c in candidates:
             if parsed.relation is Relation.BETWEEN:
-                score = relation_score(c.box, [anchor_sets[0][0].box, anchor_sets[1][0].box], parsed.relation, viewer)
-                scored.append((score, c, anchor_sets[0][0]))
+                # Every pair of matching anchors: the best-matching box of a class need not be the one meant.
+                best = max(((relation_score(c.box, [a.box, b.box], parsed.relation, viewer), a)
+                            for a in anchor_sets[0][:5] for b in anchor_sets[1][:5] if a is not b),
+                           key=lambda x: x[0], default=(-np.inf, anchor_sets[0][0]))
+                scored.append((best[0], c, best[1]))
                 continue
             best = max(((relation_score(c.box, [a.box], parsed.relation, viewer), a) for a in anchor_sets[0]),
                        key=lambda x: x[0])
@@ -242,8 +245,13 @@ class MemoryResolver:
         if not anchors:
             notes.append(f"'{phrase}' (the exclusion's anchor) is not in the map: nothing excluded")
             return candidates
-        kept = [c for c in candidates
-                if not any(np.isfinite(relation_score(c.box, [a.box], relation, viewer)) for a in anchors)]
+        scores = [max(relation_score(c.box, [a.box], relation, viewer) for a in anchors) for c in candidates]
+        if relation in RANKING_RELATIONS:
+            # "not the one next to the X": the candidate that is the most so, not all at finite distance.
+            worst = int(np.argmax(scores))
+            kept = [c for i, c in enumerate(candidates) if i != worst]
+        else:
+            kept = [c for c, s in zip(candidates, scores) if not np.isfinite(s)]
         if not kept:
             notes.append("every candidate matched the exclusion: kept all")
             return candidates
