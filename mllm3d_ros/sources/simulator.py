@@ -798,10 +798,11 @@ class RelationalQuery:
 class RelationalRoom:
     """A room laid out so that relational instructions have one geometric answer each.
 
-    viewer_world_T_camera: the stated viewpoint of "left / right / in front / behind": in front of the
-    table, looking along +y (right = +x). `relational_trajectory` ends there, so it is the latest
-    keyframe's pose, the viewer the resolver takes (`relations.viewer_axes`); every answer holds for
-    any viewer yaw within 30 degrees of it. `queries` are ground truth, for evaluation only.
+    viewer_world_T_camera: the stated viewpoint of "left / right / in front / behind": 1.6 m in front of
+    the table, looking along +y (right = +x). `relational_trajectory` keeps its orientation, so the
+    latest keyframe, the viewer the resolver takes (`relations.viewer_axes`), looks the same way; every
+    answer also holds for any viewer yaw within 30 degrees of it. `queries` are ground truth, for
+    evaluation only.
     """
 
     room: Room
@@ -816,8 +817,9 @@ def generate_relational_room(seed: int) -> RelationalRoom:
 
     Answers come from the construction (which mug was placed where), never from `core.relations`, so
     the resolver is checked against them. Spacing leaves margins larger than box noise: the mug meant
-    by "next to the laptop" is >= 8 cm nearer to it than any other; neighbours on the table are >= 12 cm
-    apart; the two boxes differ in volume by >= 1.8x.
+    by "next to the laptop" is >= 8 cm nearer to it than any other, the one farthest from the bottle
+    >= 40 cm farther than any other; neighbours on the table are >= 12 cm apart; the two boxes differ
+    in volume by >= 1.8x. Everything is within 40 degrees of the stated viewer's optical axis.
     """
     check_int("seed", seed, 0)
     rng = np.random.default_rng(10_000 + seed)
@@ -840,9 +842,9 @@ def generate_relational_room(seed: int) -> RelationalRoom:
     small = (builder.u(0.34, 0.38), builder.u(0.32, 0.36), builder.u(0.26, 0.3))
     mug_box_big = bool(rng.random() < 0.5)
     size_1, size_2 = (big, small) if mug_box_big else (small, big)
-    box_1 = builder.add_box(tx + side * (0.8 + 0.25 + size_1[0] / 2), ty + builder.u(-0.1, 0.0), 0.0,
+    box_1 = builder.add_box(tx + side * (0.8 + 0.1 + size_1[0] / 2), ty + builder.u(-0.1, 0.0), 0.0,
                             builder.u(-0.1, 0.1), size_1)
-    box_2 = builder.add_box(tx - side * (0.8 + 0.15 + size_2[0] / 2), ty + builder.u(-0.1, 0.0), 0.0,
+    box_2 = builder.add_box(tx - side * (0.8 + 0.1 + size_2[0] / 2), ty + builder.u(-0.1, 0.0), 0.0,
                             builder.u(-0.1, 0.1), size_2)
     box_top = box_1.center_world_m[2] + box_1.size_m[2] / 2
     mug_d = builder.add_mug((box_1.center_world_m[0], box_1.center_world_m[1], box_top), builder.u(0, 2 * math.pi),
@@ -850,7 +852,7 @@ def generate_relational_room(seed: int) -> RelationalRoom:
     style = builder.chair_style()
     chair_front = builder.add_chair(tx + side * 0.35, ty - 0.4 - 0.33, builder.u(-0.1, 0.1), style)
     # Behind the table's far corner, not behind its middle, where the table hides all but its backrest.
-    chair_back = builder.add_chair(tx - side * 0.95, ty + 0.4 + 0.4, math.pi + builder.u(-0.1, 0.1), style)
+    chair_back = builder.add_chair(tx - side * 1.2, ty + 0.4 + 0.45, math.pi + builder.u(-0.1, 0.1), style)
     mugs = [mug_a, mug_b, mug_c, mug_d]
     by_x = [m.instance_id for m in sorted(mugs, key=lambda m: m.center_world_m[0])]
     bigger, smaller = (box_1, box_2) if mug_box_big else (box_2, box_1)
@@ -863,7 +865,7 @@ def generate_relational_room(seed: int) -> RelationalRoom:
         RelationalQuery("the mug next to the laptop", mug_c.instance_id, "near"),
         RelationalQuery("the mug to the left of the laptop", left_of_laptop.instance_id, "left of"),
         RelationalQuery("the mug to the right of the laptop", right_of_laptop.instance_id, "right of"),
-        RelationalQuery("the mug farthest from the laptop", mug_d.instance_id, "farthest"),
+        RelationalQuery("the mug farthest from the bottle", mug_d.instance_id, "farthest"),
         RelationalQuery("the mug between the bottle and the laptop", mug_b.instance_id, "between"),
         RelationalQuery("the leftmost mug", by_x[0], "leftmost"),
         RelationalQuery("the second mug from the left", by_x[1], "nth"),
@@ -882,26 +884,24 @@ def generate_relational_room(seed: int) -> RelationalRoom:
     return RelationalRoom(room, viewer, look, queries)
 
 
-def relational_trajectory(layout: RelationalRoom, num_frames: int, *, radius_m: float = 1.6,
-                          sweep_deg: float = 10.0, gaze_m: float = 0.5) -> list[np.ndarray]:
-    """Poses on an arc in front of the table, +-sweep_deg around the stated viewer, the gaze wandering
-    +-gaze_m along the row of objects; the last pose is `layout.viewer_world_T_camera`. Keyframes are
-    kept for novelty, so the latest keyframe need not be the last pose: arc and gaze together stay
-    within the 30 degrees of yaw the layout's answers allow, so whichever pose it is, it is a valid viewer."""
+def relational_trajectory(layout: RelationalRoom, num_frames: int, *, track_m: float = 1.0,
+                          bob_m: float = 0.08) -> list[np.ndarray]:
+    """A dolly shot: the stated viewer's orientation throughout, its position sliding +-track_m along its
+    right axis (out to the right, across to the left, back) and bobbing +-bob_m; the last pose is
+    `layout.viewer_world_T_camera`. Keyframes are kept for novelty, so the latest keyframe need not be
+    the last pose; with one orientation throughout, whichever it is sees left and right as stated."""
     check_int("num_frames", num_frames, 2)
-    check_range("sweep_deg", sweep_deg, 0.0, 30.0)
-    check_range("gaze_m", gaze_m, 0.0, 1.0)
-    look = layout.look_at_world_m
-    height = float(layout.viewer_world_T_camera[2, 3])
+    check_range("track_m", track_m, 0.0, 2.0)
+    check_range("bob_m", bob_m, 0.0, 0.5)
+    viewer = layout.viewer_world_T_camera
+    right = viewer[:3, 0]
     poses = []
     for k in range(num_frames):
         u = k / (num_frames - 1)
-        # out to one end of the arc, across to the other, back to the middle
-        a = math.radians(sweep_deg) * math.sin(2 * math.pi * u)
-        position = np.array([look[0] + radius_m * math.sin(a), look[1] - radius_m * math.cos(a),
-                             height + 0.05 * math.sin(3 * math.pi * u)])
-        target = look + np.array([gaze_m * math.sin(2 * math.pi * 3.0 * u), 0.0, 0.0])
-        poses.append(look_at(position, target))
+        pose = viewer.copy()
+        pose[:3, 3] = viewer[:3, 3] + track_m * math.sin(2 * math.pi * u) * right \
+            + np.array([0.0, 0.0, bob_m * math.sin(3 * math.pi * u)])
+        poses.append(pose)
     poses[-1] = layout.viewer_world_T_camera.copy()
     return poses
 
