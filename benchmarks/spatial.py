@@ -1,6 +1,7 @@
 """Relational queries on simulated layouts whose answers depend only on geometry (issue 12's evaluation).
 
-    python -m benchmarks.spatial --json PATH [--rooms 6] [--frames 40] [--quick] [--no-offline]
+    python -m benchmarks.spatial --json PATH [--rooms 10] [--frames 40] [--describe-rooms 3] [--quick]
+                                 [--no-offline]
 
 Per room (`generate_relational_room(seed)`, seeds 0..rooms-1: a table with a row of mugs, a bottle and a
 laptop, a mug on one of two floor boxes, a chair in front of the table and one behind it, mirrored by
@@ -20,7 +21,9 @@ from the left, biggest/smallest, in front of/behind, "not the one ..."):
       memory, its text model embeds the phrases, its `segment` serves what the memory cannot decide;
   (d) latency of the relational queries answered from the memory (first run of each; median);
   (e) `describe_objects` on each memory: the share of ground-truth objects (with >= MIN_GT_POINTS map
-      points) named by a caption of their class whose box centre is within 0.2 m of the object's.
+      points) named by a caption of their class whose box centre is within 0.2 m of the object's; on the
+      relational rooms and on `describe_rooms` furnished rooms (`generate_room(seed)`: shelves of books,
+      desks, sofas; 48 frames along `trajectory` at 320x240, fx 262.5, as benchmarks.sim_offline renders).
 Ground truth (evaluation only): the layouts' answer ids, map points labelled by the nearest true
 surface within one voxel (`Simulator.closest_instances`), the proposer's masks from noise-free renders.
 """
@@ -156,13 +159,54 @@ def describe_score(room, memory, gt_ids) -> dict:
             "missed": missed}
 
 
-def run(rooms: int, frames: int, offline: bool) -> dict:
+def _proposer(room, sim_config: SimConfig, segmenter_config, seed: int):
+    """The simulated proposer of a room: ground-truth labels, masks from noise-free renders (evaluation only)."""
+    from mllm3d_ros.eval.sim_segmenter import SimSegmenter
+
+    gt_render = Simulator(room, SimConfig(**{**sim_config.__dict__, "noise": False}))
+
+    def instance_ids(view):
+        if (view.intrinsics.width, view.intrinsics.height) != (sim_config.width, sim_config.height):
+            raise ValueError("keyframes must be stored at the render's resolution")
+        return gt_render.render(view.world_T_camera).instance_ids
+
+    labels = {i.instance_id: i.label for i in room.instances}
+    return SimSegmenter(segmenter_config, seed=seed, background_ids=frozenset({STRUCTURE_ID}), labels=labels,
+                        instance_ids_fn=instance_ids)
+
+
+def describe_furnished(seeds, segmenter_config) -> list[dict]:
+    """(e) on furnished rooms: the memory from the simulated proposer, scored as on the relational rooms."""
+    from mllm3d_ros.core.keyframes import KeyframeConfig
+    from mllm3d_ros.core.mapper import Mapper
+    from mllm3d_ros.core.tsdf_map import TsdfMapConfig
+    from mllm3d_ros.offline_segment import build_memory
+    from mllm3d_ros.sources.simulator import generate_room, trajectory
+
+    from benchmarks.sim_offline import SIM as SIM_FURNISHED
+
+    out = []
+    for seed in seeds:
+        room = generate_room(seed)
+        sim = Simulator(room, SIM_FURNISHED)
+        mapper = Mapper(TsdfMapConfig(), KeyframeConfig(image_scale=1.0))
+        for k, pose in enumerate(trajectory(room, 48)):
+            mapper.process(sim.render(pose, stamp_ns=k * 33_333_333).frame)
+        gt_ids = Simulator(room, SimConfig(noise=False)).closest_instances(
+            mapper.snapshot().points_world_m, max_distance_m=mapper.map.config.voxel_size_m).instance_ids
+        memory = build_memory(mapper, _proposer(room, SIM_FURNISHED, segmenter_config, seed))
+        out.append(describe_score(room, memory, gt_ids))
+        print(f"furnished room {seed}: {out[-1]['named']}/{out[-1]['gt_objects']} objects named", flush=True)
+    return out
+
+
+def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0) -> dict:
     from mllm3d_ros.core.keyframes import KeyframeConfig
     from mllm3d_ros.core.mapper import Mapper
     from mllm3d_ros.core.memory_query import MemoryResolver
     from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
     from mllm3d_ros.core.tsdf_map import TsdfMapConfig
-    from mllm3d_ros.eval.sim_segmenter import SimSegmenter, SimSegmenterConfig
+    from mllm3d_ros.eval.sim_segmenter import SimSegmenterConfig
     from mllm3d_ros.offline_segment import build_memory
 
     t_start = time.perf_counter()
@@ -177,16 +221,7 @@ def run(rooms: int, frames: int, offline: bool) -> dict:
         for seed in range(rooms):
             layout = generate_relational_room(seed)
             room = layout.room
-            gt_render = Simulator(room, SimConfig(**{**SIM.__dict__, "noise": False}))
-
-            def instance_ids(view, gt_render=gt_render):
-                if (view.intrinsics.width, view.intrinsics.height) != (SIM.width, SIM.height):
-                    raise ValueError("keyframes must be stored at the render's resolution")
-                return gt_render.render(view.world_T_camera).instance_ids
-
-            labels = {i.instance_id: i.label for i in room.instances}
-            proposer = SimSegmenter(sim_config, seed=seed, background_ids=frozenset({STRUCTURE_ID}), labels=labels,
-                                    instance_ids_fn=instance_ids)
+            proposer = _proposer(room, SIM, sim_config, seed)
             gt_rows += resolver_on_gt(layout, proposer)
 
             sim = Simulator(room, SIM)
@@ -215,6 +250,7 @@ def run(rooms: int, frames: int, offline: bool) -> dict:
             print(f"room {seed}: {snapshot.num_points} map points, {len(mapper.keyframes())} keyframes, fused in "
                   f"{fuse_s[-1]:.1f} s; GT-box resolver {np.mean([r['correct'] for r in gt_rows[-16:]]):.2f}, "
                   f"sim Acc@0.5 {np.mean([r['iou'] >= 0.5 for r in sel]):.2f}", flush=True)
+        furnished = describe_furnished(range(describe_rooms), sim_config)
     finally:
         if model is not None:
             model.close()
@@ -261,7 +297,8 @@ def run(rooms: int, frames: int, offline: bool) -> dict:
         "offline": ({**summary(off_rows), "per_kind": per_kind(off_rows)} if off_rows else None),
         "latency_ms_median_from_memory": round(float(np.median(mem_ms)), 2) if mem_ms else None,
         "describe": {"radius_m": DESCRIBE_RADIUS_M, "sim_p03": describe_summary(describe["sim"]),
-                     "offline": describe_summary(describe["offline"])},
+                     "offline": describe_summary(describe["offline"]),
+                     "sim_p03_furnished_rooms": describe_summary(furnished)},
         "fuse_s_median_per_room": round(float(np.median(fuse_s)), 2),
         "wall_s": round(time.perf_counter() - t_start, 1),
         "queries": rows,
@@ -280,7 +317,7 @@ def table(report: dict) -> str:
         lines.append(f"| {name}: Acc@0.25 / Acc@0.5 / mIoU ({s['queries']} queries) | {s['acc25']:.3f} / "
                      f"{s['acc50']:.3f} / {s['miou']:.3f} | Acc@0.5 {tgt} |")
     lines.append(f"| relational query from memory, median ms | {report['latency_ms_median_from_memory']} | <= 50 |")
-    for name in ("sim_p03", "offline"):
+    for name in ("sim_p03", "offline", "sim_p03_furnished_rooms"):
         d = report["describe"][name]
         if d is not None:
             lines.append(f"| describe ({name}): objects named, class + position within {report['describe']['radius_m']} m "
@@ -291,16 +328,18 @@ def table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, help="where to write the results")
-    parser.add_argument("--rooms", type=int, default=6, help="seeded relational rooms 0..N-1")
+    parser.add_argument("--rooms", type=int, default=10, help="seeded relational rooms 0..N-1")
+    parser.add_argument("--describe-rooms", type=int, default=3, help="furnished rooms 0..N-1 for (e)")
     parser.add_argument("--frames", type=int, default=40, help="frames along each room's trajectory")
-    parser.add_argument("--quick", action="store_true", help="1 room, 24 frames, no offline backend")
+    parser.add_argument("--quick", action="store_true", help="1 room, 24 frames, no offline backend, no furnished rooms")
     parser.add_argument("--no-offline", action="store_true", help="skip (c), the real offline backend")
     args = parser.parse_args(argv)
-    rooms, frames, offline = (1, 24, False) if args.quick else (args.rooms, args.frames, not args.no_offline)
+    rooms, frames, offline, describe_rooms = ((1, 24, False, 0) if args.quick else
+                                              (args.rooms, args.frames, not args.no_offline, args.describe_rooms))
     from mllm3d_ros.core.segmentation import BackendError
 
     try:
-        report = run(rooms, frames, offline)
+        report = run(rooms, frames, offline, describe_rooms)
     except BackendError as exc:
         print(f"benchmarks.spatial: cannot run the offline backend: {exc}", file=sys.stderr)
         return 1

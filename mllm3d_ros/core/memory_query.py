@@ -25,7 +25,7 @@ import numpy as np
 from .config import check_int, check_range
 from .instruction import COLOURS, ParsedInstruction, Relation
 from .object_geometry import oriented_box, strip_support_surface
-from .object_memory import MemoryObject, ObjectMemory, VoxelIndex
+from .object_memory import MemoryObject, ObjectMemory, VoxelIndex, voxel_keys
 from .relations import RANKING_RELATIONS, relation_score, superlative_order
 from .types import Keyframe, MapSnapshot, Object3D
 
@@ -160,7 +160,7 @@ class MemoryResolver:
         if not order:
             notes.append(f"no object in the memory matches '{parsed.target_text}' (best similarity {best:.2f})")
             return MemoryPlan(parsed.target_text, (), None, empty, (), None, tuple(notes))
-        candidates = [objects[i] for i in order][: cfg.max_candidates]
+        candidates = self._drop_relabelled([objects[i] for i in order][: cfg.max_candidates], objects, notes)
         decided = True
         colours = [_COLOUR_ALIASES.get(a, a) for a in parsed.attributes if a in COLOURS]
         if colours:
@@ -197,6 +197,29 @@ class MemoryResolver:
         region = (np.concatenate([c.points_world_m for c in candidates]) if candidates else empty)
         kf_ids = tuple(dict.fromkeys(k for c in candidates for k in c.best_keyframe_ids))
         return MemoryPlan(parsed.target_text, tuple(candidates), answer, region, kf_ids, anchor, tuple(notes))
+
+    def _drop_relabelled(self, candidates: list[MemoryObject], objects: Sequence[MemoryObject],
+                         notes: list[str]) -> list[MemoryObject]:
+        """Candidates that are mostly the voxels of an instance of another kind detected more often are
+        dropped: one object has one class, and a proposal with a wrong label on it (a hallucination on
+        another object) starts an instance of its own on the same voxels."""
+        voxel = self.memory.config.voxel_size_m
+        chosen = {c.instance_id for c in candidates}
+        others = [o for o in objects if o.instance_id not in chosen]
+        if not others:
+            return candidates
+        other_keys = [np.unique(voxel_keys(o.points_world_m, voxel)) for o in others]
+        kept = []
+        for c in candidates:
+            keys = np.unique(voxel_keys(c.points_world_m, voxel))
+            owner = next((o for o, k in zip(others, other_keys) if o.detections > c.detections
+                          and np.isin(keys, k).mean() >= 0.5), None)
+            if owner is None:
+                kept.append(c)
+            else:
+                notes.append(f"#{c.instance_id} ('{c.label}') lies on #{owner.instance_id} ('{owner.label}', detected "
+                             f"{owner.detections} times to its {c.detections}): dropped")
+        return kept or candidates
 
     def _anchors(self, phrase_emb: np.ndarray, objects: Sequence[MemoryObject], exclude: set[int]) -> list[MemoryObject]:
         cfg = self.config

@@ -214,3 +214,16 @@ def test_not_the_one_next_to_excludes_the_nearest_candidate_only():
                _object(3, "cube", (2.0, 0, 0.1), (0.2, 0.2, 0.2))]
     plan = _plan(objects, "the cube, not the one next to the table")
     assert [c.instance_id for c in plan.candidates] == [3]
+
+
+def test_a_candidate_on_the_voxels_of_a_better_supported_instance_of_another_kind_is_dropped():
+    # A "cube" proposal hallucinated on the crate started an instance on the crate's voxels: one object,
+    # one class; the crate (detected 10 times to the ghost's 2) keeps them.
+    from mllm3d_ros.core.object_memory import MemoryObject
+
+    crate = _object(2, "crate", (1.0, 0, 0.2), (0.4, 0.4, 0.4))
+    ghost = MemoryObject(3, "cube", (("cube", 1.0),), encode(["cube"])[0], crate.points_world_m[:120], crate.box,
+                         (200.0, 200.0, 200.0), 2, 8, 0.4, (), 0)
+    objects = [crate, ghost, _object(4, "cube", (-1.0, 0, 0.1), (0.2, 0.2, 0.2))]
+    plan = _plan(objects, "the rightmost cube")
+    assert [c.instance_id for c in plan.candidates] == [4] and "lies on #2" in " ".join(plan.notes)
