@@ -142,7 +142,9 @@ def describe_score(room, memory, gt_ids) -> dict:
     visible = [i for i in room.instances if np.count_nonzero(gt_ids == i.instance_id) >= MIN_GT_POINTS]
     free = {c.instance_id for c in captions}
     named, missed = 0, []
+    per_label: dict[str, list[int]] = {}
     for info in visible:
+        per_label.setdefault(info.label, [0, 0])[1] += 1
         best, best_d = None, DESCRIBE_RADIUS_M
         for c in captions:
             if c.instance_id not in free or c.label.lower() != info.label.lower():
@@ -155,8 +157,9 @@ def describe_score(room, memory, gt_ids) -> dict:
         else:
             free.discard(best)
             named += 1
+            per_label[info.label][0] += 1
     return {"room": room.seed, "gt_objects": len(visible), "named": named, "captions": len(captions),
-            "missed": missed}
+            "missed": missed, "per_label": per_label}
 
 
 def _proposer(room, sim_config: SimConfig, segmenter_config, seed: int):
@@ -271,7 +274,14 @@ def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0) -> dict
         if not sel:
             return None
         total = sum(d["gt_objects"] for d in sel)
+        labels: dict[str, list[int]] = {}
+        for d in sel:
+            for label, (n, t) in d["per_label"].items():
+                labels.setdefault(label, [0, 0])
+                labels[label][0] += n
+                labels[label][1] += t
         return {"gt_objects": total, "named": sum(d["named"] for d in sel),
+                "per_label_named_of": {k: f"{n}/{t}" for k, (n, t) in sorted(labels.items())},
                 "fraction": round(sum(d["named"] for d in sel) / max(1, total), 4), "rooms": sel}
 
     sim_rows = [r for r in rows if r["backend"] == "sim"]

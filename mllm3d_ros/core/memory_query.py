@@ -200,9 +200,10 @@ class MemoryResolver:
 
     def _drop_relabelled(self, candidates: list[MemoryObject], objects: Sequence[MemoryObject],
                          notes: list[str]) -> list[MemoryObject]:
-        """Candidates that are mostly the voxels of an instance of another kind detected more often are
+        """Candidates on the same voxels (IoU >= 0.5) as an instance of another kind detected more often are
         dropped: one object has one class, and a proposal with a wrong label on it (a hallucination on
-        another object) starts an instance of its own on the same voxels."""
+        another object) starts an instance of its own on the same voxels. IoU, not containment: a table
+        instance that took in the mug on it (box-refined masks spill) must not remove the mug."""
         voxel = self.memory.config.voxel_size_m
         chosen = {c.instance_id for c in candidates}
         others = [o for o in objects if o.instance_id not in chosen]
@@ -212,13 +213,17 @@ class MemoryResolver:
         kept = []
         for c in candidates:
             keys = np.unique(voxel_keys(c.points_world_m, voxel))
-            owner = next((o for o, k in zip(others, other_keys) if o.detections > c.detections
-                          and np.isin(keys, k).mean() >= 0.5), None)
+            owner = None
+            for o, k in zip(others, other_keys):
+                shared = int(np.isin(keys, k).sum())
+                if o.detections > c.detections and shared >= 0.5 * (keys.shape[0] + k.shape[0] - shared):
+                    owner = o
+                    break
             if owner is None:
                 kept.append(c)
             else:
-                notes.append(f"#{c.instance_id} ('{c.label}') lies on #{owner.instance_id} ('{owner.label}', detected "
-                             f"{owner.detections} times to its {c.detections}): dropped")
+                notes.append(f"#{c.instance_id} ('{c.label}') is on the voxels of #{owner.instance_id} ('{owner.label}', "
+                             f"detected {owner.detections} times to its {c.detections}): dropped")
         return kept or candidates
 
     def _anchors(self, phrase_emb: np.ndarray, objects: Sequence[MemoryObject], exclude: set[int]) -> list[MemoryObject]:

@@ -226,4 +226,10 @@ def test_a_candidate_on_the_voxels_of_a_better_supported_instance_of_another_kin
                          (200.0, 200.0, 200.0), 2, 8, 0.4, (), 0)
     objects = [crate, ghost, _object(4, "cube", (-1.0, 0, 0.1), (0.2, 0.2, 0.2))]
     plan = _plan(objects, "the rightmost cube")
-    assert [c.instance_id for c in plan.candidates] == [4] and "lies on #2" in " ".join(plan.notes)
+    assert [c.instance_id for c in plan.candidates] == [4] and "on the voxels of #2" in " ".join(plan.notes)
+    # A cube inside a bloated crate instance (its mask spilled over the cube) shares the voxels but is
+    # not the same object: kept.
+    small = MemoryObject(5, "cube", (("cube", 1.0),), encode(["cube"])[0], crate.points_world_m[:30], crate.box,
+                         (200.0, 200.0, 200.0), 3, 8, 0.6, (), 0)
+    plan = _plan([crate, small], "the cube")
+    assert [c.instance_id for c in plan.candidates] == [5]
