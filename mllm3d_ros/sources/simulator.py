@@ -5,6 +5,9 @@ torus primitives: a dining table with chairs in the middle, and desks (with chai
 mouse, laptop), shelves of books, sofas (with a coffee table) and cardboard boxes along the walls;
 mugs, coffee cups, bottles, books, laptops and small boxes rest on the tables and desks. Floor
 furniture never overlaps (2D oriented-box test) and small objects lie on their support.
+`generate_relational_room(seed)` lays out a room whose relational instructions ("the mug on the box",
+"the second mug from the left") have one answer each from the construction, seen from a stated viewer
+(`relational_trajectory` keeps its orientation): the spatial benchmark's rooms.
 
 `Simulator(room, config).render(world_T_camera)` casts one ray per pixel with
 `o3d.t.geometry.RaycastingScene` and returns a `SimFrame`:
