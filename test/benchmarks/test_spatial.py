@@ -19,6 +19,7 @@ def test_quick_mode_writes_the_issue_12_measures_and_meets_them_on_one_room(tmp_
     assert report["machine"] and report["cpu_count"] >= 1 and report["rooms"] == 1
     gt = report["resolver_on_gt_boxes"]
     assert gt["queries"] == 16 and gt["accuracy"] == 1.0 and gt["errors"] == []
+    assert gt["accuracy_viewer_turned_30deg"] == 1.0  # the layouts hold within 30 degrees of the viewer
     sim = report["sim_p03"]
     assert sim["queries"] == 16 and sim["acc50"] >= 0.85 and sim["acc25"] >= sim["acc50"]
     assert 0.5 <= sim["miou"] <= 1.0
