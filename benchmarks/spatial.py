@@ -120,6 +120,10 @@ def _unavailable(views, instruction):
     raise BackendError("the simulated proposer has no query-time mode: the object memory must decide")
 
 
+def _share(flags) -> float:
+    return round(float(np.mean(list(flags))), 4)
+
+
 def _viewer_yaw_deg(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = a[:3, 0].copy(), b[:3, 0].copy()
     ra[2] = rb[2] = 0.0
@@ -312,8 +316,8 @@ def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0) -> dict
         "resolver_on_gt_boxes": {"queries": len(gt_rows),
                                  "accuracy": round(float(np.mean([r["correct"] for r in gt_rows])), 4),
                                  "decided": round(float(np.mean([r["decided"] for r in gt_rows])), 4),
-                                 "accuracy_viewer_turned_30deg": round(float(np.mean([r["correct"] for r in gt_turned])), 4),
-                                 "per_kind": {k: round(float(np.mean([r["correct"] for r in gt_rows if r["kind"] == k])), 4)
+                                 "accuracy_viewer_turned_30deg": _share(r["correct"] for r in gt_turned),
+                                 "per_kind": {k: _share(r["correct"] for r in gt_rows if r["kind"] == k)
                                               for k in dict.fromkeys(r["kind"] for r in gt_rows)},
                                  "errors": [r for r in gt_rows if not r["correct"]]},
         "sim_p03": {**summary(sim_rows), "per_kind": per_kind(sim_rows)},
@@ -344,7 +348,8 @@ def table(report: dict) -> str:
     for name in ("sim_p03", "offline", "sim_p03_furnished_rooms"):
         d = report["describe"][name]
         if d is not None:
-            lines.append(f"| describe ({name}): objects named, class + position within {report['describe']['radius_m']} m "
+            radius = report["describe"]["radius_m"]
+            lines.append(f"| describe ({name}): objects named, class + position within {radius} m "
                          f"| {d['named']}/{d['gt_objects']} = {d['fraction']:.3f} | >= 0.90 |")
     return "\n".join(lines)
 
@@ -355,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rooms", type=int, default=10, help="seeded relational rooms 0..N-1")
     parser.add_argument("--describe-rooms", type=int, default=3, help="furnished rooms 0..N-1 for (e)")
     parser.add_argument("--frames", type=int, default=40, help="frames along each room's trajectory")
-    parser.add_argument("--quick", action="store_true", help="1 room, 24 frames, no offline backend, no furnished rooms")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 room, 24 frames, no offline backend, no furnished rooms")
     parser.add_argument("--no-offline", action="store_true", help="skip (c), the real offline backend")
     args = parser.parse_args(argv)
     rooms, frames, offline, describe_rooms = ((1, 24, False, 0) if args.quick else

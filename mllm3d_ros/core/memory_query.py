@@ -222,8 +222,8 @@ class MemoryResolver:
             if owner is None:
                 kept.append(c)
             else:
-                notes.append(f"#{c.instance_id} ('{c.label}') is on the voxels of #{owner.instance_id} ('{owner.label}', "
-                             f"detected {owner.detections} times to its {c.detections}): dropped")
+                notes.append(f"#{c.instance_id} ('{c.label}') is on the voxels of #{owner.instance_id} "
+                             f"('{owner.label}', detected {owner.detections} times to its {c.detections}): dropped")
         return kept or candidates
 
     def _anchors(self, phrase_emb: np.ndarray, objects: Sequence[MemoryObject], exclude: set[int]) -> list[MemoryObject]:

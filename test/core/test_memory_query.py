@@ -203,7 +203,7 @@ def _plan(objects, text):
 def test_between_tries_every_pair_of_matching_anchors():
     # Two crates: the cube between the table and the *far* crate is the answer, whichever crate embeds best.
     objects = [_object(1, "table", (0, 0, 0.4), (0.6, 0.6, 0.8)), _object(2, "crate", (-1.5, 0, 0.2), (0.4, 0.4, 0.4)),
-               _object(3, "crate", (3.0, 0, 0.2), (0.4, 0.4, 0.4)), _object(4, "cube", (1.5, 0.1, 0.1), (0.2, 0.2, 0.2)),
+               _object(3, "crate", (3.0, 0, 0.2), (0.4, 0.4, 0.4)), _object(4, "cube", (1.5, 0.1, 0.1), (0.2,) * 3),
                _object(5, "cube", (0.0, 2.0, 0.1), (0.2, 0.2, 0.2))]
     plan = _plan(objects, "the cube between the table and the crate")
     assert plan.candidates[0].instance_id == 4 and plan.answer is not None
