@@ -25,8 +25,8 @@ import numpy as np
 from .config import check_int, check_range
 from .instruction import COLOURS, ParsedInstruction, Relation
 from .object_geometry import oriented_box, strip_support_surface
-from .object_memory import MemoryObject, ObjectMemory, VoxelIndex
-from .relations import relation_score, superlative_order
+from .object_memory import MemoryObject, ObjectMemory, VoxelIndex, voxel_keys
+from .relations import RANKING_RELATIONS, relation_score, superlative_order
 from .types import Keyframe, MapSnapshot, Object3D
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
@@ -160,7 +160,7 @@ class MemoryResolver:
         if not order:
             notes.append(f"no object in the memory matches '{parsed.target_text}' (best similarity {best:.2f})")
             return MemoryPlan(parsed.target_text, (), None, empty, (), None, tuple(notes))
-        candidates = [objects[i] for i in order][: cfg.max_candidates]
+        candidates = self._drop_relabelled([objects[i] for i in order][: cfg.max_candidates], objects, notes)
         decided = True
         colours = [_COLOUR_ALIASES.get(a, a) for a in parsed.attributes if a in COLOURS]
         if colours:
@@ -198,6 +198,34 @@ class MemoryResolver:
         kf_ids = tuple(dict.fromkeys(k for c in candidates for k in c.best_keyframe_ids))
         return MemoryPlan(parsed.target_text, tuple(candidates), answer, region, kf_ids, anchor, tuple(notes))
 
+    def _drop_relabelled(self, candidates: list[MemoryObject], objects: Sequence[MemoryObject],
+                         notes: list[str]) -> list[MemoryObject]:
+        """Candidates on the same voxels (IoU >= 0.5) as an instance of another kind detected more often are
+        dropped: one object has one class, and a proposal with a wrong label on it (a hallucination on
+        another object) starts an instance of its own on the same voxels. IoU, not containment: a table
+        instance that took in the mug on it (box-refined masks spill) must not remove the mug."""
+        voxel = self.memory.config.voxel_size_m
+        chosen = {c.instance_id for c in candidates}
+        others = [o for o in objects if o.instance_id not in chosen]
+        if not others:
+            return candidates
+        other_keys = [np.unique(voxel_keys(o.points_world_m, voxel)) for o in others]
+        kept = []
+        for c in candidates:
+            keys = np.unique(voxel_keys(c.points_world_m, voxel))
+            owner = None
+            for o, k in zip(others, other_keys):
+                shared = int(np.isin(keys, k).sum())
+                if o.detections > c.detections and shared >= 0.5 * (keys.shape[0] + k.shape[0] - shared):
+                    owner = o
+                    break
+            if owner is None:
+                kept.append(c)
+            else:
+                notes.append(f"#{c.instance_id} ('{c.label}') is on the voxels of #{owner.instance_id} "
+                             f"('{owner.label}', detected {owner.detections} times to its {c.detections}): dropped")
+        return kept or candidates
+
     def _anchors(self, phrase_emb: np.ndarray, objects: Sequence[MemoryObject], exclude: set[int]) -> list[MemoryObject]:
         cfg = self.config
         sims = np.array([o.embedding @ phrase_emb for o in objects])
@@ -218,8 +246,11 @@ class MemoryResolver:
         scored = []
         for c in candidates:
             if parsed.relation is Relation.BETWEEN:
-                score = relation_score(c.box, [anchor_sets[0][0].box, anchor_sets[1][0].box], parsed.relation, viewer)
-                scored.append((score, c, anchor_sets[0][0]))
+                # Every pair of matching anchors: the best-matching box of a class need not be the one meant.
+                best = max(((relation_score(c.box, [a.box, b.box], parsed.relation, viewer), a)
+                            for a in anchor_sets[0][:5] for b in anchor_sets[1][:5] if a is not b),
+                           key=lambda x: x[0], default=(-np.inf, anchor_sets[0][0]))
+                scored.append((best[0], c, best[1]))
                 continue
             best = max(((relation_score(c.box, [a.box], parsed.relation, viewer), a) for a in anchor_sets[0]),
                        key=lambda x: x[0])
@@ -242,8 +273,13 @@ class MemoryResolver:
         if not anchors:
             notes.append(f"'{phrase}' (the exclusion's anchor) is not in the map: nothing excluded")
             return candidates
-        kept = [c for c in candidates
-                if not any(np.isfinite(relation_score(c.box, [a.box], relation, viewer)) for a in anchors)]
+        scores = [max(relation_score(c.box, [a.box], relation, viewer) for a in anchors) for c in candidates]
+        if relation in RANKING_RELATIONS:
+            # "not the one next to the X": the candidate that is the most so, not all at finite distance.
+            worst = int(np.argmax(scores))
+            kept = [c for i, c in enumerate(candidates) if i != worst]
+        else:
+            kept = [c for c, s in zip(candidates, scores) if not np.isfinite(s)]
         if not kept:
             notes.append("every candidate matched the exclusion: kept all")
             return candidates

@@ -17,6 +17,9 @@ from .instruction import Relation, Superlative
 from .types import OrientedBox3D
 
 ON_GAP_M = 0.12  # a target rests on an anchor when its bottom is within this of the anchor's top
+# Relations that rank every candidate (by distance) rather than hold or not: "the one next to X" in an
+# exclusion is the best-ranked candidate, not every candidate at some distance.
+RANKING_RELATIONS = frozenset({Relation.NEAR, Relation.NEAREST_TO, Relation.FARTHEST_FROM, Relation.BETWEEN})
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,19 @@ def _xy_overlap(a: BoxGeometry, b: BoxGeometry, margin_m: float = 0.0) -> float:
     inter = float(np.prod(np.maximum(0.0, hi - lo)))
     area = float(np.prod(np.maximum(1e-6, a.hi[:2] - a.lo[:2])))
     return inter / area
+
+
+def _smaller_overlap(a: BoxGeometry, b: BoxGeometry, margin_m: float = 0.0) -> float:
+    """Fraction of the smaller of the two ground footprints inside the other (grown by margin_m): a box
+    under a mug covers little of the box's footprint but all of the mug's."""
+    return max(_xy_overlap(a, b, margin_m), _xy_overlap(b, a, margin_m))
+
+
+def _axis_extent(g: BoxGeometry, origin: np.ndarray, axis: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a box's ground-footprint corners projected on `axis` from `origin`, in units of |axis|."""
+    corners = np.array([[x, y] for x in (g.lo[0], g.hi[0]) for y in (g.lo[1], g.hi[1])])
+    s = (corners - origin) @ axis / max(float(axis @ axis), 1e-9)
+    return float(s.min()), float(s.max())
 
 
 def box_gap_m(a: BoxGeometry, b: BoxGeometry) -> float:
@@ -81,7 +97,7 @@ def relation_score(target: OrientedBox3D, anchors: Sequence[OrientedBox3D], rela
         rests = abs(t.lo[2] - a.hi[2]) <= ON_GAP_M and _xy_overlap(t, a, 0.05) >= 0.5
         return -abs(t.lo[2] - a.hi[2]) if rests else -np.inf
     if relation is Relation.UNDER:
-        below = t.hi[2] <= a.hi[2] + 0.02 and t.center[2] < a.center[2] and _xy_overlap(t, a, 0.1) >= 0.3
+        below = t.hi[2] <= a.hi[2] + 0.02 and t.center[2] < a.center[2] and _smaller_overlap(t, a, 0.1) >= 0.3
         return -gap if below else -np.inf
     if relation is Relation.ABOVE:
         above = t.lo[2] >= a.hi[2] - 0.05 and _xy_overlap(t, a, 0.3) >= 0.3
@@ -105,8 +121,13 @@ def relation_score(target: OrientedBox3D, anchors: Sequence[OrientedBox3D], rela
             return -np.inf
         p, q = geoms[0].center[:2], geoms[1].center[:2]
         seg = q - p
-        s = float(np.clip((t.center[:2] - p) @ seg / max(float(seg @ seg), 1e-9), 0.0, 1.0))
-        if not 0.0 < s < 1.0:
+        # Between the anchors' facing sides, not over an anchor: a mug on one of the two anchors projects
+        # inside the centre-to-centre segment too. Anchors that overlap along it: centre to centre.
+        s_lo, s_hi = _axis_extent(geoms[0], p, seg)[1], _axis_extent(geoms[1], p, seg)[0]
+        if s_lo >= s_hi:
+            s_lo, s_hi = 0.0, 1.0
+        s = float((t.center[:2] - p) @ seg / max(float(seg @ seg), 1e-9))
+        if not s_lo < s < s_hi:
             return -np.inf
         return -float(np.linalg.norm(t.center[:2] - (p + s * seg)))
     raise ValueError(f"unknown relation {relation!r}")

@@ -14,18 +14,27 @@ spatial consistency and Token-for-Query are meant to absorb:
 - embeddings: the target's masks carry the target's semantic direction plus noise, other objects
   carry directions that partly overlap with it, so Token-for-Query has signal but not a free answer.
 All randomness comes from one seeded numpy Generator.
+
+Proposal mode (`propose` / `encode_text`, what the object memory is built from): every object instance
+visible in a view gets a degraded mask labelled with its ground-truth class; objects are missed at
+`miss_rate`; a view hallucinates at rate p (`hallucination_rate`) one proposal of a random class on
+another object or on empty space; a proposal takes another class's label at `wrong_label_rate`.
+Embeddings are a per-class direction plus noise, and `encode_text` maps a class phrase ("mug",
+"computer monitor", "monitor", "boxes") onto its class direction, as a text model in the detector's
+space would; an unknown phrase gets a direction of its own, unrelated to every class.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+import zlib
+from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from ..core.config import check_int, check_range
-from ..core.types import Prediction2D, SegmentationResult, ViewPredictions
+from ..core.types import BackendView, Prediction2D, SegmentationResult, ViewPredictions
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class SimSegmenterConfig:
             1 / sqrt(1 + noise^2)). >= 0, default 0.6.
         distractor_similarity: cosine between another object's direction and the target's. [0, 1], default 0.45.
         query_noise: noise of the instruction's text embedding around the target direction. >= 0, default 0.3.
+        wrong_label_rate: proposal mode: probability that a proposal carries another class's label and
+            embedding. [0, 1], default 0.05.
     """
 
     boundary_noise_px: int = 2
@@ -62,12 +73,13 @@ class SimSegmenterConfig:
     embedding_noise: float = 0.6
     distractor_similarity: float = 0.45
     query_noise: float = 0.3
+    wrong_label_rate: float = 0.05
 
     def __post_init__(self) -> None:
         check_int("boundary_noise_px", self.boundary_noise_px, 0)
         check_int("jitter_px", self.jitter_px, 0)
         for name in ("miss_rate", "hallucination_rate", "hallucination_replaces", "empty_space_fraction",
-                     "wrong_instance_rate", "distractor_similarity"):
+                     "wrong_instance_rate", "distractor_similarity", "wrong_label_rate"):
             check_range(name, getattr(self, name), 0.0, 1.0)
         check_int("min_visible_pixels", self.min_visible_pixels, 1)
         check_int("embedding_dim", self.embedding_dim, 2)
@@ -87,16 +99,96 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
+InstanceIdsFn = Callable[[BackendView], np.ndarray]
+
+
+def _head_noun(phrase: str) -> str:
+    words = phrase.lower().split()
+    word = words[-1] if words else ""
+    return word[:-2] if word.endswith("xes") else word[:-1] if word.endswith("s") and len(word) > 3 else word
+
+
 class SimSegmenter:
-    """Answers a query about one target instance over several views, with seeded degradations."""
+    """Answers a query about one target instance over several views, with seeded degradations; with
+    `labels` and `instance_ids_fn`, proposes every visible instance (the object memory's input)."""
+
+    name = "sim"
 
     def __init__(self, config: SimSegmenterConfig = SimSegmenterConfig(), seed: int = 0,
-                 background_ids: frozenset[int] = frozenset()) -> None:
-        """background_ids: instance ids that are not objects (floor, walls); with id -1 they are "empty space"."""
+                 background_ids: frozenset[int] = frozenset(), labels: Mapping[int, str] | None = None,
+                 instance_ids_fn: InstanceIdsFn | None = None) -> None:
+        """background_ids: instance ids that are not objects (floor, walls); with id -1 they are "empty space".
+        labels: ground-truth class of each instance id; instance_ids_fn: the (H, W) ground-truth instance
+        ids of a view at its resolution. Both are needed by the proposal mode only."""
         self.config = config
         self.background_ids = frozenset(background_ids) | {-1}
+        self.labels = dict(labels or {})
+        self.instance_ids_fn = instance_ids_fn
+        self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._target_dirs: dict[int, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
+        self._classes = sorted(set(self.labels.values()))
+
+    # --- proposal mode ---------------------------------------------------------------------------
+    def class_direction(self, phrase: str) -> np.ndarray:
+        """(D,) unit direction of a class (or of any phrase): fixed by the seed and the phrase."""
+        rng = np.random.default_rng([self._seed, zlib.crc32(phrase.lower().encode("utf-8"))])
+        return _unit(rng.standard_normal(self.config.embedding_dim))
+
+    def _class_of(self, phrase: str) -> str | None:
+        text = " ".join(phrase.lower().split())
+        for label in self._classes:  # the whole class name first ("coffee cup" is not "mug")
+            if text == label.lower() or text == label.lower() + "s":
+                return label
+        head = _head_noun(text)
+        for label in self._classes:
+            if head and head in [_head_noun(w) for w in label.lower().split()]:
+                return label
+        return None
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32: a class phrase's class direction; any other phrase a direction of its own."""
+        if not texts:
+            return np.zeros((0, self.config.embedding_dim), np.float32)
+        return np.stack([self.class_direction(self._class_of(t) or "phrase:" + t) for t in texts])
+
+    def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
+        """Degraded masks of every visible instance in each view, labelled with its (sometimes wrong) class."""
+        if self.instance_ids_fn is None or not self.labels:
+            raise ValueError("SimSegmenter.propose needs labels and instance_ids_fn (ground truth)")
+        cfg, rng = self.config, self._rng
+        out = []
+        for view in views:
+            ids = np.asarray(self.instance_ids_fn(view))
+            if ids.shape != view.color_rgb.shape[:2]:
+                raise ValueError(f"ground-truth ids {ids.shape} do not match view {view.color_rgb.shape[:2]}")
+            counts = dict(zip(*np.unique(ids, return_counts=True)))
+            visible = [int(i) for i, n in counts.items() if int(i) not in self.background_ids
+                       and int(i) in self.labels and n >= cfg.min_visible_pixels]
+            preds = []
+            for instance in visible:
+                if rng.random() < cfg.miss_rate:
+                    continue
+                label = self.labels[instance]
+                if len(self._classes) > 1 and rng.random() < cfg.wrong_label_rate:
+                    label = str(rng.choice([c for c in self._classes if c != label]))
+                preds.append(self._proposal(self._noisy(ids == instance), label, True))
+            if rng.random() < cfg.hallucination_rate:
+                hallucination = self._hallucination(ids, visible)
+                if hallucination is not None:
+                    mask, instance = hallucination
+                    wrong = [c for c in self._classes if c != self.labels.get(instance)]
+                    preds.append(self._proposal(mask, str(rng.choice(wrong)), False))
+            out.append(ViewPredictions(view.keyframe_id, tuple(p for p in preds if p.mask.any())))
+        return tuple(out)
+
+    def _proposal(self, mask: np.ndarray, label: str, correct: bool) -> Prediction2D:
+        noise = _unit(self._rng.standard_normal(self.config.embedding_dim)) * self.config.embedding_noise
+        embedding = _unit(self.class_direction(label) + noise)
+        return Prediction2D(mask, self._confidence(correct), embedding, label)
+
+    def close(self) -> None:
+        """Nothing to free (the BackendView interface's close)."""
 
     def segment(self, views: Sequence[SimView], target_id: int) -> SegmentationResult:
         """Degraded masks of `target_id` in each view, a query embedding and per-mask embeddings."""

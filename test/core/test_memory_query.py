@@ -171,3 +171,68 @@ def test_a_backend_gone_while_the_memory_embeds_the_phrase_stops_the_query():
 
     result = QueryPipeline(Source(keyframes), segment, resolver=MemoryResolver(memory, no_text_model)).run("the cube")
     assert calls and "object memory not used" in result.message
+
+
+class _Objects:
+    """An object memory stand-in: fixed MemoryObjects on boxes (what the resolver reads)."""
+
+    def __init__(self, objects):
+        from mllm3d_ros.core.object_memory import ObjectMemoryConfig
+
+        self._objects, self.config, self.version = tuple(objects), ObjectMemoryConfig(), 0
+
+    def objects(self):
+        return self._objects
+
+
+def _object(instance_id, label, center, size):
+    from mllm3d_ros.core.object_memory import MemoryObject
+    from mllm3d_ros.core.types import OrientedBox3D
+
+    center, size = np.asarray(center, float), np.asarray(size, float)
+    points = (center + (np.random.default_rng(instance_id).random((200, 3)) - 0.5) * size).astype(np.float32)
+    return MemoryObject(instance_id, label, ((label, 1.0),), encode([label])[0], points,
+                        OrientedBox3D(center, np.eye(3), size), (200.0, 200.0, 200.0), 10, 10, 0.9, (), 0)
+
+
+def _plan(objects, text):
+    from mllm3d_ros.core.types import MapSnapshot
+
+    cloud = np.concatenate([o.points_world_m for o in objects])
+    snapshot = MapSnapshot(cloud, np.zeros(cloud.shape, np.uint8), None, 0)
+    return MemoryResolver(_Objects(objects), encode).plan(parse_instruction(text), snapshot, ())
+
+
+def test_between_tries_every_pair_of_matching_anchors():
+    # Two crates: the cube between the table and the *far* crate is the answer, whichever crate embeds best.
+    objects = [_object(1, "table", (0, 0, 0.4), (0.6, 0.6, 0.8)), _object(2, "crate", (-1.5, 0, 0.2), (0.4, 0.4, 0.4)),
+               _object(3, "crate", (3.0, 0, 0.2), (0.4, 0.4, 0.4)), _object(4, "cube", (1.5, 0.1, 0.1), (0.2,) * 3),
+               _object(5, "cube", (0.0, 2.0, 0.1), (0.2, 0.2, 0.2))]
+    plan = _plan(objects, "the cube between the table and the crate")
+    assert plan.candidates[0].instance_id == 4 and plan.answer is not None
+
+
+def test_not_the_one_next_to_excludes_the_nearest_candidate_only():
+    objects = [_object(1, "table", (0, 0, 0.4), (0.6, 0.6, 0.8)), _object(2, "cube", (0.5, 0, 0.1), (0.2, 0.2, 0.2)),
+               _object(3, "cube", (2.0, 0, 0.1), (0.2, 0.2, 0.2))]
+    plan = _plan(objects, "the cube, not the one next to the table")
+    assert [c.instance_id for c in plan.candidates] == [3]
+
+
+def test_a_candidate_on_the_voxels_of_a_better_supported_instance_of_another_kind_is_dropped():
+    # A "cube" proposal hallucinated on the crate started an instance on the crate's voxels: one object,
+    # one class; the crate (detected 10 times to the ghost's 2) keeps them.
+    from mllm3d_ros.core.object_memory import MemoryObject
+
+    crate = _object(2, "crate", (1.0, 0, 0.2), (0.4, 0.4, 0.4))
+    ghost = MemoryObject(3, "cube", (("cube", 1.0),), encode(["cube"])[0], crate.points_world_m[:120], crate.box,
+                         (200.0, 200.0, 200.0), 2, 8, 0.4, (), 0)
+    objects = [crate, ghost, _object(4, "cube", (-1.0, 0, 0.1), (0.2, 0.2, 0.2))]
+    plan = _plan(objects, "the rightmost cube")
+    assert [c.instance_id for c in plan.candidates] == [4] and "on the voxels of #2" in " ".join(plan.notes)
+    # A cube inside a bloated crate instance (its mask spilled over the cube) shares the voxels but is
+    # not the same object: kept.
+    small = MemoryObject(5, "cube", (("cube", 1.0),), encode(["cube"])[0], crate.points_world_m[:30], crate.box,
+                         (200.0, 200.0, 200.0), 3, 8, 0.6, (), 0)
+    plan = _plan([crate, small], "the cube")
+    assert [c.instance_id for c in plan.candidates] == [5]

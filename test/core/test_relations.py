@@ -57,3 +57,21 @@ def test_superlatives():
     assert superlative_order(boxes, Superlative.BIGGEST) == [1, 2, 0]
     assert superlative_order(boxes, Superlative.LEFTMOST) == [1, 0, 2]
     assert superlative_order(boxes, Superlative.RIGHTMOST)[0] == 2
+
+
+def test_a_big_box_is_under_the_small_mug_on_it():
+    # The relation is judged on the smaller footprint: the mug covers a tenth of the box's, all of its own.
+    crate = OrientedBox3D(np.array([0.0, 0.0, 0.2]), np.eye(3), np.array([0.5, 0.5, 0.4]))
+    mug = box(0.1, 0.05, 0.45)
+    assert np.isfinite(relation_score(crate, [mug], Relation.UNDER))
+    assert np.isfinite(relation_score(mug, [crate], Relation.ON))
+    assert not np.isfinite(relation_score(crate, [box(1.0, 0.0, 0.45)], Relation.UNDER))
+
+
+def test_between_means_between_the_anchors_facing_sides_not_on_an_anchor():
+    bottle, crate = box(-1.0, 0.0, 0.5), OrientedBox3D(np.array([1.0, 0.0, 0.2]), np.eye(3), np.array([0.6, 0.6, 0.4]))
+    on_crate = box(0.85, 0.0, 0.45)  # over the crate: its centre projects inside the centre-to-centre segment
+    assert not np.isfinite(relation_score(on_crate, [bottle, crate], Relation.BETWEEN))
+    assert relation_score(box(0.2, 0.05, 0.5), [bottle, crate], Relation.BETWEEN) == pytest.approx(-0.05)
+    # anchors overlapping along the segment: centre to centre
+    assert np.isfinite(relation_score(box(0.1, 0.0, 0.0), [box(0.0, 0, 0, 0.5), box(0.2, 0, 0, 0.5)], Relation.BETWEEN))

@@ -85,3 +85,66 @@ def test_second_call_answers_in_the_same_embedding_space():
     other = SimSegmenter(CLEAN, seed=5, background_ids=frozenset({0})).segment(VIEWS[:2], target_id=5)
     assert float(first.query_embedding @ second.query_embedding) > 0.7  # noise around one direction
     assert abs(float(first.query_embedding @ other.query_embedding)) < 0.5  # another segmenter, another space
+
+
+# --- proposal mode ---------------------------------------------------------------------------
+
+LABELS = {5: "Mug", 6: "Computer monitor"}
+
+
+def backend_view(k: int, shape=(60, 80)):
+    from mllm3d_ros.core.types import BackendView, CameraIntrinsics
+
+    return BackendView(k, np.zeros((*shape, 3), np.uint8), None, CameraIntrinsics(shape[1], shape[0], 50, 50, 40, 30),
+                       np.eye(4))
+
+
+def proposer(config=CLEAN, seed=0):
+    return SimSegmenter(config, seed=seed, background_ids=frozenset({0}), labels=LABELS,
+                        instance_ids_fn=lambda view: scene_ids())
+
+
+def test_proposals_name_every_visible_instance_with_its_class_embedding():
+    seg = proposer()
+    (view,) = seg.propose([backend_view(3)])
+    assert view.keyframe_id == 3
+    by_label = {p.label: p for p in view.predictions}
+    assert set(by_label) == {"Mug", "Computer monitor"}
+    np.testing.assert_array_equal(by_label["Mug"].mask, scene_ids() == 5)
+    text = seg.encode_text(["mug", "computer monitor", "monitors", "unicorn"])
+    assert text.shape == (4, 64) and np.allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+    mug, monitor = by_label["Mug"].embedding, by_label["Computer monitor"].embedding
+    assert float(mug @ text[0]) > 0.8 and float(monitor @ text[1]) > 0.8 and float(monitor @ text[2]) > 0.8
+    assert abs(float(mug @ text[1])) < 0.4 and abs(float(mug @ text[3])) < 0.4 and abs(float(monitor @ text[3])) < 0.4
+
+
+def test_proposal_degradations_follow_their_rates():
+    config = SimSegmenterConfig(boundary_noise_px=0, jitter_px=0, miss_rate=0.2, hallucination_rate=0.3,
+                                wrong_instance_rate=0.0, wrong_label_rate=0.1, empty_space_fraction=0.5)
+    views = proposer(config, seed=4).propose([backend_view(k) for k in range(600)])
+    ids = scene_ids()
+    true, missed, wrong, hallucinated = 0, 0, 0, 0
+    for v in views:
+        seen = set()
+        for p in v.predictions:
+            inside = ids[p.mask]
+            owner = int(np.bincount(inside).argmax())
+            exact = np.array_equal(p.mask, ids == owner) and owner in LABELS
+            if exact and owner not in seen:
+                seen.add(owner)
+                true += 1
+                wrong += p.label != LABELS[owner]
+            else:
+                hallucinated += 1
+                assert owner == 0 or p.label != LABELS[owner]  # on empty space, or with a wrong label
+        missed += 2 - len(seen)
+    assert 0.15 < missed / 1200 < 0.25
+    assert 0.06 < wrong / true < 0.14
+    assert 0.25 < hallucinated / 600 < 0.35
+
+
+def test_propose_without_ground_truth_or_with_the_wrong_size_says_so():
+    with pytest.raises(ValueError, match="labels and instance_ids_fn"):
+        SimSegmenter(CLEAN).propose([backend_view(0)])
+    with pytest.raises(ValueError, match="do not match"):
+        proposer().propose([backend_view(0, (30, 40))])

@@ -239,3 +239,43 @@ def test_config_validation() -> None:
         SimConfig(min_depth_m=2.0, max_depth_m=1.0)
     with pytest.raises(ConfigError, match="wall_clearance_m"):
         trajectory(generate_room(0), 10, wall_clearance_m=3.0)
+
+
+def test_relational_rooms_state_their_answers_and_mirror_by_seed():
+    from mllm3d_ros.sources.simulator import generate_relational_room
+
+    a, b, again = generate_relational_room(0), generate_relational_room(1), generate_relational_room(0)
+    assert [q.answer_id for q in a.queries] == [q.answer_id for q in again.queries]
+    for layout in (a, b):
+        labels = layout.room.labels
+        assert len(layout.queries) == 16
+        for q in layout.queries:
+            # the answer is an instance of the class the instruction names
+            noun = q.instruction.split(",")[0].split()[-1] if q.kind == "not" else None
+            assert labels[q.answer_id].lower() in q.instruction or (noun and noun in labels[q.answer_id].lower())
+        by_kind = {q.instruction: q.answer_id for q in layout.queries}
+        mugs = sorted((i for i in layout.room.instances if i.label == "Mug"), key=lambda i: i.center_world_m[0])
+        assert by_kind["the leftmost mug"] == mugs[0].instance_id
+        assert by_kind["the rightmost mug"] == mugs[-1].instance_id
+        on_box = layout.room.instance(by_kind["the mug on the box"])
+        assert layout.room.instance(on_box.support_id).label == "Box"
+        assert by_kind["the box under the mug"] == on_box.support_id
+    # seed 0 has the mug box on the viewer's right, seed 1 on the left
+    assert a.room.instance(next(q.answer_id for q in a.queries if q.kind == "under")).center_world_m[0] > 0.5
+    assert b.room.instance(next(q.answer_id for q in b.queries if q.kind == "under")).center_world_m[0] < -0.5
+
+
+def test_relational_trajectory_keeps_the_stated_viewer_and_sees_every_object():
+    from mllm3d_ros.sources.simulator import generate_relational_room, relational_trajectory
+
+    layout = generate_relational_room(2)
+    poses = relational_trajectory(layout, 30)
+    np.testing.assert_allclose(poses[-1], layout.viewer_world_T_camera)
+    for pose in poses:
+        np.testing.assert_allclose(pose[:3, :3], layout.viewer_world_T_camera[:3, :3])
+    # every instance's centre projects into the stated viewer's 320x240, fx 205 image
+    viewer = layout.viewer_world_T_camera
+    for info in layout.room.instances:
+        p = viewer[:3, :3].T @ (np.asarray(info.center_world_m) - viewer[:3, 3])
+        u, v = 205.0 * p[0] / p[2] + 159.5, 205.0 * p[1] / p[2] + 119.5
+        assert p[2] > 0.5 and 0 <= u < 320 and 0 <= v < 240, info
