@@ -1,13 +1,15 @@
-"""Soak of issue 11: 18,000 frames (10 min at 30 Hz) fused with a query every few seconds; is memory flat?
+"""Soak of issues 11 and 13: 18,000 frames (10 min at 30 Hz) fused, the object memory fed, a query
+every few seconds; is memory flat?
 
-Run: `python -m benchmarks.soak --json PATH [--frames N] [--query-period-s S]`.
+Run: `python -m benchmarks.soak --json PATH [--frames N] [--query-period-s S] [--no-memory]`.
 
 In-process, not through the ROS graph (2 shared cores cannot carry 640x480 RGB-D over DDS at 30 Hz
 next to fusion): the product's Mapper (frame gate, TSDF map, keyframe store, at the mapping node's
-default parameters) fuses a simulated stream in the main thread while a second thread runs the
-product's QueryPipeline every `--query-period-s` against the live map, answering with the simulated
-segmenter (mllm3d_ros/eval/sim_segmenter.py; its ground-truth instance masks are the benchmark's,
-never the product's). Frames are rendered once and walked back and forth along the trajectory,
+default parameters) fuses a simulated stream in the main thread; the object memory's ProposalWorker
+runs the real offline backend's proposals on every new keyframe, polled as the memory node polls
+(unless --no-memory); a third thread runs the product's QueryPipeline every `--query-period-s`
+against the live map, answering with the simulated segmenter (mllm3d_ros/eval/sim_segmenter.py; its
+ground-truth instance masks are the benchmark's, never the product's). Frames are rendered once and walked back and forth along the trajectory,
 restamped at 30 Hz, so the run measures the map, not the renderer (as benchmarks/fusion.py does).
 RSS is sampled every 100 frames; the verdict compares the median of the first and the last 10 % of
 the samples, after the first pass over the trajectory (Open3D pages its preallocated blocks in on
@@ -30,7 +32,9 @@ from benchmarks.fusion import STREAM_FRAMES, STREAM_PERIOD_NS, machine, rss_mb
 from mllm3d_ros.core.frame_checks import FrameGateConfig
 from mllm3d_ros.core.keyframes import KeyframeConfig
 from mllm3d_ros.core.mapper import Mapper
+from mllm3d_ros.core.object_memory import ObjectMemory
 from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
+from mllm3d_ros.core.proposal_worker import ProposalWorker
 from mllm3d_ros.core.tsdf_map import TsdfMapConfig
 from mllm3d_ros.core.types import RgbdFrame
 from mllm3d_ros.eval.sim_segmenter import SimSegmenter, SimView
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True, type=Path, help="where to write the results")
     parser.add_argument("--frames", type=int, default=STREAM_FRAMES)
     parser.add_argument("--query-period-s", type=float, default=3.0)
+    parser.add_argument("--no-memory", action="store_true", help="fuse and query only (issue 11's soak)")
     args = parser.parse_args(argv)
 
     room = generate_room(SEED)
@@ -56,9 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     targets = [info.instance_id for info in room.instances if info.instance_id != STRUCTURE_ID]
 
     # The mapping node's defaults (config/perception.yaml).
-    mapper = Mapper(TsdfMapConfig(voxel_size_m=0.05, block_budget=20_000, depth_min_m=0.2, depth_max_m=4.0),
-                    KeyframeConfig(min_translation_m=0.3, min_rotation_deg=20.0, image_scale=0.5, max_keyframes=100),
+    mapper = Mapper(TsdfMapConfig(voxel_size_m=0.02, block_budget=20_000, depth_min_m=0.2, depth_max_m=4.0),
+                    KeyframeConfig(min_translation_m=0.1, min_rotation_deg=8.0, image_scale=0.5, max_keyframes=100),
                     FrameGateConfig())
+    backend = memory = worker = None
+    if not args.no_memory:
+        from mllm3d_ros.backends import build_backend
+        backend = build_backend("offline")
+        memory = ObjectMemory()
+        worker = ProposalWorker(memory, backend.propose, mapper.keyframe_store.get)
+        worker.start()
     query_state = {"target": 0, "segmenter": SimSegmenter(seed=0)}
 
     def segment_fn(views, _text):
@@ -99,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             k += 1
 
     samples: list[tuple[int, float]] = []
+    memory_samples: list[tuple[int, int, int]] = []  # frame, instances, bytes
     first_pass = len(order)
-    fused = 0
+    fused = submitted = 0
     thread = threading.Thread(target=query_loop, name="soak_queries", daemon=True)
     t0 = time.perf_counter()
     thread.start()
@@ -109,11 +122,20 @@ def main(argv: list[str] | None = None) -> int:
         f = rendered[j].frame
         stamp = (i + 1) * STREAM_PERIOD_NS
         fused += mapper.process(RgbdFrame(stamp, f.color_rgb, f.depth_m, f.intrinsics, f.world_T_camera))
+        if worker is not None and i % 3 == 0:  # the memory node polls every 0.1 s
+            for kf in mapper.keyframes():
+                if kf.keyframe_id > submitted:
+                    worker.submit(kf.keyframe_id)
+                    submitted = kf.keyframe_id
         if i % 100 == 0 and i >= first_pass:
             samples.append((i, rss_mb()))
+            if memory is not None:
+                memory_samples.append((i, memory.stats.instances, memory.stats.nbytes))
     wall_s = time.perf_counter() - t0
     stop.set()
     thread.join(120)
+    if worker is not None:
+        worker.wait_idle(600.0)
     samples.append((args.frames, rss_mb()))
 
     rss = np.array([r for _, r in samples])
@@ -123,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = mapper.worker.stats
     report = {
         "machine": machine(),
-        "mode": "in-process: Mapper + QueryPipeline + simulated segmenter (not the ROS graph)",
+        "mode": "in-process: Mapper + QueryPipeline + simulated segmenter (not the ROS graph)"
+                + ("" if worker is None else " + ObjectMemory fed by the offline backend's proposals"),
         "frames": args.frames, "frames_fused": int(fused), "rejected": {r.name: n for r, n in stats.rejected.items() if n},
         "wall_s": round(wall_s, 1), "fps": round(args.frames / wall_s, 2),
         "image_size": [rendered[0].frame.intrinsics.width, rendered[0].frame.intrinsics.height],
@@ -134,7 +157,19 @@ def main(argv: list[str] | None = None) -> int:
         "rss_samples": len(samples), "rss_mb_first_10pct_median": round(first, 1),
         "rss_mb_last_10pct_median": round(last, 1), "rss_growth_pct": round(100.0 * (last - first) / first, 2),
         "rss_mb_min": round(float(rss.min()), 1), "rss_mb_max": round(float(rss.max()), 1),
+        # The median of each tenth of the samples: growth that flattens shows here, a leak climbs.
+        "rss_mb_by_tenth": [round(float(np.median(part)), 1) for part in np.array_split(rss, 10) if part.size],
     }
+    if worker is not None:
+        ps = worker.stats
+        report["memory"] = {
+            "proposals_submitted": ps.submitted, "integrated": ps.integrated, "dropped_queue_full": ps.dropped_queue_full,
+            "failures": ps.failures, "lag_ms_p50": round(ps.lag_ms_p50, 1),
+            "instances_end": memory.stats.instances, "confirmed_end": memory.stats.confirmed,
+            "bytes_end": memory.stats.nbytes, "bytes_max": max((b for _, _, b in memory_samples), default=0),
+            "instances_max": max((n for _, n, _ in memory_samples), default=0)}
+        worker.stop()
+        backend.close()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

@@ -32,6 +32,7 @@ class Relation(enum.Enum):
     BETWEEN = "between"
     NEAREST_TO = "nearest to"
     FARTHEST_FROM = "farthest from"
+    AT_END_OF = "at the end of"
 
 
 class Superlative(enum.Enum):
@@ -55,6 +56,9 @@ _RELATION_PHRASES: tuple[tuple[str, Relation], ...] = tuple(sorted((
     ("in front of", Relation.IN_FRONT_OF), ("behind", Relation.BEHIND), ("in back of", Relation.BEHIND),
     ("inside", Relation.INSIDE), ("in", Relation.INSIDE), ("within", Relation.INSIDE),
     ("between", Relation.BETWEEN),
+    ("at the end of", Relation.AT_END_OF), ("at either end of", Relation.AT_END_OF),
+    ("at one end of", Relation.AT_END_OF), ("at the head of", Relation.AT_END_OF),
+    ("at the foot of", Relation.AT_END_OF),
     ("closest to", Relation.NEAREST_TO), ("nearest to", Relation.NEAREST_TO), ("nearest", Relation.NEAREST_TO),
     ("closest", Relation.NEAREST_TO),
     ("farthest from", Relation.FARTHEST_FROM), ("furthest from", Relation.FARTHEST_FROM),

@@ -17,6 +17,14 @@ from .instruction import Relation, Superlative
 from .types import OrientedBox3D
 
 ON_GAP_M = 0.12  # a target rests on an anchor when its bottom is within this of the anchor's top
+# "At the end of" an elongated anchor (a table, a bench, a counter): in the outer END_FRACTION of the
+# half-length along its long axis or beyond it, with its centre inside the band of the anchor's width
+# (END_SIDE_M of slack: a chair at the head of a table sits in that band a seat's depth out; one along a
+# long side, near a corner, has its centre outside it), and within END_GAP_M of it (the anchor's end,
+# not the room's).
+END_FRACTION = 0.6
+END_SIDE_M = 0.1
+END_GAP_M = 0.6
 # Relations that rank every candidate (by distance) rather than hold or not: "the one next to X" in an
 # exclusion is the best-ranked candidate, not every candidate at some distance.
 RANKING_RELATIONS = frozenset({Relation.NEAR, Relation.NEAREST_TO, Relation.FARTHEST_FROM, Relation.BETWEEN})
@@ -82,8 +90,8 @@ def relation_score(target: OrientedBox3D, anchors: Sequence[OrientedBox3D], rela
                    world_T_viewer: np.ndarray | None = None) -> float:
     """How well `target` stands in `relation` to the anchor(s): larger is better, -inf when it does not hold.
 
-    ON / UNDER / ABOVE / INSIDE / LEFT_OF / RIGHT_OF / IN_FRONT_OF / BEHIND are predicates (ties broken by
-    nearness); NEAR / NEAREST_TO / FARTHEST_FROM / BETWEEN rank by distance.
+    ON / UNDER / ABOVE / INSIDE / LEFT_OF / RIGHT_OF / IN_FRONT_OF / BEHIND / AT_END_OF are predicates
+    (ties broken by nearness); NEAR / NEAREST_TO / FARTHEST_FROM / BETWEEN rank by distance.
     """
     t = BoxGeometry.of(target)
     geoms = [BoxGeometry.of(a) for a in anchors]
@@ -112,6 +120,8 @@ def relation_score(target: OrientedBox3D, anchors: Sequence[OrientedBox3D], rela
         # In front of = between the anchor and the viewer: smaller forward coordinate.
         depth = float(offset @ forward) * (-1.0 if relation is Relation.IN_FRONT_OF else 1.0)
         return -gap if depth > 0.05 else -np.inf
+    if relation is Relation.AT_END_OF:
+        return -gap if _at_end(target, anchors[0], gap) else -np.inf
     if relation in (Relation.NEAR, Relation.NEAREST_TO):
         return -gap
     if relation is Relation.FARTHEST_FROM:
@@ -131,6 +141,19 @@ def relation_score(target: OrientedBox3D, anchors: Sequence[OrientedBox3D], rela
             return -np.inf
         return -float(np.linalg.norm(t.center[:2] - (p + s * seg)))
     raise ValueError(f"unknown relation {relation!r}")
+
+
+def _at_end(target: OrientedBox3D, anchor: OrientedBox3D, gap_m: float) -> bool:
+    """Whether the target's centre lies at one end of the anchor's long horizontal axis (see END_FRACTION)."""
+    if gap_m > END_GAP_M:
+        return False
+    local = np.asarray(anchor.world_R_box, dtype=np.float64).T @ (
+        np.asarray(target.center_world_m, dtype=np.float64) - np.asarray(anchor.center_world_m, dtype=np.float64))
+    half = np.asarray(anchor.size_m, dtype=np.float64)[:2] / 2.0  # boxes are yaw-only: axes 0, 1 horizontal
+    long_axis = int(np.argmax(half))
+    along = abs(float(local[long_axis])) / max(float(half[long_axis]), 1e-6)
+    side = abs(float(local[1 - long_axis])) - float(half[1 - long_axis])
+    return along >= END_FRACTION and side <= END_SIDE_M
 
 
 def superlative_order(boxes: Sequence[OrientedBox3D], superlative: Superlative,

@@ -16,6 +16,8 @@ from mllm3d_ros.core.instruction import Relation, Superlative, parse_instruction
     ("the bag in front of the door", "bag", Relation.IN_FRONT_OF, ("door",)),
     ("the cat under the table", "cat", Relation.UNDER, ("table",)),
     ("the box between the mug and the laptop", "box", Relation.BETWEEN, ("mug", "laptop")),
+    ("the mug at the end of the table", "mug", Relation.AT_END_OF, ("table",)),
+    ("the chair at the head of the table", "chair", Relation.AT_END_OF, ("table",)),
     ("somewhere I can sit", "somewhere i can sit", None, ()),
     ("something I can sit on", "something i can sit on", None, ()),  # no noun after "on": no relation
 ])

@@ -75,3 +75,21 @@ def test_between_means_between_the_anchors_facing_sides_not_on_an_anchor():
     assert relation_score(box(0.2, 0.05, 0.5), [bottle, crate], Relation.BETWEEN) == pytest.approx(-0.05)
     # anchors overlapping along the segment: centre to centre
     assert np.isfinite(relation_score(box(0.1, 0.0, 0.0), [box(0.0, 0, 0, 0.5), box(0.2, 0, 0, 0.5)], Relation.BETWEEN))
+
+
+def test_at_the_end_of_an_elongated_anchor():
+    # TABLE is 1.2 m long in x, 0.8 m wide in y (yaw 0); rotated by 90 degrees its long axis is y.
+    mug_at_end = box(0.5, 0.1, 0.80)  # on the table, 0.5 of its 0.6 m half-length out
+    mug_middle = box(0.1, 0.1, 0.80)
+    chair_at_head = box(-0.85, 0.0, 0.45, 0.45)  # a seat's depth beyond the short side
+    chair_along_side = box(0.45, 0.7, 0.45, 0.45)  # along a long side near the corner
+    chair_far = box(-2.0, 0.0, 0.45, 0.45)  # past the end but across the room
+    scores = {name: relation_score(b, [TABLE], Relation.AT_END_OF) for name, b in
+              dict(mug_at_end=mug_at_end, mug_middle=mug_middle, chair_at_head=chair_at_head,
+                   chair_along_side=chair_along_side, chair_far=chair_far).items()}
+    assert np.isfinite(scores["mug_at_end"]) and np.isfinite(scores["chair_at_head"])
+    assert scores["mug_middle"] == scores["chair_along_side"] == scores["chair_far"] == -np.inf
+    yaw90 = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    turned = OrientedBox3D(TABLE.center_world_m, yaw90, TABLE.size_m)  # long axis along world y now
+    assert relation_score(box(0.0, 0.5, 0.80), [turned], Relation.AT_END_OF) > -np.inf
+    assert relation_score(mug_at_end, [turned], Relation.AT_END_OF) == -np.inf  # now beside its long side
