@@ -263,7 +263,11 @@ class MemoryResolver:
         if len(anchor_sets[0]) > 1 and parsed.relation is not Relation.BETWEEN:
             notes.append(f"{len(anchor_sets[0])} objects match the anchor '{parsed.anchors[0]}': used the one "
                          f"that fits best (#{holding[0][2].instance_id})")
-        return [s[1] for s in holding], holding[0][2], True
+        anchor = holding[0][2]
+        centre, size = (", ".join(f"{v:.2f}" for v in vec) for vec in (anchor.box.center_world_m, anchor.box.size_m))
+        notes.append(f"relation '{parsed.relation.value}' decided in 3D against anchor #{anchor.instance_id} "
+                     f"'{anchor.label}' (box centre {centre} m, size {size} m)")
+        return [s[1] for s in holding], anchor, True
 
     def _exclude(self, parsed: ParsedInstruction, candidates: list[MemoryObject], objects: Sequence[MemoryObject],
                  viewer, notes: list[str]) -> list[MemoryObject]:

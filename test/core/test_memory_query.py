@@ -87,6 +87,10 @@ def test_relation_between_instances_decides_in_3d():
     plan = resolver.plan(parse_instruction("the cube next to the crate"), snapshot, keyframes)
     assert [c.label for c in plan.candidates] == ["cube"] and plan.anchor.label == "crate"
     assert plan.answer is not None
+    # The result names the relation and the anchor it used: its id and box.
+    centre = ", ".join(f"{v:.2f}" for v in plan.anchor.box.center_world_m)
+    assert any(n.startswith(f"relation 'near' decided in 3D against anchor #{plan.anchor.instance_id} 'crate' "
+                            f"(box centre {centre} m") for n in plan.notes)
 
 
 def test_pipeline_answers_plain_queries_from_memory_without_the_2d_model():
