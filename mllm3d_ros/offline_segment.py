@@ -90,7 +90,8 @@ class RecordingSession:
                                       QueryConfig(default_max_views=views, max_views_limit=max(16, views),
                                                   marked_prompts=self.model.uses_marks),
                                       resolver=MemoryResolver(self.memory, self.model.encode_text) if use_memory
-                                      else None)
+                                      else None,
+                                      parse_fn=self.model.parse)  # the grammar when the backend cannot parse
 
     def query(self, instruction: str) -> QueryResult:
         return self.pipeline.run(instruction)

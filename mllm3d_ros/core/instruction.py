@@ -12,7 +12,9 @@ grammar does not understand is reported in `notes` rather than guessed.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import json
 import re
 from dataclasses import dataclass
 
@@ -194,3 +196,163 @@ def parse_instruction(text: str) -> ParsedInstruction:
     target_text = " ".join(attributes + (target,)) if attributes else target
     return ParsedInstruction(text, target, target_text, attributes, relation, anchors, superlative, ordinal,
                              excluded, tuple(notes))
+
+
+# ---- structured answers (a language model's parse) and JSON ---------------------------------------------
+# The keys a structured parse carries: what a model is asked to fill and what `parsed_to_json` writes
+# (plus "text" and "notes", which a model does not write).
+STRUCTURED_KEYS = ("target", "attributes", "relation", "anchors", "superlative", "ordinal", "excluded")
+_MAX_PHRASE_WORDS = 40
+
+
+def _key(phrase: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", phrase.lower()))
+
+
+_RELATION_SYNONYMS = {**{_key(p): r for p, r in _RELATION_PHRASES}, **{_key(r.value): r for r in Relation},
+                      **{_key(r.name.replace("_", " ")): r for r in Relation}}
+_SUPERLATIVE_SYNONYMS = {**{_key(w): s for w, s in _SUPERLATIVES.items()}, **{_key(s.value): s for s in Superlative},
+                         **{_key(s.name): s for s in Superlative}, "largest": Superlative.BIGGEST,
+                         "left most": Superlative.LEFTMOST, "right most": Superlative.RIGHTMOST}
+
+
+def relation_from_phrase(phrase: str) -> Relation | None:
+    """The relation a phrase names: an enum value or name ("left of", "LEFT_OF") or a grammar phrase ("beside")."""
+    return _RELATION_SYNONYMS.get(_key(phrase)) if isinstance(phrase, str) else None
+
+
+def superlative_from_word(word: str) -> Superlative | None:
+    """The superlative a word names ("largest", "BIGGEST", "leftmost")."""
+    return _SUPERLATIVE_SYNONYMS.get(_key(word)) if isinstance(word, str) else None
+
+
+def _phrase(value: object) -> str | None:
+    """A short noun phrase: lower case, determiners dropped; None unless a non-empty string of a few words."""
+    if not isinstance(value, str):
+        return None
+    words = _words(value)
+    # Determiners are dropped as the grammar drops them, unless nothing else is left ("the" alone).
+    words = [w for w in words if w not in _DETERMINERS] or words
+    return " ".join(words) if 0 < len(words) <= _MAX_PHRASE_WORDS else None
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or value == "" or value == [] or value == () or value == {}
+
+
+def _strings(key: str, value: object, notes: list[str]) -> tuple[str, ...]:
+    """A list of short phrases (one string is taken as a list of one); invalid entries dropped with a note."""
+    if _is_empty(value):
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        notes.append(f"{key} {value!r:.60} is not a list of phrases: dropped")
+        return ()
+    out = []
+    for item in items:
+        phrase = _phrase(item)
+        if phrase is None:
+            notes.append(f"{key} entry {item!r:.60} is not a short phrase: dropped")
+        elif phrase not in out:
+            out.append(phrase)
+    return tuple(out)
+
+
+def parsed_from_structured(answer: object, text: str, source: str = "the model") -> ParsedInstruction:
+    """Validate a structured parse (a JSON object's dict, keys `STRUCTURED_KEYS`) of the instruction `text`.
+
+    Invalid fields are dropped with a note naming them: a relation that is not a Relation (or one of the
+    grammar's phrases for it), anchors that are not phrases, BETWEEN without exactly two anchors, an
+    ordinal that is not a positive integer, an unknown superlative. Without a usable target (or when
+    `answer` is not a dict) the grammar parses `text` instead, with a note saying so. Never raises.
+    """
+    if not isinstance(answer, dict):
+        shown = answer if isinstance(answer, str) else type(answer).__name__
+        return _grammar_instead(text, f"not a JSON object ({shown!r:.80})", source)
+    target = _phrase(answer.get("target"))
+    if target is None:
+        return _grammar_instead(text, f"no usable target ({answer.get('target')!r:.60})", source)
+    notes: list[str] = [n for n in _strings_raw(answer.get("notes"))]
+    attributes = tuple(a for a in _strings("attributes", answer.get("attributes"), notes) if a != target)
+    relation, anchors = None, _strings("anchors", answer.get("anchors"), notes)
+    raw_relation = answer.get("relation")
+    if not _is_empty(raw_relation):
+        relation = relation_from_phrase(raw_relation)
+        if relation is None:
+            notes.append(f"{source}'s relation {raw_relation!r:.40} is not one the resolver knows: ignored")
+    if relation is Relation.BETWEEN and len(anchors) != 2:
+        notes.append(f"'between' needs two anchors, {source} gave {len(anchors)}: relation ignored")
+        relation = None
+    elif relation is not None and not anchors:
+        notes.append(f"relation '{relation.value}' without an anchor: ignored")
+        relation = None
+    elif relation is not None and relation is not Relation.BETWEEN and len(anchors) > 1:
+        notes.append(f"relation '{relation.value}' takes one anchor: kept '{anchors[0]}', dropped {list(anchors[1:])}")
+        anchors = anchors[:1]
+    if relation is None:
+        anchors = ()
+    superlative = None
+    raw_superlative = answer.get("superlative")
+    if not _is_empty(raw_superlative):
+        superlative = superlative_from_word(raw_superlative)
+        if superlative is None:
+            notes.append(f"{source}'s superlative {raw_superlative!r:.40} is unknown: ignored")
+    ordinal = answer.get("ordinal")
+    if _is_empty(ordinal):
+        ordinal = None
+    elif isinstance(ordinal, bool) or not isinstance(ordinal, int) or ordinal < 1:
+        notes.append(f"{source}'s ordinal {ordinal!r:.20} is not a positive integer: ignored")
+        ordinal = None
+    elif superlative is None:
+        # An ordinal ranks along a superlative; the grammar's default for "the third chair" is the left.
+        notes.append(f"ordinal {ordinal} without 'from the left/right': counted from the left")
+        superlative = Superlative.LEFTMOST
+    excluded = _excluded(answer.get("excluded"), source, notes)
+    target_text = " ".join(attributes + (target,))
+    return ParsedInstruction(text, target, target_text, attributes, relation, anchors, superlative, ordinal,
+                             excluded, tuple(notes))
+
+
+def _strings_raw(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, (list, tuple)) else []
+
+
+def _excluded(value: object, source: str, notes: list[str]) -> tuple[Relation, str] | None:
+    if _is_empty(value):
+        return None
+    relation = relation_from_phrase(value.get("relation")) if isinstance(value, dict) else None
+    anchor = _phrase(value.get("anchor")) if isinstance(value, dict) else None
+    if relation is None or anchor is None:
+        notes.append(f"{source}'s exclusion {value!r:.60} needs a known relation and an anchor: ignored")
+        return None
+    return relation, anchor
+
+
+def _grammar_instead(text: str, why: str, source: str) -> ParsedInstruction:
+    parsed = parse_instruction(text)
+    note = f"{source}'s parse was unusable: {why}, used the grammar"
+    return dataclasses.replace(parsed, notes=(note,) + parsed.notes)
+
+
+def parsed_to_structured(parsed: ParsedInstruction) -> dict:
+    """The JSON-ready dict of a parse (the keys `STRUCTURED_KEYS` plus text and notes)."""
+    return {"text": parsed.text, "target": parsed.target, "attributes": list(parsed.attributes),
+            "relation": parsed.relation.value if parsed.relation else None, "anchors": list(parsed.anchors),
+            "superlative": parsed.superlative.value if parsed.superlative else None, "ordinal": parsed.ordinal,
+            "excluded": ({"relation": parsed.excluded[0].value, "anchor": parsed.excluded[1]}
+                         if parsed.excluded else None),
+            "notes": list(parsed.notes)}
+
+
+def parsed_to_json(parsed: ParsedInstruction) -> str:
+    """The parse as one JSON object (what SegmentViews mode PARSE returns in `parsed_json`)."""
+    return json.dumps(parsed_to_structured(parsed))
+
+
+def parsed_from_json(data: str, text: str, source: str = "the backend") -> ParsedInstruction:
+    """`parsed_to_json`'s inverse, validated like a model's answer (`parsed_from_structured`); never raises."""
+    try:
+        answer = json.loads(data)
+    except (TypeError, ValueError):
+        answer = data if isinstance(data, str) else None
+    return parsed_from_structured(answer, text, source)

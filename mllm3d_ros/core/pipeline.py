@@ -15,18 +15,19 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from .config import ConfigError, check_int, check_range
-from .instruction import parse_instruction
+from .instruction import ParsedInstruction, parse_instruction
 from .marks import MarkConfig, candidate_marks, judge_choice, object_name
 from .memory_query import MemoryPlan, MemoryResolver
 from .object_memory import voxel_keys
 from .relations import relation_score
-from .segmentation import BackendError, BackendUnavailable, normalise_instruction
+from .segmentation import BackendError, BackendUnavailable, ModeUnsupported, normalise_instruction
 from .types import (BackendView, GeometryMark, InputError, Keyframe, MapSnapshot, Object3D, QueryResult,
                     QueryStatus, SegmentationResult, keyframe_view)
 from .view_selection import ViewSelectionConfig, select_views
 from .voting import MultiViewVoter, VotingConfig
 
 SegmentFn = Callable[[Sequence[BackendView], str], SegmentationResult]
+ParseFn = Callable[[str], ParsedInstruction]
 ProgressFn = Callable[[str, float], None]
 
 
@@ -104,6 +105,25 @@ def _with_notes(message: str, notes: Sequence[str]) -> str:
     return message + "".join(f"; note: {n}" for n in notes)
 
 
+def _parse(parse_fn: ParseFn, text: str) -> ParsedInstruction:
+    """`parse_fn(text)`, or the grammar's parse when it cannot (silently) or fails (with a note)."""
+    if parse_fn is parse_instruction:
+        return parse_instruction(text)
+    try:
+        parsed = parse_fn(text)
+    except ModeUnsupported:  # the backend has no parsing mode: not a failure worth a note on every query
+        return parse_instruction(text)
+    except (BackendError, InputError, TimeoutError) as exc:
+        grammar = parse_instruction(text)
+        return dataclasses.replace(grammar, notes=(f"the model's parse failed ({exc}), used the grammar",)
+                                   + grammar.notes)
+    if not isinstance(parsed, ParsedInstruction):
+        grammar = parse_instruction(text)
+        return dataclasses.replace(grammar, notes=(f"the model's parse returned {type(parsed).__name__}, used the "
+                                                   "grammar",) + grammar.notes)
+    return parsed
+
+
 def _follow_plan(objects: tuple[Object3D, ...], snapshot: MapSnapshot, plan: MemoryPlan, relation,
                  world_T_viewer: np.ndarray) -> tuple[Object3D, ...]:
     """Voted objects checked against the memory's plan: the relation to its anchor must hold, and
@@ -149,8 +169,10 @@ class QueryPipeline:
 
     def __init__(self, map_source: MapSource, segment_fn: SegmentFn, config: QueryConfig | None = None,
                  voting: VotingConfig | None = None, view_selection: ViewSelectionConfig | None = None,
-                 resolver: MemoryResolver | None = None) -> None:
+                 resolver: MemoryResolver | None = None, parse_fn: ParseFn | None = None) -> None:
         self.map_source = map_source
+        # The instruction parser: a backend's `parse` (a model's structured answer) or the grammar.
+        self.parse_fn = parse_fn or parse_instruction
         self.resolver = resolver
         self.segment_fn = segment_fn
         self.config = config or QueryConfig()
@@ -161,11 +183,12 @@ class QueryPipeline:
 
     def run(self, instruction: str | bytes, max_views: int = 0, min_confidence: float = 0.0,
             progress: ProgressFn | None = None, is_canceled: Callable[[], bool] | None = None, *,
-            segment_fn: SegmentFn | None = None) -> QueryResult:
+            segment_fn: SegmentFn | None = None, parse_fn: ParseFn | None = None) -> QueryResult:
         """Answer one instruction. Never raises for bad input or backend failures: the status says what happened.
 
-        `segment_fn` replaces the pipeline's backend call for this query only (the ROS node binds the
-        goal's own cancel event and deadline to it); a TimeoutError it raises answers TIMEOUT.
+        `segment_fn` and `parse_fn` replace the pipeline's backend calls for this query only (the ROS node
+        binds the goal's own cancel event and deadline to them); a TimeoutError segment_fn raises answers
+        TIMEOUT; a parse_fn that fails leaves the instruction to the grammar, with a note.
         """
         t0 = time.monotonic()
         segment_fn = segment_fn or self.segment_fn
@@ -199,7 +222,10 @@ class QueryPipeline:
         keyframes = {kf.keyframe_id: kf for kf in self.map_source.keyframes()}
         if not keyframes:
             return done(QueryStatus.NO_VIEWS, "no keyframes stored yet: move the camera to build the map")
-        parsed = parse_instruction(text)
+        try:
+            parsed = _parse(parse_fn or self.parse_fn, text)
+        except QueryCanceled:
+            return done(QueryStatus.CANCELED, "canceled while the backend was parsing the instruction")
         plan = None
         notes: tuple[str, ...] = parsed.notes
         if self.resolver is not None:

@@ -12,7 +12,9 @@ Two modes:
 
 Optional capabilities: `uses_marks` (the backend reads `BackendView.marks`, numbered candidates of the
 3D map, and may answer with the mark it chose: `Prediction2D.mark_id`), and `caption(view, mark)` (a
-short description of the marked object, for dense captions). A mode a backend lacks raises
+short description of the marked object, for dense captions), and `parse(instruction)` (the instruction
+split into target, attributes, relation and anchors by the model; callers fall back to the grammar,
+`core.instruction.parse_instruction`). A mode a backend lacks raises
 `ModeUnsupported`, so callers can tell "cannot" from "failed".
 """
 
@@ -23,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .instruction import ParsedInstruction
 from .types import BackendView, GeometryMark, InputError, SegmentationResult, ViewPredictions
 
 MAX_INSTRUCTION_CHARS = 2000
@@ -80,6 +83,10 @@ class SegmentationBackend(abc.ABC):
     def caption(self, view: BackendView, mark: GeometryMark) -> str:
         """A short description (one line, plain text) of the object under `mark` in `view`."""
         raise ModeUnsupported(f"backend {self.name!r} has no caption mode")
+
+    def parse(self, instruction: str) -> ParsedInstruction:
+        """The instruction parsed by the model, validated (`instruction.parsed_from_structured`)."""
+        raise ModeUnsupported(f"backend {self.name!r} has no instruction parsing mode")
 
     def close(self) -> None:
         """Free weights and device memory."""

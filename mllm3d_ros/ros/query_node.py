@@ -37,9 +37,11 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import SegmentQuery
 from ..backends.base import BackendError, BackendUnavailable
+from ..core.instruction import ParsedInstruction, parsed_from_json
 from ..core.geometry import transform_box, transform_points
 from ..core.memory_query import MemoryResolver
 from ..core.pipeline import MapSource, QueryCanceled, QueryConfig, QueryPipeline
+from ..core.segmentation import ModeUnsupported
 from ..core.tf_buffer import TransformUnavailable, check_frame_id
 from ..core.types import BackendView, InputError, QueryResult, QueryStatus, SegmentationResult
 from ..core.view_selection import ViewSelectionConfig
@@ -78,6 +80,8 @@ QUERY_PARAMS = (
               0.001, 1.0),
     ParamSpec("marked_prompts", True, "When the object memory's candidates need the 2D model, send them as numbered "
               "marks with their metric geometry; the backend's pick is checked in 3D (backends without marks ignore them)."),
+    ParamSpec("model_parsing", True, "Ask the segmentation node's model to parse the instruction (SegmentViews mode "
+              "PARSE); the grammar when it cannot (asked once per backend) or the call fails (noted in the result)."),
 )
 
 
@@ -88,7 +92,7 @@ def _marker_color(rank: int) -> ColorRGBA:
 
 
 class RemoteSegmenter:
-    """SegmentFn that calls the segmentation node's service and watches its heartbeat."""
+    """SegmentFn (and ParseFn, `parse`) that calls the segmentation node's service and watches its heartbeat."""
 
     def __init__(self, node: Node, service: str, heartbeat_topic: str, timeout_s: float, service_wait_s: float,
                  callback_group) -> None:
@@ -97,13 +101,19 @@ class RemoteSegmenter:
         self._service_wait_s = service_wait_s
         self._heartbeat_topic = node.resolve_topic_name(heartbeat_topic)
         self._last_heartbeat = 0.0
+        self._backend_name: str | None = None  # from the heartbeat's "<backend> <state>"
+        self._parse_unsupported = False
         self._lock = threading.Lock()
         node.create_subscription(String, heartbeat_topic, self._on_heartbeat, RELIABLE_QOS,
                                  callback_group=callback_group)
 
-    def _on_heartbeat(self, _msg: String) -> None:
+    def _on_heartbeat(self, msg: String) -> None:
         with self._lock:
             self._last_heartbeat = time.monotonic()
+            name = msg.data.split(" ", 1)[0]
+            if self._backend_name is not None and name != self._backend_name:
+                self._parse_unsupported = False  # another backend now: it may parse
+            self._backend_name = name
 
     def _alive(self) -> bool:
         with self._lock:
@@ -113,13 +123,37 @@ class RemoteSegmenter:
                  deadline: float | None = None) -> SegmentationResult:
         """Segment `views` on the remote node; `cancel` (set by this query's cancel or preempt) raises
         QueryCanceled, and at `deadline` (time.monotonic()) the call gives up with TimeoutError."""
+        request = SegmentViews.Request(mode=SegmentViews.Request.SEGMENT, instruction=instruction)
+        add_views_to_request(request, views)
+        response = self._call(request, cancel, deadline)
+        return SegmentationResult(
+            target_phrase=response.target_phrase,
+            query_embedding=np.asarray(response.query_embedding, dtype=np.float32),
+            views=predictions_from_response(response, views), forward_ms=float(response.forward_ms))
+
+    def parse(self, instruction: str, *, cancel: threading.Event | None = None,
+              deadline: float | None = None) -> ParsedInstruction:
+        """The backend's parse of `instruction` (mode PARSE). An UNSUPPORTED answer is remembered (later calls
+        raise ModeUnsupported without asking) until the heartbeat names another backend."""
+        with self._lock:
+            if self._parse_unsupported:
+                raise ModeUnsupported(f"backend '{self._backend_name}' has no instruction parsing mode")
+        try:
+            response = self._call(SegmentViews.Request(mode=SegmentViews.Request.PARSE, instruction=instruction),
+                                  cancel, deadline)
+        except ModeUnsupported:
+            with self._lock:
+                self._parse_unsupported = True
+            raise
+        return parsed_from_json(response.parsed_json, instruction, "the segmentation node")
+
+    def _call(self, request, cancel: threading.Event | None, deadline: float | None):
+        """The response to `request` once it is OK; errors by status (InputError, ModeUnsupported, BackendError)."""
         wait_s = self._service_wait_s if deadline is None else max(0.0, min(self._service_wait_s,
                                                                              deadline - time.monotonic()))
         if not self._client.wait_for_service(timeout_sec=wait_s):
             raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
                                      "is the segmentation node running (and configured)?")
-        request = SegmentViews.Request(mode=SegmentViews.Request.SEGMENT, instruction=instruction)
-        add_views_to_request(request, views)
         done = threading.Event()
         future = self._client.call_async(request)
         future.add_done_callback(lambda _f: done.set())
@@ -141,12 +175,11 @@ class RemoteSegmenter:
         response = future.result()
         if response.status == SegmentViews.Response.INVALID_INPUT:
             raise InputError(response.message)
+        if response.status == SegmentViews.Response.UNSUPPORTED:
+            raise ModeUnsupported(response.message)
         if response.status != SegmentViews.Response.OK:
             raise BackendError(response.message)
-        return SegmentationResult(
-            target_phrase=response.target_phrase,
-            query_embedding=np.asarray(response.query_embedding, dtype=np.float32),
-            views=predictions_from_response(response, views), forward_ms=float(response.forward_ms))
+        return response
 
 
 def object_description(obj, box=None) -> str:
@@ -216,6 +249,7 @@ class QueryNode(Node):
         # Created up front so /tf_static (latched) and /tf are already buffered when a goal asks.
         self._tf = TfLookup(self)
         self._policy = p["second_goal_policy"]
+        self._model_parsing = p["model_parsing"]
         self._map_source = map_source
         self._action_group = ReentrantCallbackGroup()
         self._segmenter = RemoteSegmenter(self, p["segment_service"], p["heartbeat_topic"], p["backend_timeout_s"],
@@ -325,8 +359,10 @@ class QueryNode(Node):
         try:
             deadline = time.monotonic() + self.pipeline.config.timeout_s
             segment_fn = functools.partial(self._segmenter, cancel=query.cancel, deadline=deadline)
+            parse_fn = (functools.partial(self._segmenter.parse, cancel=query.cancel, deadline=deadline)
+                        if self._model_parsing else None)
             result = self.pipeline.run(instruction, max_views, min_confidence, progress, query.cancel.is_set,
-                                       segment_fn=segment_fn)
+                                       segment_fn=segment_fn, parse_fn=parse_fn)
         except Exception as exc:  # noqa: BLE001 -- e.g. a bug in voting: answer it, never a default result
             self.get_logger().error(f"query '{instruction[:60]}' failed: {type(exc).__name__}: {exc}")
             result = QueryResult(QueryStatus.BACKEND_ERROR, f"internal error: {type(exc).__name__}: {exc}")

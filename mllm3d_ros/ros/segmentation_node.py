@@ -6,7 +6,8 @@ Run it on a GPU host to keep the robot's computer free; the query node finds it 
 
 Service:    ~/segment_views (mllm3d_ros/srv/SegmentViews), answered only while active: segmentation of an
             instruction (with the map's candidates as numbered marks), instruction-free proposals (the object
-            memory's input), a phrase's embedding, or a caption of a marked object (dense captions)
+            memory's input), a phrase's embedding, a caption of a marked object (dense captions), or the
+            model's parse of an instruction (JSON in `parsed_json`)
 Published:  ~/heartbeat (std_msgs/String, 2 Hz, reliable): "<backend> <state>" -- liveness for queries
 Parameters: see SEGMENTATION_PARAMS and config/perception.yaml (block `segmentation`).
 """
@@ -23,7 +24,8 @@ from std_msgs.msg import Header, String
 
 from ..backends.base import build_backend
 from ..core.geometry import check_pose
-from ..core.segmentation import ModeUnsupported
+from ..core.instruction import parsed_to_json
+from ..core.segmentation import ModeUnsupported, normalise_instruction
 from ..core.types import BackendView, InputError, SegmentationResult
 from ..srv import SegmentViews
 from .conversions import (camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, marks_from_request,
@@ -138,6 +140,12 @@ class SegmentationNode(LifecycleNode):
                 response.status = SegmentViews.Response.OK
                 response.query_embedding = np.asarray(embedding, dtype=np.float32).ravel().tolist()
                 return response
+            if request.mode == SegmentViews.Request.PARSE:
+                with self._infer_lock:
+                    parsed = self._backend.parse(normalise_instruction(request.instruction))
+                response.status = SegmentViews.Response.OK
+                response.parsed_json = parsed_to_json(parsed)
+                return response
             views = self._views_from(request)
             if request.mode == SegmentViews.Request.CAPTION:
                 if len(views) != 1 or not views[0].marks:
@@ -153,7 +161,8 @@ class SegmentationNode(LifecycleNode):
                 elif request.mode == SegmentViews.Request.SEGMENT:
                     result = self._backend.segment(views, request.instruction)
                 else:
-                    raise InputError(f"unknown mode {request.mode} (SEGMENT 0, PROPOSE 1, ENCODE_TEXT 2, CAPTION 3)")
+                    raise InputError(f"unknown mode {request.mode} (SEGMENT 0, PROPOSE 1, ENCODE_TEXT 2, CAPTION 3, "
+                                     "PARSE 4)")
         except InputError as exc:
             response.status, response.message = SegmentViews.Response.INVALID_INPUT, str(exc)
             return response

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mllm3d_ros.backends.mllm.parsing import GroundingTarget, parse_caption, parse_grounding, to_image_targets
+from mllm3d_ros.backends.mllm.parsing import (GroundingTarget, parse_caption, parse_grounding, parse_structured,
+                                             to_image_targets)
 from mllm3d_ros.backends.mllm.prompts import CoordinateFormat
 from mllm3d_ros.core.types import GeometryMark
 
@@ -115,3 +116,22 @@ def test_caption_is_one_plain_line(answer: str, caption: str) -> None:
 def test_long_caption_is_cut_at_a_word() -> None:
     out = parse_caption("a very long description " * 30, max_chars=50)
     assert len(out) <= 53 and out.endswith("...") and not out[:-3].endswith(" ")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"target": "mug", "anchors": ["table"]}', {"target": "mug", "anchors": ["table"]}),
+    ('```json\n{"target": "mug", "relation": null}\n```\nThe mug is on the left.', {"target": "mug", "relation": None}),
+    ("Here: {'target': 'chair', 'ordinal': 2, 'superlative': None} and {'target': 'x'}",
+     {"target": "chair", "ordinal": 2, "superlative": None}),
+    ('{"target": "box", "excluded": {"relation": "on", "anchor": "shelf"}} trailing } text',
+     {"target": "box", "excluded": {"relation": "on", "anchor": "shelf"}}),
+    ('<|im_start|>{"target": "lamp", "flag": true}<|im_end|>', {"target": "lamp", "flag": True}),
+    ('[{"target": "mug"}] then {"target": "cup"}', {"target": "mug"}),  # the first object, even inside a list
+])
+def test_structured_answers_are_read_defensively(text, expected):
+    assert parse_structured(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "no json here", "{target: mug}", '{"target": "mug"', "[1, 2]", None])
+def test_structured_answers_without_an_object_give_none(text):
+    assert parse_structured(text) is None

@@ -24,6 +24,7 @@ from mllm3d_ros.backends.mllm import backend as backend_mod  # noqa: E402
 from mllm3d_ros.backends.transformers_backend import (TransformersBackend,  # noqa: E402
                                                       TransformersBackendConfig)
 from mllm3d_ros.core.config import ConfigError  # noqa: E402
+from mllm3d_ros.core.instruction import STRUCTURED_KEYS, Relation, parse_instruction  # noqa: E402
 from mllm3d_ros.core.types import (BackendView, CameraIntrinsics, GeometryMark, InputError,  # noqa: E402
                                    SegmentationResult)
 
@@ -569,3 +570,53 @@ def test_close_then_propose_is_a_clear_error(tiny_dir: Path) -> None:
     assert not hasattr(b, "detector")
     with pytest.raises(BackendError, match="closed"):
         b.propose([_view()])
+
+
+# ---- instruction parsing (text only) -----------------------------------------------------------------
+def _recording_generate(monkeypatch, backend: TransformersBackend) -> list:
+    prepared = []
+    generate = backend._generate
+    monkeypatch.setattr(backend, "_generate", lambda batch: (prepared.extend(batch), generate(batch))[1])
+    return prepared
+
+
+@pytest.mark.parametrize("model", ["qwen25", "qwen3"])
+def test_parse_prompt_is_text_only_and_names_the_keys(monkeypatch, request, model: str) -> None:
+    backend = request.getfixturevalue(model)
+    prepared = _recording_generate(monkeypatch, backend)
+    parsed = backend.parse("the red mug   next to the laptop")  # a random model's answer: whatever it is
+    (p,) = prepared
+    assert p.pixel_values is None and backend.image_token not in p.prompt_text
+    assert '"""the red mug next to the laptop"""' in p.prompt_text
+    assert all(f'"{key}"' in p.prompt_text for key in STRUCTURED_KEYS)
+    assert '"left of"' in p.prompt_text and '"biggest"' in p.prompt_text
+    assert parsed.text == "the red mug next to the laptop" and parsed.target
+
+
+def test_garbage_answer_falls_back_to_the_grammar_with_a_note(monkeypatch, qwen3: TransformersBackend) -> None:
+    _script(monkeypatch, qwen3, "I think it is the mug, next to a laptop.")
+    parsed = qwen3.parse("the red mug next to the laptop")
+    grammar = parse_instruction("the red mug next to the laptop")
+    assert parsed == replace(grammar, notes=parsed.notes)
+    assert parsed.notes[0].startswith("the model's parse was unusable: not a JSON object ('I think it is")
+    assert parsed.notes[0].endswith("used the grammar")
+
+
+def test_a_valid_json_answer_is_the_parse(monkeypatch, qwen3: TransformersBackend) -> None:
+    # Fenced, single-quoted, followed by prose, null keys left out: all tolerated; "beside" is the
+    # grammar's word for NEAR. (The tiny tokenizer spends about a token per character.)
+    _script(monkeypatch, qwen3, "```{'target':'mug','attributes':['red'],'relation':'beside',"
+                                "'anchors':['laptop']}```ok")
+    parsed = qwen3.parse("the crimson cup beside my computer")
+    assert (parsed.target, parsed.target_text, parsed.attributes) == ("mug", "red mug", ("red",))
+    assert (parsed.relation, parsed.anchors, parsed.notes) == (Relation.NEAR, ("laptop",), ())
+    assert parsed.text == "the crimson cup beside my computer"
+
+
+def test_parse_bad_input_and_closed_backend(tiny_dir: Path, qwen3: TransformersBackend) -> None:
+    with pytest.raises(InputError, match="empty"):
+        qwen3.parse("   ")
+    b = _backend(tiny_dir, "qwen3_vl", "sam2")
+    b.close()
+    with pytest.raises(BackendError, match="closed"):
+        b.parse("the mug")

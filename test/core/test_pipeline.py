@@ -7,7 +7,9 @@ import dataclasses
 import numpy as np
 
 from mllm3d_ros.backends.base import BackendError, BackendUnavailable
-from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
+from mllm3d_ros.core.instruction import parse_instruction
+from mllm3d_ros.core.pipeline import QueryCanceled, QueryConfig, QueryPipeline
+from mllm3d_ros.core.segmentation import ModeUnsupported
 from mllm3d_ros.core.types import MapSnapshot, QueryStatus, SegmentationResult, ViewPredictions
 from mllm3d_ros.core.view_selection import ViewSelectionConfig
 from test_voting import BOX_A, EYES, Q, in_box, make_scene, make_views, pred
@@ -125,3 +127,56 @@ def test_refinement_segments_more_views_aimed_at_the_candidate():
     assert all(np.count_nonzero(ids[k] == 0) > 50 for k in asked[2:])
     assert not set(asked) & {len(EYES), len(EYES) + 1}
     assert "first_vote_ms" in refined.timings_ms
+
+
+class _RecordingResolver:
+    """Records the parse the pipeline hands to the object memory (an empty memory: plan None)."""
+
+    def __init__(self) -> None:
+        self.parsed = []
+
+    def plan(self, parsed, snapshot, keyframes):
+        self.parsed.append(parsed)
+        return None
+
+
+def test_the_parse_fn_decides_the_parse_and_a_failing_one_falls_back_to_the_grammar():
+    keyframes, ids = make_views(EYES)
+    model_parse = parse_instruction("the cube near the box")  # what a model could answer for another wording
+    failures = {"unsupported": ModeUnsupported("no parsing mode"), "broken": BackendError("CUDA out of memory"),
+                "slow": TimeoutError("no answer in 3 s")}
+
+    def run(pipeline_parse, **kw):
+        resolver = _RecordingResolver()
+        pipeline = QueryPipeline(GrowingMap(make_scene(), keyframes), lambda views, text: _cube_a(views, text, ids),
+                                 QueryConfig(refine_views=0), view_selection=ViewSelectionConfig(min_gain_frac=0.0),
+                                 resolver=resolver, parse_fn=pipeline_parse)
+        result = pipeline.run("the cube beside the box", **kw)
+        assert result.status is QueryStatus.SUCCESS, result.message
+        (parsed,) = resolver.parsed
+        return result, parsed
+
+    result, parsed = run(lambda text: model_parse)
+    assert parsed is model_parse and "used the grammar" not in result.message
+    grammar = parse_instruction("the cube beside the box")
+    result, parsed = run(None)
+    assert parsed == grammar and "used the grammar" not in result.message
+    for name, exc in failures.items():
+        def failing(text, exc=exc):
+            raise exc
+        result, parsed = run(failing)
+        assert (parsed.target, parsed.relation, parsed.anchors) == (grammar.target, grammar.relation, grammar.anchors)
+        if name == "unsupported":  # "cannot" is not a failure: no note on every query
+            assert parsed == grammar and "used the grammar" not in result.message
+        else:
+            assert f"the model's parse failed ({exc}), used the grammar" in result.message
+    # The per-query parse_fn wins over the pipeline's; a cancel while parsing answers CANCELED.
+    result, parsed = run(lambda text: grammar, parse_fn=lambda text: model_parse)
+    assert parsed is model_parse
+
+    def canceled(text):
+        raise QueryCanceled()
+
+    pipeline = QueryPipeline(GrowingMap(make_scene(), keyframes), lambda views, text: _cube_a(views, text, ids),
+                             parse_fn=canceled)
+    assert pipeline.run("the cube").status is QueryStatus.CANCELED

@@ -54,7 +54,9 @@ class SceneMap:
 
 class ScriptedSegmentation(Node):
     """SegmentViews + heartbeat. `mode`: 'cube' (box A masked), 'empty' (nothing found), 'block' (wait for
-    `release` or `block_s`, then answer as 'empty'), 'bad_mask' (masks of the wrong size and encoding)."""
+    `release` or `block_s`, then answer as 'empty'), 'bad_mask' (masks of the wrong size and encoding).
+    Mode PARSE requests are counted apart (`parse_calls`) and answered by `parse_answer`: None UNSUPPORTED
+    (a backend without parsing), 'error' BACKEND_ERROR, else that string as `parsed_json`."""
 
     def __init__(self, box_ids, **kwargs) -> None:
         super().__init__("segmentation", **kwargs)
@@ -63,12 +65,23 @@ class ScriptedSegmentation(Node):
         self.block_s = 30.0
         self.release = threading.Event()
         self.calls = 0
+        self.parse_calls = 0
+        self.parse_answer: str | None = None
         group = ReentrantCallbackGroup()
         self.create_service(SegmentViews, "~/segment_views", self._serve, callback_group=group)
         beat = self.create_publisher(String, "~/heartbeat", RELIABLE_QOS)
         self.create_timer(0.2, lambda: beat.publish(String(data="scripted active")), callback_group=group)
 
     def _serve(self, request, response):
+        if request.mode == SegmentViews.Request.PARSE:
+            self.parse_calls += 1
+            if self.parse_answer is None:
+                response.status, response.message = SegmentViews.Response.UNSUPPORTED, "no parsing mode"
+            elif self.parse_answer == "error":
+                response.status, response.message = SegmentViews.Response.BACKEND_ERROR, "CUDA out of memory"
+            else:
+                response.status, response.parsed_json = SegmentViews.Response.OK, self.parse_answer
+            return response
         self.calls += 1
         mode = self.mode
         if mode == "block":

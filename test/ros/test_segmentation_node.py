@@ -3,6 +3,8 @@ backend that cannot load (one error line, FAILURE)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import rclpy
@@ -12,6 +14,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
+from mllm3d_ros.core.instruction import parse_instruction, parsed_from_json
 from mllm3d_ros.core.segmentation import SegmentationBackend
 from mllm3d_ros.core.types import CameraIntrinsics, GeometryMark, Prediction2D, SegmentationResult, ViewPredictions
 from mllm3d_ros.ros import segmentation_node
@@ -164,3 +167,32 @@ def test_a_mark_naming_a_keyframe_not_in_the_request_is_invalid_input(node):
     request.marks.append(mark_to_msg(MARK, 7))
     response = _answer(node, request)
     assert response.status == SegmentViews.Response.INVALID_INPUT and "keyframe 7" in response.message
+
+
+class ParsingBackend(SegmentationBackend):
+    """Parses with the grammar, tagging its parse, so the answer is known exactly."""
+
+    def segment(self, views, instruction):
+        raise AssertionError("PARSE must not segment")
+
+    def parse(self, instruction):
+        return dataclasses.replace(parse_instruction(instruction), notes=("parsed by the backend",))
+
+
+def test_parse_mode_answers_json_without_views_and_says_when_the_backend_cannot(node):
+    node._active = True
+    request = SegmentViews.Request(mode=SegmentViews.Request.PARSE, instruction="the red mug next to the laptop")
+    node._backend = ParsingBackend()
+    response = node._on_request(request, SegmentViews.Response())
+    assert response.status == SegmentViews.Response.OK, response.message
+    parsed = parsed_from_json(response.parsed_json, request.instruction)
+    assert parsed == dataclasses.replace(parse_instruction(request.instruction), notes=("parsed by the backend",))
+    assert (parsed.target, parsed.attributes, parsed.anchors) == ("mug", ("red",), ("laptop",))
+    node._backend = MarkingBackend()  # the base class's parse: ModeUnsupported
+    response = node._on_request(request, SegmentViews.Response())
+    assert response.status == SegmentViews.Response.UNSUPPORTED and "no instruction parsing mode" in response.message
+    assert response.parsed_json == ""
+    request.instruction = "   "
+    node._backend = ParsingBackend()
+    response = node._on_request(request, SegmentViews.Response())
+    assert response.status == SegmentViews.Response.INVALID_INPUT and "empty" in response.message

@@ -13,7 +13,10 @@ with what was asked and the same label gives the same e_i in every view.
 Marked prompts (GAP-MLLM): with `geometry_prompting`, the numbered candidates a view carries are drawn
 into the image and listed with their metric geometry; the model's "mark" answer becomes a point
 prompt for SAM and `Prediction2D.mark_id`. Captions (`caption`): the object's mark is drawn into its
-best view and the VLM describes it in one phrase (parsed defensively, one plain line).
+best view and the VLM describes it in one phrase (parsed defensively, one plain line). Instruction
+parsing (`parse`): a text-only prompt (no image) asks for one JSON object with fixed keys; the first
+object in the answer is read defensively and validated by the core (`parsed_from_structured`), which
+falls back to the grammar when the answer is unusable.
 
 Proposal mode (`propose`, for the object memory; needs `detector_model`): an open-vocabulary
 detector (OWLv2) finds every phrase of `proposal_vocabulary` in each view, SAM masks each box, and a
@@ -36,12 +39,14 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 
 from ...core.config import ConfigError, check_choice, check_int, check_range
+from ...core.instruction import (ParsedInstruction, Relation, Superlative, parsed_from_structured)
 from ...core.types import (BackendView, GeometryMark, InputError, Prediction2D, SegmentationResult,
                            ViewPredictions)
 from ..base import BackendError, SegmentationBackend, normalise_instruction
 from . import detector as owl
-from .parsing import ImageTarget, parse_caption, parse_grounding, to_image_targets
-from .prompts import ChatPrompt, CoordinateFormat, build_caption_prompt, build_prompt, draw_marks
+from .parsing import ImageTarget, parse_caption, parse_grounding, parse_structured, to_image_targets
+from .prompts import (ChatPrompt, CoordinateFormat, build_caption_prompt, build_parse_prompt, build_prompt,
+                      draw_marks)
 from .sam import SamKind, SamMask, decode_masks, preprocess_image, read_normalisation, slice_embeddings
 
 _LOG = logging.getLogger(__name__)
@@ -252,13 +257,14 @@ class _PreparedView:
     """A view after CPU preprocessing: prompt text (image tokens expanded) and the image's patches.
 
     pixel_values (P, C) float32 patches; image_grid_thw (1, 3) int64; model_wh the resized (w, h).
+    A text-only request (instruction parsing) has no view and None for the three image fields.
     """
 
-    view: BackendView
+    view: BackendView | None
     prompt_text: str
     pixel_values: object
     image_grid_thw: object
-    model_wh: tuple[int, int]
+    model_wh: tuple[int, int] | None
 
 
 @dataclass(frozen=True)
@@ -479,12 +485,16 @@ class TransformersBackend(SegmentationBackend):
 
         text_inputs = self.tokenizer([p.prompt_text for p in batch], padding=True, padding_side="left",
                                      return_tensors="pt")
+        with_images = [p for p in batch if p.pixel_values is not None]
+        if with_images and len(with_images) != len(batch):
+            raise ValueError("a generate batch mixes text-only and image requests")
         image_inputs = {"pixel_values": torch.cat([p.pixel_values for p in batch]),
-                        "image_grid_thw": torch.cat([p.image_grid_thw for p in batch])}
+                        "image_grid_thw": torch.cat([p.image_grid_thw for p in batch])} if with_images else {}
         # M-RoPE needs to know which positions are image tokens (what the Qwen-VL processors return).
         text_inputs["mm_token_type_ids"] = (text_inputs["input_ids"] == self.image_token_id).int()
         inputs = {k: v.to(self.device) for k, v in {**text_inputs, **image_inputs}.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        if with_images:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         with torch.inference_mode():
             out = self.vlm.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False,
                                     return_dict_in_generate=True, output_logits=True, pad_token_id=self.pad_id)
@@ -593,6 +603,21 @@ class TransformersBackend(SegmentationBackend):
             raise BackendError(f"the VLM gave no usable caption for mark {mark.mark_id} "
                                f"(answer {answer.text[:80]!r})")
         return text
+
+    # ---- instruction parsing ----------------------------------------------------------------------
+    def parse(self, instruction: str | bytes) -> ParsedInstruction:
+        """The instruction as the VLM splits it (target, attributes, relation, anchors, ranking, exclusion),
+        validated by the core; an unusable answer gives the grammar's parse with a note saying so."""
+        text = normalise_instruction(instruction)
+        if not hasattr(self, "vlm"):
+            raise BackendError("the transformers backend was closed; construct a new one")
+        prompt = build_parse_prompt(text, [r.value for r in Relation], [s.value for s in Superlative])
+        templated = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+        prepared = _PreparedView(view=None, prompt_text=templated, pixel_values=None, image_grid_thw=None,
+                                 model_wh=None)
+        (answer,) = run_with_oom_backoff([prepared], 1, self._generate, "VLM instruction parsing")
+        structured = parse_structured(answer.text)
+        return parsed_from_structured(structured if structured is not None else answer.text, text)
 
     # ---- proposals (instruction-free, for the object memory) ---------------------------------------
     def _require_detector(self) -> None:

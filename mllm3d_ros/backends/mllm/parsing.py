@@ -7,6 +7,7 @@ only the fields it expects (anything else the model says is ignored), and never 
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass
@@ -240,3 +241,24 @@ def parse_caption(text: str, max_chars: int = 200) -> str:
     if len(line) > max_chars:
         line = line[:max_chars].rsplit(" ", 1)[0].rstrip(",;:") + "..."
     return line
+
+
+_JSON_WORDS = re.compile(r"\b(null|true|false)\b")
+
+
+def parse_structured(text: str) -> dict | None:
+    """The first JSON object of a model answer as a dict, or None. Tolerates code fences, prose before or after
+    it, single quotes and Python literals (None, True); only the outermost object is read. Never raises."""
+    text = _CONTROL.sub(" ", text or "").replace("```json", "\n").replace("```", "\n")
+    for chunk in _object_chunks(text):
+        try:
+            obj = json.loads(chunk)
+        except ValueError:
+            try:  # single quotes / Python literals: JSON words mapped to Python ones first
+                obj = ast.literal_eval(_JSON_WORDS.sub(lambda m: {"null": "None", "true": "True",
+                                                                   "false": "False"}[m.group(1)], chunk))
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+        if isinstance(obj, dict):
+            return obj
+    return None
