@@ -240,3 +240,9 @@ def test_a_candidate_on_the_voxels_of_a_better_supported_instance_of_another_kin
                          (200.0, 200.0, 200.0), 3, 8, 0.6, (), 0)
     plan = _plan([crate, small], "the cube")
     assert [c.instance_id for c in plan.candidates] == [5]
+    # The detector torn between two labels for one object (the crate 10 times, "cube" 6): both answers
+    # are fair, the queried one stays.
+    torn = MemoryObject(6, "cube", (("cube", 1.0),), encode(["cube"])[0], crate.points_world_m[:120], crate.box,
+                        (200.0, 200.0, 200.0), 6, 8, 0.6, (), 0)
+    plan = _plan([crate, torn], "the cube")
+    assert [c.instance_id for c in plan.candidates] == [6]
