@@ -179,3 +179,33 @@ def test_voxels_kept_need_agreement_across_detections():
     np.testing.assert_array_equal(inst.kept(0.5, 0.1), [True, True, False, False])  # 3 of 7 < 0.5
     # ... and at 20 % two hits: what one view's mask spilled onto is dropped.
     np.testing.assert_array_equal(inst.kept(0.5, 0.2), [True, False, False, False])
+
+
+def test_erosion_keeps_the_core_of_a_thin_mask():
+    from mllm3d_ros.core.evidence import grow_mask
+    from mllm3d_ros.core.object_memory import erode_keeping_core
+    widths = {}
+    for width in (3, 5, 8, 20):
+        mask = np.zeros((60, 80), bool)
+        mask[10:50, 30:30 + width] = True
+        widths[width] = int(erode_keeping_core(mask, 2)[30].sum())
+    # Never more than a quarter of the width off each side: 3 px untouched, 5 -> 3, 8 -> 6; a wide mask
+    # loses the full 2 px a side, exactly as a plain erosion (also where it touches the image edge).
+    assert widths == {3: 3, 5: 3, 8: 6, 20: 16}
+    wide = np.zeros((60, 80), bool)
+    wide[0:40, 0:40] = True
+    wide[45:60, 50:80] = True
+    np.testing.assert_array_equal(erode_keeping_core(wide, 2), ~grow_mask(~wide, 2))
+    assert not erode_keeping_core(np.zeros((5, 5), bool), 2).any()
+
+
+def test_a_thin_object_survives_the_erosion():
+    # A 6 cm post about 3 px wide in these views: a plain 2 px erosion leaves nothing to lift.
+    post = (np.array([0.97, -0.03, 0.0]), np.array([1.03, 0.03, 0.6]))
+    memory = ObjectMemory(ObjectMemoryConfig(min_mask_pixels=20))
+    for k, eye in enumerate(EYES[:3]):
+        kf, box_id = view(k, eye, (post,))
+        memory.integrate(kf, [proposal(box_id == 0, "post")])
+    (obj,) = memory.objects()
+    assert obj.label == "post" and obj.detections == 3
+    np.testing.assert_allclose(obj.box.center_world_m[:2], (1.0, 0.0), atol=0.05)
