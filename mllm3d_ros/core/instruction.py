@@ -212,8 +212,7 @@ def _key(phrase: str) -> str:
 _RELATION_SYNONYMS = {**{_key(p): r for p, r in _RELATION_PHRASES}, **{_key(r.value): r for r in Relation},
                       **{_key(r.name.replace("_", " ")): r for r in Relation}}
 _SUPERLATIVE_SYNONYMS = {**{_key(w): s for w, s in _SUPERLATIVES.items()}, **{_key(s.value): s for s in Superlative},
-                         **{_key(s.name): s for s in Superlative}, "largest": Superlative.BIGGEST,
-                         "left most": Superlative.LEFTMOST, "right most": Superlative.RIGHTMOST}
+                         **{_key(s.name): s for s in Superlative}, "left most": Superlative.LEFTMOST, "right most": Superlative.RIGHTMOST}
 
 
 def relation_from_phrase(phrase: str) -> Relation | None:
@@ -272,7 +271,7 @@ def parsed_from_structured(answer: object, text: str, source: str = "the model")
     target = _phrase(answer.get("target"))
     if target is None:
         return _grammar_instead(text, f"no usable target ({answer.get('target')!r:.60})", source)
-    notes: list[str] = [n for n in _strings_raw(answer.get("notes"))]
+    notes = _strings_raw(answer.get("notes"))
     attributes = tuple(a for a in _strings("attributes", answer.get("attributes"), notes) if a != target)
     relation, anchors = None, _strings("anchors", answer.get("anchors"), notes)
     raw_relation = answer.get("relation")

@@ -21,13 +21,9 @@ import numpy as np
 from .config import check_int, check_range
 from .instruction import Relation
 from .object_memory import MemoryObject
-from .relations import BoxGeometry, box_gap_m, relation_score
+from .relations import RANKING_RELATIONS, BoxGeometry, box_gap_m, relation_score
 from .types import GeometryMark, Keyframe, OrientedBox3D, ViewPredictions
 from .visibility import project_to_view
-
-# Relations whose score is a distance (metres): any candidate "holds", the ranking is what matters.
-_RANKING = (Relation.NEAR, Relation.NEAREST_TO, Relation.FARTHEST_FROM)
-
 
 @dataclass(frozen=True)
 class MarkConfig:
@@ -138,7 +134,7 @@ def judge_choice(views: Sequence[ViewPredictions], marks_by_view: Mapping[int, S
         best = int(np.argmax(scores))
         worse_by = float(scores[best] - scores[chosen]) if np.isfinite(scores[chosen]) else np.inf
         contradicts = (not np.isfinite(scores[chosen]) or
-                       (relation in _RANKING and worse_by > config.contradiction_margin_m))
+                       (relation in RANKING_RELATIONS and worse_by > config.contradiction_margin_m))
         where = f"'{relation.value}' the {object_name(anchor)}"
         if contradicts and np.isfinite(scores[best]):
             preferred = best

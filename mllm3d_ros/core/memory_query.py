@@ -190,7 +190,7 @@ class MemoryResolver:
                     candidates = [candidates[parsed.ordinal - 1]]
             else:
                 candidates = candidates[:1]
-        answer = self._to_objects(candidates, snapshot) if decided and candidates else None
+        answer = self.candidate_objects(candidates, snapshot) if decided and candidates else None
         if answer is not None and not answer:
             answer = None
             notes.append("the candidates are not in the current map")
@@ -293,11 +293,8 @@ class MemoryResolver:
         return kept
 
     def candidate_objects(self, candidates: Sequence[MemoryObject], snapshot: MapSnapshot) -> tuple[Object3D, ...]:
-        """Memory instances as objects on the snapshot's points (what an answer from memory returns)."""
-        return self._to_objects(candidates, snapshot)
-
-    def _to_objects(self, candidates: Sequence[MemoryObject], snapshot: MapSnapshot) -> tuple[Object3D, ...]:
-        """Memory instances as objects on the snapshot's points, support surface stripped."""
+        """Memory instances as objects on the snapshot's points, support surface stripped (what an answer
+        from memory returns)."""
         cfg = self.config
         voxel = self.memory.config.voxel_size_m
         if self._index is None or self._index[0] is not snapshot:

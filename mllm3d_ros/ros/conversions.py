@@ -13,9 +13,11 @@ from std_msgs.msg import Header
 
 from ..core.frame_checks import decode_color, decode_compressed_color, decode_depth, intrinsics_from_k
 from ..core.geometry import matrix_to_quaternion, rigid_transform
+from ..core.segmentation import BackendError, ModeUnsupported
 from ..core.types import CameraIntrinsics, GeometryMark, InputError, Prediction2D, ViewPredictions
 from ..msg import GeometryMark as GeometryMarkMsg
 from ..msg import Prediction2D as Prediction2DMsg
+from ..srv import SegmentViews
 
 _PC2_FIELDS_XYZ_RGB_CONF = [
     PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
@@ -226,3 +228,15 @@ def box_to_msg(box) -> tuple[Pose, Vector3]:
     world_T_box[:3, :3], world_T_box[:3, 3] = box.world_R_box, box.center_world_m
     size = box.size_m
     return matrix_to_pose(world_T_box), Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2]))
+
+
+def checked_response(response):
+    """A SegmentViews response once it is OK; else the core error its status stands for (InputError,
+    ModeUnsupported, BackendError), with the node's message."""
+    if response.status == SegmentViews.Response.INVALID_INPUT:
+        raise InputError(response.message)
+    if response.status == SegmentViews.Response.UNSUPPORTED:
+        raise ModeUnsupported(response.message)
+    if response.status != SegmentViews.Response.OK:
+        raise BackendError(response.message)
+    return response

@@ -32,11 +32,11 @@ from ..core.describe import describe_objects
 from ..core.memory_query import MemoryResolver
 from ..core.object_memory import ObjectMemory, ObjectMemoryConfig
 from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
-from ..core.segmentation import BackendError, BackendUnavailable, ModeUnsupported
-from ..core.types import BackendView, GeometryMark, InputError, ViewPredictions
+from ..core.segmentation import BackendUnavailable
+from ..core.types import BackendView, GeometryMark, ViewPredictions
 from ..msg import SegmentedObject
 from ..srv import DescribeScene, SegmentViews
-from .conversions import add_views_to_request, box_to_msg, make_header, predictions_from_response
+from .conversions import add_views_to_request, box_to_msg, checked_response, make_header, predictions_from_response
 from .params import ParamSpec, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
 
@@ -101,14 +101,7 @@ class RemoteBackend:
                 self._client.remove_pending_request(future)
                 raise BackendUnavailable(f"no answer from '{self._client.srv_name}' after {waited:.1f} s "
                                          "(segmentation node gone or busy)")
-        response = future.result()
-        if response.status == SegmentViews.Response.INVALID_INPUT:
-            raise InputError(response.message)
-        if response.status == SegmentViews.Response.UNSUPPORTED:
-            raise ModeUnsupported(response.message)
-        if response.status != SegmentViews.Response.OK:
-            raise BackendError(response.message)
-        return response
+        return checked_response(future.result())
 
     def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
         request = SegmentViews.Request(mode=SegmentViews.Request.PROPOSE)

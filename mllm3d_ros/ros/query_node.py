@@ -36,7 +36,7 @@ from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import SegmentQuery
-from ..backends.base import BackendError, BackendUnavailable
+from ..backends.base import BackendUnavailable
 from ..core.instruction import ParsedInstruction, parsed_from_json
 from ..core.geometry import transform_box, transform_points
 from ..core.memory_query import MemoryResolver
@@ -48,7 +48,7 @@ from ..core.view_selection import ViewSelectionConfig
 from ..core.voting import VotingConfig
 from ..msg import SegmentedObject
 from ..srv import SegmentViews
-from .conversions import (add_views_to_request, box_to_msg, make_header, points_to_cloud,
+from .conversions import (add_views_to_request, box_to_msg, checked_response, make_header, points_to_cloud,
                           predictions_from_response)
 from .params import ParamSpec, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
@@ -172,14 +172,7 @@ class RemoteSegmenter:
                 raise BackendUnavailable(f"segmentation node stopped answering (no heartbeat on "
                                          f"'{self._heartbeat_topic}' for "
                                          f"{self._timeout_s:.1f} s) during the query")
-        response = future.result()
-        if response.status == SegmentViews.Response.INVALID_INPUT:
-            raise InputError(response.message)
-        if response.status == SegmentViews.Response.UNSUPPORTED:
-            raise ModeUnsupported(response.message)
-        if response.status != SegmentViews.Response.OK:
-            raise BackendError(response.message)
-        return response
+        return checked_response(future.result())
 
 
 def object_description(obj, box=None) -> str:

@@ -222,10 +222,15 @@ _CAPTION_PREFIX = re.compile(r"^\s*(?:(?:caption|description|answer)\s*:|mark\s*
 _CONTROL = re.compile(r"<\|[^|<>]{0,40}\|>|</?[a-z_]{1,20}>", re.IGNORECASE)
 
 
+def _unwrapped(text: str) -> str:
+    """A model answer without chat tokens, tags and code fences (what hides a JSON object or a plain line)."""
+    return _CONTROL.sub(" ", text or "").replace("```json", "\n").replace("```", "\n")
+
+
 def parse_caption(text: str, max_chars: int = 200) -> str:
     """A model's caption as one plain line: JSON unwrapped, fences, tags, quotes and 'Mark 3:' stripped,
     cut at a word boundary to `max_chars`; '' when nothing usable is left. Never raises on model text."""
-    text = _CONTROL.sub(" ", text or "").replace("```json", "\n").replace("```", "\n")
+    text = _unwrapped(text)
     for chunk in _object_chunks(text):
         try:
             obj = json.loads(chunk)
@@ -249,7 +254,7 @@ _JSON_WORDS = re.compile(r"\b(null|true|false)\b")
 def parse_structured(text: str) -> dict | None:
     """The first JSON object of a model answer as a dict, or None. Tolerates code fences, prose before or after
     it, single quotes and Python literals (None, True); only the outermost object is read. Never raises."""
-    text = _CONTROL.sub(" ", text or "").replace("```json", "\n").replace("```", "\n")
+    text = _unwrapped(text)
     for chunk in _object_chunks(text):
         try:
             obj = json.loads(chunk)
