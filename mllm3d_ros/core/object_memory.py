@@ -14,7 +14,10 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
   3. association: a proposal joins the instance whose seen voxels its mask covers, whose seen voxels in
      the mask explain much of what the mask lifted, or which holds its voxels: the best such instance
      (at least `associate_min_overlap`) among those whose embedding agrees with its own
-     (cosine >= `associate_min_similarity`); otherwise it starts a new instance;
+     (cosine >= `associate_min_similarity`); otherwise it starts a new instance. With `keep_apart`, an
+     instance another mask of the same view already took, a mask sharing under half of this one's
+     pixels, is not a candidate: two separate detections are two objects (books side by side, whose
+     masks spill onto the neighbour and whose voxels touch);
   4. evidence (visibility-aware): a detected instance gains a detection, its voxels inside the mask a
      hit, its seen voxels outside every mask of the view (beyond `mask_boundary_px`) a miss; an instance
      the view sees (`min_visible_frac` of its voxels) but no proposal matched gains a "seen, not
@@ -22,7 +25,9 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
   5. an instance seen through (`see_through_frac` of its voxels in front of the observed surface) in
      `gone_views` views and not detected since is removed: the object is gone;
   6. instances updated in this view merge with an instance they overlap (`merge_min_overlap` of the
-     smaller) when their embeddings agree; every `split_every` keyframes an instance whose kept voxels
+     smaller) when their embeddings agree, unless (`keep_apart`) more views detected the two by
+     separate masks than saw one mask cover both alone (an occluded table's two halves, then the whole
+     table, do merge); every `split_every` keyframes an instance whose kept voxels
      fall apart into separate parts is split.
 
 Queries read `objects()`: the confirmed instances (detected in `min_detections` views and in at least
@@ -89,7 +94,8 @@ class ObjectMemoryConfig:
     what it lifted (bool). min_detections: views that must detect an instance
     before queries see it, >= 1. gone_views: see-through views that remove an instance, >= 1.
     max_instances, max_voxels_per_instance, max_best_views: bounds. split_every: keyframes between
-    split checks (0 = never). depth_tolerance_m / depth_tolerance_frac: the visibility test's.
+    split checks (0 = never). keep_apart: instances of one kind detected by separate masks of a
+    view are kept apart (bool). depth_tolerance_m / depth_tolerance_frac: the visibility test's.
     """
 
     voxel_size_m: float = 0.03
@@ -112,6 +118,7 @@ class ObjectMemoryConfig:
     max_voxels_per_instance: int = 4000
     max_best_views: int = 6
     split_every: int = 10
+    keep_apart: bool = True
     depth_tolerance_m: float = 0.05
     depth_tolerance_frac: float = 0.03
 
@@ -124,8 +131,9 @@ class ObjectMemoryConfig:
         check_int("min_mask_pixels", self.min_mask_pixels, 1)
         check_int("mask_boundary_px", self.mask_boundary_px, 0, 10)
         check_int("mask_erosion_px", self.mask_erosion_px, 0, 10)
-        if not isinstance(self.strip_support, bool):
-            raise ConfigError(f"strip_support must be a bool, got {self.strip_support!r}")
+        for name in ("strip_support", "keep_apart"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
         check_int("min_detections", self.min_detections, 1, 1000)
         check_int("gone_views", self.gone_views, 1, 1000)
         check_int("max_instances", self.max_instances, 1, 100_000)
@@ -194,6 +202,9 @@ class _Instance:
     gone_count: int = 0
     best_views: list[tuple[float, int]] = field(default_factory=list)  # (score, keyframe_id), best first
     last_seen_stamp_ns: int = 0
+    # Per instance of its kind: views that detected the two by separate masks, less views in which one
+    # mask covered both. Positive: two objects, never merged (keep_apart).
+    apart: dict[int, int] = field(default_factory=dict)
 
     @property
     def embedding(self) -> np.ndarray:
@@ -264,6 +275,16 @@ def _front_part(labels: np.ndarray, depth_m: np.ndarray, min_share: float = 0.15
     return labels == nearest
 
 
+def _disjoint(a: np.ndarray, b: np.ndarray) -> bool:
+    """Masks sharing under half of the smaller: separate detections (NMS keeps such boxes), not one object's two."""
+    return np.count_nonzero(a & b) < 0.5 * min(np.count_nonzero(a), np.count_nonzero(b))
+
+
+def _vote_apart(a: "_Instance", b: "_Instance", votes: int) -> None:
+    a.apart[b.instance_id] = a.apart.get(b.instance_id, 0) + votes
+    b.apart[a.instance_id] = b.apart.get(a.instance_id, 0) + votes
+
+
 def _normalised(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32).ravel()
     n = float(np.linalg.norm(v))
@@ -316,9 +337,14 @@ class ObjectMemory:
                     if inst.gone_count >= cfg.gone_views:
                         del self._instances[inst.instance_id]
                         self._counts["gone"] += 1
+            assigned = []
             for p, target in matched:
                 if target is None:
-                    touched.append(self._create(p, keyframe))
+                    target = self._create(p, keyframe)
+                    touched.append(target)
+                assigned.append((p, target))
+            if cfg.keep_apart:
+                self._note_apart(assigned)
             for inst in touched:
                 if inst.instance_id in self._instances:
                     self._merge_overlapping(inst)
@@ -409,25 +435,53 @@ class ObjectMemory:
                    keyframe: Keyframe) -> list[tuple[_Proposal, _Instance | None]]:
         cfg = self.config
         out = []
+        claimed: dict[int, list[np.ndarray]] = {}  # instance id -> the masks of this view it took
+        joined: list[tuple[np.ndarray, list[_Instance]]] = []  # a mask and the instances of its kind it covers
         for p in sorted(proposals, key=lambda q: -q.prediction.confidence):
             best, best_score = None, cfg.associate_min_overlap
             flat_mask = p.prediction.mask.ravel()
+            covered = []
             for inst in instances:
                 if float(inst.embedding @ p.embedding) < cfg.associate_min_similarity:
                     continue
+                if cfg.keep_apart and any(_disjoint(m, p.prediction.mask) for m in claimed.get(inst.instance_id, ())):
+                    continue  # a separate mask of this view took it: this one is another object
                 pix = pixels[inst.instance_id]
                 n_in = int(flat_mask[pix].sum())
                 # The instance's seen voxels fall in the mask (cover), or explain much of what the mask
                 # lifted (a bloated instance, another side of the object), or hold the lifted voxels.
                 cover = n_in / pix.shape[0] if pix.shape[0] >= 3 else 0.0
+                if cover >= 0.5:
+                    covered.append(inst)
                 explained = n_in / max(1, p.keys.shape[0])
                 inside = float(_sorted_member(inst.keys, p.keys).mean()) if p.keys.shape[0] else 0.0
                 score = max(cover, min(1.0, explained), inside)
                 if score >= best_score:
                     best, best_score = inst, score
+            if best is not None:
+                claimed.setdefault(best.instance_id, []).append(p.prediction.mask)
+            if len(covered) > 1:
+                joined.append((p.prediction.mask, covered))
             out.append((p, best))
+        # One mask over two instances of its kind says they are one object, unless a separate mask of the
+        # same view took one of them (a neighbour's mask that spilled over a thin object).
+        for mask, covered in joined if cfg.keep_apart else ():
+            alone = [inst for inst in covered
+                     if not any(_disjoint(m, mask) for m in claimed.get(inst.instance_id, ()))]
+            for i, a in enumerate(alone):
+                for b in alone[i + 1:]:
+                    _vote_apart(a, b, -1)
         self._counts["used"] += len(out)
         return out
+
+    def _note_apart(self, assigned: list[tuple[_Proposal, _Instance]]) -> None:
+        """Two instances of one kind detected by separate masks of one view are two objects."""
+        sim = self.config.associate_min_similarity
+        for i, (p, a) in enumerate(assigned):
+            for q, b in assigned[i + 1:]:
+                if (a is not b and float(p.embedding @ q.embedding) >= sim
+                        and _disjoint(p.prediction.mask, q.prediction.mask)):
+                    _vote_apart(a, b, 1)
 
     def _update(self, inst: _Instance, proposals: list[_Proposal], seen_idx: np.ndarray, seen_pix: np.ndarray,
                 near: np.ndarray, keyframe: Keyframe) -> None:
@@ -487,7 +541,8 @@ class ObjectMemory:
     def _merge_overlapping(self, inst: _Instance) -> None:
         cfg = self.config
         for other in list(self._instances.values()):
-            if other is inst or float(other.embedding @ inst.embedding) < cfg.associate_min_similarity:
+            if (other is inst or inst.apart.get(other.instance_id, 0) > 0
+                    or float(other.embedding @ inst.embedding) < cfg.associate_min_similarity):
                 continue
             shared = int(_sorted_member(other.keys, inst.keys).sum())
             if shared < cfg.merge_min_overlap * min(inst.keys.shape[0], other.keys.shape[0]):
@@ -512,6 +567,9 @@ class ObjectMemory:
         inst.detections += other.detections
         inst.views_seen += other.views_seen
         inst.last_seen_stamp_ns = max(inst.last_seen_stamp_ns, other.last_seen_stamp_ns)
+        for other_id, votes in other.apart.items():
+            if other_id != inst.instance_id and other_id in self._instances:
+                _vote_apart(inst, self._instances[other_id], votes)
         for score, kf_id in other.best_views:
             self._note_view(inst, score, kf_id)
         self._cap_voxels(inst)
@@ -538,8 +596,11 @@ class ObjectMemory:
             part = kept[part_of == c]
             new = dataclasses.replace(inst, instance_id=self._next_id, keys=inst.keys[part], hits=inst.hits[part],
                                       misses=inst.misses[part], label_weight=dict(inst.label_weight),
-                                      best_views=list(inst.best_views))
+                                      best_views=list(inst.best_views), apart=dict(inst.apart))
             self._instances[new.instance_id] = new
+            for other_id, votes in inst.apart.items():
+                if other_id in self._instances:
+                    self._instances[other_id].apart[new.instance_id] = votes
             self._next_id += 1
             self._counts["split"] += 1
         stay = np.ones(inst.keys.shape[0], dtype=bool)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mllm3d_ros.core.config import ConfigError
+from mllm3d_ros.core.evidence import grow_mask
 from mllm3d_ros.core.object_memory import ObjectMemory, ObjectMemoryConfig, VoxelIndex, voxel_centers, voxel_keys
 from mllm3d_ros.core.types import InputError, Keyframe, Prediction2D
 from test_voting import BOX_A, BOX_B, FLOOR, INTRINSICS, ORTHO, Q, look_at, render
@@ -165,7 +166,8 @@ def test_reset_forgets_everything():
 
 
 @pytest.mark.parametrize("field,value", [("voxel_size_m", 0.0), ("associate_min_overlap", 1.5),
-                                         ("min_detections", 0), ("max_instances", 0), ("mask_erosion_px", 11)])
+                                         ("min_detections", 0), ("max_instances", 0), ("mask_erosion_px", 11),
+                                         ("keep_apart", 1)])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         ObjectMemoryConfig(**{field: value})
@@ -209,3 +211,30 @@ def test_a_thin_object_survives_the_erosion():
     (obj,) = memory.objects()
     assert obj.label == "post" and obj.detections == 3
     np.testing.assert_allclose(obj.box.center_world_m[:2], (1.0, 0.0), atol=0.05)
+
+
+
+# Two 8 cm boxes side by side, touching (books on a shelf), seen from the front; each mask spills a pixel
+# onto the neighbour, so that the two lift into shared voxels (3 cm) and would merge.
+BOOK_L = (np.array([0.8, -0.08, 0.0]), np.array([1.2, 0.0, 0.3]))
+BOOK_R = (np.array([0.8, 0.0, 0.0]), np.array([1.2, 0.08, 0.3]))
+FRONT = [(-0.6, 0.0, 1.3), (-0.8, -0.3, 1.0), (-0.8, 0.3, 1.0), (-1.0, 0.0, 1.6), (-0.4, -0.2, 1.8), (-0.4, 0.2, 0.9)]
+
+
+def _books_memory(keep_apart: bool) -> ObjectMemory:
+    memory = ObjectMemory(ObjectMemoryConfig(keep_apart=keep_apart))
+    for k, eye in enumerate(FRONT):
+        kf, box_id = view(k, eye, (BOOK_L, BOOK_R))
+        memory.integrate(kf, [proposal(grow_mask(box_id == 0, 1) & (box_id >= 0), "book"),
+                              proposal(grow_mask(box_id == 1, 1) & (box_id >= 0), "book", confidence=0.7)])
+    return memory
+
+
+def test_two_touching_objects_of_one_kind_detected_by_separate_masks_stay_two():
+    merged = _books_memory(keep_apart=False).objects()
+    assert len(merged) == 1  # what keep_apart prevents: one 16 cm "book"
+    objects = _books_memory(keep_apart=True).objects()
+    assert len(objects) == 2
+    left, right = sorted(objects, key=lambda o: float(o.box.center_world_m[1]))
+    assert float(left.box.center_world_m[1]) < -0.01 and float(right.box.center_world_m[1]) > 0.01
+    assert left.detections == right.detections == len(FRONT)
