@@ -351,6 +351,8 @@ class ObjectMemory:
             self._counts["keyframes"] += 1
             if cfg.split_every and self._counts["keyframes"] % cfg.split_every == 0:
                 for inst in list(self._instances.values()):
+                    # Forget instances merged, removed or evicted since (the dict stays bounded).
+                    inst.apart = {i: v for i, v in inst.apart.items() if i in self._instances}
                     self._split(inst)
             self._version += 1
 

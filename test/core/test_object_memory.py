@@ -238,3 +238,15 @@ def test_two_touching_objects_of_one_kind_detected_by_separate_masks_stay_two():
     left, right = sorted(objects, key=lambda o: float(o.box.center_world_m[1]))
     assert float(left.box.center_world_m[1]) < -0.01 and float(right.box.center_world_m[1]) > 0.01
     assert left.detections == right.detections == len(FRONT)
+
+
+def test_kept_apart_records_forget_instances_that_are_gone():
+    memory = ObjectMemory(ObjectMemoryConfig(split_every=1))
+    for k, eye in enumerate(FRONT[:2]):
+        kf, box_id = view(k, eye, (BOOK_L, BOOK_R))
+        memory.integrate(kf, [proposal(box_id == 0, "book"), proposal(box_id == 1, "book", confidence=0.7)])
+    a, b = memory._instances.values()
+    assert a.apart == {b.instance_id: 2} and b.apart == {a.instance_id: 2}
+    del memory._instances[b.instance_id]  # as removal, eviction or a merge does
+    memory.integrate(view(2, FRONT[2], (BOOK_L, BOOK_R))[0], [])
+    assert a.apart == {}
