@@ -47,6 +47,8 @@ MEMORY_PARAMS = (
     ParamSpec("voxel_size_m", 0.03, "Instance voxel edge.", 0.005, 0.5),
     ParamSpec("min_detections", 2, "Views that must detect an instance before queries see it.", 1, 1000),
     ParamSpec("max_instances", 300, "Instances kept (the least supported is dropped beyond).", 1, 100000),
+    ParamSpec("keep_apart", True, "Instances of one kind detected by separate masks of a keyframe stay two "
+              "objects (books side by side); off for a proposer that often splits one object into disjoint boxes."),
     ParamSpec("queue_size", 64, "Keyframes waiting for proposals; when full the oldest is dropped.", 1, 10000),
     ParamSpec("max_retries", 3, "Retries of a keyframe whose proposals failed.", 0, 100),
     ParamSpec("retry_delay_s", 5.0, "Wait before retrying a failed keyframe.", 0.0, 3600.0),
@@ -128,7 +130,8 @@ class MemoryNode(Node):
         self._p = p
         self._mapper = mapper
         self.memory = ObjectMemory(ObjectMemoryConfig(voxel_size_m=p["voxel_size_m"], min_detections=p["min_detections"],
-                                                      max_instances=p["max_instances"]))
+                                                      max_instances=p["max_instances"],
+                                                      keep_apart=p["keep_apart"]))
         self._backend = RemoteBackend(self, p["segment_service"], p["call_timeout_s"], p["heartbeat_topic"],
                                       p["backend_timeout_s"], MutuallyExclusiveCallbackGroup())
         self.worker = ProposalWorker(self.memory, self._backend.propose, mapper.keyframe_store.get,

@@ -1,0 +1,36 @@
+"""ros/memory_node.py in process: its parameters reach the object memory's config."""
+
+from __future__ import annotations
+
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.parameter import Parameter
+
+from mllm3d_ros.core.mapper import Mapper
+from mllm3d_ros.core.object_memory import ObjectMemoryConfig
+from mllm3d_ros.ros.memory_node import MemoryNode
+
+pytestmark = pytest.mark.ros
+
+
+def _memory_config(**overrides) -> ObjectMemoryConfig:
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = MemoryNode(Mapper(), context=context, namespace="/memtest",
+                          parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        try:
+            return node.memory.config
+        finally:
+            node.shutdown_core()
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_memory_parameters_reach_the_object_memory():
+    default = _memory_config()
+    assert default.keep_apart is True and default.min_detections == 2 and default.voxel_size_m == 0.03
+    config = _memory_config(keep_apart=False, min_detections=3, voxel_size_m=0.05, max_instances=50)
+    assert (config.keep_apart, config.min_detections, config.voxel_size_m, config.max_instances) == (False, 3, 0.05, 50)
