@@ -229,6 +229,21 @@ class _Proposal:
     embedding: np.ndarray  # (D,) float32 normalised
 
 
+class _SeparateMasks:
+    """Whether two proposals of one view are separate detections: their masks share under half of the
+    smaller (NMS keeps such boxes), not one object's two. Each pair is compared once a view."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[int, int], bool] = {}
+
+    def __call__(self, p: _Proposal, q: _Proposal) -> bool:
+        key = (id(p), id(q)) if id(p) < id(q) else (id(q), id(p))
+        if key not in self._pairs:
+            a, b = p.prediction.mask, q.prediction.mask
+            self._pairs[key] = bool(np.count_nonzero(a & b) < 0.5 * min(np.count_nonzero(a), np.count_nonzero(b)))
+        return self._pairs[key]
+
+
 def erode_keeping_core(mask: np.ndarray, radius_px: int) -> np.ndarray:
     """(H, W) bool: the mask eroded by radius_px (8-neighbourhood steps), but never below its 3 px core.
 
@@ -275,11 +290,6 @@ def _front_part(labels: np.ndarray, depth_m: np.ndarray, min_share: float = 0.15
     return labels == nearest
 
 
-def _disjoint(a: np.ndarray, b: np.ndarray) -> bool:
-    """Masks sharing under half of the smaller: separate detections (NMS keeps such boxes), not one object's two."""
-    return np.count_nonzero(a & b) < 0.5 * min(np.count_nonzero(a), np.count_nonzero(b))
-
-
 def _vote_apart(a: "_Instance", b: "_Instance", votes: int) -> None:
     a.apart[b.instance_id] = a.apart.get(b.instance_id, 0) + votes
     b.apart[a.instance_id] = b.apart.get(a.instance_id, 0) + votes
@@ -314,7 +324,8 @@ class ObjectMemory:
             self._counts["ignored"] += ignored
             instances = list(self._instances.values())
             seen, through, pixels = self._project_instances(instances, keyframe)
-            matched = self._associate(instances, proposals, seen, pixels, keyframe)
+            separate = _SeparateMasks()
+            matched = self._associate(instances, proposals, seen, pixels, separate)
             union = np.zeros(keyframe.depth_m.shape, dtype=bool)
             for p in proposals:
                 union |= p.prediction.mask
@@ -344,7 +355,7 @@ class ObjectMemory:
                     touched.append(target)
                 assigned.append((p, target))
             if cfg.keep_apart:
-                self._note_apart(assigned)
+                self._note_apart(assigned, separate)
             for inst in touched:
                 if inst.instance_id in self._instances:
                     self._merge_overlapping(inst)
@@ -434,11 +445,11 @@ class ObjectMemory:
         return seen, through, pixels
 
     def _associate(self, instances: list[_Instance], proposals: list[_Proposal], seen, pixels,
-                   keyframe: Keyframe) -> list[tuple[_Proposal, _Instance | None]]:
+                   separate: _SeparateMasks) -> list[tuple[_Proposal, _Instance | None]]:
         cfg = self.config
         out = []
-        claimed: dict[int, list[np.ndarray]] = {}  # instance id -> the masks of this view it took
-        joined: list[tuple[np.ndarray, list[_Instance]]] = []  # a mask and the instances of its kind it covers
+        claimed: dict[int, list[_Proposal]] = {}  # instance id -> the proposals of this view it took
+        joined: list[tuple[_Proposal, list[_Instance]]] = []  # a proposal and the instances of its kind it covers
         for p in sorted(proposals, key=lambda q: -q.prediction.confidence):
             best, best_score = None, cfg.associate_min_overlap
             flat_mask = p.prediction.mask.ravel()
@@ -446,7 +457,7 @@ class ObjectMemory:
             for inst in instances:
                 if float(inst.embedding @ p.embedding) < cfg.associate_min_similarity:
                     continue
-                if cfg.keep_apart and any(_disjoint(m, p.prediction.mask) for m in claimed.get(inst.instance_id, ())):
+                if cfg.keep_apart and any(separate(q, p) for q in claimed.get(inst.instance_id, ())):
                     continue  # a separate mask of this view took it: this one is another object
                 pix = pixels[inst.instance_id]
                 n_in = int(flat_mask[pix].sum())
@@ -461,28 +472,27 @@ class ObjectMemory:
                 if score >= best_score:
                     best, best_score = inst, score
             if best is not None:
-                claimed.setdefault(best.instance_id, []).append(p.prediction.mask)
+                claimed.setdefault(best.instance_id, []).append(p)
             if len(covered) > 1:
-                joined.append((p.prediction.mask, covered))
+                joined.append((p, covered))
             out.append((p, best))
         # One mask over two instances of its kind says they are one object, unless a separate mask of the
         # same view took one of them (a neighbour's mask that spilled over a thin object).
-        for mask, covered in joined if cfg.keep_apart else ():
-            alone = [inst for inst in covered
-                     if not any(_disjoint(m, mask) for m in claimed.get(inst.instance_id, ()))]
+        for p, covered in joined if cfg.keep_apart else ():
+            alone = [inst for inst in covered if not any(separate(q, p) for q in claimed.get(inst.instance_id, ()))]
             for i, a in enumerate(alone):
                 for b in alone[i + 1:]:
                     _vote_apart(a, b, -1)
         self._counts["used"] += len(out)
         return out
 
-    def _note_apart(self, assigned: list[tuple[_Proposal, _Instance]]) -> None:
+    def _note_apart(self, assigned: list[tuple[_Proposal, _Instance]], separate: _SeparateMasks) -> None:
         """Two instances of one kind detected by separate masks of one view are two objects."""
         sim = self.config.associate_min_similarity
         for i, (p, a) in enumerate(assigned):
             for q, b in assigned[i + 1:]:
                 if (a is not b and float(p.embedding @ q.embedding) >= sim
-                        and _disjoint(p.prediction.mask, q.prediction.mask)):
+                        and separate(p, q)):
                     _vote_apart(a, b, 1)
 
     def _update(self, inst: _Instance, proposals: list[_Proposal], seen_idx: np.ndarray, seen_pix: np.ndarray,

@@ -213,7 +213,6 @@ def test_a_thin_object_survives_the_erosion():
     np.testing.assert_allclose(obj.box.center_world_m[:2], (1.0, 0.0), atol=0.05)
 
 
-
 # Two 8 cm boxes side by side, touching (books on a shelf), seen from the front; each mask spills a pixel
 # onto the neighbour, so that the two lift into shared voxels (3 cm) and would merge.
 BOOK_L = (np.array([0.8, -0.08, 0.0]), np.array([1.2, 0.0, 0.3]))
