@@ -54,7 +54,7 @@ from .config import ConfigError, check_int, check_range
 from .evidence import grow_mask
 from .geometry import transform_points, unproject_depth
 from .object_geometry import oriented_box, strip_support_surface
-from .types import InputError, Keyframe, OrientedBox3D, Prediction2D
+from .types import InputError, Keyframe, OrientedBox3D, Prediction2D, SupportRef
 from .visibility import project_visible
 
 # Voxel keys pack three 21-bit signed cell indices: +-1e6 cells, i.e. +-20 km at 2 cm.
@@ -166,6 +166,10 @@ class MemoryObject:
     confidence: float
     best_keyframe_ids: tuple[int, ...]
     last_seen_stamp_ns: int
+    # No detector or model named it (a class-agnostic object; `label` is types.UNLABELLED).
+    unlabelled: bool = False
+    # The support surface it stands on, when known.
+    support: SupportRef | None = None
 
 
 @dataclass(frozen=True)

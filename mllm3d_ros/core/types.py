@@ -236,3 +236,26 @@ class QueryResult:
     elapsed_s: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
     snapshot: MapSnapshot | None = None
+
+
+# Label of an object that no detector or model has named (a class-agnostic object from the map):
+# it may answer only an instruction that pins it down by what the memory can check, flagged unconfirmed.
+UNLABELLED = "object"
+
+
+class SupportKind(str, enum.Enum):
+    """What an object stands on (DESIGN.md, "Objects before labels")."""
+
+    FLOOR = "floor"
+    ELEVATED = "elevated"  # a horizontal surface above the floor: table top, counter, shelf, seat
+
+
+@dataclass(frozen=True)
+class SupportRef:
+    """The support surface an object stands on: the memory's id of the surface, its kind and its height
+    (z of the plane in the gravity-aligned map frame, m)."""
+
+    support_id: int
+    kind: SupportKind
+    height_m: float
+
