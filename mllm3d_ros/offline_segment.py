@@ -91,7 +91,8 @@ class RecordingSession:
                                                   marked_prompts=self.model.uses_marks),
                                       resolver=MemoryResolver(self.memory, self.model.encode_text) if use_memory
                                       else None,
-                                      parse_fn=self.model.parse)  # the grammar when the backend cannot parse
+                                      parse_fn=self.model.parse,  # the grammar when the backend cannot parse
+                                      recognise_fn=self.model.recognise)  # the backend's open-set gate
 
     def query(self, instruction: str) -> QueryResult:
         return self.pipeline.run(instruction)

@@ -10,7 +10,7 @@ from mllm3d_ros.core.object_memory import ObjectMemory
 from mllm3d_ros.core.pipeline import QueryPipeline
 from mllm3d_ros.core.types import QueryStatus, SegmentationResult, ViewPredictions
 from test_object_memory import EYES, proposal, view
-from test_voting import BOX_B, ORTHO, Q, make_scene
+from test_voting import BOX_A, BOX_B, ORTHO, Q, make_scene
 
 TABLE = np.eye(8, dtype=np.float32)[3]
 PHRASES = {"cube": Q, "crate": ORTHO, "table": TABLE, "plastic cube": Q, "red cube or crate": (Q + ORTHO) / np.sqrt(2)}
@@ -20,9 +20,20 @@ def encode(texts):
     return np.stack([PHRASES.get(t, np.eye(8, dtype=np.float32)[7]) for t in texts])
 
 
+def coloured_scene(colors=((200, 200, 200), (200, 30, 30))):
+    """make_scene with the fused colours a map would hold: box A and box B in `colors`, the floor grey."""
+    scene = make_scene()
+    rgb = np.full(scene.points_world_m.shape, 120, np.uint8)
+    for (lo, hi), colour in zip((BOX_A, BOX_B), colors):
+        inside = np.all((scene.points_world_m >= np.asarray(lo) - 1e-3) & (scene.points_world_m <= np.asarray(hi) + 1e-3),
+                        axis=1)
+        rgb[inside] = colour
+    return type(scene)(scene.points_world_m, rgb, None, 0)
+
+
 class Source:
     def __init__(self, keyframes):
-        self._snapshot = make_scene()
+        self._snapshot = coloured_scene()
         self._keyframes = tuple(keyframes)
 
     def snapshot(self):
