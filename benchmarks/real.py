@@ -114,10 +114,16 @@ def _class_of(annotations: Annotations, accepted: Sequence[str]) -> str:
 
 def _summary(rows: list[dict]) -> dict:
     s = summarize([r["iou"] for r in rows])
+    # The list a robot is handed: of the queries that returned objects, the share of returned objects that
+    # are an accepted instance (IoU >= 0.25 / 0.5 with one), and how many objects a list holds.
+    listed = [r for r in rows if r["n_objects"]]
     return {"queries": s.num_queries, "acc25": round(s.acc25, 4), "acc50": round(s.acc50, 4), "miou": round(s.miou, 4),
             "ap25": round(float(np.mean([r["ap25"] for r in rows])), 4) if rows else 0.0,
             "ap50": round(float(np.mean([r["ap50"] for r in rows])), 4) if rows else 0.0,
-            "precision25": round(float(np.mean([r["precision25"] for r in rows])), 4) if rows else 0.0}
+            "precision25": round(float(np.mean([r["precision25"] for r in rows])), 4) if rows else 0.0,
+            "list_precision25": round(float(np.mean([r["precision25"] for r in listed])), 4) if listed else None,
+            "list_precision50": round(float(np.mean([r["precision50"] for r in listed])), 4) if listed else None,
+            "objects_per_list": round(float(np.mean([r["n_objects"] for r in listed])), 2) if listed else None}
 
 
 def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDKITCHEN_JSON) -> dict:
@@ -185,11 +191,14 @@ def table(report: dict) -> str:
     for r in report["queries"]:
         lines.append(f"| {r['instruction']} | {r['kind']} | {r['status']} | {r['n_objects']} | {r['iou']:.2f} "
                      f"| {r['matched_id'] or '-'} | {r['elapsed_s']:.2f} |")
-    lines += ["", "| set | queries | Acc@0.25 | Acc@0.5 | mIoU | AP25 | AP50 |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| set | queries | Acc@0.25 | Acc@0.5 | mIoU | AP25 | AP50 | list precision@0.25 | objects per list |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, s in [("all but relational", report["main"]), *report["per_class"].items(),
                     ("relational", report["relational"])]:
+        lp = "-" if s.get("list_precision25") is None else f"{s['list_precision25']:.3f}"
+        n = "-" if s.get("objects_per_list") is None else f"{s['objects_per_list']:.1f}"
         lines.append(f"| {name} | {s['queries']} | {s['acc25']:.3f} | {s['acc50']:.3f} | {s['miou']:.3f} "
-                     f"| {s['ap25']:.3f} | {s['ap50']:.3f} |")
+                     f"| {s['ap25']:.3f} | {s['ap50']:.3f} | {lp} | {n} |")
     return "\n".join(lines)
 
 

@@ -75,7 +75,7 @@ _RELATION_PHRASES: tuple[tuple[str, Relation], ...] = tuple(sorted((
 COLOURS = COLOUR_WORDS
 SHAPES = SHAPE_WORDS
 MATERIALS = ("plastic", "wooden", "wood", "metal", "metallic", "glass", "ceramic", "paper", "cardboard", "fabric",
-             "leather", "floral", "striped", "patterned", "see-through", "transparent", "dark", "light", "bright", "pale")
+             "leather", "floral", "striped", "patterned", "see-through", "transparent", "dark", "bright", "pale")
 SIZES = ("big", "large", "small", "little", "short", "tiny", "huge")
 # Materials that are nouns too: last in a noun phrase they are its noun ("a wine glass", "the paper").
 _MATERIAL_NOUNS = frozenset({"glass", "paper", "metal", "wood", "plastic", "cardboard", "fabric", "leather"})

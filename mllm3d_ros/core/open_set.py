@@ -158,21 +158,21 @@ BACKGROUND_CONCEPTS: tuple[str, ...] = (
     # furniture and fittings
     "bench", "stool", "ottoman", "bookcase", "wardrobe", "dresser", "nightstand", "cupboard", "cabinet", "drawer",
     "counter", "countertop", "kitchen island", "mattress", "crib", "hammock", "futon", "coat rack", "hanger",
-    "staircase", "stairs", "wall", "floor", "ceiling", "fireplace", "chandelier", "light bulb", "ceiling light",
-    "light switch", "power socket", "radiator valve", "doormat", "picture frame", "painting", "poster",
+    "staircase", "stairs", "wall", "floor", "ceiling", "fireplace", "chandelier", "light bulb",
+    "light switch", "power socket", "doormat", "picture frame", "painting", "poster",
     "calendar", "photograph", "sculpture", "aquarium", "houseplant", "cactus", "bathtub", "shower", "washbasin",
-    "tap", "shower curtain", "bath mat", "tiles", "skylight", "window blind",
+    "tap", "shower screen", "bath mat", "tiles", "skylight", "venetian blind",
     # kitchen
     "freezer", "blender", "food mixer", "coffee maker", "rice cooker", "cutting board",
     "ladle", "spatula", "whisk", "colander", "saucepan", "tray", "napkin", "tablecloth", "placemat", "dish rack",
-    "sponge", "dish soap", "can opener", "thermos", "lunchbox", "jug", "pitcher", "carafe", "saucer", "platter",
-    "tumbler", "goblet", "chopsticks", "salt shaker", "pepper grinder", "oven mitt", "apron", "paper towel", "aluminium foil",
+    "sponge", "dish soap", "corkscrew", "thermos", "lunchbox", "jug", "pitcher", "carafe", "saucer", "platter",
+    "tumbler", "goblet", "chopsticks", "salt shaker", "pepper grinder", "apron", "kitchen roll", "aluminium foil",
     # bathroom and cleaning
     "toothbrush", "toothpaste", "soap", "shampoo", "hair dryer", "razor", "comb", "hairbrush", "vacuum cleaner",
-    "clothes iron", "ironing board", "washing machine", "tumble dryer", "mop", "dustpan", "trash bag",
+    "clothes iron", "ironing board", "washing machine", "tumble dryer", "mop", "dustpan", "bin liner",
     "recycling bin", "laundry hamper", "detergent",
     # electronics
-    "speaker", "microphone", "wifi router", "phone charger", "cable", "power strip", "game console",
+    "speaker", "microphone", "wifi router", "charger", "cable", "power strip", "game console",
     "game controller", "joystick", "smartwatch", "projector", "scanner", "calculator", "hard drive", "usb stick",
     "earbuds", "radio", "record player", "thermostat", "smoke detector", "air conditioner",
     "space heater", "extension cord",
@@ -180,14 +180,14 @@ BACKGROUND_CONCEPTS: tuple[str, ...] = (
     "shirt", "jacket", "coat", "hat", "cap", "scarf", "glove", "sock", "trousers", "dress", "belt", "necktie",
     "handbag", "purse", "briefcase", "tote bag", "luggage trolley",
     # stationery, tools, toys, sport
-    "pencil", "marker pen", "eraser", "ruler", "envelope", "folder", "ring binder", "sticky note", "paper clip",
+    "pencil", "highlighter", "eraser", "ruler", "envelope", "folder", "ring binder", "sticky note", "paper clip",
     "sticky tape", "glue stick", "screwdriver", "wrench", "power drill", "saw", "pliers", "tape measure",
     "flashlight", "toolbox", "doll", "kite", "skateboard", "surfboard", "tennis racket", "baseball bat",
     "frisbee", "jigsaw puzzle", "board game", "balloon", "yoga mat", "dumbbell",
     # food
-    "apple", "banana", "bread", "sandwich", "pizza", "cake", "cheese", "egg", "fruit bowl", "vegetables",
+    "apple", "banana", "bread", "sandwich", "pizza", "cake", "cheese", "egg", "fruit", "vegetables",
     # outdoors
-    "street", "road", "sidewalk", "bus", "motorcycle", "train", "airplane", "boat", "traffic cone",
+    "street", "road", "sidewalk", "bus", "motorcycle", "train", "airplane", "boat", "road cone",
     "parking meter", "fire hydrant", "streetlight", "building", "house", "garage", "garden hose", "lawn mower",
     "wheelbarrow", "shovel", "rake", "swing", "slide", "trampoline", "tent", "barbecue grill", "bush", "grass",
     "rock", "mountain", "river", "sky", "cloud", "statue", "fountain",
@@ -196,7 +196,7 @@ BACKGROUND_CONCEPTS: tuple[str, ...] = (
     "snake", "spider", "insect", "butterfly",
     # what some things are for (functional phrasings of the above)
     "somewhere to lie down", "something to cut food with", "something to write with",
-    "somewhere to store food cold", "something to clean the floor with", "something to light the room",
+    "somewhere to store food cold", "something to clean the floor with", "something to brighten the room",
     "something to play with", "somewhere to hang clothes", "something to listen to music on",
 )
 

@@ -44,12 +44,11 @@ def _cross(a: np.ndarray, b: np.ndarray) -> float:
     return float(a[0] * b[1] - a[1] * b[0])
 
 
-def _hull_area(xy: np.ndarray) -> float:
-    """Area of the convex hull of (N, 2) points (Andrew's monotone chain); 0 for fewer than 3."""
+def _hull(xy: np.ndarray) -> np.ndarray:
+    """(H, 2) convex hull of (N, 2) points, counter-clockwise (Andrew's monotone chain)."""
     pts = np.unique(np.round(xy, 6), axis=0)
     if pts.shape[0] < 3:
-        return 0.0
-    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
+        return pts
 
     def half(points):
         chain: list[np.ndarray] = []
@@ -59,17 +58,51 @@ def _hull_area(xy: np.ndarray) -> float:
             chain.append(p)
         return chain
 
-    hull = np.array(half(pts)[:-1] + half(pts[::-1])[:-1])
-    x, y = hull[:, 0], hull[:, 1]
+    return np.array(half(pts)[:-1] + half(pts[::-1])[:-1])
+
+
+def _area(poly: np.ndarray) -> float:
+    if poly.shape[0] < 3:
+        return 0.0
+    x, y = poly[:, 0], poly[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _min_area_frame(hull: np.ndarray) -> np.ndarray:
+    """(2, 2) rotation whose rows are the axes of the hull's minimum-area bounding rectangle (one of its sides
+    lies along a hull edge: Freeman & Shapira 1975). The box's own yaw (PCA) is arbitrary for a square."""
+    best, best_r = np.inf, np.eye(2)
+    for i in range(hull.shape[0]):
+        edge = hull[(i + 1) % hull.shape[0]] - hull[i]
+        n = float(np.linalg.norm(edge))
+        if n < 1e-9:
+            continue
+        u = edge / n
+        r = np.array([u, [-u[1], u[0]]])
+        proj = hull @ r.T
+        area = float(np.prod(proj.max(axis=0) - proj.min(axis=0)))
+        if area < best:
+            best, best_r = area, r
+    return best_r
 
 
 def shape_words(box: OrientedBox3D, points_world_m: np.ndarray, cell_m: float = 0.03) -> frozenset[str]:
     """The canonical shape words (`flat`, `tall`, `box-shaped`, `round`) that hold for an object with this
-    gravity-aligned box and these (N, 3) points (its surface points or voxel centres, world frame)."""
-    size = np.asarray(box.size_m, dtype=np.float64)
-    length, width = max(size[0], size[1]), min(size[0], size[1])
-    height = float(size[2])
+    gravity-aligned box and these (N, 3) points (its surface points or voxel centres, world frame). The
+    footprint is measured in the frame of its minimum-area rectangle (the box's PCA yaw is arbitrary for a
+    square footprint); the height is the box's."""
+    pts = np.asarray(points_world_m, dtype=np.float64).reshape(-1, 3)
+    height = float(np.asarray(box.size_m, dtype=np.float64)[2])
+    if pts.shape[0] < 3:
+        return frozenset()
+    hull = _hull(pts[:, :2])
+    if hull.shape[0] < 3:
+        return frozenset()
+    rot = _min_area_frame(hull)
+    local = pts[:, :2] @ rot.T
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    size = hi - lo
+    length, width = float(size.max()), float(size.min())
     out = set()
     if width <= 0 or length <= 0:
         return frozenset()
@@ -77,21 +110,15 @@ def shape_words(box: OrientedBox3D, points_world_m: np.ndarray, cell_m: float = 
         out.add("flat")
     if height >= TALL_RATIO * length:
         out.add("tall")
-    pts = np.asarray(points_world_m, dtype=np.float64).reshape(-1, 3)
-    if pts.shape[0] == 0:
-        return frozenset(out)
-    # Points in the box frame (yaw only): x, y horizontal along the box's sides.
-    local = (pts - np.asarray(box.center_world_m)) @ np.asarray(box.world_R_box, dtype=np.float64)
     nx, ny = (max(1, int(np.ceil(size[i] / cell_m))) for i in (0, 1))
     if not out:
-        top = local[local[:, 2] >= size[2] / 2.0 - cell_m]
-        ix = np.clip(((top[:, 0] + size[0] / 2.0) / cell_m).astype(int), 0, nx - 1)
-        iy = np.clip(((top[:, 1] + size[1] / 2.0) / cell_m).astype(int), 0, ny - 1)
-        cells = np.unique(ix * ny + iy).shape[0]
-        if cells >= BOX_TOP_FILL * nx * ny:
+        top = local[pts[:, 2] >= pts[:, 2].max() - cell_m]
+        ix = np.clip(((top[:, 0] - lo[0]) / cell_m).astype(int), 0, nx - 1)
+        iy = np.clip(((top[:, 1] - lo[1]) / cell_m).astype(int), 0, ny - 1)
+        if np.unique(ix * ny + iy).shape[0] >= BOX_TOP_FILL * nx * ny:
             out.add("box-shaped")
     if width >= ROUND_ASPECT * length and min(nx, ny) >= MIN_ROUND_CELLS:
-        fill = _hull_area(local[:, :2]) / max(float(size[0] * size[1]), 1e-9)
+        fill = _area(hull) / max(float(size[0] * size[1]), 1e-9)
         if fill < ROUND_FILL:
             out.add("round")
             out.discard("box-shaped")
