@@ -111,7 +111,9 @@ class MemoryPlan:
     refusal: non-empty when the query must end NOT_FOUND with this reason (a target nothing can look for:
     outside the backend's vocabulary, or generic and not pinned down). unconfirmed: the candidates are
     unlabelled objects named by their geometry. details: per candidate, what the memory checked
-    (colour, shape, relation; "label unconfirmed" first when it is)."""
+    (colour, shape, relation; "label unconfirmed" first when it is). unresolved_anchor: the relation's
+    anchor is not something the backend recognises or not in the memory (the pipeline answers NOT_FOUND
+    for a closed vocabulary: a 2D model that segments the target alone cannot check the relation)."""
 
     target_phrase: str
     candidates: tuple[MemoryObject, ...]
@@ -123,6 +125,7 @@ class MemoryPlan:
     refusal: str = ""
     unconfirmed: bool = False
     details: tuple[str, ...] = ()
+    unresolved_anchor: str = ""  # why the instruction's relation cannot be checked (its anchor unknown or absent)
 
 
 def class_share(obj: MemoryObject, concepts: Sequence[str]) -> float:
@@ -331,10 +334,12 @@ class MemoryResolver:
             decided = strict and not target.open_vocabulary
         viewer = keyframes[-1].world_T_camera if keyframes else None
         anchor = None
+        unresolved = ""
         if parsed.relation is not None and candidates:
-            candidates, anchor, ok = self._apply_relation(parsed, rec, candidates, objects, emb, viewer, notes, strict)
+            candidates, anchor, ok, unresolved = self._apply_relation(parsed, rec, candidates, objects, emb, viewer,
+                                                                      notes, strict)
             decided = decided and ok
-            pinned = pinned or (ok and anchor is not None)
+            pinned = pinned or ok
             if ok and anchor is not None:
                 checked.append(f"{parsed.relation.value} {anchor.label.lower()} #{anchor.instance_id}")
         if parsed.excluded is not None and candidates:
@@ -377,7 +382,7 @@ class MemoryResolver:
         region = (np.concatenate([c.points_world_m for c in candidates]) if candidates else empty)
         kf_ids = tuple(dict.fromkeys(k for c in candidates for k in c.best_keyframe_ids))
         return MemoryPlan(parsed.target_text, tuple(candidates), answer, region, kf_ids, anchor, tuple(notes),
-                          unconfirmed=bool(candidates) and all(flags), details=details)
+                          unconfirmed=bool(candidates) and all(flags), details=details, unresolved_anchor=unresolved)
 
     def _shapes(self, obj: MemoryObject) -> frozenset[str]:
         return shape_words(obj.box, obj.points_world_m, self.memory.config.voxel_size_m)
@@ -491,14 +496,17 @@ class MemoryResolver:
 
     def _apply_relation(self, parsed: ParsedInstruction, rec: InstructionRecognition, candidates: list[MemoryObject],
                         objects: Sequence[MemoryObject], emb: dict, viewer, notes: list[str], strict: bool):
-        """Candidates ranked by the relation to the best-placed anchor; (candidates, anchor, decided)."""
+        """Candidates ranked by the relation to the best-placed anchor; (candidates, anchor, decided, why the
+        anchor could not be found ('' when it was)). When no candidate holds the relation, the best anchor is
+        still returned (undecided), so that what the 2D model finds is checked against it."""
         # Every object may be an anchor, but never of itself ("the thing on the table": the table is a thing).
         found = [self._anchors(a, r, emb, objects, set(), notes) for a, r in zip(parsed.anchors, rec.anchors)]
         anchor_sets = [f[0] for f in found]
         missing = [why for _, why in found if why]
         if missing:
-            notes.append("; ".join(missing) + f": relation '{parsed.relation.value}' not applied")
-            return ([] if strict else candidates), None, False
+            why = "; ".join(missing) + f": relation '{parsed.relation.value}' not applied"
+            notes.append(why)
+            return ([] if strict else candidates), None, False, why
         scored = []
         for c in candidates:
             if parsed.relation is Relation.BETWEEN:
@@ -514,9 +522,9 @@ class MemoryResolver:
             scored.append((best[0], c, best[1]))
         holding = sorted([s for s in scored if np.isfinite(s[0])], key=lambda s: -s[0])
         if not holding:
-            notes.append(f"no '{parsed.target}' is {parsed.relation.value} a '{parsed.anchors[0]}' in the map"
-                         + ("" if strict else ": returning the best candidates without the relation"))
-            return ([] if strict else candidates), None, False
+            notes.append(f"no '{parsed.target}' in the memory is {parsed.relation.value} a '{parsed.anchors[0]}'")
+            best_anchor = anchor_sets[0][0] if parsed.relation is not Relation.BETWEEN else None
+            return ([] if strict else candidates), best_anchor, False, ""
         if len(anchor_sets[0]) > 1 and parsed.relation is not Relation.BETWEEN:
             notes.append(f"{len(anchor_sets[0])} objects match the anchor '{parsed.anchors[0]}': used the one "
                          f"that fits best (#{holding[0][2].instance_id})")
@@ -524,7 +532,7 @@ class MemoryResolver:
         centre, size = (", ".join(f"{v:.2f}" for v in vec) for vec in (anchor.box.center_world_m, anchor.box.size_m))
         notes.append(f"relation '{parsed.relation.value}' decided in 3D against anchor #{anchor.instance_id} "
                      f"'{anchor.label}' (box centre {centre} m, size {size} m)")
-        return [s[1] for s in holding], anchor, True
+        return [s[1] for s in holding], anchor, True, ""
 
     def _exclude(self, parsed: ParsedInstruction, rec: InstructionRecognition, candidates: list[MemoryObject],
                  objects: Sequence[MemoryObject], emb: dict, viewer, notes: list[str]) -> list[MemoryObject]:

@@ -277,6 +277,12 @@ class QueryPipeline:
                 notes = plan.notes + ((gate_note,) if gate_note else ())
                 if plan.refusal:
                     return done(QueryStatus.NOT_FOUND, _with_notes(plan.refusal, notes), target_phrase=parsed.target)
+                if plan.unresolved_anchor and not target.open_vocabulary:
+                    # A closed-vocabulary model segments the target alone: it cannot check the relation, and
+                    # answering without it would hand over an object the instruction did not ask for.
+                    return done(QueryStatus.NOT_FOUND, _with_notes(
+                        f"'{parsed.text}' not answered: {plan.unresolved_anchor}",
+                        [n for n in notes if n != plan.unresolved_anchor]), target_phrase=parsed.target)
                 if plan.answer and self.config.answer_from_memory:
                     objects = tuple(o for o in plan.answer if o.confidence >= min_confidence)
                     if objects:

@@ -1,7 +1,7 @@
 """Shape words checked on an object's gravity-aligned box and points ("the flat one", "the box-shaped one").
 
-The box is yaw-only with z up (`object_geometry.oriented_box`); L >= W are its horizontal sides and H
-its height. The rule (documented in the README, "Naming by geometry"):
+H is the height of the gravity-aligned box (z up); L >= W are the sides of the footprint's minimum-area
+rectangle (the box's own PCA yaw is arbitrary for a square footprint). The rule (README, "Honest answers"):
 - flat: H <= FLAT_RATIO * W (a magazine, a plate, a closed laptop: much lower than it is narrow);
 - tall: H >= TALL_RATIO * L (a bottle, a vase: higher than it is long);
 - box-shaped: neither, and its top is a flat face covering the footprint: at least BOX_TOP_FILL of the

@@ -383,6 +383,7 @@ def test_an_unknown_or_absent_anchor_is_said_never_substituted():
     plan = _ask("the mug near the window", _rec(_known("mug", "Mug"), _unknown("window")))
     assert plan.anchor is None and plan.answer is None  # the relation is left undecided, not applied to a table
     assert any("the anchor 'window' is not something the test model recognises" in n for n in plan.notes)
+    assert "relation 'near' not applied" in plan.unresolved_anchor
     plan = _ask("the mug near the laptop", _rec(_known("mug", "Mug"), _known("laptop", "Laptop")))
     assert plan.anchor is None and any("no laptop in the object memory" in n for n in plan.notes)
     # A generic target pinned only by an unknown anchor is refused.
@@ -429,3 +430,21 @@ def test_the_pipeline_says_not_found_for_an_unknown_target_without_asking_the_2d
     # Without a memory as well.
     result = QueryPipeline(Source(keyframes), never, recognise_fn=recognise).run("the umbrella")
     assert result.status is QueryStatus.NOT_FOUND and "umbrella" in result.message
+
+
+def test_the_pipeline_does_not_answer_a_relation_it_cannot_check():
+    """A closed-vocabulary model segments the target alone: with the anchor unknown the relation cannot be
+    checked, so the mug is not handed over as "the mug next to the umbrella"."""
+    memory, keyframes = built_memory()
+
+    def never(views, text):
+        raise AssertionError("the 2D model cannot check the relation")
+
+    def recognise(phrase):
+        return _unknown(phrase) if phrase == "umbrella" else Recognition(KNOWN, phrase, ("cube",), model="m")
+
+    pipeline = QueryPipeline(Source(keyframes), never, resolver=MemoryResolver(memory, encode), recognise_fn=recognise)
+    result = pipeline.run("the cube next to the umbrella")
+    assert result.status is QueryStatus.NOT_FOUND and result.objects == ()
+    assert "not answered: the anchor 'umbrella' is not something the test model recognises" in result.message
+    assert pipeline.run("the cube").status is QueryStatus.SUCCESS
