@@ -18,6 +18,7 @@ fitted to a scene.
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import ConvexHull, QhullError
 
 from .types import OrientedBox3D
 
@@ -40,25 +41,16 @@ def canonical_shape(word: str) -> str | None:
     return word if word in SHAPE_WORDS else None
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a[0] * b[1] - a[1] * b[0])
-
-
 def _hull(xy: np.ndarray) -> np.ndarray:
-    """(H, 2) convex hull of (N, 2) points, counter-clockwise (Andrew's monotone chain)."""
-    pts = np.unique(np.round(xy, 6), axis=0)
+    """(H, 2) convex hull of (N, 2) points, counter-clockwise (Qhull through scipy); the points themselves
+    when they are too few or collinear."""
+    pts = np.asarray(xy, dtype=np.float64)
     if pts.shape[0] < 3:
         return pts
-
-    def half(points):
-        chain: list[np.ndarray] = []
-        for p in points:
-            while len(chain) >= 2 and _cross(chain[-1] - chain[-2], p - chain[-2]) <= 0:
-                chain.pop()
-            chain.append(p)
-        return chain
-
-    return np.array(half(pts)[:-1] + half(pts[::-1])[:-1])
+    try:
+        return pts[ConvexHull(pts).vertices]
+    except QhullError:  # collinear (or all equal): no area
+        return pts[:2]
 
 
 def _area(poly: np.ndarray) -> float:
@@ -71,19 +63,16 @@ def _area(poly: np.ndarray) -> float:
 def _min_area_frame(hull: np.ndarray) -> np.ndarray:
     """(2, 2) rotation whose rows are the axes of the hull's minimum-area bounding rectangle (one of its sides
     lies along a hull edge: Freeman & Shapira 1975). The box's own yaw (PCA) is arbitrary for a square."""
-    best, best_r = np.inf, np.eye(2)
-    for i in range(hull.shape[0]):
-        edge = hull[(i + 1) % hull.shape[0]] - hull[i]
-        n = float(np.linalg.norm(edge))
-        if n < 1e-9:
-            continue
-        u = edge / n
-        r = np.array([u, [-u[1], u[0]]])
-        proj = hull @ r.T
-        area = float(np.prod(proj.max(axis=0) - proj.min(axis=0)))
-        if area < best:
-            best, best_r = area, r
-    return best_r
+    edges = np.roll(hull, -1, axis=0) - hull
+    norms = np.linalg.norm(edges, axis=1)
+    u = edges[norms > 1e-9] / norms[norms > 1e-9, None]
+    if u.shape[0] == 0:
+        return np.eye(2)
+    v = np.stack([-u[:, 1], u[:, 0]], axis=1)
+    pu, pv = hull @ u.T, hull @ v.T  # (H, E) projections on every candidate frame
+    areas = (pu.max(axis=0) - pu.min(axis=0)) * (pv.max(axis=0) - pv.min(axis=0))
+    k = int(np.argmin(areas))
+    return np.array([u[k], v[k]])
 
 
 def shape_words(box: OrientedBox3D, points_world_m: np.ndarray, cell_m: float = 0.03) -> frozenset[str]:
