@@ -173,7 +173,7 @@ class MemoryResolver:
         self._plans: OrderedDict[tuple, tuple[MapSnapshot, MemoryPlan]] = OrderedDict()
         self._colours: dict[tuple[int, int], ColourProfile] = {}
         self._floor: tuple[MapSnapshot, float] | None = None  # the map's lowest surface, per snapshot
-        self._shape_cache: dict[tuple[int, int], frozenset[str]] = {}
+        self._shape_cache: dict[tuple, object] = {}  # shapes and voxel keys per (instance, memory version)
 
     def plan(self, parsed: ParsedInstruction, snapshot: MapSnapshot, keyframes: Sequence[Keyframe],
              recognition: InstructionRecognition | None = None) -> MemoryPlan | None:
@@ -397,6 +397,13 @@ class MemoryResolver:
         return MemoryPlan(parsed.target_text, tuple(candidates), answer, region, kf_ids, anchor, tuple(notes),
                           unconfirmed=bool(candidates) and all(flags), details=details, unresolved_anchor=unresolved)
 
+    def _voxel_keys(self, obj: MemoryObject) -> np.ndarray:
+        """The sorted voxel keys of an instance (cached per memory version)."""
+        key = ("keys", obj.instance_id, self.memory.version)
+        if key not in self._shape_cache:
+            self._shape_cache[key] = np.unique(voxel_keys(obj.points_world_m, self.memory.config.voxel_size_m))
+        return self._shape_cache[key]
+
     def _shapes(self, obj: MemoryObject) -> frozenset[str]:
         key = (obj.instance_id, self.memory.version)
         if key not in self._shape_cache:
@@ -479,13 +486,13 @@ class MemoryResolver:
         others = [o for o in objects if o.instance_id not in chosen and not o.unlabelled]
         if not others:
             return candidates
-        other_keys = [np.unique(voxel_keys(o.points_world_m, voxel)) for o in others]
+        other_keys = [self._voxel_keys(o) for o in others]
         kept = []
         for c in candidates:
-            keys = np.unique(voxel_keys(c.points_world_m, voxel))
+            keys = self._voxel_keys(c)
             owner = None
             for o, k in zip(others, other_keys):
-                shared = int(np.isin(keys, k).sum())
+                shared = int(np.isin(keys, k, assume_unique=True).sum())
                 if o.detections >= 2 * c.detections and shared >= 0.5 * (keys.shape[0] + k.shape[0] - shared):
                     owner = o
                     break

@@ -159,17 +159,27 @@ class RemoteSegmenter:
         with self._lock:
             if self._recognise_unsupported:
                 return open_recognition(phrase, f"backend '{self._backend_name}'")
+        # Like the memory's text calls: a service that was there and is gone is said at once (a query must not
+        # wait service_wait_s for a node the graph no longer has before answering BACKEND_UNAVAILABLE); before
+        # the first heartbeat the call waits for the service as the other modes do.
+        with self._lock:
+            seen = self._last_heartbeat > 0.0
+        if seen and not self._client.service_is_ready():
+            raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
+                                     "is the segmentation node running (and configured)?")
         try:
             response = self._call(SegmentViews.Request(mode=SegmentViews.Request.RECOGNISE, instruction=phrase),
-                                  cancel, deadline)
+                                  cancel, deadline, quick=True)
         except ModeUnsupported:
             with self._lock:
                 self._recognise_unsupported = True
             return open_recognition(phrase, f"backend '{self._backend_name}'")
         return Recognition.from_json(response.recognition_json)
 
-    def _call(self, request, cancel: threading.Event | None, deadline: float | None):
-        """The response to `request` once it is OK; errors by status (InputError, ModeUnsupported, BackendError)."""
+    def _call(self, request, cancel: threading.Event | None, deadline: float | None, quick: bool = False):
+        """The response to `request` once it is OK; errors by status (InputError, ModeUnsupported, BackendError).
+        `quick`: a call that takes milliseconds (a phrase's recognition) gives up as soon as the heartbeat has
+        been silent for backend_timeout_s, not only after running that long itself."""
         wait_s = self._service_wait_s if deadline is None else max(0.0, min(self._service_wait_s,
                                                                              deadline - time.monotonic()))
         if not self._client.wait_for_service(timeout_sec=wait_s):
@@ -188,7 +198,7 @@ class RemoteSegmenter:
                 self._client.remove_pending_request(future)
                 raise TimeoutError(f"no answer from '{self._client.srv_name}' before the query's deadline "
                                    f"({time.monotonic() - start:.1f} s into this call)")
-            if time.monotonic() - start > self._timeout_s and not self._alive():
+            if (quick or time.monotonic() - start > self._timeout_s) and not self._alive():
                 self._client.remove_pending_request(future)
                 raise BackendUnavailable(f"segmentation node stopped answering (no heartbeat on "
                                          f"'{self._heartbeat_topic}' for "
