@@ -1,15 +1,16 @@
 """PNG renders of a query result for people and docs: the result on the keyframe that sees it best, beside a top view.
 
 One picture per result, the same from `mllm3d segment`, `make demo` and the docs:
-- left, the stored keyframe that sees the best object best (most of its points pass the project's one
-  visibility test, `core.visibility.project_visible`, so occluded or out-of-view keyframes lose), with
-  every returned object it sees filled in from its visible points, its 3D box's edges and a label
-  "1. chair 0.78" (rank, label, confidence);
+- left, the stored keyframe that shows the best object best (`best_keyframe`: only points that pass the
+  project's one visibility test, `core.visibility.project_visible`, count, so occluded or out-of-view
+  keyframes lose), zoomed in when the object is small, with every returned object it sees filled in (its
+  visible points, grown over the pixels whose depth lies on the object), its 3D box's edges and a label
+  "1. chair 0.78" (rank, label, confidence; "?" marks a label no model confirmed);
 - right, a top view of the map (grey, darker = higher, cut above head height so a ceiling does not hide the
-  room) with the objects' points, box outlines, the same labels and the chosen keyframe's camera.
+  room) with the objects' points, box footprints, the same labels and the chosen keyframe's camera.
 Labels are placed greedily (rank order; candidate offsets around the anchor, the first that stays inside
-the panel and clear of the labels placed so far, with a leader line), so they never overlap. An empty
-result (NOT_FOUND, ...) still renders the map with the status and message.
+the panel and clear of the labels and leader lines placed so far), so they never overlap. An empty result
+(NOT_FOUND, ...) still renders the map with the status and message.
 
 `render_result` takes plain arrays (any caller: a ROS client, a benchmark); `render_query` takes a
 QueryResult with its snapshot and keyframes (what `segment` has).
@@ -22,25 +23,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import cv2
+import numpy as np
+# The Agg canvas and a Figure of our own, not pyplot: headless (robots and CI have no display) and no global
+# figure registry, so a node may render from any thread.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Polygon
+from scipy.spatial import cKDTree
 
-matplotlib.use("Agg")  # headless: robots and CI have no display
-import cv2  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Polygon  # noqa: E402
-from scipy.spatial import cKDTree  # noqa: E402
-
-from .core.geometry import invert_transform, transform_points  # noqa: E402
-from .core.types import UNLABELLED, Keyframe, MapSnapshot, OrientedBox3D, QueryResult  # noqa: E402
-from .core.visibility import ViewProjection, project_to_view  # noqa: E402
+from .core.geometry import invert_transform, transform_points
+from .core.types import UNLABELLED, Keyframe, MapSnapshot, OrientedBox3D, QueryResult
+from .core.visibility import ViewProjection, project_to_view
 
 # Rank colours: saturated, told apart by colour-blind readers (Okabe-Ito order), legible on grey and photos.
 COLORS_RGB: tuple[tuple[int, int, int], ...] = ((0, 200, 80), (230, 159, 0), (86, 180, 233), (204, 121, 167),
                                                (240, 228, 66), (213, 94, 0))
 # Box edges as pairs of `box_corners` indices (corner k has signs (k >> 2, k >> 1, k) & 1 along x, y, z).
 BOX_EDGES = ((0, 1), (0, 2), (1, 3), (2, 3), (4, 5), (4, 6), (5, 7), (6, 7), (0, 4), (1, 5), (2, 6), (3, 7))
-_FOOTPRINT = (0, 2, 6, 4)  # the bottom face's corners in order around it
 _FIG_W_IN, _FIG_H_IN, _DPI = 14.0, 6.8, 100  # 1400 x 680 px: README width
 _VIEW_RECT = (0.01, 0.02, 0.50, 0.81)  # left panel [left, bottom, width, height] in figure fractions
 _TOP_RECT = (0.555, 0.075, 0.435, 0.755)
@@ -169,35 +169,33 @@ def render_result(path: str | Path, map_points_m: np.ndarray, objects: Sequence[
     keyframe, _ = (best_keyframe(shown[0].points_world_m, keyframes, depth_tolerance_m, depth_tolerance_frac)
                    if shown and len(shown[0].points_world_m) else (None, None))
 
-    fig = plt.figure(figsize=(_FIG_W_IN, _FIG_H_IN), dpi=_DPI)
-    try:
-        title = _title(instruction, status, target_phrase, len(objects), len(shown))
-        # The status message and the caller's note, at most two lines under the title.
-        subtitle = "\n".join(textwrap.wrap("; ".join(s for s in (message, note) if s), 170, max_lines=2,
-                                            placeholder=" [...]"))
-        fig.suptitle(title, fontsize=15, y=0.985, va="top")
-        if subtitle:
-            fig.text(0.5, 0.925, subtitle, ha="center", va="top", fontsize=10.5, color="0.25", linespacing=1.3)
-        ax_view = fig.add_axes(_VIEW_RECT)
-        ax_top = fig.add_axes(_TOP_RECT)
-        renderer = fig.canvas.get_renderer()
-        placed: list[PlacedLabel] = []
-        window = None
-        if keyframe is not None:
-            window = _draw_view(ax_view, keyframe, shown, colors, captions, depth_tolerance_m, depth_tolerance_frac,
-                                  renderer, placed)
-        else:
-            _draw_message(ax_view, status, bool(shown))
-        _draw_top(ax_top, map_points_m, shown, colors, captions, keyframe, cut_above_floor_m, renderer, placed)
-        fig.canvas.draw()
-        height_px = int(round(_FIG_H_IN * _DPI))
-        labels = tuple(PlacedLabel(p.text, p.panel, _to_png(art.get_bbox_patch().get_window_extent(renderer),
-                                                            height_px))
-                       for p, art in placed)
-        view_px = _to_png(ax_view.get_window_extent(renderer), height_px) if window else None
-        fig.savefig(path, dpi=_DPI)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(_FIG_W_IN, _FIG_H_IN), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    title = _title(instruction, status, target_phrase, len(objects), len(shown))
+    # The status message and the caller's note, at most two lines under the title.
+    subtitle = "\n".join(textwrap.wrap("; ".join(s for s in (message, note) if s), 170, max_lines=2,
+                                        placeholder=" [...]"))
+    fig.suptitle(title, fontsize=15, y=0.985, va="top")
+    if subtitle:
+        fig.text(0.5, 0.925, subtitle, ha="center", va="top", fontsize=10.5, color="0.25", linespacing=1.3)
+    ax_view = fig.add_axes(_VIEW_RECT)
+    ax_top = fig.add_axes(_TOP_RECT)
+    renderer = fig.canvas.get_renderer()
+    placed: list = []  # (_Pending, its annotation artist)
+    window = None
+    if keyframe is not None:
+        window = _draw_view(ax_view, keyframe, shown, colors, captions, depth_tolerance_m, depth_tolerance_frac,
+                            renderer, placed)
+    else:
+        _draw_message(ax_view, status, bool(shown))
+    _draw_top(ax_top, map_points_m, shown, colors, captions, keyframe, cut_above_floor_m, renderer, placed)
+    fig.canvas.draw()
+    height_px = int(round(_FIG_H_IN * _DPI))
+    labels = tuple(PlacedLabel(p.text, p.panel, _to_png(art.get_bbox_patch().get_window_extent(renderer),
+                                                        height_px))
+                   for p, art in placed)
+    view_px = _to_png(ax_view.get_window_extent(renderer), height_px) if window else None
+    fig.savefig(path, dpi=_DPI)
     return RenderInfo(path, None if keyframe is None else keyframe.keyframe_id, labels, view_px, window,
                       (int(round(_FIG_W_IN * _DPI)), height_px), f"{title}\n{subtitle}".strip())
 
@@ -389,7 +387,8 @@ def _draw_top(ax, map_points_m: np.ndarray, objects: Sequence[RenderObject], col
         if len(obj.points_world_m):
             ax.imshow(_footprint_image(obj.points_world_m, lo, hi, cell, c), extent=(lo[0], hi[0], lo[1], hi[1]),
                       origin="lower", interpolation="nearest", zorder=3)
-        ring = box_corners(obj.box)[list(_FOOTPRINT) + [_FOOTPRINT[0]]]
+        hull = cv2.convexHull(box_corners(obj.box)[:, :2].astype(np.float32))[:, 0, :]  # the box's footprint
+        ring = np.vstack([hull, hull[:1]])
         ax.plot(ring[:, 0], ring[:, 1], color="black", lw=3.2, zorder=4)
         ax.plot(ring[:, 0], ring[:, 1], color=c, lw=1.8, ls="--" if obj.flagged else "-", zorder=4)
     ax.set_xlim(lo[0], hi[0])
