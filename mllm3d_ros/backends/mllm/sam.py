@@ -97,7 +97,8 @@ def prompt_coordinates(targets: Sequence[ImageTarget], geometry: SamGeometry) ->
     input frame: image pixels scaled by resized / original per axis (SamProcessor and Sam2Processor's
     `_normalize_coordinates`; a test checks both)."""
     sx, sy = _scale(geometry)
-    boxes = [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] for b in (t.box_xyxy for t in targets if t.box_xyxy)]
+    boxes = [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
+             for b in (t.box_xyxy for t in targets if t.box_xyxy is not None)]
     points = [[t.point_xy[0] * sx, t.point_xy[1] * sy] for t in targets if t.box_xyxy is None]
     return boxes, points
 
