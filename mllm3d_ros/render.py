@@ -195,7 +195,10 @@ def render_result(path: str | Path, map_points_m: np.ndarray, objects: Sequence[
                                                         height_px))
                    for p, art in placed)
     view_px = _to_png(ax_view.get_window_extent(renderer), height_px) if window else None
-    fig.savefig(path, dpi=_DPI)
+    # The canvas is drawn once (the labels' extents above need it); savefig would draw it all again.
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 6]):
+        raise OSError(f"could not write the PNG {path}")
     return RenderInfo(path, None if keyframe is None else keyframe.keyframe_id, labels, view_px, window,
                       (int(round(_FIG_W_IN * _DPI)), height_px), f"{title}\n{subtitle}".strip())
 
@@ -231,16 +234,21 @@ def _draw_view(ax, keyframe: Keyframe, objects: Sequence[RenderObject], colors, 
     zoom = w / (window[2] - window[0])
     # Keyframes are stored downsampled (keyframe_image_scale): blend at a finer scale so that outlines are smooth
     # at README size; the axes keep the keyframe's own pixel coordinates.
+    # Only the shown part of the image is blended.
     up = int(round(_UPSAMPLE * zoom))
-    image = cv2.resize(keyframe.color_rgb, (w * up, h * up), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0
-    fine = [cv2.resize(m.astype(np.float32), (w * up, h * up), interpolation=cv2.INTER_LINEAR) >= 0.5 for m in masks]
-    any_mask = np.zeros((h * up, w * up), bool)
+    c0, r0 = max(0, int(np.floor(window[0] + 0.5))), max(0, int(np.floor(window[1] + 0.5)))
+    c1, r1 = min(w, int(np.ceil(window[2] + 0.5))), min(h, int(np.ceil(window[3] + 0.5)))
+    size = ((c1 - c0) * up, (r1 - r0) * up)
+    image = cv2.resize(keyframe.color_rgb[r0:r1, c0:c1], size, interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
+    fine = [cv2.resize(m[r0:r1, c0:c1].astype(np.float32), size, interpolation=cv2.INTER_LINEAR) >= 0.5
+            for m in masks]
+    any_mask = np.zeros(image.shape[:2], bool)
     for m in fine:
         any_mask |= m
     image[~any_mask] *= 0.72  # dim what is not a result, so the result stands out at thumbnail size
     for m, c in zip(fine[::-1], colors[::-1]):  # the best object is painted last, on top
         image[m] = 0.5 * image[m] + 0.5 * c
-    extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # data coordinates = pixel centres, as project_visible rounds them
+    extent = (c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5)  # data coordinates = pixel centres, as project_visible rounds
     ax.imshow(np.clip(image, 0, 1), extent=extent, interpolation="antialiased")
     ax.set_xlim(window[0], window[2])
     ax.set_ylim(window[3], window[1])
@@ -252,7 +260,7 @@ def _draw_view(ax, keyframe: Keyframe, objects: Sequence[RenderObject], colors, 
     for k in range(len(objects) - 1, -1, -1):  # the best object's lines on top
         obj, m, c = objects[k], fine[k], colors[k]
         for contour in cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
-            xy = (contour[:, 0, :].astype(np.float64) + 0.5) / up - 0.5
+            xy = (contour[:, 0, :].astype(np.float64) + 0.5) / up - 0.5 + (c0, r0)
             ax.add_patch(Polygon(xy, closed=True, fill=False, ec=c, lw=2.0, zorder=3 + (k == 0)))
         # The best object's box in full, the others' fainter: six boxes at full strength hide the image.
         for seg in _box_edges_px(obj.box, keyframe):

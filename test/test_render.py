@@ -7,6 +7,7 @@ import itertools
 
 import matplotlib.image as mpimg
 import numpy as np
+import pytest
 
 from mllm3d_ros.core.types import (CameraIntrinsics, Keyframe, MapSnapshot, Object3D, OrientedBox3D, QueryResult,
                                    QueryStatus, UNLABELLED)
@@ -177,3 +178,9 @@ def test_render_query_takes_points_from_the_snapshot_and_flags_unconfirmed_label
     png = (mpimg.imread(info.path)[..., :3] * 255).round().astype(np.uint8)
     u, v = project((WALL_X_M, 0.0, 0.0))
     assert greenish(png[to_png(info, u, v)])
+
+
+def test_a_png_that_cannot_be_written_raises(tmp_path) -> None:
+    (tmp_path / "taken.png").mkdir()  # a folder where the file should go
+    with pytest.raises(OSError, match="taken.png"):
+        render_result(tmp_path / "taken.png", room_points(), [], [], instruction="x", status="NOT_FOUND")
