@@ -57,6 +57,8 @@ SEES = keyframe(3, pose(LOOK_X, (0.0, 0.0, 0.0)), WALL_X_M)
 OCCLUDED = keyframe(1, pose(LOOK_X, (0.0, 0.0, 0.0)), 1.0, sharpness=100.0)
 # Looking the other way (-x): the object is behind it.
 AWAY = keyframe(2, pose(LOOK_X @ np.diag([-1.0, 1.0, -1.0]), (0.0, 0.0, 0.0)), WALL_X_M, sharpness=100.0)
+# Moved sideways: it sees the whole object, but at the image's right border.
+EDGE = keyframe(4, pose(LOOK_X, (0.0, 1.5, 0.0)), WALL_X_M)
 OBJECT_PTS = patch((0.0, 0.0), 0.4)
 OBJECT_BOX = box((WALL_X_M, 0.0, 0.0), (0.4, 1.2, 1.2))  # larger than the patch: its edges lie apart from it
 
@@ -84,6 +86,8 @@ def test_best_keyframe_is_the_one_that_sees_the_object() -> None:
     chosen, proj = best_keyframe(OBJECT_PTS, [OCCLUDED, AWAY, SEES])
     assert chosen is SEES and proj.visible_indices.size == len(OBJECT_PTS)
     assert best_keyframe(OBJECT_PTS, [OCCLUDED, AWAY]) == (None, None)
+    # Of two views that see it, the one with the object in the middle is shown.
+    assert best_keyframe(OBJECT_PTS, [EDGE])[0] is EDGE and best_keyframe(OBJECT_PTS, [EDGE, SEES])[0] is SEES
 
 
 def test_object_and_box_are_drawn_where_the_keyframe_sees_them(tmp_path) -> None:
