@@ -25,7 +25,7 @@ from .core.segmentation import SegmentationBackend
 from .core.pipeline import QueryConfig, QueryPipeline
 from .core.tsdf_map import TsdfMapConfig
 from .core.types import QueryResult
-from .render import render_result
+from .render import render_query
 from .sources.recording import open_recording
 
 
@@ -133,9 +133,7 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
     }
     json_path = out_ply.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=2))
-    png_path = render_result(out_ply.with_suffix(".png"), snapshot.points_world_m,
-                             [(snapshot.points_world_m[o.point_indices], o.box, o.label) for o in result.objects],
-                             f"'{instruction}' -> {result.status.name}: {result.target_phrase}")
+    png_path = render_query(out_ply.with_suffix(".png"), instruction, result, snapshot, session.mapper.keyframes()).path
     return SegmentOutputs(result, out_ply, json_path, png_path, session.frames_fused, session.fuse_s)
 
 
