@@ -153,6 +153,12 @@ class OfflineBackend(SegmentationBackend):
         # The open-set gate's phrase embeddings are computed once, here (configure time).
         self._open_set_gate = OpenSetGate(self.vocabulary(), self._classifier.embed)
 
+    def recognise(self, phrase: str):
+        """The open-set gate on this backend's vocabulary (`core.open_set`); BackendError once closed."""
+        with self._lock:
+            self._check_open()
+            return self._open_set_gate.recognise(phrase)
+
     def vocabulary(self) -> Vocabulary:
         """The detector's classes that have a text description, with the gate's phrases and nouns."""
         return Vocabulary("the offline model", tuple(
