@@ -159,7 +159,8 @@ def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDK
                          **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(score).items()}})
             print(f"  {q.instruction!r}: {result.status.name} {len(result.objects)} objects, IoU {score.iou:.2f} "
                   f"({score.matched_id or '-'}), {elapsed:.2f} s", flush=True)
-            rows[-1]["from_memory"] = "object memory" in result.message
+            # Answered by the memory alone: a success without a 2D model call (a NOT_FOUND may name the memory too).
+            rows[-1]["from_memory"] = result.status.name == "SUCCESS" and result.views_used == 0
         # The same instructions once more: a repeated query on an unchanged map and memory.
         for row in rows if repeat else ():
             start = time.monotonic()
