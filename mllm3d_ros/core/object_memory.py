@@ -8,9 +8,10 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
   1. each proposal mask (label, confidence alpha, embedding e), eroded, is lifted with the keyframe's
      depth into voxels of `voxel_size_m`; the support surface it spilled onto (floor, table top) is
      stripped and, of its 26-connected parts, the nearest large one kept (spill onto a wall behind it
-     is not part of it);
+     is not part of it); a mask that lifted nothing but that surface is ignored;
   2. every instance is projected into the view once (`visibility.project_visible`, the project's one
-     visibility test): which of its voxels the view sees, and which it sees *through*;
+     visibility test): which of its voxels the view sees, and which it sees *through* (over the voxel's
+     whole footprint: a voxel centre on a small object's silhouette projects just past it);
   3. association: a proposal joins the instance whose seen voxels its mask covers, whose seen voxels in
      the mask explain much of what the mask lifted, or which holds its voxels: the best such instance
      (at least `associate_min_overlap`) among those whose embedding agrees with its own
@@ -19,11 +20,15 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
      pixels, is not a candidate: two separate detections are two objects (books side by side, whose
      masks spill onto the neighbour and whose voxels touch);
   4. evidence (visibility-aware): a detected instance gains a detection, its voxels inside the mask a
-     hit, its seen voxels outside every mask of the view (beyond `mask_boundary_px`) a miss; an instance
+     hit, its seen voxels outside every mask of the view (beyond `mask_boundary_px`) a miss, and so are
+     those a separate detection of the view (another object) lifted, outside this object's masks (what a
+     chair's mask lifts is not the table's, even where a wrong "table" box once took it in); an instance
      the view sees (`min_visible_frac` of its voxels) but no proposal matched gains a "seen, not
      detected"; a view that cannot see an instance says nothing about it;
-  5. an instance seen through (`see_through_frac` of its voxels in front of the observed surface) in
-     `gone_views` views and not detected since is removed: the object is gone;
+  5. an instance seen through (`see_through_frac` of the voxels a view observes in front of the observed
+     surface) in `gone_views` views and not detected since is removed: the object is gone; a detection of
+     its kind over it whose mask lifted nothing usable (the sensor returned no depth on the object, or the
+     mask only the support around it) is no view through it;
   6. instances updated in this view merge with an instance they overlap (`merge_min_overlap` of the
      smaller) when their embeddings agree, unless (`keep_apart`) more views detected the two by
      separate masks than saw one mask cover both alone (an occluded table's two halves, then the whole
@@ -47,6 +52,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from .clustering import cluster_points
@@ -233,6 +239,71 @@ class _Proposal:
     embedding: np.ndarray  # (D,) float32 normalised
 
 
+@dataclass(frozen=True)
+class _Unlifted:
+    """A confident detection whose mask lifted nothing usable: its kind (embedding) and where it is: the
+    detector's box (pixels), else its mask's bounding box (its mask may hold only the table beside it)."""
+
+    embedding: np.ndarray  # (D,) float32 normalised
+    rows: tuple[float, float]  # top and bottom
+    cols: tuple[float, float]  # left and right
+
+    @staticmethod
+    def of(pred: Prediction2D) -> "_Unlifted":
+        if pred.box_xyxy is not None:
+            x0, y0, x1, y1 = (float(v) for v in pred.box_xyxy)
+            return _Unlifted(_normalised(pred.embedding), (y0, y1), (x0, x1))
+        mask = np.asarray(pred.mask, dtype=bool)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        return _Unlifted(_normalised(pred.embedding), (float(rows[0]), float(rows[-1]) + 1.0),
+                         (float(cols[0]), float(cols[-1]) + 1.0))
+
+
+def _detected_unlifted(inst: "_Instance", unlifted: list[_Unlifted], keyframe: Keyframe,
+                       config: "ObjectMemoryConfig") -> bool:
+    """Whether a detection of the instance's kind that lifted nothing usable lies over the instance's centre in
+    this view: the detector saw it there even though the depth could not place it, so it is not gone."""
+    if not unlifted:
+        return False
+    centre = voxel_centers(inst.keys, config.voxel_size_m).mean(axis=0)
+    camera_T_world = np.linalg.inv(keyframe.world_T_camera)
+    x, y, z = camera_T_world[:3, :3] @ centre + camera_T_world[:3, 3]
+    if z <= 0:
+        return False
+    col = keyframe.intrinsics.fx * x / z + keyframe.intrinsics.cx
+    row = keyframe.intrinsics.fy * y / z + keyframe.intrinsics.cy
+    emb = inst.embedding
+    return any(u.rows[0] <= row <= u.rows[1] and u.cols[0] <= col <= u.cols[1]
+               and float(emb @ u.embedding) >= config.associate_min_similarity for u in unlifted)
+
+
+def _seen_through_whole(centres: np.ndarray, idx: np.ndarray, keyframe: Keyframe,
+                        config: "ObjectMemoryConfig") -> np.ndarray:
+    """Of the voxels `idx` (into `centres`, (N, 3) world) seen through at their centre's pixel, those that the
+    view sees through over their whole footprint (half the voxel edge around that pixel): the nearest valid
+    depth there lies behind the voxel by more than the tolerance. A voxel centre on a small object's
+    silhouette is up to half a voxel outside it and projects onto the background just beside it; the
+    object itself, within the footprint, says the voxel is not free space (a 3 cm voxel is a third of a mug)."""
+    if idx.shape[0] == 0:
+        return idx
+    intr = keyframe.intrinsics
+    camera_T_world = np.linalg.inv(keyframe.world_T_camera)
+    pts = centres[idx].astype(np.float64) @ camera_T_world[:3, :3].T + camera_T_world[:3, 3]
+    z = pts[:, 2]  # > 0: project_visible only reports points in front of the camera
+    col = np.clip(np.rint(pts[:, 0] / z * intr.fx + intr.cx).astype(np.int64), 0, intr.width - 1)
+    row = np.clip(np.rint(pts[:, 1] / z * intr.fy + intr.cy).astype(np.int64), 0, intr.height - 1)
+    depth = np.where(np.asarray(keyframe.depth_m) > 0, keyframe.depth_m, np.inf).astype(np.float32)
+    # Bounded for cost: 16 px is a 3 cm voxel at 0.3 m with a 320-px-wide camera's focal length.
+    radius = np.clip(np.ceil(0.5 * config.voxel_size_m * max(intr.fx, intr.fy) / z).astype(np.int64), 1, 16)
+    clear = np.zeros(idx.shape[0], dtype=bool)
+    for r in np.unique(radius):
+        sel = radius == r
+        nearest = cv2.erode(depth, np.ones((2 * r + 1, 2 * r + 1), np.uint8))[row[sel], col[sel]]
+        tol = np.maximum(config.depth_tolerance_m, config.depth_tolerance_frac * nearest)
+        clear[sel] = np.isfinite(nearest) & (z[sel] < nearest - tol)
+    return idx[clear]
+
+
 class _SeparateMasks:
     """Whether two proposals of one view are separate detections: their masks share under half of the
     smaller (NMS keeps such boxes), not one object's two. Each pair is compared once a view."""
@@ -323,7 +394,7 @@ class ObjectMemory:
     def integrate(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]) -> None:
         """Fold one keyframe's proposals into the memory (InputError for masks of the wrong size)."""
         cfg = self.config
-        proposals, ignored = self._lift(keyframe, predictions)
+        proposals, ignored, unlifted = self._lift(keyframe, predictions)
         with self._lock:
             self._counts["ignored"] += ignored
             instances = list(self._instances.values())
@@ -339,14 +410,20 @@ class ObjectMemory:
                 v_idx = seen[inst.instance_id]
                 mine = [p for p, target in matched if target is inst]
                 if mine:
-                    self._update(inst, mine, v_idx, pixels[inst.instance_id], near, keyframe)
+                    missed = self._missed(inst, mine, proposals, v_idx, pixels[inst.instance_id], near, separate,
+                                          keyframe.depth_m.shape)
+                    self._update(inst, mine, v_idx, missed, keyframe)
                     touched.append(inst)
                     continue
                 n_vis = v_idx.shape[0]
                 if n_vis >= max(3, cfg.min_visible_frac * inst.keys.shape[0]):
                     inst.views_seen += 1  # saw it, did not detect it
                 n_through = through[inst.instance_id].shape[0]
-                if n_through and n_through >= cfg.see_through_frac * max(1, n_through + n_vis):
+                # Not gone where the view's detector put a box of its kind over it that lifted nothing usable:
+                # a close-up whose depth missed a glossy white mug sees through a few of its rim voxels, and
+                # its mug box lifted only the table around the mug.
+                if (n_through and n_through >= cfg.see_through_frac * max(1, n_through + n_vis)
+                        and not _detected_unlifted(inst, unlifted, keyframe, cfg)):
                     inst.gone_count += 1
                     inst.misses[through[inst.instance_id]] += 1
                     if inst.gone_count >= cfg.gone_views:
@@ -371,11 +448,14 @@ class ObjectMemory:
                     self._split(inst)
             self._version += 1
 
-    def _lift(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]) -> tuple[list[_Proposal], int]:
-        """The usable proposals, lifted (outside the lock: this is the costly part), and how many were not."""
+    def _lift(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]
+              ) -> tuple[list[_Proposal], int, list[_Unlifted]]:
+        """The usable proposals, lifted (outside the lock: this is the costly part), how many were not, and
+        the confident detections that lifted nothing usable (no depth on them, or only the support)."""
         cfg = self.config
         shape = keyframe.depth_m.shape
         out = []
+        unlifted = []
         ignored = 0
         view_points = None  # the whole view's surface, for the support test: computed once, when needed
         for pred in predictions:
@@ -391,6 +471,7 @@ class ObjectMemory:
             points_camera, pix = unproject_depth(keyframe.depth_m, keyframe.intrinsics, mask=core)
             if points_camera.shape[0] < cfg.min_mask_pixels:
                 ignored += 1
+                unlifted.append(_Unlifted.of(pred))
                 continue
             world = transform_points(keyframe.world_T_camera, points_camera.astype(np.float64)).astype(np.float32)
             # The floor or table top the mask spilled onto is stripped (the voting's test, against the
@@ -401,12 +482,16 @@ class ObjectMemory:
                 if view_points is None:
                     view_points = self._view_points(keyframe)
                 context = np.concatenate([world, view_points])
-                # min_points=1: a mask that is mostly floor leaves too little and is ignored below (the
-                # voting keeps such an object whole; the memory would learn a floor patch).
-                rest = strip_support_surface(context, np.arange(n), 2 * cfg.voxel_size_m, 0.3, 0.25, 1)
+                # keep_flat=False: a mask that is only floor or table top leaves too little and is ignored
+                # below (the voting keeps such an object whole; the memory would learn a floor patch: on
+                # the real kitchen, close-ups of a white mug whose walls the Kinect misses lift only the
+                # table around and inside it, and made a table-level "mug").
+                rest = strip_support_surface(context, np.arange(n), 2 * cfg.voxel_size_m, 0.3, 0.25, 1,
+                                            keep_flat=False)
                 rest = rest[rest < n]
                 if rest.shape[0] < cfg.min_mask_pixels:
                     ignored += 1
+                    unlifted.append(_Unlifted.of(pred))
                     continue
             else:
                 rest = np.arange(n)
@@ -418,7 +503,7 @@ class ObjectMemory:
             flat = pix[part, 0] * shape[1] + pix[part, 1]
             colors = keyframe.color_rgb.reshape(-1, 3)[flat]
             out.append(_Proposal(pred, keys, colors.mean(axis=0).astype(np.float64), _normalised(pred.embedding)))
-        return out, ignored
+        return out, ignored, unlifted
 
     @staticmethod
     def _view_points(keyframe: Keyframe) -> np.ndarray:
@@ -440,12 +525,13 @@ class ObjectMemory:
         proj = project_visible(centres, keyframe.world_T_camera, keyframe.intrinsics, keyframe.depth_m,
                               cfg.depth_tolerance_m, cfg.depth_tolerance_frac, keyframe.keyframe_id)
         owner_seen = np.searchsorted(starts, proj.visible_indices, side="right") - 1
-        owner_through = np.searchsorted(starts, proj.through_indices, side="right") - 1
+        through_idx = _seen_through_whole(centres, proj.through_indices, keyframe, cfg)
+        owner_through = np.searchsorted(starts, through_idx, side="right") - 1
         for k, inst in enumerate(instances):
             sel = owner_seen == k
             seen[inst.instance_id] = proj.visible_indices[sel] - starts[k]
             pixels[inst.instance_id] = proj.pixel_index[sel]
-            through[inst.instance_id] = proj.through_indices[owner_through == k] - starts[k]
+            through[inst.instance_id] = through_idx[owner_through == k] - starts[k]
         return seen, through, pixels
 
     def _associate(self, instances: list[_Instance], proposals: list[_Proposal], seen, pixels,
@@ -499,10 +585,37 @@ class ObjectMemory:
                         and separate(p, q)):
                     _vote_apart(a, b, 1)
 
-    def _update(self, inst: _Instance, proposals: list[_Proposal], seen_idx: np.ndarray, seen_pix: np.ndarray,
-                near: np.ndarray, keyframe: Keyframe) -> None:
-        # Misses first, on the voxels as they were: seen, but outside every mask (and its boundary band).
-        inst.misses[seen_idx[~near[seen_pix]]] += 1
+    def _missed(self, inst: _Instance, mine: list[_Proposal], proposals: list[_Proposal], seen_idx: np.ndarray,
+                seen_pix: np.ndarray, near: np.ndarray, separate: _SeparateMasks, shape: tuple[int, int]) -> np.ndarray:
+        """(S,) bool over the instance's seen voxels: a miss in this view, which detected it with `mine`.
+
+        Seen outside every mask (and the boundary band `near`, flat), or lifted by a separate detection of
+        this view (another object: its mask shares under half of each of `mine`) while outside the masks of
+        this object (its own, and any mask not separate from them: the same object under another label).
+        MLLM-For3D counts a point outside the target's mask as negative evidence; the second rule applies it
+        where another object's detection claims the voxel in 3D, not where a mask only spilled over it in
+        2D: on the real kitchen, chairs the detector called "Table" in a few views put their backrests into
+        the table, and the chairs' own masks, which held them in every other view, hid them from misses.
+        """
+        cfg = self.config
+        missed = ~near[seen_pix]
+        others = [q for q in proposals if all(q is not p for p in mine)]
+        apart = [q for q in others if all(separate(p, q) for p in mine)]
+        if not apart or seen_idx.shape[0] == 0:
+            return missed
+        claimed = _sorted_member(np.unique(np.concatenate([q.keys for q in apart])), inst.keys[seen_idx])
+        if not claimed.any():
+            return missed
+        own = np.zeros(shape, dtype=bool)
+        for q in mine + [q for q in others if not any(q is a for a in apart)]:
+            own |= q.prediction.mask
+        own_near = grow_mask(own, cfg.mask_boundary_px).ravel() if cfg.mask_boundary_px else own.ravel()
+        return missed | (claimed & ~own_near[seen_pix])
+
+    def _update(self, inst: _Instance, proposals: list[_Proposal], seen_idx: np.ndarray, missed: np.ndarray,
+                keyframe: Keyframe) -> None:
+        # Misses first, on the voxels as they were (`_missed`).
+        inst.misses[seen_idx[missed]] += 1
         new_keys = np.unique(np.concatenate([p.keys for p in proposals]))
         member = _sorted_member(inst.keys, new_keys)
         keys = np.concatenate([inst.keys, new_keys[~member]])
