@@ -100,6 +100,16 @@ def colour_name(rgb: Sequence[float]) -> str:
     return "pink"
 
 
+def _embedding_matrix(objects: Sequence[MemoryObject], dim: int) -> np.ndarray:
+    """(N, dim) float32 embeddings of the objects; an unlabelled object's is zero (no text reaches it by
+    similarity), whatever size the memory gave it."""
+    out = np.zeros((len(objects), dim), np.float32)
+    for i, o in enumerate(objects):
+        if not o.unlabelled and o.embedding.shape == (dim,):
+            out[i] = o.embedding
+    return out
+
+
 _COLOUR_ALIASES = {"gray": "grey", "silver": "grey", "beige": "white"}
 
 
@@ -144,7 +154,7 @@ class MemoryResolver:
         notes = list(parsed.notes)
         phrases = [parsed.target_text] + list(parsed.anchors)
         emb = self._encode(phrases)
-        obj_emb = np.stack([o.embedding for o in objects])
+        obj_emb = _embedding_matrix(objects, emb.shape[1])
         sims = obj_emb @ emb[0]
         best_i = int(np.argmax(sims))
         best = float(sims[best_i])
@@ -231,7 +241,7 @@ class MemoryResolver:
 
     def _anchors(self, phrase_emb: np.ndarray, objects: Sequence[MemoryObject], exclude: set[int]) -> list[MemoryObject]:
         cfg = self.config
-        sims = np.array([o.embedding @ phrase_emb for o in objects])
+        sims = _embedding_matrix(objects, phrase_emb.shape[0]) @ phrase_emb
         best = float(sims.max()) if sims.size else -1.0
         return [objects[i] for i in np.argsort(-sims, kind="stable")
                 if sims[i] >= max(cfg.min_similarity, best - cfg.similarity_margin)

@@ -5,6 +5,10 @@ added) only appends a keyframe id to a bounded queue; when the queue is full the
 and counted (the newest keyframes matter most, and a dropped keyframe costs only some evidence). A
 failing backend (model error, out of memory, service gone) is logged and counted, and the keyframe is
 retried after `retry_delay_s`, at most `max_retries` times; fusion and queries go on meanwhile.
+
+Every proposal source goes through the one `propose_fn` (`map_objects.chain_proposers` joins a detector's
+and the map's class-agnostic proposer) and the one `ObjectMemory.integrate`, with the support surfaces a
+proposer found in the view.
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ class ProposalWorker:
         views = self._propose([keyframe_view(keyframe)])
         if len(views) != 1 or views[0].keyframe_id != keyframe_id:
             raise RuntimeError(f"proposal backend answered {len(views)} views for keyframe {keyframe_id}")
-        self.memory.integrate(keyframe, views[0].predictions)
+        self.memory.integrate(keyframe, views[0].predictions, views[0].supports)
         with self._cond:
             self._counts["integrated"] += 1
             if submitted_at is not None:
