@@ -8,7 +8,7 @@ build their memories from class-agnostic objects too). Per keyframe, `MapObjectP
      so far) and the walls (vertical planes at least `wall_min_height_m` x `wall_min_width_m`, found by a
      Hough vote over the horizontal normals' direction and offset), which are nobody's object;
   3. gives every other point the support it stands over: the highest surface below it (by `gap_m`, within
-     `max_height_m`) whose footprint holds it; the floor holds everything above it (its height taken
+     `max_height_m`) whose footprint holds it (grown by `overhang_m`); the floor holds everything above it (its height taken
      locally from the floor's own points, since a real floor is not perfectly level);
   4. segments each support's points, highest support first, into objects: 26-connected voxels
      (`voxel_m`), cut where the colour changes (CIELAB distance, lightness at half weight so that shading
@@ -33,6 +33,7 @@ that tilts (a bad gravity estimate) is logged once and skipped, and the detector
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -71,7 +72,9 @@ class MapObjectConfig:
     size the crop reaches beyond the image, [0, 1]. gap_m: object points start this far above their
     support, (0, 0.1]. touch_m: an object's lowest point is within this of gap_m above its support,
     [0, 0.5]. min_rise_m: an object rises at least this above its support (flatter ones, a magazine, cannot
-    be told from it), [0, 1]. max_height_m, max_extent_m: larger objects are structure, (0, 10]. min_points: smaller
+    be told from it), [0, 1]. min_support_rise_m: a surface less than this above the one under it is the top of
+    a flat object (a laptop's base, a book), not a support of its own, [0, 1]. overhang_m: what stands on a
+    surface may reach this far beyond the part of it in view, [0, 1]. max_height_m, max_extent_m: larger objects are structure, (0, 10]. min_points: smaller
     objects are dropped, >= 1. colour_split: CIELAB distance that cuts, (0, 200]. concave_split: cosine
     of the crease that cuts, (0, 2]. attach_depth_m / attach_frac: a segment whose base has map points
     below its surface (down to attach_depth_m) under attach_frac of its cells belongs to the object
@@ -86,6 +89,8 @@ class MapObjectConfig:
     gap_m: float = 0.02
     touch_m: float = 0.05
     min_rise_m: float = 0.035
+    min_support_rise_m: float = 0.06
+    overhang_m: float = 0.15
     max_height_m: float = 2.0
     max_extent_m: float = 3.0
     min_points: int = 15
@@ -107,6 +112,8 @@ class MapObjectConfig:
         check_range("gap_m", self.gap_m, 0.0, 0.1, low_inclusive=False)
         check_range("touch_m", self.touch_m, 0.0, 0.5)
         check_range("min_rise_m", self.min_rise_m, 0.0, 1.0)
+        check_range("min_support_rise_m", self.min_support_rise_m, 0.0, 1.0)
+        check_range("overhang_m", self.overhang_m, 0.0, 1.0)
         check_range("max_height_m", self.max_height_m, 0.0, 10.0, low_inclusive=False)
         check_range("max_extent_m", self.max_extent_m, 0.0, 10.0, low_inclusive=False)
         check_int("min_points", self.min_points, 1)
@@ -145,8 +152,12 @@ class MapSegmentation:
 
 
 def _transform32(a_T_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
-    """(N, 3) float32 points moved by a 4x4 transform, in float32 (the clouds here are millimetre-accurate)."""
-    return np.asarray(points_b, dtype=np.float32) @ a_T_b[:3, :3].T.astype(np.float32) + a_T_b[:3, 3].astype(np.float32)
+    """(N, 3) float32 points moved by a 4x4 transform, in float32 and elementwise: a (N, 3) x (3, 3) product
+    through BLAS costs ~15x more on a loaded 2-core machine (its threads contend with fusion's)."""
+    p = np.asarray(points_b, dtype=np.float32)
+    rot, t = a_T_b[:3, :3].astype(np.float32), a_T_b[:3, 3].astype(np.float32)
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    return np.stack([rot[r, 0] * x + rot[r, 1] * y + rot[r, 2] * z + t[r] for r in range(3)], axis=1)
 
 
 def lab_colours(colors_rgb: np.ndarray) -> np.ndarray:
@@ -331,6 +342,55 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
     return out
 
 
+def _over(surface: SupportSurface, point_keys: np.ndarray, margin_cells: int = 0) -> np.ndarray:
+    """(N,) bool: the points (their `cell_keys`) over the surface's footprint, grown by margin_cells."""
+    keys = grow_cells(surface.cell_keys, margin_cells) if margin_cells else surface.cell_keys
+    return in_cells(keys, point_keys)
+
+
+def _floor_patches(points: np.ndarray, surfaces: Sequence[SupportSurface], config: MapObjectConfig,
+                   point_keys: np.ndarray) -> list:
+    """The floor-kind surfaces that are the floor: the large ones, and the small ones less than
+    min_support_rise_m above the large ones' local height (a real floor is uneven by a few centimetres; a
+    bottom shelf board a few centimetres up is a support of its own)."""
+    floors = [s for s in surfaces if s.kind is SupportKind.FLOOR]
+    big = [s for s in floors if s.area_m2 >= config.support.floor_min_area_m2 / 4]
+    if not big or len(big) == len(floors):
+        return floors
+    tol = config.support.height_tol_m
+    z = points[:, 2]
+    on_big = np.zeros(points.shape[0], dtype=bool)
+    for s in big:
+        on_big |= (np.abs(z - s.height_m) <= tol) & _over(s, point_keys)
+    if not on_big.any():
+        return floors
+    field = _FloorField(points[on_big])
+    return [s for s in floors if s in big
+            or s.height_m - float(field.height(np.array([s.centre_xy_m]))[0]) < config.min_support_rise_m]
+
+
+def _standalone_supports(surfaces: Sequence[SupportSurface], floors: Sequence[SupportSurface],
+                         config: MapObjectConfig) -> list[int]:
+    """Indices of the elevated surfaces at least min_support_rise_m above the surface under them: a thinner
+    slab (a laptop's base, a book) is the top of a flat object, and what rises from it is part of it."""
+    floor_z = min((s.height_m for s in floors), default=None)
+    out = []
+    for i, s in enumerate(surfaces):
+        if s.kind is SupportKind.FLOOR:
+            continue
+        centre = np.array([s.centre_xy_m])
+        below = [floor_z] if floor_z is not None else []
+        for other in surfaces:
+            if other is s or other.kind is SupportKind.FLOOR:
+                continue
+            h = float(other.height_at(centre)[0])
+            if h < s.height_m - config.support.height_tol_m and in_cells(other.cell_keys, s.cell_keys).any():
+                below.append(h)
+        if not below or s.height_m - max(below) >= config.min_support_rise_m:
+            out.append(i)
+    return out
+
+
 def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.ndarray | None,
                         detection: SupportDetection, config: MapObjectConfig | None = None) -> MapSegmentation:
     """Class-agnostic objects standing on the detected supports (steps 2-4 of the module doc)."""
@@ -343,14 +403,18 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
         return MapSegmentation((), surface, wall)
     tol = cfg.support.height_tol_m
     z = pts[:, 2]
-    elevated = [i for i, s in enumerate(detection.surfaces) if s.kind is not SupportKind.FLOOR]
-    floors = [s for s in detection.surfaces if s.kind is SupportKind.FLOOR]
+    point_keys = cell_keys(pts, cfg.support.cell_m)
+    floors = _floor_patches(pts, detection.surfaces, cfg, point_keys)
+    surfaces = [dataclasses.replace(s, kind=SupportKind.FLOOR if s in floors else SupportKind.ELEVATED)
+                if s.kind is SupportKind.FLOOR else s for s in detection.surfaces]
+    detection = dataclasses.replace(detection, surfaces=tuple(surfaces))
+    elevated = _standalone_supports(detection.surfaces, floors, cfg)
     owner = np.full(n, -2, dtype=np.int64)  # -2: none; -1: the floor; i >= 0: detection.surfaces[i]
     floor_field, base_height = None, np.full(n, np.nan)
     if floors:
         on_floor = np.zeros(n, dtype=bool)
         for s in floors:
-            on_floor |= (np.abs(z - s.height_m) <= tol) & s.contains_xy(pts)
+            on_floor |= (np.abs(z - s.height_m) <= tol) & _over(s, point_keys)
         if on_floor.any():
             floor_field = _FloorField(pts[on_floor])
             floor_z = floor_field.height(pts)
@@ -359,10 +423,13 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
             owner[above] = -1
             base_height[above] = floor_z[above]
     xy_in = {}
+    overhang_cells = int(round(cfg.overhang_m / cfg.support.cell_m))
     for i in sorted(elevated, key=lambda i: detection.surfaces[i].height_m):  # the highest below wins
         s = detection.surfaces[i]
-        inside = s.contains_xy(pts)
-        xy_in[i] = inside
+        xy_in[i] = _over(s, point_keys)
+        # What stands on a surface hides part of it, and may overhang what is left in view (books deeper
+        # than the strip of shelf board in front of them).
+        inside = _over(s, point_keys, overhang_cells)
         plane = s.height_at(pts)
         surface |= inside & (np.abs(z - plane) <= tol)
         above = inside & (z > plane + cfg.gap_m) & (z <= plane + cfg.max_height_m)
@@ -373,12 +440,13 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
     nrm = None if normals is None else np.asarray(normals, dtype=np.float32)
     def surface_index(other: np.ndarray) -> np.ndarray:
         other = np.asarray(other, dtype=np.float32).reshape(-1, 3)
+        other_keys = cell_keys(other, cfg.support.cell_m)
         out = np.full(other.shape[0], -2, dtype=np.int64)
         if floor_field is not None:
             out[np.abs(other[:, 2] - floor_field.height(other)) <= tol] = -1
         for i in sorted(elevated, key=lambda i: detection.surfaces[i].height_m):
             s = detection.surfaces[i]
-            out[(np.abs(other[:, 2] - s.height_at(other)) <= tol) & s.contains_xy(other)] = i
+            out[(np.abs(other[:, 2] - s.height_at(other)) <= tol) & _over(s, other_keys)] = i
         return out
 
     objects: list[MapObject] = []
@@ -392,12 +460,13 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
         if i >= 0:
             s = detection.surfaces[i]
             plane = s.height_at(pts)
-            # What continues below this surface under a segment's base: the object the surface belongs to.
-            window = (z >= plane - cfg.attach_depth_m) & (z < plane - tol) & ~wall
-            below_keys = grow_cells(cell_keys(pts[window], cfg.support.cell_m), 1)
             parent = owner[surface & xy_in[i] & (np.abs(z - plane) <= tol)]
             parent = parent[parent != -2]
             parent_id = int(np.bincount(parent + 1).argmax()) - 1 if parent.shape[0] else -2
+            # What continues below this surface under a segment's base, and belongs with the surface to the
+            # object under it (not the books on the shelf board below: they stand on another surface).
+            window = (z >= plane - cfg.attach_depth_m) & (z < plane - tol) & ~wall & (owner == parent_id)
+            below_keys = grow_cells(cell_keys(pts[window], cfg.support.cell_m), 1)
         for part in split_objects(pts[idx], lab[idx], None if nrm is None else nrm[idx], touching, cfg):
             members = idx[part]
             if below_keys is not None:

@@ -635,7 +635,10 @@ class ObjectMemory:
         inst.views_seen += 1
         inst.gone_count = 0
         inst.last_seen_stamp_ns = keyframe.stamp_ns
-        self._note_view(inst, best_conf * (seen_idx.shape[0] + new_keys.shape[0]), keyframe.keyframe_id)
+        # The views a detector named it in rank first: they are the ones a query's 2D model is shown.
+        if labelled or not inst.labelled:
+            self._note_view(inst, (max(labelled) if labelled else best_conf) * (seen_idx.shape[0] + new_keys.shape[0]),
+                            keyframe.keyframe_id)
         self._cap_voxels(inst)
 
     def _note_view(self, inst: _Instance, score: float, keyframe_id: int) -> None:
