@@ -80,7 +80,9 @@ class MapObjectConfig:
     below its surface (down to attach_depth_m) under attach_frac of its cells belongs to the object
     under that surface, (0, 1] / [0, 1]. wall_min_height_m, wall_min_width_m: (0, 10]; wall_band_m: points
     within this of a wall are the wall's, (0, 0.2]. confidence: of every mask, [0, 1]. min_mask_pixels:
-    smaller masks are not proposed, >= 1. support: the surfaces' SupportConfig.
+    smaller masks are not proposed, >= 1. split_in_view / colour_split_px: each object's mask is split again
+    where the view's own colours change by more (CIELAB a-b distance, (0, 200]; step 5). support: the surfaces'
+    SupportConfig.
     """
 
     voxel_m: float = 0.02
@@ -103,6 +105,8 @@ class MapObjectConfig:
     wall_band_m: float = 0.04
     confidence: float = 0.5
     min_mask_pixels: int = 20
+    split_in_view: bool = False
+    colour_split_px: float = 20.0
     support: SupportConfig = field(default_factory=SupportConfig)
 
     def __post_init__(self) -> None:
@@ -126,6 +130,9 @@ class MapObjectConfig:
         check_range("wall_band_m", self.wall_band_m, 0.0, 0.2, low_inclusive=False)
         check_range("confidence", self.confidence, 0.0, 1.0)
         check_int("min_mask_pixels", self.min_mask_pixels, 1)
+        check_range("colour_split_px", self.colour_split_px, 0.0, 200.0, low_inclusive=False)
+        if not isinstance(self.split_in_view, bool):
+            raise InputError(f"split_in_view must be a bool, got {self.split_in_view!r}")
         if not isinstance(self.support, SupportConfig):
             raise InputError(f"support must be a SupportConfig, got {type(self.support).__name__}")
 
@@ -143,12 +150,14 @@ class MapObject:
 class MapSegmentation:
     """Objects standing on supports, the points that are support surfaces or walls ((N,) bool each), and
     `surface_index(points (M, 3)) -> (M,) int64`: the support surface other points lie on (as
-    MapObject.support_index; -2 for none)."""
+    MapObject.support_index; -2 for none), `support_height`: a support's height under other points."""
 
     objects: tuple[MapObject, ...]
     surface: np.ndarray
     wall: np.ndarray
     surface_index: Callable[[np.ndarray], np.ndarray] = field(default=lambda p: np.full(len(p), -2, dtype=np.int64))
+    # support_height(points (M, 3), support_index) -> (M,) z of that support under the points
+    support_height: Callable[[np.ndarray, int], np.ndarray] = field(default=lambda p, i: np.full(len(p), np.nan))
 
 
 def _transform32(a_T_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
@@ -260,6 +269,46 @@ def _voxel_graph(points: np.ndarray, voxel_m: float):
     return vkeys, inverse, np.concatenate(edge_a), np.concatenate(edge_b)
 
 
+def _standing_components(n: int, weights: np.ndarray, ea: np.ndarray, eb: np.ndarray, cut: np.ndarray,
+                         touch: np.ndarray, min_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """The objects of a graph of n nodes (voxels or pixels) standing on one support: its components without
+    the cut edges are segments; a segment that does not reach down to the support (touch: (n,) bool per
+    node), or weighs less than min_size (weights: (n,) per node), joins the neighbour it shares most cut
+    edges with (a union-find in which each such segment points at one neighbour, the smallest first).
+    Returns (component id per node (n,), (n,) bool per component id: it holds a segment on the support)."""
+    seg = _connected_components(n, ea[~cut], eb[~cut])
+    _, seg = np.unique(seg, return_inverse=True)
+    ns = int(seg.max()) + 1
+    seg_size = np.bincount(seg, weights, ns)
+    seg_touch = np.bincount(seg, touch.astype(np.float64), ns) > 0
+    parent = np.arange(ns)
+    sa, sb = seg[ea[cut]], seg[eb[cut]]
+    differ = sa != sb
+    pair = np.concatenate([np.stack([sa[differ], sb[differ]], 1), np.stack([sb[differ], sa[differ]], 1)])
+    best: dict[int, int] = {}
+    if pair.shape[0]:
+        uniq, n_edges = np.unique(pair, axis=0, return_counts=True)
+        uniq = uniq[np.lexsort((-n_edges, uniq[:, 0]))]
+        first = np.concatenate([[True], uniq[1:, 0] != uniq[:-1, 0]])
+        best = dict(zip(uniq[first, 0].tolist(), uniq[first, 1].tolist()))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for k in np.argsort(seg_size, kind="stable"):  # the smallest first
+        k = int(k)
+        if (seg_touch[k] and seg_size[k] >= min_size) or k not in best:
+            continue
+        a, b = find(k), find(best[k])
+        if a != b:
+            parent[a] = b
+    roots = np.array([find(i) for i in range(ns)])
+    return roots[seg], np.bincount(roots, seg_touch.astype(np.float64), ns) > 0
+
+
 def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, touching: np.ndarray,
                   config: MapObjectConfig) -> list[np.ndarray]:
     """Objects among points standing on one support: lists of point indices (see the module doc, step 4).
@@ -295,47 +344,10 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
             crease = ((side_a & side_b) | (side_a & up_b & (dz <= rim))
                       | (up_a & side_b & (dz >= -rim)))
             cut |= concave & crease
-    seg = _connected_components(nv, ea[~cut], eb[~cut])
-    _, seg = np.unique(seg, return_inverse=True)
-    ns = int(seg.max()) + 1
-    seg_points = np.bincount(seg, counts, ns)
-    seg_touch = np.bincount(seg, touch_v.astype(np.float64), ns) > 0
-    # Segments that do not stand on the support (or are too small to be an object) join the neighbour they
-    # share most edges with: a union-find where each such segment points at one neighbour.
-    parent = np.arange(ns)
-    if cut.any():
-        sa, sb = seg[ea[cut]], seg[eb[cut]]
-        differ = sa != sb
-        sa, sb = sa[differ], sb[differ]
-        pair = np.concatenate([np.stack([sa, sb], 1), np.stack([sb, sa], 1)])
-        best: dict[int, int] = {}
-        if pair.shape[0]:
-            uniq, n_edges = np.unique(pair, axis=0, return_counts=True)
-            order = np.lexsort((-n_edges, uniq[:, 0]))
-            uniq = uniq[order]
-            first = np.concatenate([[True], uniq[1:, 0] != uniq[:-1, 0]])
-            best = dict(zip(uniq[first, 0].tolist(), uniq[first, 1].tolist()))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        for s in np.argsort(seg_points):  # the smallest first
-            s = int(s)
-            if (seg_touch[s] and seg_points[s] >= cfg.min_points) or s not in best:
-                continue
-            a, b = find(s), find(best[s])
-            if a != b:
-                parent[a] = b
-        roots = np.array([find(i) for i in range(ns)])
-    else:
-        roots = parent
-    comp_touch = np.bincount(roots, seg_touch.astype(np.float64), ns) > 0
-    point_root = roots[seg[inverse]]
+    node_root, stands = _standing_components(nv, counts, ea, eb, cut, touch_v, cfg.min_points)
+    point_root = node_root[inverse]
     out = []
-    for r in np.flatnonzero(comp_touch):
+    for r in np.flatnonzero(stands):
         idx = np.flatnonzero(point_root == r)
         if idx.shape[0] >= cfg.min_points:
             out.append(idx)
@@ -449,6 +461,12 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
             out[(np.abs(other[:, 2] - s.height_at(other)) <= tol) & _over(s, other_keys)] = i
         return out
 
+    def support_height(other: np.ndarray, index: int) -> np.ndarray:
+        other = np.asarray(other, dtype=np.float32).reshape(-1, 3)
+        if index >= 0:
+            return detection.surfaces[index].height_at(other)
+        return floor_field.height(other) if floor_field is not None else np.full(other.shape[0], np.nan)
+
     objects: list[MapObject] = []
     for i in sorted(elevated, key=lambda i: -detection.surfaces[i].height_m) + ([-1] if floor_field else []):
         idx = np.flatnonzero(owner == i)
@@ -466,12 +484,14 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
             # What continues below this surface under a segment's base, and belongs with the surface to the
             # object under it (not the books on the shelf board below: they stand on another surface).
             window = (z >= plane - cfg.attach_depth_m) & (z < plane - tol) & ~wall & (owner == parent_id)
-            below_keys = grow_cells(cell_keys(pts[window], cfg.support.cell_m), 1)
+            # Cells of the segmentation voxel, not grown: what is right under the base, not beside it (books
+            # against a bookcase's back panel, which goes on below the board they stand on).
+            below_keys = np.unique(cell_keys(pts[window], cfg.voxel_m))
         for part in split_objects(pts[idx], lab[idx], None if nrm is None else nrm[idx], touching, cfg):
             members = idx[part]
             if below_keys is not None:
                 base = members[rel[part] <= cfg.gap_m + cfg.touch_m]
-                base_cells = np.unique(cell_keys(pts[base], cfg.support.cell_m))
+                base_cells = np.unique(cell_keys(pts[base], cfg.voxel_m))
                 if base_cells.shape[0] and in_cells(below_keys, base_cells).mean() >= cfg.attach_frac:
                     if parent_id != -2:  # segmented with the object under the surface, later
                         owner[members] = parent_id
@@ -483,7 +503,7 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
                     or float(rel[part].max()) < cfg.min_rise_m):
                 continue
             objects.append(MapObject(members, i))
-    return MapSegmentation(tuple(objects), surface, wall, surface_index)
+    return MapSegmentation(tuple(objects), surface, wall, surface_index, support_height)
 
 
 def render_masks(view: BackendView, points: np.ndarray, segmentation: MapSegmentation,
@@ -493,7 +513,8 @@ def render_masks(view: BackendView, points: np.ndarray, segmentation: MapSegment
     A pixel is an object's when its own depth, lifted into the map, falls in one of the object's voxels
     (voxel_m), or else in a voxel next to one; a pixel whose lifted point is in a wall's voxel belongs to no
     object, nor one on a support surface to the objects standing on that surface (the table top is the
-    table's, never the mug's). Occluded parts of an object therefore claim no pixel."""
+    table's, never the mug's). Occluded parts of an object therefore claim no pixel. With split_in_view,
+    each mask is split again by the view's colours and depth (`_split_pixels`)."""
     cfg = config or MapObjectConfig()
     if not segmentation.objects or view.depth_m is None:
         return []
@@ -531,15 +552,56 @@ def render_masks(view: BackendView, points: np.ndarray, segmentation: MapSegment
     on = segmentation.surface_index(world[claimed])
     owner[claimed[on == supports[owner[claimed]]]] = -1
     flat = pix[:, 0] * width + pix[:, 1]
+    lab = None
+    if cfg.split_in_view and view.color_rgb is not None and view.color_rgb.shape[:2] == (height, width):
+        lab = lab_colours(cv2.GaussianBlur(np.ascontiguousarray(view.color_rgb), (3, 3), 0).reshape(-1, 3))
     out = []
     for j in np.unique(owner[owner >= 0]):
-        sel = flat[owner == j]
-        if sel.shape[0] < cfg.min_mask_pixels:
+        sel = owner == j
+        if np.count_nonzero(sel) < cfg.min_mask_pixels:
             continue
-        mask = np.zeros(height * width, dtype=bool)
-        mask[sel] = True
-        out.append((int(j), mask.reshape(height, width)))
+        parts = [flat[sel]]
+        if lab is not None and parts[0].shape[0] >= 2 * cfg.min_mask_pixels:
+            base = segmentation.support_height(world[sel], segmentation.objects[j].support_index)
+            parts = _split_pixels(flat[sel], world[sel, 2] - base, width, lab, view.depth_m.ravel(), cfg)
+        for part in parts:
+            if part.shape[0] >= cfg.min_mask_pixels:
+                mask = np.zeros(height * width, dtype=bool)
+                mask[part] = True
+                out.append((int(j), mask.reshape(height, width)))
     return out
+
+
+def _split_pixels(flat: np.ndarray, rise_m: np.ndarray, width: int, lab: np.ndarray, depth: np.ndarray,
+                  config: MapObjectConfig) -> list[np.ndarray]:
+    """One object's pixels split where the view's own colours change (`colour_split_px`) or its depth jumps,
+    by the rule of step 4 (what does not reach down to the support joins a neighbour): the map's colours are
+    averaged over 2 cm voxels, which blends objects a voxel or two thick standing side by side (books on a
+    shelf); the image is sharper. flat: (K,) pixel indices; rise_m: (K,) height of each pixel's point above
+    the support. Returns the parts' pixel indices (one part: the object as it was)."""
+    cfg = config
+    n = flat.shape[0]
+    local = np.full(depth.shape[0], -1, dtype=np.int64)
+    local[flat] = np.arange(n)
+    edges_a, edges_b = [], []
+    for step, ok in ((1, (flat % width) < width - 1), (width, flat + width < depth.shape[0])):
+        nb = np.where(ok, local[np.minimum(flat + step, depth.shape[0] - 1)], -1)
+        has = nb >= 0
+        edges_a.append(np.flatnonzero(has))
+        edges_b.append(nb[has])
+    ea, eb = np.concatenate(edges_a), np.concatenate(edges_b)
+    if ea.shape[0] == 0:
+        return [flat]
+    # Hue and saturation only (CIELAB a, b): in an image, light falls differently on a table's top and its legs.
+    dc = lab[flat[ea], 1:] - lab[flat[eb], 1:]
+    da, db = depth[flat[ea]], depth[flat[eb]]
+    cut = (np.linalg.norm(dc, axis=1) > cfg.colour_split_px) | (np.abs(da - db) > 0.03 + 0.02 * np.minimum(da, db))
+    if not cut.any():
+        return [flat]
+    touch = rise_m <= cfg.gap_m + cfg.touch_m
+    node_root, stands = _standing_components(n, np.ones(n), ea, eb, cut, touch, cfg.min_mask_pixels)
+    parts = [flat[node_root == r] for r in np.flatnonzero(stands)]
+    return parts if len(parts) > 1 else [flat]
 
 
 def frustum_crop(points: np.ndarray, view: BackendView, max_range_m: float, margin: float) -> np.ndarray:

@@ -38,7 +38,8 @@ the memory holds apart (voxels sharing under a quarter) is an under-segmentation
 rendered from the map (`geometric`) is lifted as it is (no erosion, no support to strip). They count as
 class-agnostic detections, kept apart from the detector's: a detector's proposal that lands on a
 class-agnostic instance (the same mutual overlap) gives it its label, and its label, confidence and
-confirmation still rest on the detector's detections alone. An instance is confirmed by either kind of
+confirmation still rest on the detector's detections alone (over the views that saw it by the rule
+above, not every class-agnostic match). An instance is confirmed by either kind of
 detections; one confirmed by class-agnostic detections only is reported unlabelled (`UNLABELLED`,
 `MemoryObject.unlabelled`), with the detector's unconfirmed labels as `label_hints`. Instances merge with a
 class-agnostic one when they share `merge_min_overlap` of the smaller's voxels and a quarter of the larger's
@@ -239,6 +240,9 @@ class _Instance:
     apart: dict[int, int] = field(default_factory=dict)
     agnostic_detections: int = 0  # views in which a class-agnostic proposal matched it
     agnostic_confidence_sum: float = 0.0
+    # Views that saw it as the detector's evidence counts them: a detector named it, or min_visible_frac of
+    # its voxels were in view (views_seen also counts every class-agnostic match).
+    label_views: int = 0
 
     @property
     def labelled(self) -> bool:
@@ -417,6 +421,7 @@ class ObjectMemory:
                 n_vis = v_idx.shape[0]
                 if n_vis >= max(3, cfg.min_visible_frac * inst.keys.shape[0]):
                     inst.views_seen += 1  # saw it, did not detect it
+                    inst.label_views += 1
                 n_through = through[inst.instance_id].shape[0]
                 if n_through and n_through >= cfg.see_through_frac * max(1, n_through + n_vis):
                     inst.gone_count += 1
@@ -609,6 +614,7 @@ class ObjectMemory:
                 near: np.ndarray, keyframe: Keyframe) -> None:
         # Misses first, on the voxels as they were: seen, but outside every mask (and its boundary band).
         inst.misses[seen_idx[~near[seen_pix]]] += 1
+        visible = seen_idx.shape[0] >= max(3, self.config.min_visible_frac * inst.keys.shape[0])
         new_keys = np.unique(np.concatenate([p.keys for p in proposals]))
         member = _sorted_member(inst.keys, new_keys)
         keys = np.concatenate([inst.keys, new_keys[~member]])
@@ -629,6 +635,8 @@ class ObjectMemory:
         if labelled:
             inst.confidence_sum += max(labelled)
             inst.detections += 1
+        if labelled or visible:
+            inst.label_views += 1
         if len(labelled) < len(proposals):
             inst.agnostic_confidence_sum += max(float(p.prediction.confidence) for p in proposals if p.agnostic)
             inst.agnostic_detections += 1
@@ -663,12 +671,12 @@ class ObjectMemory:
             inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
                              np.zeros(p.keys.shape[0], np.int32), {}, np.zeros(0, np.float64), p.colors_mean.copy(),
                              1, 0.0, 0, 1, last_seen_stamp_ns=keyframe.stamp_ns, agnostic_detections=1,
-                             agnostic_confidence_sum=conf)
+                             agnostic_confidence_sum=conf, label_views=1)
         else:
             inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
                              np.zeros(p.keys.shape[0], np.int32), {p.prediction.label: conf},
                              conf * p.embedding.astype(np.float64), p.colors_mean.copy(), 1, conf, 1, 1,
-                             last_seen_stamp_ns=keyframe.stamp_ns)
+                             last_seen_stamp_ns=keyframe.stamp_ns, label_views=1)
         self._note_view(inst, conf * p.keys.shape[0], keyframe.keyframe_id)
         self._cap_voxels(inst)
         self._instances[inst.instance_id] = inst
@@ -711,6 +719,7 @@ class ObjectMemory:
         inst.agnostic_detections += other.agnostic_detections
         inst.agnostic_confidence_sum += other.agnostic_confidence_sum
         inst.views_seen += other.views_seen
+        inst.label_views += other.label_views
         inst.last_seen_stamp_ns = max(inst.last_seen_stamp_ns, other.last_seen_stamp_ns)
         for other_id, votes in other.apart.items():
             if other_id != inst.instance_id and other_id in self._instances:
@@ -764,7 +773,7 @@ class ObjectMemory:
         """Confirmed by the detector's detections (its label is an answer)."""
         cfg = self.config
         return (inst.detections >= cfg.min_detections
-                and inst.detections >= cfg.min_support_ratio * inst.views_seen)
+                and inst.detections >= cfg.min_support_ratio * inst.label_views)
 
     def _found(self, inst: _Instance) -> bool:
         """Confirmed by class-agnostic detections."""
@@ -795,22 +804,24 @@ class ObjectMemory:
                 scores = tuple(sorted(((lab, w / total) for lab, w in inst.label_weight.items()), key=lambda x: -x[1]))
                 color = inst.color_sum / max(1, inst.color_count)
                 box = oriented_box(points)
-                common = dict(points_world_m=points, box=box, views_seen=inst.views_seen,
+                common = dict(points_world_m=points, box=box,
                               mean_color_rgb=(float(color[0]), float(color[1]), float(color[2])),
                               best_keyframe_ids=tuple(kf for _, kf in inst.best_views),
                               last_seen_stamp_ns=inst.last_seen_stamp_ns,
                               support=self._supports.support_of(box, surfaces))
                 if named:
-                    ratio = inst.detections / (inst.views_seen + 1.0)
+                    ratio = inst.detections / (inst.label_views + 1.0)
                     confidence = float(np.sqrt(ratio * inst.confidence_sum / inst.detections))
                     out.append(MemoryObject(inst.instance_id, scores[0][0], scores, inst.embedding,
-                                            detections=inst.detections, confidence=confidence, **common))
+                                            detections=inst.detections, views_seen=inst.label_views,
+                                            confidence=confidence, **common))
                 else:
                     ratio = inst.agnostic_detections / (inst.views_seen + 1.0)
                     confidence = float(np.sqrt(ratio * inst.agnostic_confidence_sum / inst.agnostic_detections))
                     out.append(MemoryObject(inst.instance_id, UNLABELLED, ((UNLABELLED, 1.0),),
                                             np.zeros(self._embedding_dim, np.float32),
-                                            detections=inst.agnostic_detections, confidence=confidence,
+                                            detections=inst.agnostic_detections, views_seen=inst.views_seen,
+                                            confidence=confidence,
                                             unlabelled=True, label_hints=scores, **common))
             result = tuple(sorted(out, key=lambda o: -o.confidence))
             self._cache = (self._version, result)

@@ -135,7 +135,7 @@ class SupportConfig:
     max_tilt_deg: float = 6.0
     tilt_report_m2: float = 0.5
     height_tol_m: float = 0.025
-    min_area_m2: float = 0.04
+    min_area_m2: float = 0.02
     connect_m: float = 0.04
     cell_m: float = 0.05
     close_m: float = 0.25
