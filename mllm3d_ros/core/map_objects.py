@@ -5,21 +5,26 @@ class names: they stand on support surfaces (DESIGN.md, "Objects before labels";
 build their memories from class-agnostic objects too). Per keyframe, `MapObjectProposer`:
   1. crops the map snapshot to the keyframe's frustum (`max_range_m`, `frustum_margin`);
   2. finds the support surfaces in it (`supports.find_supports`; the floor is the lowest large surface seen
-     so far) and the walls (vertical planes at least `wall_min_height_m` x `wall_min_width_m`, found by a
-     Hough vote over the horizontal normals' direction and offset), which are nobody's object;
+     so far; a small patch `min_support_rise_m` above the floor around it is a low shelf board, not floor;
+     a surface less than that above the one under it is the top of a flat object, a laptop's base or a
+     book, not a support) and the walls (vertical planes at least `wall_min_height_m` x
+     `wall_min_width_m`, found by a Hough vote over the horizontal normals' direction and offset), which
+     are nobody's object;
   3. gives every other point the support it stands over: the highest surface below it (by `gap_m`, within
-     `max_height_m`) whose footprint holds it (grown by `overhang_m`); the floor holds everything above it (its height taken
-     locally from the floor's own points, since a real floor is not perfectly level);
+     `max_height_m`) whose footprint, grown by `overhang_m`, holds it; the floor holds everything above it
+     (its height taken locally from the floor's own points, since a real floor is not level);
   4. segments each support's points, highest support first, into objects: 26-connected voxels
      (`voxel_m`), cut where the colour changes (CIELAB distance, lightness at half weight so that shading
-     does not cut, above `colour_split`) or where two side faces meet in a concave crease (the local
-     convexity test of LCCP, Stein et al., CVPR 2014, on horizontal normals only, so that a table's
-     legs stay with its top and a chair's back with its seat); a segment that does not reach down to the
-     support (`touch_m`; a handle, a lid, a differently coloured part), or is small, joins the neighbour it
-     shares most edges with; what still does not reach the support floats and is dropped. A segment that
-     continues below the surface it seems to stand on (`attach_depth_m`: a chair's back over its seat, a
-     laptop's screen over its base) is part of the object under that surface and is segmented with it.
-     Objects taller than `max_height_m` or wider than `max_extent_m` are structure;
+     does not cut, above `colour_split`) or at a concave crease (the local convexity test of LCCP, Stein
+     et al., CVPR 2014) between two side faces, or a top face and the upper rim of a side face beside it;
+     a top face meeting a side face that rises from it (a chair's seat and its back) is not cut. A segment
+     that does not reach down to the support (`touch_m`: a handle, a lid, a differently coloured part),
+     or is small, joins the neighbour it shares most edges with; what still does not reach the support
+     floats and is dropped, as is what rises less than `min_rise_m` (a magazine is part of the table top).
+     A segment with map points right under its base, below the surface (`attach_depth_m`,
+     `attach_frac` of its 2 cm cells) and belonging to the object the surface is part of, continues
+     through the surface (a chair's back over its seat) and is segmented with that object. Objects taller
+     than `max_height_m` or wider than `max_extent_m` are structure;
   5. renders the objects into the keyframe as masks with a depth test: a pixel belongs to an object when
      its own depth lifts to one of the object's voxels (or, failing that, a neighbouring one) and not to a
      support surface; occluded parts are not claimed.
@@ -80,9 +85,7 @@ class MapObjectConfig:
     below its surface (down to attach_depth_m) under attach_frac of its cells belongs to the object
     under that surface, (0, 1] / [0, 1]. wall_min_height_m, wall_min_width_m: (0, 10]; wall_band_m: points
     within this of a wall are the wall's, (0, 0.2]. confidence: of every mask, [0, 1]. min_mask_pixels:
-    smaller masks are not proposed, >= 1. split_in_view / colour_split_px: each object's mask is split again
-    where the view's own colours change by more (CIELAB a-b distance, (0, 200]; step 5). support: the surfaces'
-    SupportConfig.
+    smaller masks are not proposed, >= 1. support: the surfaces' SupportConfig.
     """
 
     voxel_m: float = 0.02
@@ -105,8 +108,6 @@ class MapObjectConfig:
     wall_band_m: float = 0.04
     confidence: float = 0.5
     min_mask_pixels: int = 20
-    split_in_view: bool = False
-    colour_split_px: float = 20.0
     support: SupportConfig = field(default_factory=SupportConfig)
 
     def __post_init__(self) -> None:
@@ -130,9 +131,6 @@ class MapObjectConfig:
         check_range("wall_band_m", self.wall_band_m, 0.0, 0.2, low_inclusive=False)
         check_range("confidence", self.confidence, 0.0, 1.0)
         check_int("min_mask_pixels", self.min_mask_pixels, 1)
-        check_range("colour_split_px", self.colour_split_px, 0.0, 200.0, low_inclusive=False)
-        if not isinstance(self.split_in_view, bool):
-            raise InputError(f"split_in_view must be a bool, got {self.split_in_view!r}")
         if not isinstance(self.support, SupportConfig):
             raise InputError(f"support must be a SupportConfig, got {type(self.support).__name__}")
 
@@ -150,14 +148,12 @@ class MapObject:
 class MapSegmentation:
     """Objects standing on supports, the points that are support surfaces or walls ((N,) bool each), and
     `surface_index(points (M, 3)) -> (M,) int64`: the support surface other points lie on (as
-    MapObject.support_index; -2 for none), `support_height`: a support's height under other points."""
+    MapObject.support_index; -2 for none)."""
 
     objects: tuple[MapObject, ...]
     surface: np.ndarray
     wall: np.ndarray
     surface_index: Callable[[np.ndarray], np.ndarray] = field(default=lambda p: np.full(len(p), -2, dtype=np.int64))
-    # support_height(points (M, 3), support_index) -> (M,) z of that support under the points
-    support_height: Callable[[np.ndarray, int], np.ndarray] = field(default=lambda p, i: np.full(len(p), np.nan))
 
 
 def _transform32(a_T_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
@@ -346,12 +342,41 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
             cut |= concave & crease
     node_root, stands = _standing_components(nv, counts, ea, eb, cut, touch_v, cfg.min_points)
     point_root = node_root[inverse]
+    _rest_on_what_is_under(points, point_root, stands, cfg)
     out = []
     for r in np.flatnonzero(stands):
         idx = np.flatnonzero(point_root == r)
         if idx.shape[0] >= cfg.min_points:
             out.append(idx)
     return out
+
+
+def _rest_on_what_is_under(points: np.ndarray, point_root: np.ndarray, stands: np.ndarray,
+                           config: MapObjectConfig, drop_m: float = 0.5) -> None:
+    """A part that does not reach the support and touches nothing that does (a table top, whose underside
+    and the legs' upper ends no camera saw from above) is one object with the standing parts under it:
+    those lying (80 % of their points) within its footprint, whose top is less than drop_m below its
+    lowest point (all four legs; not a chair pushed under a table, whose back is beside it). In place."""
+    floating = [r for r in np.unique(point_root) if not stands[r]]
+    if not floating or not stands.any():
+        return
+    keys = cell_keys(points, config.voxel_m)
+    standing_roots = np.flatnonzero(stands)
+    for r in floating:
+        mine = point_root == r
+        if np.count_nonzero(mine) < config.min_points:
+            continue
+        low = float(points[mine, 2].min())
+        footprint = grow_cells(keys[mine], 1)
+        holders = []
+        for h in standing_roots:
+            theirs = point_root == h
+            if not theirs.any() or not low - drop_m <= float(points[theirs, 2].max()) < low:
+                continue
+            if in_cells(footprint, keys[theirs]).mean() >= 0.8:
+                holders.append(h)
+        if holders:
+            point_root[mine | np.isin(point_root, holders)] = int(holders[0])
 
 
 def _over(surface: SupportSurface, point_keys: np.ndarray, margin_cells: int = 0) -> np.ndarray:
@@ -461,12 +486,6 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
             out[(np.abs(other[:, 2] - s.height_at(other)) <= tol) & _over(s, other_keys)] = i
         return out
 
-    def support_height(other: np.ndarray, index: int) -> np.ndarray:
-        other = np.asarray(other, dtype=np.float32).reshape(-1, 3)
-        if index >= 0:
-            return detection.surfaces[index].height_at(other)
-        return floor_field.height(other) if floor_field is not None else np.full(other.shape[0], np.nan)
-
     objects: list[MapObject] = []
     for i in sorted(elevated, key=lambda i: -detection.surfaces[i].height_m) + ([-1] if floor_field else []):
         idx = np.flatnonzero(owner == i)
@@ -503,7 +522,7 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
                     or float(rel[part].max()) < cfg.min_rise_m):
                 continue
             objects.append(MapObject(members, i))
-    return MapSegmentation(tuple(objects), surface, wall, surface_index, support_height)
+    return MapSegmentation(tuple(objects), surface, wall, surface_index)
 
 
 def render_masks(view: BackendView, points: np.ndarray, segmentation: MapSegmentation,
@@ -513,8 +532,7 @@ def render_masks(view: BackendView, points: np.ndarray, segmentation: MapSegment
     A pixel is an object's when its own depth, lifted into the map, falls in one of the object's voxels
     (voxel_m), or else in a voxel next to one; a pixel whose lifted point is in a wall's voxel belongs to no
     object, nor one on a support surface to the objects standing on that surface (the table top is the
-    table's, never the mug's). Occluded parts of an object therefore claim no pixel. With split_in_view,
-    each mask is split again by the view's colours and depth (`_split_pixels`)."""
+    table's, never the mug's). Occluded parts of an object therefore claim no pixel."""
     cfg = config or MapObjectConfig()
     if not segmentation.objects or view.depth_m is None:
         return []
@@ -552,56 +570,15 @@ def render_masks(view: BackendView, points: np.ndarray, segmentation: MapSegment
     on = segmentation.surface_index(world[claimed])
     owner[claimed[on == supports[owner[claimed]]]] = -1
     flat = pix[:, 0] * width + pix[:, 1]
-    lab = None
-    if cfg.split_in_view and view.color_rgb is not None and view.color_rgb.shape[:2] == (height, width):
-        lab = lab_colours(cv2.GaussianBlur(np.ascontiguousarray(view.color_rgb), (3, 3), 0).reshape(-1, 3))
     out = []
     for j in np.unique(owner[owner >= 0]):
-        sel = owner == j
-        if np.count_nonzero(sel) < cfg.min_mask_pixels:
+        sel = flat[owner == j]
+        if sel.shape[0] < cfg.min_mask_pixels:
             continue
-        parts = [flat[sel]]
-        if lab is not None and parts[0].shape[0] >= 2 * cfg.min_mask_pixels:
-            base = segmentation.support_height(world[sel], segmentation.objects[j].support_index)
-            parts = _split_pixels(flat[sel], world[sel, 2] - base, width, lab, view.depth_m.ravel(), cfg)
-        for part in parts:
-            if part.shape[0] >= cfg.min_mask_pixels:
-                mask = np.zeros(height * width, dtype=bool)
-                mask[part] = True
-                out.append((int(j), mask.reshape(height, width)))
+        mask = np.zeros(height * width, dtype=bool)
+        mask[sel] = True
+        out.append((int(j), mask.reshape(height, width)))
     return out
-
-
-def _split_pixels(flat: np.ndarray, rise_m: np.ndarray, width: int, lab: np.ndarray, depth: np.ndarray,
-                  config: MapObjectConfig) -> list[np.ndarray]:
-    """One object's pixels split where the view's own colours change (`colour_split_px`) or its depth jumps,
-    by the rule of step 4 (what does not reach down to the support joins a neighbour): the map's colours are
-    averaged over 2 cm voxels, which blends objects a voxel or two thick standing side by side (books on a
-    shelf); the image is sharper. flat: (K,) pixel indices; rise_m: (K,) height of each pixel's point above
-    the support. Returns the parts' pixel indices (one part: the object as it was)."""
-    cfg = config
-    n = flat.shape[0]
-    local = np.full(depth.shape[0], -1, dtype=np.int64)
-    local[flat] = np.arange(n)
-    edges_a, edges_b = [], []
-    for step, ok in ((1, (flat % width) < width - 1), (width, flat + width < depth.shape[0])):
-        nb = np.where(ok, local[np.minimum(flat + step, depth.shape[0] - 1)], -1)
-        has = nb >= 0
-        edges_a.append(np.flatnonzero(has))
-        edges_b.append(nb[has])
-    ea, eb = np.concatenate(edges_a), np.concatenate(edges_b)
-    if ea.shape[0] == 0:
-        return [flat]
-    # Hue and saturation only (CIELAB a, b): in an image, light falls differently on a table's top and its legs.
-    dc = lab[flat[ea], 1:] - lab[flat[eb], 1:]
-    da, db = depth[flat[ea]], depth[flat[eb]]
-    cut = (np.linalg.norm(dc, axis=1) > cfg.colour_split_px) | (np.abs(da - db) > 0.03 + 0.02 * np.minimum(da, db))
-    if not cut.any():
-        return [flat]
-    touch = rise_m <= cfg.gap_m + cfg.touch_m
-    node_root, stands = _standing_components(n, np.ones(n), ea, eb, cut, touch, cfg.min_mask_pixels)
-    parts = [flat[node_root == r] for r in np.flatnonzero(stands)]
-    return parts if len(parts) > 1 else [flat]
 
 
 def frustum_crop(points: np.ndarray, view: BackendView, max_range_m: float, margin: float) -> np.ndarray:

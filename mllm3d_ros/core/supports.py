@@ -284,6 +284,14 @@ def lowest_floor_candidate(surfaces: Sequence[SupportSurface], config: SupportCo
                         config.floor_tol_m)
 
 
+def _covers(box: OrientedBox3D, surface: SupportSurface) -> float:
+    """Share of the surface's footprint cells whose centres lie inside the box's x-y rectangle."""
+    centres = (cell_indices(surface.cell_keys) + 0.5) * surface.cell_m
+    local = (centres - np.asarray(box.center_world_m, dtype=np.float64)[:2]) @ np.asarray(box.world_R_box)[:2, :2]
+    inside = np.all(np.abs(local) <= np.asarray(box.size_m, dtype=np.float64)[:2] / 2.0 + surface.cell_m, axis=1)
+    return float(inside.mean()) if inside.shape[0] else 0.0
+
+
 @dataclass(eq=False)
 class _Registered:
     support_id: int
@@ -360,7 +368,8 @@ class SupportMap:
                    below_m: float = 0.12, above_m: float = 0.04, margin_cells: int = 2) -> SupportRef | None:
         """The surface an object's gravity-aligned box stands on: the highest whose height is between
         below_m under and above_m over the box's bottom, under the box's centre (the floor reaches
-        everywhere); None when no surface is there."""
+        everywhere), and which the box does not cover for the most part (that is its own top); None when
+        no surface is there."""
         surfaces = self.surfaces() if surfaces is None else surfaces
         bottom = float(box.center_world_m[2] - box.size_m[2] / 2.0)
         centre = np.asarray(box.center_world_m, dtype=np.float64)[None, :2]
@@ -370,6 +379,8 @@ class SupportMap:
                 continue
             if s.kind is not SupportKind.FLOOR and not s.contains_xy(centre, margin_cells)[0]:
                 continue
+            if s.kind is not SupportKind.FLOOR and _covers(box, s) >= 0.5:
+                continue  # the object's own top (a table seen from above), not what it stands on
             if best is None or s.height_m > best.height_m:
                 best = s
         return None if best is None else SupportRef(best.support_id, best.kind, float(best.height_m))

@@ -88,6 +88,17 @@ def test_a_chair_back_over_its_seat_is_part_of_the_chair():
     assert seg.objects[chair].support_index == -1 and pts[seg.objects[chair].indices, 2].max() > 0.85
 
 
+def test_a_table_top_seen_only_from_above_rests_on_its_legs():
+    # Legs inset 10 cm and a 4 cm top whose underside no camera saw: top and legs share no voxel.
+    top = box_cloud((0.0, 0.0, 0.71), (1.2, 0.8, 0.75), (150, 110, 70), faces="xXyYZ")
+    legs = [box_cloud((x, y, 0.0), (x + 0.05, y + 0.05, 0.66), (150, 110, 70), faces="xXyY")
+            for x in (0.1, 1.05) for y in (0.1, 0.65)]
+    pts, seg, _ = _segment(merge(plane_cloud((-1.0, -1.0), (2.2, 1.8), 0.0), top, legs))
+    table_obj, = _on(pts, seg, (0.0, 0.0, 0.0), (1.2, 0.8, 0.75))
+    held = pts[seg.objects[table_obj].indices]
+    assert held[:, 2].max() == pytest.approx(0.75, abs=0.011) and held[:, 2].min() < 0.1
+
+
 def test_no_horizontal_support_gives_no_object():
     ceiling = plane_cloud((-1.0, -1.0), (1.0, 1.0), 2.5)
     ceiling = (ceiling[0], ceiling[1], -ceiling[2])  # facing down

@@ -93,6 +93,9 @@ def test_support_map_merges_views_and_names_the_support_of_a_box():
     assert supports.support_of(chair).kind is SupportKind.FLOOR
     floating = OrientedBox3D(np.array([0.6, 0.4, 1.7]), np.eye(3), np.array([0.1, 0.1, 0.1]))
     assert supports.support_of(floating) is None
+    # The table seen from above only (its instance holds the top): its top is not what it stands on.
+    table_top = OrientedBox3D(np.array([0.6, 0.4, 0.74]), np.eye(3), np.array([1.2, 0.8, 0.03]))
+    assert supports.support_of(table_top) is None
     supports.reset()
     assert supports.surfaces() == () and supports.floor_height_m() is None
 
