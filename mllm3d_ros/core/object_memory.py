@@ -240,8 +240,8 @@ class _Instance:
     apart: dict[int, int] = field(default_factory=dict)
     agnostic_detections: int = 0  # views in which a class-agnostic proposal matched it
     agnostic_confidence_sum: float = 0.0
-    # Views that saw it as the detector's evidence counts them: a detector named it, or min_visible_frac of
-    # its voxels were in view (views_seen also counts every class-agnostic match).
+    # Views that saw it as the detector's evidence counts them, from its first detection on: a detector named
+    # it, or min_visible_frac of its voxels were in view (views_seen also counts every class-agnostic match).
     label_views: int = 0
 
     @property
@@ -421,7 +421,7 @@ class ObjectMemory:
                 n_vis = v_idx.shape[0]
                 if n_vis >= max(3, cfg.min_visible_frac * inst.keys.shape[0]):
                     inst.views_seen += 1  # saw it, did not detect it
-                    inst.label_views += 1
+                    inst.label_views += 1 if inst.detections else 0
                 n_through = through[inst.instance_id].shape[0]
                 if n_through and n_through >= cfg.see_through_frac * max(1, n_through + n_vis):
                     inst.gone_count += 1
@@ -559,6 +559,9 @@ class ObjectMemory:
                 mine = [q for q in claimed.get(inst.instance_id, ()) if q.agnostic == p.agnostic]
                 if p.agnostic and mine:
                     continue  # class-agnostic masks of one view are disjoint: another object's
+                if mutual and not p.agnostic and any(float(q.embedding @ p.embedding) < cfg.associate_min_similarity
+                                                     for q in mine):
+                    continue  # an unnamed instance takes one kind of name a view (the first, most confident)
                 if not p.agnostic and cfg.keep_apart and any(separate(q, p) for q in mine):
                     continue  # a separate mask of this view took it: this one is another object
                 pix = pixels[inst.instance_id]
@@ -635,7 +638,8 @@ class ObjectMemory:
         if labelled:
             inst.confidence_sum += max(labelled)
             inst.detections += 1
-        if labelled or visible:
+        # Counted from the detector's first detection on: before it the instance did not exist for it.
+        if labelled or (visible and inst.detections):
             inst.label_views += 1
         if len(labelled) < len(proposals):
             inst.agnostic_confidence_sum += max(float(p.prediction.confidence) for p in proposals if p.agnostic)
@@ -671,7 +675,7 @@ class ObjectMemory:
             inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
                              np.zeros(p.keys.shape[0], np.int32), {}, np.zeros(0, np.float64), p.colors_mean.copy(),
                              1, 0.0, 0, 1, last_seen_stamp_ns=keyframe.stamp_ns, agnostic_detections=1,
-                             agnostic_confidence_sum=conf, label_views=1)
+                             agnostic_confidence_sum=conf)
         else:
             inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
                              np.zeros(p.keys.shape[0], np.int32), {p.prediction.label: conf},

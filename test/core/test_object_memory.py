@@ -302,8 +302,9 @@ def test_a_detector_proposal_on_an_unlabelled_instance_gives_it_its_label():
             assert cube.unlabelled and cube.label_hints == (("cube", 1.0),)
     assert memory.stats.instances == 2  # the detector's masks joined the instance, none was created
     cube, other = sorted(memory.objects(), key=lambda o: float(o.box.center_world_m[1]))
-    assert not cube.unlabelled and cube.label == "cube" and cube.detections == 2 and cube.views_seen == 5
-    assert cube.confidence == pytest.approx(np.sqrt(0.8 * 2 / 6))  # the label's confidence: the detector's
+    # The label's evidence is the detector's, from its first detection on: 2 of the 2 views since.
+    assert not cube.unlabelled and cube.label == "cube" and cube.detections == 2 and cube.views_seen == 2
+    assert cube.confidence == pytest.approx(np.sqrt(0.8 * 2 / 3))
     np.testing.assert_allclose(cube.embedding, Q)
     assert other.unlabelled and other.label == UNLABELLED and other.detections == 5
     assert other.embedding.shape == Q.shape and not other.embedding.any()
