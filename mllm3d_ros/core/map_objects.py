@@ -343,12 +343,9 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
     node_root, stands = _standing_components(nv, counts, ea, eb, cut, touch_v, cfg.min_points)
     point_root = node_root[inverse]
     _rest_on_what_is_under(points, point_root, stands, cfg)
-    out = []
-    for r in np.flatnonzero(stands):
-        idx = np.flatnonzero(point_root == r)
-        if idx.shape[0] >= cfg.min_points:
-            out.append(idx)
-    return out
+    order = np.argsort(point_root, kind="stable")
+    roots, starts = np.unique(point_root[order], return_index=True)
+    return [idx for r, idx in zip(roots, np.split(order, starts[1:])) if stands[r] and idx.shape[0] >= cfg.min_points]
 
 
 def _rest_on_what_is_under(points: np.ndarray, point_root: np.ndarray, stands: np.ndarray,
@@ -357,26 +354,27 @@ def _rest_on_what_is_under(points: np.ndarray, point_root: np.ndarray, stands: n
     and the legs' upper ends no camera saw from above) is one object with the standing parts under it:
     those lying (80 % of their points) within its footprint, whose top is less than drop_m below its
     lowest point (all four legs; not a chair pushed under a table, whose back is beside it). In place."""
-    floating = [r for r in np.unique(point_root) if not stands[r]]
-    if not floating or not stands.any():
+    roots, first, counts = np.unique(point_root, return_index=True, return_counts=True)
+    order = np.argsort(point_root, kind="stable")
+    members = dict(zip(roots.tolist(), np.split(order, np.cumsum(counts)[:-1])))
+    floating = [r for r in roots.tolist() if not stands[r] and members[r].shape[0] >= config.min_points]
+    standing = [r for r in roots.tolist() if stands[r]]
+    if not floating or not standing:
         return
     keys = cell_keys(points, config.voxel_m)
-    standing_roots = np.flatnonzero(stands)
+    top = {r: float(points[members[r], 2].max()) for r in standing}
     for r in floating:
-        mine = point_root == r
-        if np.count_nonzero(mine) < config.min_points:
-            continue
+        mine = members[r]
         low = float(points[mine, 2].min())
+        near = [h for h in standing if low - drop_m <= top[h] < low]
+        if not near:
+            continue
         footprint = grow_cells(keys[mine], 1)
-        holders = []
-        for h in standing_roots:
-            theirs = point_root == h
-            if not theirs.any() or not low - drop_m <= float(points[theirs, 2].max()) < low:
-                continue
-            if in_cells(footprint, keys[theirs]).mean() >= 0.8:
-                holders.append(h)
+        holders = [h for h in near if in_cells(footprint, keys[members[h]]).mean() >= 0.8]
         if holders:
-            point_root[mine | np.isin(point_root, holders)] = int(holders[0])
+            point_root[mine] = holders[0]
+            for h in holders[1:]:
+                point_root[members[h]] = holders[0]
 
 
 def _over(surface: SupportSurface, point_keys: np.ndarray, margin_cells: int = 0) -> np.ndarray:

@@ -53,8 +53,8 @@ Queries read `objects()`: the confirmed instances (detected in `min_detections` 
 gravity-aligned box (world z up).
 
 Bounds: at most `max_instances` instances (the least supported is dropped when a new one needs room)
-of at most `max_voxels_per_instance` voxels each (the least hit are dropped), 16 bytes a voxel:
-300 x 4000 x 16 B = 19 MB at the defaults, plus one (D,) embedding per instance. Thread-safe.
+of at most `max_voxels_per_instance` voxels each (the least hit are dropped), 20 bytes a voxel:
+300 x 4000 x 20 B = 24 MB at the defaults, plus one (D,) embedding per instance. Thread-safe.
 """
 
 from __future__ import annotations
@@ -240,9 +240,14 @@ class _Instance:
     apart: dict[int, int] = field(default_factory=dict)
     agnostic_detections: int = 0  # views in which a class-agnostic proposal matched it
     agnostic_confidence_sum: float = 0.0
+    ahits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (V,) the hits of class-agnostic masks
     # Views that saw it as the detector's evidence counts them, from its first detection on: a detector named
     # it, or min_visible_frac of its voxels were in view (views_seen also counts every class-agnostic match).
     label_views: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ahits.shape != self.hits.shape:
+            self.ahits = np.zeros(self.hits.shape, np.int32)
 
     @property
     def labelled(self) -> bool:
@@ -259,8 +264,14 @@ class _Instance:
         rule is MLLM-For3D's consistency across views for the voxels of one instance: what one view's
         mask spilled onto is not confirmed by the others."""
         total = self.hits + self.misses
-        need = max(1, int(np.ceil(min_hit_frac * (self.detections + self.agnostic_detections))))
-        return (self.hits >= need) & (self.hits >= min_hit_ratio * total)
+        agreed = self.hits >= min_hit_ratio * total
+        # Each source's share of its own detections: a detector's masks and the map's class-agnostic ones
+        # cover an object differently, and either may confirm a voxel.
+        by_detector = (self.hits - self.ahits >= max(1, int(np.ceil(min_hit_frac * self.detections)))
+                       if self.detections else np.zeros(total.shape[0], dtype=bool))
+        by_map = (self.ahits >= max(1, int(np.ceil(min_hit_frac * self.agnostic_detections)))
+                  if self.agnostic_detections else np.zeros(total.shape[0], dtype=bool))
+        return agreed & (by_detector | by_map)
 
 
 @dataclass(frozen=True, eq=False)
@@ -623,9 +634,13 @@ class ObjectMemory:
         keys = np.concatenate([inst.keys, new_keys[~member]])
         hits = np.concatenate([inst.hits, np.zeros(int((~member).sum()), np.int32)])
         misses = np.concatenate([inst.misses, np.zeros(int((~member).sum()), np.int32)])
+        ahits = np.concatenate([inst.ahits, np.zeros(int((~member).sum()), np.int32)])
         order = np.argsort(keys, kind="stable")
-        inst.keys, inst.hits, inst.misses = keys[order], hits[order], misses[order]
+        inst.keys, inst.hits, inst.misses, inst.ahits = keys[order], hits[order], misses[order], ahits[order]
         inst.hits[np.searchsorted(inst.keys, new_keys)] += 1
+        agnostic_keys = [p.keys for p in proposals if p.agnostic]
+        if agnostic_keys:
+            inst.ahits[np.searchsorted(inst.keys, np.unique(np.concatenate(agnostic_keys)))] += 1
         for p in proposals:
             conf = float(p.prediction.confidence)
             if not p.agnostic:
@@ -662,7 +677,7 @@ class ObjectMemory:
         if inst.keys.shape[0] <= cap:
             return
         keep = np.sort(np.argsort(-(inst.hits - inst.misses), kind="stable")[:cap])
-        inst.keys, inst.hits, inst.misses = inst.keys[keep], inst.hits[keep], inst.misses[keep]
+        inst.keys, inst.hits, inst.misses, inst.ahits = inst.keys[keep], inst.hits[keep], inst.misses[keep], inst.ahits[keep]
 
     def _create(self, p: _Proposal, keyframe: Keyframe) -> _Instance:
         if len(self._instances) >= self.config.max_instances:
@@ -675,12 +690,13 @@ class ObjectMemory:
             inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
                              np.zeros(p.keys.shape[0], np.int32), {}, np.zeros(0, np.float64), p.colors_mean.copy(),
                              1, 0.0, 0, 1, last_seen_stamp_ns=keyframe.stamp_ns, agnostic_detections=1,
-                             agnostic_confidence_sum=conf)
+                             agnostic_confidence_sum=conf, ahits=np.ones(p.keys.shape[0], np.int32))
         else:
             inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
                              np.zeros(p.keys.shape[0], np.int32), {p.prediction.label: conf},
                              conf * p.embedding.astype(np.float64), p.colors_mean.copy(), 1, conf, 1, 1,
-                             last_seen_stamp_ns=keyframe.stamp_ns, label_views=1)
+                             last_seen_stamp_ns=keyframe.stamp_ns, label_views=1,
+                             ahits=np.zeros(p.keys.shape[0], np.int32))
         self._note_view(inst, conf * p.keys.shape[0], keyframe.keyframe_id)
         self._cap_voxels(inst)
         self._instances[inst.instance_id] = inst
@@ -709,9 +725,11 @@ class ObjectMemory:
     def _absorb(self, inst: _Instance, other: _Instance) -> None:
         keys = np.concatenate([inst.keys, other.keys])
         hits = np.concatenate([inst.hits, other.hits])
+        ahits = np.concatenate([inst.ahits, other.ahits])
         misses = np.concatenate([inst.misses, other.misses])
         inst.keys, inverse = np.unique(keys, return_inverse=True)
         inst.hits = np.bincount(inverse, weights=hits, minlength=inst.keys.shape[0]).astype(np.int32)
+        inst.ahits = np.bincount(inverse, weights=ahits, minlength=inst.keys.shape[0]).astype(np.int32)
         inst.misses = np.bincount(inverse, weights=misses, minlength=inst.keys.shape[0]).astype(np.int32)
         for label, w in other.label_weight.items():
             inst.label_weight[label] = inst.label_weight.get(label, 0.0) + w
@@ -753,6 +771,7 @@ class ObjectMemory:
         for c in big[1:]:
             part = kept[part_of == c]
             new = dataclasses.replace(inst, instance_id=self._next_id, keys=inst.keys[part], hits=inst.hits[part],
+                                      ahits=inst.ahits[part],
                                       misses=inst.misses[part], label_weight=dict(inst.label_weight),
                                       best_views=list(inst.best_views), apart=dict(inst.apart))
             self._instances[new.instance_id] = new
@@ -763,7 +782,7 @@ class ObjectMemory:
             self._counts["split"] += 1
         stay = np.ones(inst.keys.shape[0], dtype=bool)
         stay[kept[part_of != 0]] = False
-        inst.keys, inst.hits, inst.misses = inst.keys[stay], inst.hits[stay], inst.misses[stay]
+        inst.keys, inst.hits, inst.misses, inst.ahits = inst.keys[stay], inst.hits[stay], inst.misses[stay], inst.ahits[stay]
 
     def reset(self) -> None:
         """Forget every instance (a map reset); counters are kept."""
@@ -848,7 +867,8 @@ class ObjectMemory:
         with self._lock:
             insts = list(self._instances.values())
             voxels = sum(i.keys.shape[0] for i in insts)
-            nbytes = sum(i.keys.nbytes + i.hits.nbytes + i.misses.nbytes + i.embedding_sum.nbytes for i in insts)
+            nbytes = sum(i.keys.nbytes + i.hits.nbytes + i.misses.nbytes + i.ahits.nbytes + i.embedding_sum.nbytes
+                         for i in insts)
             nbytes += self._supports.nbytes
             c = self._counts
             return MemoryStats(len(insts), sum(self._confirmed(i) for i in insts), voxels, c["keyframes"], c["used"],
