@@ -587,6 +587,8 @@ class ObjectMemory:
                     shared = int(_sorted_member(inst.keys, p.keys).sum())
                     iou = shared / max(1, inst.keys.shape[0] + p.keys.shape[0] - shared)
                     score = max(min(cover, explained), iou)
+                    if not p.agnostic and score < 0.5:
+                        continue  # a name lands on an unnamed object only where mask and object match well
                     if p.agnostic and cover >= 0.5 and self._confirmed(inst):
                         spanned.append(inst)
                 else:
