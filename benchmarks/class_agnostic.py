@@ -8,7 +8,8 @@ and the relational rooms of benchmarks.spatial (`generate_relational_room(seed)`
 product's `Mapper`; the object memory built by `offline_segment.build_memory` with
   (a) the map's class-agnostic objects alone (`MapObjectProposer` beside a detector that finds nothing);
   (b) the product's proposals: the offline backend's with the map's (what `mllm3d segment` and the memory
-      node run).
+      node run);
+  (c) the offline backend's alone (the memory before issue 19), for comparison.
 Ground truth, evaluation only: each map point takes the nearest true surface's instance within one voxel
 (`Simulator.closest_instances`); every simulated object stands on a support (the floor, or the instance it
 was placed on), and counts when the map holds at least MIN_GT_POINTS of its points. A memory instance's
@@ -146,7 +147,7 @@ def run_sim(furnished: int, relational: int, offline: bool) -> dict:
         model = build_backend("offline")
     rooms = [("furnished", s, generate_room(s), SIM_FURNISHED, 48) for s in range(furnished)]
     rooms += [("relational", s, generate_relational_room(s), SIM_RELATIONAL, 40) for s in range(relational)]
-    out: dict[str, dict[str, list]] = {"map_only": {}, "offline_and_map": {}}
+    out: dict[str, dict[str, list]] = {"map_only": {}, "offline_and_map": {}, "offline_only": {}}
     ms: list[float] = []
     try:
         for kind, seed, layout, sim_config, frames in rooms:
@@ -159,11 +160,13 @@ def run_sim(furnished: int, relational: int, offline: bool) -> dict:
             snapshot = mapper.snapshot()
             gt_ids = Simulator(room, SimConfig(noise=False)).closest_instances(
                 snapshot.points_world_m, max_distance_m=mapper.map.config.voxel_size_m).instance_ids
-            sources = [("map_only", _null_detector)] + ([("offline_and_map", model.propose)] if model else [])
+            sources = [("map_only", _null_detector)] + ([("offline_and_map", model.propose), ("offline_only", model.propose)]
+                                                       if model else [])
             for name, detector in sources:
                 memory = ObjectMemory()
                 proposer = MapObjectProposer(mapper.snapshot)
-                worker = ProposalWorker(memory, chain_proposers(detector, proposer.propose), mapper.keyframe_store.get)
+                propose = detector if name == "offline_only" else chain_proposers(detector, proposer.propose)
+                worker = ProposalWorker(memory, propose, mapper.keyframe_store.get)
                 for kf in mapper.keyframes():
                     worker.process_one(kf.keyframe_id)
                 if name == "map_only":
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     report["wall_s"] = round(time.monotonic() - t0, 1)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
-    for name in ("map_only", "offline_and_map"):
+    for name in ("map_only", "offline_and_map", "offline_only"):
         for kind, s in report["sim"].get(name, {}).items():
             print(f"{name} {kind}: recall {s['found']}/{s['objects']} = {s['recall']:.3f} (floor {s['recall_floor']:.3f}, "
                   f"elevated {s['recall_elevated']:.3f}); unlabelled precision {s['unlabelled_precision']:.3f}; "

@@ -36,11 +36,11 @@ overlap alone, both ways (the instance's seen voxels mostly in the mask and the 
 min(cover, explained), or the voxels' IoU, at least `associate_min_overlap`), and a mask over two instances
 the memory holds apart (voxels sharing under a quarter) is an under-segmentation and is not used; a mask
 rendered from the map (`geometric`) is lifted as it is (no erosion, no support to strip). They count as
-class-agnostic detections, kept apart from the detector's: a detector's proposal that lands on a
-class-agnostic instance (the same mutual overlap) gives it its label, and its label, confidence and
-confirmation still rest on the detector's detections alone (over the views that saw it by the rule
-above, not every class-agnostic match). An instance is confirmed by either kind of
-detections; one confirmed by class-agnostic detections only is reported unlabelled (`UNLABELLED`,
+class-agnostic detections and hits, kept apart from the detector's (a voxel is kept when either source's
+masks agree on it): a detector's proposal that lands on an instance no detector named yet (mutual overlap
+at least 0.5, one kind of name a view) gives it its label, and its label, confidence and confirmation
+still rest on the detector's detections alone, over the views that saw it by the rule above from its
+first detection on. An instance is confirmed by either kind of detections; one confirmed by class-agnostic detections only is reported unlabelled (`UNLABELLED`,
 `MemoryObject.unlabelled`), with the detector's unconfirmed labels as `label_hints`. Instances merge with a
 class-agnostic one when they share `merge_min_overlap` of the smaller's voxels and a quarter of the larger's
 (a mug never merges into the table instance its box masks spilled onto). The support surfaces the map's
