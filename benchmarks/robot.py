@@ -388,7 +388,8 @@ def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3) -> dict
         if result.status.name == "SUCCESS":
             best = result.objects[0]
             t0 = time.perf_counter()
-            pose = plan_approach(best.box, grid, snapshot, cam_h, robot_xy, a_cfg)
+            pose = plan_approach(best.box, grid, snapshot, cam_h, robot_xy, a_cfg, "", occ_cfg.min_height_m,
+                                 mapper.keyframes())
             if os.environ.get("ROBOT_DUMP") and pose.status.name != "OK":
                 np.savez(f"/tmp/h22_dump_{seed}_{label}.npz", p=snapshot.points_world_m, n=snapshot.normals_world,
                          c=best.box.center_world_m, r=best.box.world_R_box, s=best.box.size_m, f=grid.floor_z_m,
@@ -598,7 +599,8 @@ def kitchen(dataset: str) -> dict:
                 continue
             gt_box = max(inst.boxes, key=lambda b: b.volume_m3).box
             t0 = time.perf_counter()
-            pose = plan_approach(gt_box, grid, snapshot, cam_h, robot_xy, a_cfg)
+            pose = plan_approach(gt_box, grid, snapshot, cam_h, robot_xy, a_cfg, "", occ_cfg.min_height_m,
+                                 session.mapper.keyframes())
             times.append((time.perf_counter() - t0) * 1e3)
             rows.append({"source": "annotated box", "object": inst.instance_id, **check(pose, gt_box)})
         for instruction in ("the chair", "the table"):
@@ -611,7 +613,8 @@ def kitchen(dataset: str) -> dict:
                     rows.append({"source": instruction, "rank": rank, "object": None, "note": "not on an annotated instance"})
                     continue
                 gt_box = max(owner.boxes, key=lambda b: b.volume_m3).box
-                pose = plan_approach(obj.box, grid, snapshot, cam_h, robot_xy, a_cfg)
+                pose = plan_approach(obj.box, grid, snapshot, cam_h, robot_xy, a_cfg, "", occ_cfg.min_height_m,
+                                     session.mapper.keyframes())
                 rows.append({"source": instruction, "rank": rank, "object": owner.instance_id, **check(pose, gt_box)})
     posed = [r for r in rows if r.get("approach_status") == "OK"]
     return {"dataset": dataset, "frames": session.frames_fused, "grid_ms": round(grid_ms, 1), "grid_counts": grid.counts(),

@@ -110,11 +110,13 @@ class RecordingSession:
         if result.status is QueryStatus.SUCCESS and result.objects:
             t0 = time.monotonic()
             grid = self.occupancy.grid(result.snapshot)
-            cams = np.array([kf.world_T_camera[:3, 3] for kf in self.mapper.keyframes()]).reshape(-1, 3)
+            keyframes = self.mapper.keyframes()
+            cams = np.array([kf.world_T_camera[:3, 3] for kf in keyframes]).reshape(-1, 3)
             robot = None if self.last_world_T_camera is None else tuple(self.last_world_T_camera[:2, 3])
             approach = plan_approach(result.objects[0].box, grid, result.snapshot,
                                      camera_height_above_floor(cams, grid.floor_z_m), robot, self.approach_config,
-                                     "" if robot is not None else "no camera pose: reachability not checked")
+                                     "" if robot is not None else "no camera pose: reachability not checked",
+                                     self.occupancy.config.min_height_m, keyframes)
             result.timings_ms["approach_ms"] = (time.monotonic() - t0) * 1e3
             result = dataclasses.replace(result, approach=approach)
         return result

@@ -13,8 +13,8 @@ clearance is the configuration-space test of a round robot.
 
 No pose, with the reason, when: no floor was seen (the grid has no floor height), the object is taller
 than the camera above the floor (a wall, a door or a whole cabinet row, not an object to approach), the
-object hangs from a wall (its base is above the floor, no horizontal surface holds it up, and a vertical
-surface runs along one of its sides), no free cell is in the band, or none is reachable from the robot.
+object hangs from a wall (its base is above the floor, nothing stands under it, and the keyframes saw the
+space under it empty), no free cell is in the band, or none is reachable from the robot.
 A robot position that is not on observed free floor gives a pose whose reachability is not checked
 (said in the message).
 """
@@ -24,13 +24,15 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from .config import ConfigError, check_range
 from .occupancy import FREE, OCCUPIED, OccupancyGrid2D, clearance_m
-from .types import MapSnapshot, OrientedBox3D
+from .types import Keyframe, MapSnapshot, OrientedBox3D
+from .visibility import project_visible
 
 
 @dataclass(frozen=True)
@@ -105,50 +107,63 @@ def _footprint_half_size(box: OrientedBox3D) -> np.ndarray:
     return size[:2] / 2.0
 
 
-def _support_problem(box: OrientedBox3D, snapshot: MapSnapshot | None, floor_z: float,
-                     cfg: ApproachConfig) -> str | None:
-    """Why the object cannot be approached on the floor because of what holds it, or None."""
+def _support_problem(box: OrientedBox3D, snapshot: MapSnapshot | None, keyframes: Sequence[Keyframe],
+                     floor_z: float, cfg: ApproachConfig, min_height_m: float) -> str | None:
+    """Why the object cannot be approached on the floor because nothing holds it up from below, or None.
+
+    An object whose base is more than `support_gap_m` above the floor hangs when the column under its
+    footprint (shrunk by 3 cm, so a wall behind it is not counted) holds no map surface between the floor
+    band's lower edge and 3 cm under its base, nor an up-facing surface at its base within 5 cm around its
+    footprint (what it rests on), and the keyframes saw that the slab just under its base (`support_gap_m`
+    deep) is empty: at least 80 % of its sample points seen through (a depth farther behind them), at most
+    a fifth seen on a surface. A wall cabinet, a picture or a lamp hang; a mug on a table, a book on a shelf board, a
+    monitor on its stand, a chair's backrest do not; a support the map missed (a desk top seen only at a
+    grazing angle) is still in the keyframes' depth, and a slab never seen proves nothing (no refusal)."""
     centre, size = np.asarray(box.center_world_m, np.float64), np.asarray(box.size_m, np.float64)
     base_z = float(centre[2] - size[2] / 2.0)
-    if base_z - floor_z <= cfg.support_gap_m or snapshot is None or snapshot.num_points == 0 \
-            or snapshot.normals_world is None:
+    if base_z - floor_z <= cfg.support_gap_m or snapshot is None or snapshot.num_points == 0 or not keyframes:
         return None
     pts = np.asarray(snapshot.points_world_m, np.float64)
-    normals = np.asarray(snapshot.normals_world, np.float64)
-    rot = np.asarray(box.world_R_box, np.float64)
-    local = (pts - centre) @ rot
-    half = size / 2.0
-    # A horizontal surface under the base, within the footprint (5 cm slack): a table top, a shelf board.
-    under = (np.all(np.abs(local[:, :2]) <= half[:2] + 0.05, axis=1) & (normals[:, 2] >= 0.8)
-             & (local[:, 2] >= -half[2] - cfg.support_gap_m) & (local[:, 2] <= -half[2] + cfg.support_gap_m / 2))
-    if np.count_nonzero(under) >= 3:
+    world_R_box = np.asarray(box.world_R_box, np.float64)
+    local = (pts - centre) @ world_R_box
+    inner = np.maximum(size[:2] / 2.0 - 0.03, size[:2] / 4.0)
+    column = np.all(np.abs(local[:, :2]) <= inner, axis=1)
+    z = pts[column, 2]
+    if np.count_nonzero((z >= floor_z + min_height_m) & (z <= base_z - 0.03)):
+        return None  # something under it: a shelf's side, a monitor's stand, a chair's seat
+    if snapshot.normals_world is not None:
+        # What it rests on: an up-facing surface at its base, around it (under it the object hides it).
+        around = np.all(np.abs(local[:, :2]) <= size[:2] / 2.0 + 0.05, axis=1) & \
+            (np.asarray(snapshot.normals_world)[:, 2] >= 0.8)
+        if np.count_nonzero(around & (pts[:, 2] >= base_z - cfg.support_gap_m) & (pts[:, 2] <= base_z + 0.02)) >= 3:
+            return None
+    # The slab under the base, 5 x 5 x 4 sample points: seen empty by the keyframes?
+    u = np.linspace(-1.0, 1.0, 5)
+    gx, gy, gz = np.meshgrid(u * inner[0], u * inner[1], np.linspace(base_z - cfg.support_gap_m, base_z - 0.03, 4))
+    samples = (np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1) @ world_R_box.T
+               + np.array([centre[0], centre[1], 0.0]))
+    samples[:, 2] = gz.ravel()
+    through = np.zeros(samples.shape[0], bool)
+    on_surface = np.zeros(samples.shape[0], bool)
+    for kf in keyframes:
+        proj = project_visible(samples, kf.world_T_camera, kf.intrinsics, kf.depth_m)
+        through[proj.through_indices] = True
+        on_surface[proj.visible_indices] = True
+    if through.mean() < 0.8 or on_surface.mean() > 0.2:  # a fifth: the back row may lie within tolerance of a wall
         return None
-    # A vertical surface along one side (within 8 cm outside it) covering half of that side's 5 cm cells.
-    vertical = np.abs(normals[:, 2]) <= 0.3
-    in_height = (local[:, 2] >= -half[2]) & (local[:, 2] <= half[2])
-    cell = 0.05
-    for axis in (0, 1):
-        other = 1 - axis
-        for sign in (-1.0, 1.0):
-            depth = sign * local[:, axis] - half[axis]
-            slab = vertical & in_height & (depth >= -0.02) & (depth <= 0.08) & (np.abs(local[:, other]) <= half[other])
-            if not slab.any():
-                continue
-            uv = np.floor(np.stack([local[slab, other] + half[other], local[slab, 2] + half[2]], axis=1) / cell)
-            covered = np.unique(uv.astype(np.int64), axis=0).shape[0]
-            total = max(1.0, math.ceil(2 * half[other] / cell) * math.ceil(2 * half[2] / cell))
-            if covered >= 0.5 * total:
-                return (f"the object hangs from a wall: its base is {base_z - floor_z:.2f} m above the floor, no "
-                        "horizontal surface holds it up and a wall runs along its side: no approach pose on the floor")
-    return None
+    return (f"the object hangs from a wall or the ceiling: its base is {base_z - floor_z:.2f} m above the floor and "
+            "the space under it was seen empty: no approach pose on the floor")
 
 
 def plan_approach(box: OrientedBox3D | None, grid: OccupancyGrid2D, snapshot: MapSnapshot | None = None,
                   camera_height_m: float | None = None, robot_xy_m: tuple[float, float] | None = None,
-                  config: ApproachConfig | None = None, robot_note: str = "") -> ApproachPose:
+                  config: ApproachConfig | None = None, robot_note: str = "", min_height_m: float = 0.05,
+                  keyframes: Sequence[Keyframe] = ()) -> ApproachPose:
     """The approach pose for an object's box (see the module doc). `camera_height_m`: the highest camera
     position of the map above the floor (None: not checked); `robot_xy_m`: the robot's position in the map
-    frame (None: reachability not checked; `robot_note` says why, e.g. the missing transform)."""
+    frame (None: reachability not checked; `robot_note` says why, e.g. the missing transform); `min_height_m`:
+    the grid's obstacle band lower edge (what is lower stands on the floor); `keyframes`: the views that tell
+    whether the space under a raised object is empty (without them, no object is taken to hang)."""
     cfg = config or ApproachConfig()
     if box is None:
         return ApproachPose(ApproachStatus.NO_OBJECT, "no object to approach")
@@ -161,7 +176,7 @@ def plan_approach(box: OrientedBox3D | None, grid: OccupancyGrid2D, snapshot: Ma
         return ApproachPose(ApproachStatus.TOO_TALL, f"no approach pose: the object is {size[2]:.2f} m tall, taller "
                             f"than the camera ({camera_height_m:.2f} m above the floor): a wall or a structure, not "
                             "an object to approach")
-    problem = _support_problem(box, snapshot, floor_z, cfg)
+    problem = _support_problem(box, snapshot, keyframes, floor_z, cfg, min_height_m)
     if problem is not None:
         return ApproachPose(ApproachStatus.HANGING, f"no approach pose: {problem}")
     res = grid.resolution_m
@@ -180,7 +195,7 @@ def plan_approach(box: OrientedBox3D | None, grid: OccupancyGrid2D, snapshot: Ma
                             f"({nearby} free cells in that band, none clear of obstacles and unknown space by the "
                             "robot's radius)")
     rows, cols = np.nonzero(candidates)
-    facing = _clear_line(grid, box, centres.reshape(grid.shape + (2,))[rows, cols], centre_xy)
+    facing = _clear_line(grid, box, centres.reshape(grid.shape + (2,))[rows, cols], centre_xy, cfg.robot_radius_m)
     if not facing.any():
         return ApproachPose(ApproachStatus.NO_FREE_FLOOR, f"no approach pose: the free floor within "
                             f"{cfg.max_distance_m:.1f} m of the object has no clear line to it (another obstacle, e.g. "
@@ -227,16 +242,18 @@ def plan_approach(box: OrientedBox3D | None, grid: OccupancyGrid2D, snapshot: Ma
                         checked)
 
 
-def _clear_line(grid: OccupancyGrid2D, box: OrientedBox3D, starts_xy: np.ndarray, centre_xy: np.ndarray) -> np.ndarray:
+def _clear_line(grid: OccupancyGrid2D, box: OrientedBox3D, starts_xy: np.ndarray, centre_xy: np.ndarray,
+                near_m: float) -> np.ndarray:
     """(N,) bool: the straight line from each start towards the box centre meets, as its first occupied cell,
-    the object or an obstacle joined to it (the table a mug stands on), not another one (a wall between).
-    Unknown cells on the way do not block: an object's own shadow on the floor is unknown."""
+    the object or an obstacle within `near_m` of it (the table a mug stands on, the keyboard beside a monitor
+    whose desk the map missed), not one farther away (a wall between). Unknown cells on the way do not
+    block: an object's own shadow on the floor is unknown."""
     occupied = grid.data == OCCUPIED
     xs, ys = grid.cell_centers()
-    on_object = (footprint_distance_m(box, np.stack([xs.ravel(), ys.ravel()], axis=1)).reshape(grid.shape)
-                 <= grid.resolution_m)
+    dist = footprint_distance_m(box, np.stack([xs.ravel(), ys.ravel()], axis=1)).reshape(grid.shape)
+    on_object = dist <= grid.resolution_m
     _, labels = cv2.connectedComponents((occupied | on_object).astype(np.uint8), connectivity=8)
-    target = np.unique(labels[on_object])
+    target = np.unique(labels[(dist <= near_m) & (occupied | on_object)])
     steps = max(2, int(np.ceil(np.max(np.linalg.norm(starts_xy - centre_xy, axis=1)) / (grid.resolution_m / 2))))
     t = np.linspace(0.0, 1.0, steps)
     path = starts_xy[:, None, :] * (1 - t)[None, :, None] + centre_xy[None, None, :] * t[None, :, None]

@@ -254,14 +254,18 @@ def read_map_server(yaml_path: str | Path) -> OccupancyGrid2D:
 
 
 def clearance_m(grid: OccupancyGrid2D) -> np.ndarray:
-    """(H, W) float32: for each free cell, the distance from its centre to the nearest cell that is not
-    free (occupied or unknown, the grid's border included), less half a cell diagonal, so a disc of that
-    radius around the centre touches no part of a non-free cell; 0 for cells that are not free."""
+    """(H, W) float32: for each free cell, a lower bound of the distance from its centre to the nearest cell that
+    is not free (occupied or unknown, the grid's border included), so a disc of that radius around the centre
+    touches no part of a non-free cell; 0 for cells that are not free. Computed on the grid split 3 x 3 (the
+    centre sub-cell's centre is the cell's): the distance between sub-cell centres less half a sub-cell
+    diagonal, within 1.2 cm of the exact value at 5 cm cells."""
     if grid.is_empty:
         return np.zeros(grid.shape, np.float32)
+    k = 3
     free = np.pad((grid.data == FREE).astype(np.uint8), 1)  # outside the grid is unknown
-    dist = cv2.distanceTransform(free, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    out = (dist - math.sqrt(0.5)) * grid.resolution_m
+    fine = np.repeat(np.repeat(free, k, axis=0), k, axis=1)
+    dist = cv2.distanceTransform(fine, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[k + 1::k, k + 1::k][:grid.shape[0], :grid.shape[1]]
+    out = (dist - math.sqrt(0.5)) * grid.resolution_m / k
     return np.where(grid.data == FREE, np.maximum(out, 0.0), 0.0).astype(np.float32)
 
 

@@ -398,7 +398,8 @@ class QueryNode(Node):
         """The approach pose for the result's best object on the floor grid of the result's map snapshot."""
         t0 = time.monotonic()
         grid = self._occupancy.grid(result.snapshot)
-        cams = np.array([kf.world_T_camera[:3, 3] for kf in self.pipeline.map_source.keyframes()]).reshape(-1, 3)
+        keyframes = self.pipeline.map_source.keyframes()
+        cams = np.array([kf.world_T_camera[:3, 3] for kf in keyframes]).reshape(-1, 3)
         robot_xy, note = None, ""
         try:
             map_T_robot = self._tf.lookup(self._frame, self._robot_frame, 0, self._tf_timeout_s)
@@ -407,7 +408,8 @@ class QueryNode(Node):
             note = (f"robot pose unknown (no transform {self._frame} <- {self._robot_frame} within "
                     f"{self._tf_timeout_s:.2f} s: {exc}): reachability not checked")
         approach = plan_approach(result.objects[0].box, grid, result.snapshot,
-                                 camera_height_above_floor(cams, grid.floor_z_m), robot_xy, self._approach_config, note)
+                                 camera_height_above_floor(cams, grid.floor_z_m), robot_xy, self._approach_config, note,
+                                 self._occupancy.config.min_height_m, keyframes)
         result.timings_ms["approach_ms"] = (time.monotonic() - t0) * 1e3
         return approach
 

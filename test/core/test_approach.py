@@ -11,7 +11,7 @@ from mllm3d_ros.core.approach import (ApproachConfig, ApproachStatus, approach_s
                                       footprint_distance_m, plan_approach)
 from mllm3d_ros.core.config import ConfigError
 from mllm3d_ros.core.occupancy import FREE, OCCUPIED, UNKNOWN, OccupancyGrid2D, build_occupancy_grid
-from mllm3d_ros.core.types import MapSnapshot, OrientedBox3D
+from mllm3d_ros.core.types import Keyframe, MapSnapshot, OrientedBox3D
 
 RES = 0.05
 
@@ -130,17 +130,41 @@ def _top(x0, x1, y0, y1, z):
     return pts, np.tile((0.0, 0.0, 1.0), (len(pts), 1))
 
 
+def _keyframes(*boxes):
+    """Two keyframes ray-cast (test_voting's renderer) over the floor and the given axis-aligned boxes."""
+    from test_voting import INTRINSICS, look_at, render
+
+    floor = (np.array([0.0, 0.0, -0.02]), np.array([4.0, 4.0, 0.0]))
+    out = []
+    for k, eye in enumerate([(1.0, 2.0, 1.4), (1.4, 1.0, 1.0)]):
+        pose = look_at(eye, (3.3, 2.0, 1.0))
+        depth, _ = render(pose, (floor,) + boxes)
+        out.append(Keyframe(k, k, pose, INTRINSICS, np.zeros(depth.shape + (3,), np.uint8), depth))
+    return out
+
+
+WALL = (np.array([3.5, 0.5, 0.0]), np.array([3.6, 3.5, 2.4]))
+CABINET = (np.array([3.19, 1.7, 1.2]), np.array([3.49, 2.3, 1.6]))
+
+
 def test_an_object_hanging_from_a_wall_gets_no_pose():
-    # A wall at x = 3.5 from the floor up; a cabinet 0.3 deep on it at 1.2 - 1.6 m, nothing under it.
+    # A wall at x = 3.5 from the floor up; a cabinet 0.3 deep on it at 1.2 - 1.6 m, the space under it seen empty.
     snap = _floor_and(_wall_at_x(3.5, 0.5, 3.5, 0.0, 2.4))
     grid = build_occupancy_grid(snap)
     cabinet = box((3.34, 2.0, 1.4), (0.3, 0.6, 0.4))
-    pose = plan_approach(cabinet, grid, snap, camera_height_m=1.5)
+    pose = plan_approach(cabinet, grid, snap, camera_height_m=1.5, keyframes=_keyframes(WALL, CABINET))
     assert pose.status is ApproachStatus.HANGING and "hangs from a wall" in pose.message
-    # The same object standing on a shelf board (a horizontal surface under it) is approachable.
+    # Without views of the space under it, nothing proves it hangs: a pose.
+    assert plan_approach(cabinet, grid, snap, camera_height_m=1.5).status is ApproachStatus.OK
+    # On a desk top the map missed (in the keyframes' depth, not in the map): not refused.
+    desk = (np.array([3.0, 1.5, 1.15]), np.array([3.5, 2.5, 1.2]))
+    pose = plan_approach(cabinet, grid, snap, camera_height_m=1.5, keyframes=_keyframes(WALL, CABINET, desk))
+    assert pose.status is ApproachStatus.OK, pose.message
+    # Standing on a shelf board the map holds (a horizontal surface under it): approachable.
     board = _top(3.18, 3.5, 1.6, 2.4, 1.18)
     snap2 = _floor_and(_wall_at_x(3.5, 0.5, 3.5, 0.0, 2.4), board)
-    pose = plan_approach(cabinet, build_occupancy_grid(snap2), snap2, camera_height_m=1.5)
+    pose = plan_approach(cabinet, build_occupancy_grid(snap2), snap2, camera_height_m=1.5,
+                         keyframes=_keyframes(WALL, CABINET))
     assert pose.status is ApproachStatus.OK, pose.message
 
 
