@@ -214,7 +214,7 @@ def _place_state(objects, new_box, old_box) -> tuple[bool, bool]:
     return new_ok, old
 
 
-def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3) -> dict:
+def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3, ablate: tuple[str, ...] = ()) -> dict:
     from mllm3d_ros.core.approach import ApproachConfig, camera_height_above_floor, plan_approach
     from mllm3d_ros.core.ingest import IngestConfig
     from mllm3d_ros.core.keyframes import KeyframeConfig
@@ -251,11 +251,13 @@ def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3) -> dict
     _stamps: dict[int, int] = {}
     proposer = SimSegmenter(SimSegmenterConfig(hallucination_rate=0.3), seed=seed,
                             background_ids=frozenset({STRUCTURE_ID}), labels=room0.labels, instance_ids_fn=instance_ids)
-    map_cfg = TsdfMapConfig(carve_max_weight=0.0) if baseline else TsdfMapConfig()
-    kf_cfg = KeyframeConfig(image_scale=1.0, min_change_samples=0) if baseline else KeyframeConfig(image_scale=1.0)
-    mapper = Mapper(map_cfg, kf_cfg, ingest_config=IngestConfig(carve_every=0 if baseline else 10))
+    if baseline:
+        ablate = ("carve", "change", "drop")
+    map_cfg = TsdfMapConfig(carve_max_weight=0.0) if "carve" in ablate else TsdfMapConfig()
+    kf_cfg = KeyframeConfig(image_scale=1.0, min_change_samples=0 if "change" in ablate else 8)
+    mapper = Mapper(map_cfg, kf_cfg, ingest_config=IngestConfig(carve_every=0 if "carve" in ablate else 10))
     memory = ObjectMemory()
-    if baseline:  # the memory as before issue 22: a detected instance keeps the voxels it is seen through
+    if "drop" in ablate:  # the memory as before issue 22: a detected instance keeps the voxels it is seen through
         memory._drop_moved = lambda *_args: None
     worker = ProposalWorker(memory, proposer.propose, mapper.keyframe_store.get)
     moved = []
@@ -665,21 +667,25 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 room, 60 frames, no kitchen")
     ap.add_argument("--baseline", action="store_true", help="the issue's mechanisms off (before/after)")
     ap.add_argument("--no-kitchen", action="store_true")
+    ap.add_argument("--ablate", default="", help="comma-separated mechanisms off: carve, change, drop")
+    ap.add_argument("--seeds", default="", help="comma-separated room seeds instead of 0..rooms-1")
     ap.add_argument("--dataset", default="../shared/data/7scenes-redkitchen")
     ns = ap.parse_args(argv)
     if ns.quick:
         ns.rooms, ns.frames, ns.no_kitchen = 1, 60, True
     t0 = time.perf_counter()
     rooms = []
-    for seed in range(ns.rooms):
-        rooms.append(run_room(seed, ns.frames, ns.baseline))
+    seeds = [int(v) for v in ns.seeds.split(",")] if ns.seeds else list(range(ns.rooms))
+    ablate = tuple(v for v in ns.ablate.split(",") if v)
+    for seed in seeds:
+        rooms.append(run_room(seed, ns.frames, ns.baseline, ablate=ablate))
         r = rooms[-1]
         print(f"room {seed}: moves {sum(m['pass'] for m in r['moves'])}/{len(r['moves'])}, false removals "
               f"{len(r['false_removals'])}, grid free {r['grid']['free']['recall']} obstacles {r['grid']['obstacles']['recall']}, "
               f"poses good {sum(bool(a.get('good')) for a in r['approach'])}/"
               f"{sum(a['status'] == 'SUCCESS' for a in r['approach'])}", flush=True)
     out = {"machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.processor() or 'cpu'}), shared with other jobs",
-           "baseline": ns.baseline, "rooms": rooms, "summary": summarise(rooms)}
+           "baseline": ns.baseline, "ablate": list(ablate), "rooms": rooms, "summary": summarise(rooms)}
     if not ns.no_kitchen and not ns.baseline:
         out["kitchen"] = kitchen(ns.dataset)
     out["elapsed_s"] = round(time.perf_counter() - t0, 1)

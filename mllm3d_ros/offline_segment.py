@@ -21,13 +21,13 @@ from .core.approach import ApproachConfig, approach_summary, camera_height_above
 from .core.keyframes import KeyframeConfig
 from .core.mapper import Mapper
 from .core.memory_query import MemoryResolver
-from .core.occupancy import OccupancyGridSource, save_map_server
+from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
 from .core.object_memory import ObjectMemory
 from .core.proposal_worker import ProposalWorker
 from .core.pipeline import QueryConfig, QueryPipeline
 from .core.tsdf_map import TsdfMapConfig
 from .core.types import QueryResult, QueryStatus
-from .render import render_result
+from .render import render_grid, render_result
 from .sources.recording import open_recording
 
 
@@ -154,8 +154,15 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
         "approach": approach_summary(result.approach),
     }
     # The floor grid as map_server's pair, so Nav2 can be started on the map this recording built.
-    grid_yaml, _ = save_map_server(session.occupancy.grid(snapshot), out_ply.with_name(out_ply.stem + "_grid"))
+    occupancy = getattr(session, "occupancy", None)
+    grid = occupancy.grid(snapshot) if occupancy is not None else build_occupancy_grid(snapshot)
+    grid_yaml, _ = save_map_server(grid, out_ply.with_name(out_ply.stem + "_grid"))
     summary["grid_yaml"] = str(grid_yaml)
+    last_pose = getattr(session, "last_world_T_camera", None)
+    robot = None if last_pose is None else tuple(last_pose[:2, 3])
+    render_grid(out_ply.with_name(out_ply.stem + "_grid.png"), grid,
+                [(o.box, o.label) for o in result.objects[:1]], result.approach,
+                f"'{instruction}': floor grid and approach pose", robot)
     json_path = out_ply.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=2))
     png_path = render_result(out_ply.with_suffix(".png"), snapshot.points_world_m,

@@ -57,3 +57,44 @@ def render_result(path: str | Path, map_points_m: np.ndarray, objects: Sequence[
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def render_grid(path: str | Path, grid, objects: Sequence[tuple[OrientedBox3D, str]] = (), approach=None,
+                title: str = "", robot_xy_m: tuple[float, float] | None = None) -> Path:
+    """Top view of a floor grid (occupancy.OccupancyGrid2D: free white, occupied black, unknown grey) with the
+    objects' box footprints, the approach pose (an arrow) and the robot's position."""
+    from .core.occupancy import FREE, OCCUPIED
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    if not grid.is_empty:
+        img = np.full(grid.shape + (3,), 0.62)
+        img[grid.data == FREE] = 1.0
+        img[grid.data == OCCUPIED] = 0.08
+        x0, y0 = grid.origin_xy_m
+        ax.imshow(img, origin="lower", interpolation="nearest",
+                  extent=(x0, x0 + grid.shape[1] * grid.resolution_m, y0, y0 + grid.shape[0] * grid.resolution_m))
+    for rank, (box, label) in enumerate(objects):
+        color = _COLORS[rank % len(_COLORS)]
+        ring = box_corners(box)[[0, 2, 6, 4, 0]]
+        ax.plot(ring[:, 0], ring[:, 1], c=color, lw=2)
+        ax.text(box.center_world_m[0], box.center_world_m[1], f" {label}", color=color, fontsize=9)
+    if approach is not None and approach.ok:
+        x, y, _ = approach.position_world_m
+        ax.add_patch(plt.Circle((x, y), approach.clearance_m, fill=False, ls="--", color="#1f77ff"))
+        ax.arrow(x, y, 0.3 * np.cos(approach.yaw_rad), 0.3 * np.sin(approach.yaw_rad), width=0.03,
+                 color="#1f77ff", length_includes_head=True)
+        ax.plot([x], [y], "o", color="#1f77ff", ms=5, label="approach pose")
+    if robot_xy_m is not None:
+        ax.plot([robot_xy_m[0]], [robot_xy_m[1]], "s", color="#d62728", ms=7, label="robot")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x [m] (map)")
+    ax.set_ylabel("y [m]")
+    if approach is not None or robot_xy_m is not None:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "floor grid: free white, occupied black, unknown grey", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -535,16 +535,19 @@ class ObjectMemory:
         """Issue 22: an instance detected in this view although the view sees through most of its voxels (the
         gone test's share) has moved, and this detection is of its new place: the voxels seen through go now,
         so the instance does not span the old place and the new one. Seen through against the depth
-        min-filtered over 3 x 3 pixels (holes spread): a voxel on the rim, projecting just past the
-        silhouette onto the background, is not seen through."""
+        min-filtered over 5 x 5 pixels (holes spread), for the share too: a voxel on a rim or on a thin part
+        (a chair's leg, a voxel wider than it), projecting just past it onto the background, is not seen
+        through, so a still object is never taken for a moved one."""
         cfg = self.config
         if through_idx.shape[0] < cfg.see_through_frac * (through_idx.shape[0] + seen_idx.shape[0]):
             return
         depth = np.where(np.isfinite(keyframe.depth_m), keyframe.depth_m, 0.0).astype(np.float32)
-        depth_min = cv2.erode(depth, np.ones((3, 3), np.uint8))
+        depth_min = cv2.erode(depth, np.ones((5, 5), np.uint8))
         centres = voxel_centers(inst.keys[through_idx], cfg.voxel_size_m)
         empty = project_visible(centres, keyframe.world_T_camera, keyframe.intrinsics, depth_min,
                                 cfg.depth_tolerance_m, cfg.depth_tolerance_frac).through_indices
+        if empty.shape[0] < cfg.see_through_frac * (empty.shape[0] + seen_idx.shape[0]):
+            return
         stay = np.ones(inst.keys.shape[0], dtype=bool)
         stay[through_idx[empty]] = False
         inst.keys, inst.hits, inst.misses = inst.keys[stay], inst.hits[stay], inst.misses[stay]

