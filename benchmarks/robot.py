@@ -308,12 +308,6 @@ def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3, ablate:
                 proj = project_visible(m["old_points"], kf.world_T_camera, kf.intrinsics, gt.depth_exact_m, 0.03, 0.0)
                 old_seen = proj.visible_indices.shape[0] + proj.through_indices.shape[0] >= 20
                 new_ok, old = _place_state(_memory_view(memory, m["label"]), m["new_box"], m["old_box"])
-                if os.environ.get("ROBOT_DEBUG") == m["label"]:
-                    print(kf.keyframe_id, [(o.instance_id, o.detections, o.views_seen, len(o.points_world_m),
-                                            round(float(np.mean(_inside(m["new_box"], o.points_world_m))), 2))
-                                           for o in _memory_view(memory, m["label"])],
-                          [(i.instance_id, i.detections, i.views_seen, i.keys.shape[0]) for i in memory._instances.values()
-                           if max(i.label_weight, key=i.label_weight.get) == m["label"]])
                 m["timeline"].append({"keyframe": kf.keyframe_id, "frame": k, "new_seen": new_seen,
                                       "old_seen": old_seen, "new_ok": new_ok, "old_present": old})
     snapshot = mapper.snapshot()
@@ -357,10 +351,11 @@ def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3, ablate:
             "timeline": "".join(("B" if r["new_seen"] and r["old_seen"] else "n" if r["new_seen"] else "o" if r["old_seen"]
                                  else "-") + ("+" if r["new_ok"] else ".") + ("X" if r["old_present"] else "_") + " "
                                 for r in tl)})
-    # Forgotten: under half of the voxels that held a still object when the scene changed are in any confirmed
-    # instance at the end (merges and splits keep the voxels; the gone rule drops them).
-    held_at_end = np.unique(np.concatenate([voxel_keys(o.points_world_m, memory.config.voxel_size_m)
-                                            for o in memory.objects()] or [np.zeros(0, np.int64)]))
+    # Forgotten: under half of the voxels that held a still object when the scene changed are still voxels of
+    # an instance at the end (merges and splits keep them, and so does the kept-voxel rule, which only hides
+    # voxels from queries; the gone rule and the drop of a moved instance's voxels remove them).
+    held_at_end = np.unique(np.concatenate([inst.keys for inst in memory._instances.values()]
+                                           or [np.zeros(0, np.int64)]))
     for iid, keys in static_before:
         kept = float(np.isin(keys, held_at_end).mean())
         if kept < 0.5:
@@ -392,10 +387,6 @@ def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3, ablate:
             t0 = time.perf_counter()
             pose = plan_approach(best.box, grid, snapshot, cam_h, robot_xy, a_cfg, "", occ_cfg.min_height_m,
                                  mapper.keyframes())
-            if os.environ.get("ROBOT_DUMP") and pose.status.name != "OK":
-                np.savez(f"/tmp/h22_dump_{seed}_{label}.npz", p=snapshot.points_world_m, n=snapshot.normals_world,
-                         c=best.box.center_world_m, r=best.box.world_R_box, s=best.box.size_m, f=grid.floor_z_m,
-                         idx=best.point_indices)
             row["approach_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
             row.update(check_pose(pose, best, snapshot, gt_ids, final, scene, gt_walk, robot_xy, a_cfg, occ_cfg,
                                   grid.floor_z_m))
