@@ -120,21 +120,25 @@ def _summary(rows: list[dict]) -> dict:
             "precision25": round(float(np.mean([r["precision25"] for r in rows])), 4) if rows else 0.0}
 
 
-def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDKITCHEN_JSON) -> dict:
+def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDKITCHEN_JSON, model=None,
+        queries: Sequence[RealQuery] = QUERIES, repeat: bool = True, stride: int = 1) -> dict:
+    """The benchmark with the offline backend, or with `model` (a backend built by the caller and left open:
+    benchmarks.gpu); `queries`, `repeat` (the repeated-query pass) and `stride` (every n-th frame fused)
+    shrink it for a quick run."""
     from mllm3d_ros.offline_segment import RecordingSession
 
-    kwargs = {"show_progress": False}
+    kwargs = {"show_progress": False, "stride": stride}
     if voxel_size_m is not None:
         kwargs["voxel_size_m"] = voxel_size_m
     t0 = time.monotonic()
-    session = RecordingSession(dataset, "offline", **kwargs)
+    session = RecordingSession(dataset, model if model is not None else "offline", **kwargs)
     setup_s = time.monotonic() - t0
     rows = []
     try:
         from mllm3d_ros.sources.dataset import open_dataset
 
         annotations = load_annotations(annotations_path, open_dataset(dataset, max_frames=1).map_T_world)
-        for q in QUERIES:
+        for q in queries:
             start = time.monotonic()
             result = session.query(q.instruction)
             elapsed = time.monotonic() - start
@@ -151,7 +155,7 @@ def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDK
                   f"({score.matched_id or '-'}), {elapsed:.2f} s", flush=True)
             rows[-1]["from_memory"] = "object memory" in result.message
         # The same instructions once more: a repeated query on an unchanged map and memory.
-        for row in rows:
+        for row in rows if repeat else ():
             start = time.monotonic()
             session.query(row["instruction"])
             row["repeat_s"] = round(time.monotonic() - start, 4)
@@ -169,12 +173,14 @@ def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDK
         "session_setup_s": round(setup_s, 2),
         "query_s_median": round(float(np.median([r["elapsed_s"] for r in rows])), 3),
         "answered_from_memory": sum(r["from_memory"] for r in rows),
-        "repeat_ms_median_from_memory": round(1e3 * float(np.median([r["repeat_s"] for r in rows if r["from_memory"]]
+        "repeat_ms_median_from_memory": round(1e3 * float(np.median([r["repeat_s"] for r in rows
+                                                                     if r["from_memory"] and "repeat_s" in r]
                                                                     or [np.nan])), 1),
-        "repeat_ms_median_all": round(1e3 * float(np.median([r["repeat_s"] for r in rows])), 1),
+        "repeat_ms_median_all": round(1e3 * float(np.median([r["repeat_s"] for r in rows if "repeat_s" in r]
+                                                            or [np.nan])), 1),
         "main": _summary(main_rows),
         "per_class": {c: _summary([r for r in main_rows if r["class"] == c]) for c in classes},
-        "per_kind": {k: _summary([r for r in rows if r["kind"] == k]) for k in dict.fromkeys(q.kind for q in QUERIES)},
+        "per_kind": {k: _summary([r for r in rows if r["kind"] == k]) for k in dict.fromkeys(q.kind for q in queries)},
         "relational": _summary([r for r in rows if r["kind"] == "relational"]),
         "queries": rows,
     }

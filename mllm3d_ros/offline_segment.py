@@ -24,10 +24,11 @@ from .core.memory_query import MemoryResolver
 from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
 from .core.object_memory import ObjectMemory
 from .core.proposal_worker import ProposalWorker
+from .core.segmentation import SegmentationBackend
 from .core.pipeline import QueryConfig, QueryPipeline
 from .core.tsdf_map import TsdfMapConfig
 from .core.types import QueryResult, QueryStatus
-from .render import render_grid, render_result
+from .render import render_grid, render_query
 from .sources.recording import open_recording
 
 
@@ -73,9 +74,11 @@ class RecordingSession:
     """A recording fused once into the product's Mapper, then any number of queries through the product's
     QueryPipeline with a local backend: what `mllm3d segment` runs, and what benchmarks.real measures."""
 
-    def __init__(self, dataset: str | Path, backend: str = "offline", views: int = 4, stride: int = 1,
-                 max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M, show_progress: bool = True,
-                 use_memory: bool = True) -> None:
+    def __init__(self, dataset: str | Path, backend: str | SegmentationBackend = "offline", views: int = 4,
+                 stride: int = 1, max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M,
+                 show_progress: bool = True, use_memory: bool = True) -> None:
+        """`backend`: a registry name (built here with its defaults, closed by `close`) or a backend already
+        built by the caller (benchmarks.gpu: one set of GPU weights for several runs; the caller closes it)."""
         frames = open_recording(dataset, stride, max_frames)
         self.mapper = Mapper(TsdfMapConfig(voxel_size_m=voxel_size_m), KeyframeConfig())
         t0 = time.monotonic()
@@ -90,7 +93,8 @@ class RecordingSession:
         self.occupancy = OccupancyGridSource(self.mapper)
         self.approach_config = ApproachConfig()
         self.fuse_s = time.monotonic() - t0
-        self.model = build_backend(backend)
+        self._owns_model = isinstance(backend, str)
+        self.model = build_backend(backend) if self._owns_model else backend
         self.memory = None
         self.memory_s = 0.0
         if use_memory:
@@ -122,7 +126,8 @@ class RecordingSession:
         return result
 
     def close(self) -> None:
-        self.model.close()
+        if self._owns_model:
+            self.model.close()
 
     def __enter__(self) -> "RecordingSession":
         return self
@@ -165,9 +170,7 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
                 f"'{instruction}': floor grid and approach pose", robot)
     json_path = out_ply.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=2))
-    png_path = render_result(out_ply.with_suffix(".png"), snapshot.points_world_m,
-                             [(snapshot.points_world_m[o.point_indices], o.box, o.label) for o in result.objects],
-                             f"'{instruction}' -> {result.status.name}: {result.target_phrase}")
+    png_path = render_query(out_ply.with_suffix(".png"), instruction, result, snapshot, session.mapper.keyframes()).path
     return SegmentOutputs(result, out_ply, json_path, png_path, session.frames_fused, session.fuse_s)
 
 

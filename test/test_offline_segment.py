@@ -100,7 +100,8 @@ def test_not_found_still_writes_an_empty_ply_and_the_json(tmp_path):
 
     pts = np.random.default_rng(0).uniform(-1, 1, (500, 3)).astype(np.float32)
     snapshot = MapSnapshot(pts, np.full((500, 3), 128, np.uint8), None, 0)
-    session = SimpleNamespace(mapper=SimpleNamespace(snapshot=lambda: snapshot), frames_fused=3, fuse_s=0.1)
+    session = SimpleNamespace(mapper=SimpleNamespace(snapshot=lambda: snapshot, keyframes=lambda: ()), frames_fused=3,
+                              fuse_s=0.1)
     result = QueryResult(QueryStatus.NOT_FOUND, "no object matching 'unicorn'", target_phrase="unicorn")
     out = write_outputs(session, "the unicorn", result, tmp_path / "sub" / "u.ply")
     summary = json.loads(out.json_path.read_text())

@@ -196,3 +196,63 @@ def test_parse_mode_answers_json_without_views_and_says_when_the_backend_cannot(
     node._backend = ParsingBackend()
     response = node._on_request(request, SegmentViews.Response())
     assert response.status == SegmentViews.Response.INVALID_INPUT and "empty" in response.message
+
+
+def _segmentation_node(**overrides) -> tuple[SegmentationNode, Context]:
+    context = Context()
+    rclpy.init(context=context)
+    params = [Parameter("autostart", value=False)] + [Parameter(k, value=v) for k, v in overrides.items()]
+    return SegmentationNode(context=context, namespace="/seg_params", parameter_overrides=params), context
+
+
+@pytest.mark.parametrize("device", ["cuda:1", "cuda:12", "cuda", "cpu", "auto"])
+def test_device_accepts_cuda_n(device):
+    n, context = _segmentation_node(device=device)
+    try:
+        assert n._params["device"] == device
+    finally:
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.parametrize("device", ["cuda:", "cuda:x", "gpu", "cuda:1 "])
+def test_bad_device_names_the_parameter(device):
+    from mllm3d_ros.ros.params import ParameterError
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(ParameterError, match=r"parameter 'device' must be one of \['auto', 'cpu', 'cuda', 'cuda:N'\]"):
+            SegmentationNode(context=context, namespace="/seg_params",
+                             parameter_overrides=[Parameter("autostart", value=False), Parameter("device", value=device)])
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_sam_kind_coord_format_and_max_pixels_reach_the_transformers_backend():
+    n, context = _segmentation_node(backend="transformers", vlm_model="/m/qwen", sam_model="/m/sam2",
+                                    sam_kind="sam2", coord_format="norm1000", max_pixels=200_000, device="cuda:1")
+    try:
+        kwargs = segmentation_node.backend_kwargs(n._params)
+    finally:
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
+    assert (kwargs["sam_kind"], kwargs["coord_format"], kwargs["max_pixels"], kwargs["device"]) == (
+        "sam2", "norm1000", 200_000, "cuda:1")
+    from mllm3d_ros.backends.mllm.backend import TransformersBackendConfig
+
+    TransformersBackendConfig(**kwargs)  # every forwarded parameter is one the backend takes, in range
+
+
+def test_node_defaults_are_the_backends_defaults():
+    # One default per setting: the node's ParamSpec and the backend's config must not drift apart.
+    import dataclasses
+
+    from mllm3d_ros.backends.mllm.backend import TransformersBackendConfig
+
+    config = {f.name: f.default for f in dataclasses.fields(TransformersBackendConfig)
+              if f.default is not dataclasses.MISSING}  # vlm_model, sam_model: required, '' on the node
+    specs = {s.name: s.default for s in segmentation_node.SEGMENTATION_PARAMS}
+    shared = sorted(set(config) & set(specs))
+    assert {"device", "dtype", "sam_kind", "coord_format", "max_pixels", "max_new_tokens"} <= set(shared)
+    assert {name: specs[name] for name in shared} == {name: config[name] for name in shared}
