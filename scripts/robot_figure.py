@@ -1,6 +1,6 @@
 """The README's picture of issue 22: a simulated room's floor grid with a query's box and its approach pose.
 
-    python scripts/robot_figure.py [--seed 0] [--instruction "the chair"] [--out docs/approach_grid.png]
+    python scripts/robot_figure.py [--seed 0] [--instruction "the chair"] [--out docs/images/approach_grid.png]
 
 The room is rendered along one lap of `trajectory` at 320x240, fused by the product's Mapper, its object
 memory built from the simulated proposer (ground-truth masks with noise: the picture is about the grid and
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--instruction", default="the chair")
     ap.add_argument("--frames", type=int, default=48)
-    ap.add_argument("--out", default="docs/approach_grid.png")
+    ap.add_argument("--out", default="docs/images/approach_grid.png")
     ns = ap.parse_args(argv)
 
     from benchmarks.robot import SIM

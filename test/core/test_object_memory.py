@@ -284,3 +284,4 @@ def test_an_object_moved_far_is_a_new_instance_and_the_old_one_goes():
     cube = [o for o in memory.objects() if o.label == "cube"]
     assert len(cube) == 1 and in_box(cube[0].points_world_m, far, 0.05).mean() >= 0.95
     assert memory.stats.removed_gone == 1
+
