@@ -144,7 +144,8 @@ _CK = CameraIntrinsics(160, 120, 146.25, 146.25, 79.5, 59.5)
 
 def _wall_frame(stamp: int, pose: np.ndarray, patch: bool = False) -> RgbdFrame:
     """A textured wall 3.01 m ahead along world +x (depth per pixel from the pose), optionally a 24 x 18 px patch
-    1.2 m in front of the camera (a small object: ~2 % of the samples, under min_novelty)."""
+    1.2 m in front of the camera (a small object: ~2 % of the samples, under min_novelty; in world terms it
+    moves with the camera, which only matters for the last frame, where it is still seen by a keyframe)."""
     rows, cols = np.mgrid[0:120, 0:160]
     rays = np.stack([(cols - _CK.cx) / _CK.fx, (rows - _CK.cy) / _CK.fy, np.ones(cols.shape)], -1) @ pose[:3, :3].T
     depth = ((3.01 - pose[0, 3]) / rays[..., 0]).astype(np.float32)
@@ -168,12 +169,9 @@ def test_a_small_change_makes_a_keyframe_and_a_static_scene_does_not():
     appeared = store.offer(_wall_frame(3, poses[1], patch=True))
     assert appeared.novelty < 0.05 and appeared.changed_samples >= 8
     assert appeared.decision is KeyframeDecision.ADDED
-    # It is gone again: the frame sees through the last keyframe's samples of it.
-    gone = store.offer(_wall_frame(4, poses[0]))
-    assert gone.decision is KeyframeDecision.ADDED and gone.changed_samples >= 8
-    # ... and once that is kept, seeing the wall again changes nothing.
-    again = store.offer(_wall_frame(5, poses[2]))
-    assert again.decision is KeyframeDecision.REJECTED_NOT_NOVEL and again.changed_samples == 0
+    # Once that keyframe is kept, the object seen again (from 12 cm aside) is no change worth a keyframe.
+    again = store.offer(_wall_frame(4, poses[0], patch=True))
+    assert again.decision is KeyframeDecision.REJECTED_NOT_NOVEL and again.changed_samples < 8
 
 
 def test_change_keyframes_can_be_turned_off():
