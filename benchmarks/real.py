@@ -114,10 +114,16 @@ def _class_of(annotations: Annotations, accepted: Sequence[str]) -> str:
 
 def _summary(rows: list[dict]) -> dict:
     s = summarize([r["iou"] for r in rows])
+    # The list a robot is handed: of the queries that returned objects, the share of returned objects that
+    # are an accepted instance (IoU >= 0.25 / 0.5 with one), and how many objects a list holds.
+    listed = [r for r in rows if r["n_objects"]]
     return {"queries": s.num_queries, "acc25": round(s.acc25, 4), "acc50": round(s.acc50, 4), "miou": round(s.miou, 4),
             "ap25": round(float(np.mean([r["ap25"] for r in rows])), 4) if rows else 0.0,
             "ap50": round(float(np.mean([r["ap50"] for r in rows])), 4) if rows else 0.0,
-            "precision25": round(float(np.mean([r["precision25"] for r in rows])), 4) if rows else 0.0}
+            "precision25": round(float(np.mean([r["precision25"] for r in rows])), 4) if rows else 0.0,
+            "list_precision25": round(float(np.mean([r["precision25"] for r in listed])), 4) if listed else None,
+            "list_precision50": round(float(np.mean([r["precision50"] for r in listed])), 4) if listed else None,
+            "objects_per_list": round(float(np.mean([r["n_objects"] for r in listed])), 2) if listed else None}
 
 
 def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDKITCHEN_JSON, model=None,
@@ -153,7 +159,8 @@ def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDK
                          **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(score).items()}})
             print(f"  {q.instruction!r}: {result.status.name} {len(result.objects)} objects, IoU {score.iou:.2f} "
                   f"({score.matched_id or '-'}), {elapsed:.2f} s", flush=True)
-            rows[-1]["from_memory"] = "object memory" in result.message
+            # Answered by the memory alone: a success without a 2D model call (a NOT_FOUND may name the memory too).
+            rows[-1]["from_memory"] = result.status.name == "SUCCESS" and result.views_used == 0
         # The same instructions once more: a repeated query on an unchanged map and memory.
         for row in rows if repeat else ():
             start = time.monotonic()
@@ -191,11 +198,14 @@ def table(report: dict) -> str:
     for r in report["queries"]:
         lines.append(f"| {r['instruction']} | {r['kind']} | {r['status']} | {r['n_objects']} | {r['iou']:.2f} "
                      f"| {r['matched_id'] or '-'} | {r['elapsed_s']:.2f} |")
-    lines += ["", "| set | queries | Acc@0.25 | Acc@0.5 | mIoU | AP25 | AP50 |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| set | queries | Acc@0.25 | Acc@0.5 | mIoU | AP25 | AP50 | list precision@0.25 | objects per list |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, s in [("all but relational", report["main"]), *report["per_class"].items(),
                     ("relational", report["relational"])]:
+        lp = "-" if s.get("list_precision25") is None else f"{s['list_precision25']:.3f}"
+        n = "-" if s.get("objects_per_list") is None else f"{s['objects_per_list']:.1f}"
         lines.append(f"| {name} | {s['queries']} | {s['acc25']:.3f} | {s['acc50']:.3f} | {s['miou']:.3f} "
-                     f"| {s['ap25']:.3f} | {s['ap50']:.3f} |")
+                     f"| {s['ap25']:.3f} | {s['ap50']:.3f} | {lp} | {n} |")
     return "\n".join(lines)
 
 

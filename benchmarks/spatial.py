@@ -140,7 +140,8 @@ def run_queries(layout, mapper, memory, pipeline, gt_ids, backend: str) -> list[
     for q in layout.queries:
         result = pipeline.run(q.instruction)
         iou = point_iou(result.objects[0].point_indices, gt_ids == q.answer_id) if result.objects else 0.0
-        from_memory = "in the object memory" in result.message
+        # Answered by the memory alone: a success without a 2D model call (a NOT_FOUND message may name the memory too).
+        from_memory = result.status.name == "SUCCESS" and result.views_used == 0
         rows.append({"backend": backend, "room": layout.room.seed, "instruction": q.instruction, "kind": q.kind,
                      "status": result.status.name, "iou": round(float(iou), 4), "from_memory": from_memory,
                      "elapsed_ms": round(result.elapsed_s * 1e3, 2),
@@ -269,7 +270,7 @@ def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0, model=N
             describe["sim"].append(describe_score(room, memory, gt_ids))
             if model is not None:
                 memory_off = build_memory(mapper, model)
-                pipeline_off = QueryPipeline(mapper, model.segment, QueryConfig(),
+                pipeline_off = QueryPipeline(mapper, model.segment, QueryConfig(), recognise_fn=model.recognise,
                                              resolver=MemoryResolver(memory_off, model.encode_text))
                 rows += run_queries(layout, mapper, memory_off, pipeline_off, gt_ids, model_name)
                 describe[model_name].append(describe_score(room, memory_off, gt_ids))

@@ -106,7 +106,8 @@ class RecordingSession:
                                                   marked_prompts=self.model.uses_marks),
                                       resolver=MemoryResolver(self.memory, self.model.encode_text) if use_memory
                                       else None,
-                                      parse_fn=self.model.parse)  # the grammar when the backend cannot parse
+                                      parse_fn=self.model.parse,  # the grammar when the backend cannot parse
+                                      recognise_fn=self.model.recognise)  # the backend's open-set gate
 
     def query(self, instruction: str) -> QueryResult:
         """The pipeline's answer, with the approach pose of its best object when it succeeded."""
@@ -149,7 +150,8 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
         "target_phrase": result.target_phrase, "views_used": result.views_used, "frames_fused": session.frames_fused,
         "map_points": snapshot.num_points,
         "timings_ms": {"fuse": round(session.fuse_s * 1e3, 1), **{k: round(v, 1) for k, v in result.timings_ms.items()}},
-        "objects": [{"label": o.label, "confidence": round(o.confidence, 4), "num_points": int(o.point_indices.size),
+        "objects": [{"label": o.label, "confidence": round(o.confidence, 4), "unconfirmed": o.unconfirmed,
+                     "detail": o.detail, "num_points": int(o.point_indices.size),
                      "box": {"center_m": np.round(o.box.center_world_m, 4).tolist(),
                              "size_m": np.round(o.box.size_m, 4).tolist(),
                              "world_R_box": np.round(o.box.world_R_box, 5).tolist()},

@@ -41,6 +41,7 @@ from ..backends.base import BackendUnavailable
 from ..core.approach import (ApproachConfig, ApproachPose, approach_summary, camera_height_above_floor,
                              plan_approach)
 from ..core.instruction import ParsedInstruction, parsed_from_json
+from ..core.open_set import Recognition, open_recognition
 from ..core.geometry import transform_box, transform_points
 from ..core.memory_query import MemoryResolver
 from ..core.occupancy import OccupancyGridSource
@@ -102,7 +103,8 @@ def _marker_color(rank: int) -> ColorRGBA:
 
 
 class RemoteSegmenter:
-    """SegmentFn (and ParseFn, `parse`) that calls the segmentation node's service and watches its heartbeat."""
+    """SegmentFn (and ParseFn `parse`, RecogniseFn `recognise`) that calls the segmentation node's service and
+    watches its heartbeat."""
 
     def __init__(self, node: Node, service: str, heartbeat_topic: str, timeout_s: float, service_wait_s: float,
                  callback_group) -> None:
@@ -113,6 +115,7 @@ class RemoteSegmenter:
         self._last_heartbeat = 0.0
         self._backend_name: str | None = None  # from the heartbeat's "<backend> <state>"
         self._parse_unsupported = False
+        self._recognise_unsupported = False
         self._lock = threading.Lock()
         node.create_subscription(String, heartbeat_topic, self._on_heartbeat, RELIABLE_QOS,
                                  callback_group=callback_group)
@@ -123,6 +126,7 @@ class RemoteSegmenter:
             name = msg.data.split(" ", 1)[0]
             if self._backend_name is not None and name != self._backend_name:
                 self._parse_unsupported = False  # another backend now: it may parse
+                self._recognise_unsupported = False
             self._backend_name = name
 
     def _alive(self) -> bool:
@@ -157,8 +161,35 @@ class RemoteSegmenter:
             raise
         return parsed_from_json(response.parsed_json, instruction, "the segmentation node")
 
-    def _call(self, request, cancel: threading.Event | None, deadline: float | None):
-        """The response to `request` once it is OK; errors by status (InputError, ModeUnsupported, BackendError)."""
+    def recognise(self, phrase: str, *, cancel: threading.Event | None = None,
+                  deadline: float | None = None) -> Recognition:
+        """Whether the backend recognises `phrase` (mode RECOGNISE: the open-set gate of the segmentation node's
+        backend). A segmentation node without the mode (UNSUPPORTED) is remembered: its phrases go on as an
+        open vocabulary's would, without asking again, until the heartbeat names another backend."""
+        with self._lock:
+            if self._recognise_unsupported:
+                return open_recognition(phrase, f"backend '{self._backend_name}'")
+        # Like the memory's text calls: a service that was there and is gone is said at once (a query must not
+        # wait service_wait_s for a node the graph no longer has before answering BACKEND_UNAVAILABLE); before
+        # the first heartbeat the call waits for the service as the other modes do.
+        with self._lock:
+            seen = self._last_heartbeat > 0.0
+        if seen and not self._client.service_is_ready():
+            raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
+                                     "is the segmentation node running (and configured)?")
+        try:
+            response = self._call(SegmentViews.Request(mode=SegmentViews.Request.RECOGNISE, instruction=phrase),
+                                  cancel, deadline, quick=True)
+        except ModeUnsupported:
+            with self._lock:
+                self._recognise_unsupported = True
+            return open_recognition(phrase, f"backend '{self._backend_name}'")
+        return Recognition.from_json(response.recognition_json)
+
+    def _call(self, request, cancel: threading.Event | None, deadline: float | None, quick: bool = False):
+        """The response to `request` once it is OK; errors by status (InputError, ModeUnsupported, BackendError).
+        `quick`: a call that takes milliseconds (a phrase's recognition) gives up as soon as the heartbeat has
+        been silent for backend_timeout_s, not only after running that long itself."""
         wait_s = self._service_wait_s if deadline is None else max(0.0, min(self._service_wait_s,
                                                                              deadline - time.monotonic()))
         if not self._client.wait_for_service(timeout_sec=wait_s):
@@ -177,7 +208,7 @@ class RemoteSegmenter:
                 self._client.remove_pending_request(future)
                 raise TimeoutError(f"no answer from '{self._client.srv_name}' before the query's deadline "
                                    f"({time.monotonic() - start:.1f} s into this call)")
-            if time.monotonic() - start > self._timeout_s and not self._alive():
+            if (quick or time.monotonic() - start > self._timeout_s) and not self._alive():
                 self._client.remove_pending_request(future)
                 raise BackendUnavailable(f"segmentation node stopped answering (no heartbeat on "
                                          f"'{self._heartbeat_topic}' for "
@@ -186,11 +217,16 @@ class RemoteSegmenter:
 
 
 def object_description(obj, box=None) -> str:
-    """`box`: the object's box in the frame the description is for (default: its map-frame box)."""
+    """`box`: the object's box in the frame the description is for (default: its map-frame box). An object
+    whose label is unconfirmed says so first; what the memory checked (colours, shape) follows."""
     box = obj.box if box is None else box
     c, s = box.center_world_m, box.size_m
-    return (f"{obj.label or 'object'} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
+    text = (f"{obj.label or 'object'} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
             f"{s[0]:.2f} x {s[1]:.2f} x {s[2]:.2f} m")
+    detail = getattr(obj, "detail", "")
+    if getattr(obj, "unconfirmed", False) and "unconfirmed" not in detail:
+        detail = "label unconfirmed" + (f"; {detail}" if detail else "")
+    return f"{text}; {detail}" if detail else text
 
 
 def result_to_msg(result: QueryResult, frame_id: str, stamp_ns: int, frame_T_map: np.ndarray | None = None):
@@ -381,8 +417,9 @@ class QueryNode(Node):
             segment_fn = functools.partial(self._segmenter, cancel=query.cancel, deadline=deadline)
             parse_fn = (functools.partial(self._segmenter.parse, cancel=query.cancel, deadline=deadline)
                         if self._model_parsing else None)
+            recognise_fn = functools.partial(self._segmenter.recognise, cancel=query.cancel, deadline=deadline)
             result = self.pipeline.run(instruction, max_views, min_confidence, progress, query.cancel.is_set,
-                                       segment_fn=segment_fn, parse_fn=parse_fn)
+                                       segment_fn=segment_fn, parse_fn=parse_fn, recognise_fn=recognise_fn)
             if result.status is QueryStatus.SUCCESS:
                 result = dataclasses.replace(result, approach=self._approach(result))
         except Exception as exc:  # noqa: BLE001 -- e.g. a bug in voting: answer it, never a default result
@@ -510,7 +547,8 @@ def result_summary(result: QueryResult, instruction: str) -> dict:
     return {"instruction": instruction, "status": result.status.name, "message": result.message,
             "target_phrase": result.target_phrase, "views_used": result.views_used,
             "elapsed_s": round(result.elapsed_s, 3),
-            "objects": [{"label": o.label, "confidence": round(o.confidence, 3),
+            "objects": [{"label": o.label, "confidence": round(o.confidence, 3), "unconfirmed": o.unconfirmed,
+                         "description": object_description(o),
                          "center_m": [round(float(x), 3) for x in o.box.center_world_m],
                          "size_m": [round(float(x), 3) for x in o.box.size_m],
                          "num_points": int(o.point_indices.size),

@@ -7,7 +7,8 @@ Run it on a GPU host to keep the robot's computer free; the query node finds it 
 Service:    ~/segment_views (mllm3d_ros/srv/SegmentViews), answered only while active: segmentation of an
             instruction (with the map's candidates as numbered marks), instruction-free proposals (the object
             memory's input), a phrase's embedding, a caption of a marked object (dense captions), or the
-            model's parse of an instruction (JSON in `parsed_json`)
+            model's parse of an instruction (JSON in `parsed_json`), or whether the backend recognises a phrase
+            (the open-set gate, JSON in `recognition_json`)
 Published:  ~/heartbeat (std_msgs/String, 2 Hz, reliable): "<backend> <state>" -- liveness for queries
 Parameters: see SEGMENTATION_PARAMS and config/perception.yaml (block `segmentation`).
 """
@@ -152,6 +153,12 @@ class SegmentationNode(LifecycleNode):
                 response.status = SegmentViews.Response.OK
                 response.query_embedding = np.asarray(embedding, dtype=np.float32).ravel().tolist()
                 return response
+            if request.mode == SegmentViews.Request.RECOGNISE:
+                with self._infer_lock:
+                    recognition = self._backend.recognise(normalise_instruction(request.instruction))
+                response.status = SegmentViews.Response.OK
+                response.recognition_json = recognition.to_json()
+                return response
             if request.mode == SegmentViews.Request.PARSE:
                 with self._infer_lock:
                     parsed = self._backend.parse(normalise_instruction(request.instruction))
@@ -174,7 +181,7 @@ class SegmentationNode(LifecycleNode):
                     result = self._backend.segment(views, request.instruction)
                 else:
                     raise InputError(f"unknown mode {request.mode} (SEGMENT 0, PROPOSE 1, ENCODE_TEXT 2, CAPTION 3, "
-                                     "PARSE 4)")
+                                     "PARSE 4, RECOGNISE 5)")
         except InputError as exc:
             response.status, response.message = SegmentViews.Response.INVALID_INPUT, str(exc)
             return response

@@ -15,6 +15,7 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
 from mllm3d_ros.core.instruction import parse_instruction, parsed_from_json
+from mllm3d_ros.core.open_set import Concept, Recognition, RecognitionStatus, Vocabulary
 from mllm3d_ros.core.segmentation import SegmentationBackend
 from mllm3d_ros.core.types import CameraIntrinsics, GeometryMark, Prediction2D, SegmentationResult, ViewPredictions
 from mllm3d_ros.ros import segmentation_node
@@ -196,6 +197,35 @@ def test_parse_mode_answers_json_without_views_and_says_when_the_backend_cannot(
     node._backend = ParsingBackend()
     response = node._on_request(request, SegmentViews.Response())
     assert response.status == SegmentViews.Response.INVALID_INPUT and "empty" in response.message
+
+
+class ClosedVocabularyBackend(SegmentationBackend):
+    """A backend that recognises mugs only (its text model: a mug direction and a direction for the rest)."""
+
+    def segment(self, views, instruction):
+        raise AssertionError("RECOGNISE must not segment")
+
+    def vocabulary(self):
+        return Vocabulary("the test model", (Concept("Mug", ("a mug",), ("mug", "cup")),))
+
+    def encode_text(self, texts):
+        return np.stack([np.eye(4, dtype=np.float32)[0 if "mug" in t else 1] for t in texts])
+
+
+def test_recognise_mode_answers_the_open_set_gate_as_json(node):
+    node._active = True
+    node._backend = ClosedVocabularyBackend()
+    request = SegmentViews.Request(mode=SegmentViews.Request.RECOGNISE, instruction="umbrella")
+    response = node._on_request(request, SegmentViews.Response())
+    assert response.status == SegmentViews.Response.OK, response.message
+    answer = Recognition.from_json(response.recognition_json)
+    assert answer.status is RecognitionStatus.UNKNOWN and answer.nearest == ("Mug",) and answer.model == "the test model"
+    request.instruction = "cups"
+    answer = Recognition.from_json(node._on_request(request, SegmentViews.Response()).recognition_json)
+    assert answer.status is RecognitionStatus.KNOWN and answer.concepts == ("Mug",)
+    node._backend = MarkingBackend()  # the base class's vocabulary: open
+    answer = Recognition.from_json(node._on_request(request, SegmentViews.Response()).recognition_json)
+    assert answer.status is RecognitionStatus.OPEN and answer.open_vocabulary
 
 
 def _segmentation_node(**overrides) -> tuple[SegmentationNode, Context]:

@@ -40,6 +40,7 @@ import numpy as np
 
 from ...core.config import ConfigError, check_choice, check_int, check_range
 from ...core.instruction import (ParsedInstruction, Relation, Superlative, parsed_from_structured)
+from ...core.open_set import Vocabulary
 from ...core.types import (BackendView, GeometryMark, InputError, Prediction2D, SegmentationResult,
                            ViewPredictions)
 from ..base import BackendError, SegmentationBackend, normalise_instruction
@@ -376,6 +377,10 @@ class TransformersBackend(SegmentationBackend):
     def uses_marks(self) -> bool:
         """Views' marks are drawn and listed in the prompt (`geometry_prompting`)."""
         return self.config.geometry_prompting
+
+    def vocabulary(self) -> Vocabulary:
+        """Open vocabulary: the VLM reads any phrase and answers [] when the target is not in the image."""
+        return Vocabulary.open_vocabulary("the transformers model", "the VLM answers [] when the object is not visible")
 
     def __init__(self, config: TransformersBackendConfig | None = None, **fields_: object) -> None:
         if config is None:
