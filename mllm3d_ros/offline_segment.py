@@ -7,6 +7,7 @@ a PNG render.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -16,16 +17,18 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends.base import build_backend
+from .core.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
 from .core.keyframes import KeyframeConfig
 from .core.mapper import Mapper
 from .core.memory_query import MemoryResolver
+from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
 from .core.object_memory import ObjectMemory
 from .core.proposal_worker import ProposalWorker
 from .core.segmentation import SegmentationBackend
 from .core.pipeline import QueryConfig, QueryPipeline
 from .core.tsdf_map import TsdfMapConfig
-from .core.types import QueryResult
-from .render import render_query
+from .core.types import QueryResult, QueryStatus
+from .render import render_grid, render_query
 from .sources.recording import open_recording
 
 
@@ -79,8 +82,16 @@ class RecordingSession:
         frames = open_recording(dataset, stride, max_frames)
         self.mapper = Mapper(TsdfMapConfig(voxel_size_m=voxel_size_m), KeyframeConfig())
         t0 = time.monotonic()
-        self.frames_fused = sum(self.mapper.process(f)
-                                for f in tqdm(frames, desc="fusing", unit="frame", disable=not show_progress))
+        self.frames_fused = 0
+        # The robot is taken to stand where the recording's camera last was (its approach poses must be
+        # reachable from there).
+        self.last_world_T_camera = None
+        for f in tqdm(frames, desc="fusing", unit="frame", disable=not show_progress):
+            if self.mapper.process(f):
+                self.frames_fused += 1
+                self.last_world_T_camera = f.world_T_camera
+        self.occupancy = OccupancyGridSource(self.mapper)
+        self.approach_config = ApproachConfig()
         self.fuse_s = time.monotonic() - t0
         self._owns_model = isinstance(backend, str)
         self.model = build_backend(backend) if self._owns_model else backend
@@ -99,7 +110,21 @@ class RecordingSession:
                                       recognise_fn=self.model.recognise)  # the backend's open-set gate
 
     def query(self, instruction: str) -> QueryResult:
-        return self.pipeline.run(instruction)
+        """The pipeline's answer, with the approach pose of its best object when it succeeded."""
+        result = self.pipeline.run(instruction)
+        if result.status is QueryStatus.SUCCESS and result.objects:
+            t0 = time.monotonic()
+            grid = self.occupancy.grid(result.snapshot)
+            keyframes = self.mapper.keyframes()
+            cams = np.array([kf.world_T_camera[:3, 3] for kf in keyframes]).reshape(-1, 3)
+            robot = None if self.last_world_T_camera is None else tuple(self.last_world_T_camera[:2, 3])
+            approach = plan_approach(result.objects[0].box, grid, result.snapshot,
+                                     camera_height_above_floor(cams, grid.floor_z_m), robot, self.approach_config,
+                                     "" if robot is not None else "no camera pose: reachability not checked",
+                                     self.occupancy.config.min_height_m, keyframes)
+            result.timings_ms["approach_ms"] = (time.monotonic() - t0) * 1e3
+            result = dataclasses.replace(result, approach=approach)
+        return result
 
     def close(self) -> None:
         if self._owns_model:
@@ -132,7 +157,19 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
                              "world_R_box": np.round(o.box.world_R_box, 5).tolist()},
                      "supporting_views": o.supporting_views, "visible_views": o.visible_views}
                     for o in result.objects],
+        # Where a robot can stand to reach the best object (the robot at the recording's last camera pose).
+        "approach": approach_summary(result.approach),
     }
+    # The floor grid as map_server's pair, so Nav2 can be started on the map this recording built.
+    occupancy = getattr(session, "occupancy", None)
+    grid = occupancy.grid(snapshot) if occupancy is not None else build_occupancy_grid(snapshot)
+    grid_yaml, _ = save_map_server(grid, out_ply.with_name(out_ply.stem + "_grid"))
+    summary["grid_yaml"] = str(grid_yaml)
+    last_pose = getattr(session, "last_world_T_camera", None)
+    robot = None if last_pose is None else tuple(last_pose[:2, 3])
+    render_grid(out_ply.with_name(out_ply.stem + "_grid.png"), grid,
+                [(o.box, o.label) for o in result.objects[:1]], result.approach,
+                f"'{instruction}': floor grid and approach pose", robot)
     json_path = out_ply.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=2))
     png_path = render_query(out_ply.with_suffix(".png"), instruction, result, snapshot, session.mapper.keyframes()).path
