@@ -164,7 +164,9 @@ def cmd_segment(ns: argparse.Namespace) -> int:
     for i, obj in enumerate(r.objects):
         c = obj.box.center_world_m
         print(f"  {i + 1}. {obj.label} confidence {obj.confidence:.2f} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
-              f"{obj.point_indices.size} points, views {obj.supporting_views}/{obj.visible_views}")
+              f"{obj.point_indices.size} points, views {obj.supporting_views}/{obj.visible_views}"
+              + (f"; {obj.detail}" if obj.detail else "") + ("" if obj.detail or not obj.unconfirmed else
+                                                              "; label unconfirmed"))
     print(f"wrote {out.ply_path}, {out.json_path}, {out.png_path}")
     return EXIT_OK if r.objects else EXIT_FAILED
 

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from .launch_spec import NAMESPACE, NodeSpec, default_params_file, local_dds_env, node_specs
+from .launch_spec import NAMESPACE, NodeSpec, local_dds_env, node_specs, params_files
 
 
 def executable_path(name: str) -> Path:
@@ -25,9 +25,11 @@ def executable_path(name: str) -> Path:
     return Path(get_package_prefix("mllm3d_ros")) / "lib" / "mllm3d_ros" / name
 
 
-def command_for(spec: NodeSpec, params_file: Path) -> list[str]:
-    cmd = [str(executable_path(spec.executable)), "--ros-args", "-r", f"__ns:=/{NAMESPACE}",
-           "--params-file", str(params_file)]
+def command_for(spec: NodeSpec, *params_file: Path) -> list[str]:
+    """The node's command line; several parameters files are read in order (later ones win)."""
+    cmd = [str(executable_path(spec.executable)), "--ros-args", "-r", f"__ns:=/{NAMESPACE}"]
+    for path in params_file:
+        cmd += ["--params-file", str(path)]
     for src, dst in spec.remappings:
         cmd += ["-r", f"{src}:={dst}"]
     for name, value in spec.parameters:
@@ -91,14 +93,15 @@ def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str
     with that code.
     """
     policy = policy or RestartPolicy()
-    params = Path(params_file) if params_file else default_params_file()
-    if not params.exists():
-        print(f"error: parameters file not found: {params}", file=sys.stderr)
-        return 2
+    files = params_files({**args, "params_file": params_file})
+    for path in files:
+        if not path.exists():
+            print(f"error: parameters file not found: {path}", file=sys.stderr)
+            return 2
     env = local_dds_env(dict(os.environ, **(extra_env or {})))
     procs: list[_Supervised] = []
     for spec in node_specs(args):
-        cmd = command_for(spec, params)
+        cmd = command_for(spec, *files)
         print(f"[launch] {spec.executable}: {' '.join(cmd)}", flush=True)
         procs.append(_Supervised(spec, cmd, env, policy))
     stopping = False

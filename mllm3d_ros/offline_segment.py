@@ -7,6 +7,7 @@ a PNG render.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -16,16 +17,19 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends.base import build_backend
+from .core.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
 from .core.keyframes import KeyframeConfig
 from .core.map_objects import MapObjectProposer, chain_proposers
 from .core.mapper import Mapper
 from .core.memory_query import MemoryResolver
+from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
 from .core.object_memory import ObjectMemory
 from .core.proposal_worker import ProposalWorker
+from .core.segmentation import SegmentationBackend
 from .core.pipeline import QueryConfig, QueryPipeline
 from .core.tsdf_map import TsdfMapConfig
-from .core.types import QueryResult
-from .render import render_result
+from .core.types import QueryResult, QueryStatus
+from .render import render_grid, render_query
 from .sources.recording import open_recording
 
 
@@ -75,16 +79,27 @@ class RecordingSession:
     """A recording fused once into the product's Mapper, then any number of queries through the product's
     QueryPipeline with a local backend: what `mllm3d segment` runs, and what benchmarks.real measures."""
 
-    def __init__(self, dataset: str | Path, backend: str = "offline", views: int = 4, stride: int = 1,
-                 max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M, show_progress: bool = True,
-                 use_memory: bool = True) -> None:
+    def __init__(self, dataset: str | Path, backend: str | SegmentationBackend = "offline", views: int = 4,
+                 stride: int = 1, max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M,
+                 show_progress: bool = True, use_memory: bool = True) -> None:
+        """`backend`: a registry name (built here with its defaults, closed by `close`) or a backend already
+        built by the caller (benchmarks.gpu: one set of GPU weights for several runs; the caller closes it)."""
         frames = open_recording(dataset, stride, max_frames)
         self.mapper = Mapper(TsdfMapConfig(voxel_size_m=voxel_size_m), KeyframeConfig())
         t0 = time.monotonic()
-        self.frames_fused = sum(self.mapper.process(f)
-                                for f in tqdm(frames, desc="fusing", unit="frame", disable=not show_progress))
+        self.frames_fused = 0
+        # The robot is taken to stand where the recording's camera last was (its approach poses must be
+        # reachable from there).
+        self.last_world_T_camera = None
+        for f in tqdm(frames, desc="fusing", unit="frame", disable=not show_progress):
+            if self.mapper.process(f):
+                self.frames_fused += 1
+                self.last_world_T_camera = f.world_T_camera
+        self.occupancy = OccupancyGridSource(self.mapper)
+        self.approach_config = ApproachConfig()
         self.fuse_s = time.monotonic() - t0
-        self.model = build_backend(backend)
+        self._owns_model = isinstance(backend, str)
+        self.model = build_backend(backend) if self._owns_model else backend
         self.memory = None
         self.memory_s = 0.0
         if use_memory:
@@ -96,13 +111,29 @@ class RecordingSession:
                                                   marked_prompts=self.model.uses_marks),
                                       resolver=MemoryResolver(self.memory, self.model.encode_text) if use_memory
                                       else None,
-                                      parse_fn=self.model.parse)  # the grammar when the backend cannot parse
+                                      parse_fn=self.model.parse,  # the grammar when the backend cannot parse
+                                      recognise_fn=self.model.recognise)  # the backend's open-set gate
 
     def query(self, instruction: str) -> QueryResult:
-        return self.pipeline.run(instruction)
+        """The pipeline's answer, with the approach pose of its best object when it succeeded."""
+        result = self.pipeline.run(instruction)
+        if result.status is QueryStatus.SUCCESS and result.objects:
+            t0 = time.monotonic()
+            grid = self.occupancy.grid(result.snapshot)
+            keyframes = self.mapper.keyframes()
+            cams = np.array([kf.world_T_camera[:3, 3] for kf in keyframes]).reshape(-1, 3)
+            robot = None if self.last_world_T_camera is None else tuple(self.last_world_T_camera[:2, 3])
+            approach = plan_approach(result.objects[0].box, grid, result.snapshot,
+                                     camera_height_above_floor(cams, grid.floor_z_m), robot, self.approach_config,
+                                     "" if robot is not None else "no camera pose: reachability not checked",
+                                     self.occupancy.config.min_height_m, keyframes)
+            result.timings_ms["approach_ms"] = (time.monotonic() - t0) * 1e3
+            result = dataclasses.replace(result, approach=approach)
+        return result
 
     def close(self) -> None:
-        self.model.close()
+        if self._owns_model:
+            self.model.close()
 
     def __enter__(self) -> "RecordingSession":
         return self
@@ -124,18 +155,29 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
         "target_phrase": result.target_phrase, "views_used": result.views_used, "frames_fused": session.frames_fused,
         "map_points": snapshot.num_points,
         "timings_ms": {"fuse": round(session.fuse_s * 1e3, 1), **{k: round(v, 1) for k, v in result.timings_ms.items()}},
-        "objects": [{"label": o.label, "confidence": round(o.confidence, 4), "num_points": int(o.point_indices.size),
+        "objects": [{"label": o.label, "confidence": round(o.confidence, 4), "unconfirmed": o.unconfirmed,
+                     "detail": o.detail, "num_points": int(o.point_indices.size),
                      "box": {"center_m": np.round(o.box.center_world_m, 4).tolist(),
                              "size_m": np.round(o.box.size_m, 4).tolist(),
                              "world_R_box": np.round(o.box.world_R_box, 5).tolist()},
                      "supporting_views": o.supporting_views, "visible_views": o.visible_views}
                     for o in result.objects],
+        # Where a robot can stand to reach the best object (the robot at the recording's last camera pose).
+        "approach": approach_summary(result.approach),
     }
+    # The floor grid as map_server's pair, so Nav2 can be started on the map this recording built.
+    occupancy = getattr(session, "occupancy", None)
+    grid = occupancy.grid(snapshot) if occupancy is not None else build_occupancy_grid(snapshot)
+    grid_yaml, _ = save_map_server(grid, out_ply.with_name(out_ply.stem + "_grid"))
+    summary["grid_yaml"] = str(grid_yaml)
+    last_pose = getattr(session, "last_world_T_camera", None)
+    robot = None if last_pose is None else tuple(last_pose[:2, 3])
+    render_grid(out_ply.with_name(out_ply.stem + "_grid.png"), grid,
+                [(o.box, o.label) for o in result.objects[:1]], result.approach,
+                f"'{instruction}': floor grid and approach pose", robot)
     json_path = out_ply.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=2))
-    png_path = render_result(out_ply.with_suffix(".png"), snapshot.points_world_m,
-                             [(snapshot.points_world_m[o.point_indices], o.box, o.label) for o in result.objects],
-                             f"'{instruction}' -> {result.status.name}: {result.target_phrase}")
+    png_path = render_query(out_ply.with_suffix(".png"), instruction, result, snapshot, session.mapper.keyframes()).path
     return SegmentOutputs(result, out_ply, json_path, png_path, session.frames_fused, session.fuse_s)
 
 

@@ -68,7 +68,7 @@ class Mapper:
 
     def snapshot(self) -> MapSnapshot:
         with self._snapshot_lock:
-            key = (self._generation, self.map.frames_integrated, self.map.num_blocks)
+            key = (self._generation, self.map.frames_integrated, self.map.num_blocks, self.map.carved_voxels)
             if self._snapshot is None or key != self._snapshot_key:
                 self._snapshot, self._snapshot_key = self.map.snapshot(), key
             return self._snapshot
@@ -154,18 +154,8 @@ class Mapper:
             self._changed()
 
     def _read_meta(self, path: Path) -> dict:
+        meta = _read_meta(path)
         meta_path = path / _META
-        if not meta_path.is_file():
-            raise MapFileError(f"no saved map at {path}: {meta_path.name} is missing")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MapFileError(f"{meta_path} is not valid JSON: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != MAP_FORMAT:
-            raise MapFileError(f"{meta_path} is not a {MAP_FORMAT} file")
-        if meta.get("version") != MAP_FORMAT_VERSION:
-            raise MapFileError(f"{meta_path} has format version {meta.get('version')!r}; this build reads "
-                               f"version {MAP_FORMAT_VERSION}")
         cfg = self.map.config
         if meta.get("voxel_size_m") != cfg.voxel_size_m or meta.get("block_resolution") != cfg.block_resolution:
             raise MapFileError(f"{path} was saved with voxel_size_m={meta.get('voxel_size_m')} and block_resolution="
@@ -173,9 +163,32 @@ class Mapper:
                                f"{cfg.block_resolution}")
         if meta.get("tsdf_file") not in (_TSDF, None):
             raise MapFileError(f"{meta_path}: tsdf_file must be {_TSDF!r} or null, got {meta.get('tsdf_file')!r}")
-        if not isinstance(meta.get("keyframes"), list):
-            raise MapFileError(f"{meta_path} has no keyframe list")
         return meta
+
+
+def read_saved_keyframes(path: str | os.PathLike) -> list[Keyframe]:
+    """The keyframes of a map folder written by `Mapper.save`, without its TSDF (tools that draw them)."""
+    path = Path(path)
+    return _read_keyframes(path / _KEYFRAMES, _read_meta(path)["keyframes"])
+
+
+def _read_meta(path: Path) -> dict:
+    """map.json, checked for format, version and a keyframe list."""
+    meta_path = path / _META
+    if not meta_path.is_file():
+        raise MapFileError(f"no saved map at {path}: {meta_path.name} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MapFileError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != MAP_FORMAT:
+        raise MapFileError(f"{meta_path} is not a {MAP_FORMAT} file")
+    if meta.get("version") != MAP_FORMAT_VERSION:
+        raise MapFileError(f"{meta_path} has format version {meta.get('version')!r}; this build reads "
+                           f"version {MAP_FORMAT_VERSION}")
+    if not isinstance(meta.get("keyframes"), list):
+        raise MapFileError(f"{meta_path} has no keyframe list")
+    return meta
 
 
 def _read_keyframes(path: Path, entries: list) -> list[Keyframe]:

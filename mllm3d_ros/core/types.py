@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .approach import ApproachPose
 
 
 class InputError(ValueError):
@@ -197,9 +201,12 @@ class OrientedBox3D:
 
 @dataclass(frozen=True, eq=False)
 class Object3D:
-    """One 3D object hypothesis that survived multi-view voting.
+    """One 3D object hypothesis that survived multi-view voting (or an object of the memory).
 
     point_indices (K,) int64 into the MapSnapshot; point_confidence (K,) float32 in [0, 1].
+    unconfirmed: no detector or model named it as the asked class (an unlabelled object named by what the
+    memory could check: support, relation, colour, shape); detail: what the memory knows of it (colours,
+    shape, why the label is unconfirmed), '' when nothing.
     """
 
     point_indices: np.ndarray
@@ -209,6 +216,8 @@ class Object3D:
     supporting_views: int
     visible_views: int
     label: str = ""
+    unconfirmed: bool = False
+    detail: str = ""
 
 
 class QueryStatus(enum.IntEnum):
@@ -232,6 +241,7 @@ class QueryResult:
     """What a query returns: status, the model's phrase, ranked objects, timings.
 
     `snapshot` is the map the objects' point indices refer to (None when no object was found).
+    `approach`: where a robot can stand to reach objects[0] (issue 22), when it was planned.
     """
 
     status: QueryStatus
@@ -242,6 +252,7 @@ class QueryResult:
     elapsed_s: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
     snapshot: MapSnapshot | None = None
+    approach: "ApproachPose | None" = None
 
 
 # Label of an object that no detector or model has named (a class-agnostic object from the map):

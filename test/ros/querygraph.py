@@ -56,7 +56,9 @@ class ScriptedSegmentation(Node):
     """SegmentViews + heartbeat. `mode`: 'cube' (box A masked), 'empty' (nothing found), 'block' (wait for
     `release` or `block_s`, then answer as 'empty'), 'bad_mask' (masks of the wrong size and encoding).
     Mode PARSE requests are counted apart (`parse_calls`) and answered by `parse_answer`: None UNSUPPORTED
-    (a backend without parsing), 'error' BACKEND_ERROR, else that string as `parsed_json`."""
+    (a backend without parsing), 'error' BACKEND_ERROR, else that string as `parsed_json`. Mode RECOGNISE
+    requests are counted apart (`recognise_calls`) and answered by `recognise_answer`: None UNSUPPORTED (a
+    backend without an open-set gate), else that string as `recognition_json`."""
 
     def __init__(self, box_ids, **kwargs) -> None:
         super().__init__("segmentation", **kwargs)
@@ -67,12 +69,21 @@ class ScriptedSegmentation(Node):
         self.calls = 0
         self.parse_calls = 0
         self.parse_answer: str | None = None
+        self.recognise_calls = 0
+        self.recognise_answer: str | None = None
         group = ReentrantCallbackGroup()
         self.create_service(SegmentViews, "~/segment_views", self._serve, callback_group=group)
         beat = self.create_publisher(String, "~/heartbeat", RELIABLE_QOS)
         self.create_timer(0.2, lambda: beat.publish(String(data="scripted active")), callback_group=group)
 
     def _serve(self, request, response):
+        if request.mode == SegmentViews.Request.RECOGNISE:
+            self.recognise_calls += 1
+            if self.recognise_answer is None:
+                response.status, response.message = SegmentViews.Response.UNSUPPORTED, "no open-set gate"
+            else:
+                response.status, response.recognition_json = SegmentViews.Response.OK, self.recognise_answer
+            return response
         if request.mode == SegmentViews.Request.PARSE:
             self.parse_calls += 1
             if self.parse_answer is None:
