@@ -49,7 +49,8 @@ def _answer_all(pipeline, annotations, fallback_snapshot) -> list[dict]:
         rows.append({"instruction": q.instruction, "kind": q.kind, "expected": "NOT_FOUND" if q.not_found else "found",
                      "status": result.status.name,
                      "iou": round(score.iou, 4), "matched_id": score.matched_id, "ap25": score.ap25, "ap50": score.ap50,
-                     "precision25": score.precision25, "elapsed_s": round(elapsed, 3)})
+                     "precision25": score.precision25, "precision50": score.precision50,
+                     "n_objects": len(result.objects), "elapsed_s": round(elapsed, 3)})
     return rows
 
 
