@@ -85,3 +85,33 @@ def test_a_keyframe_evicted_before_its_turn_is_counted_not_failed():
     worker = ProposalWorker(ObjectMemory(), lambda views: [], lambda i: None)
     assert worker.process_one(7)
     assert worker.stats.evicted_before_proposal == 1 and worker.stats.failures == 0
+
+
+def test_a_backend_that_is_not_ready_is_waited_for_not_counted_as_failures():
+    # Issue 20: while the segmentation node loads, proposals used to fail ~9 times at every start, each
+    # counted and logged as a failure, and spent retries.
+    kfs = keyframes_by_id()
+    ready = threading.Event()
+    calls = []
+
+    def propose(views):
+        calls.append(views[0].keyframe_id)
+        if len(calls) == 1:  # ready by the heartbeat, but gone by the time the call is made
+            from mllm3d_ros.core.segmentation import BackendUnavailable
+            raise BackendUnavailable("segmentation node restarted during the call")
+        return [ViewPredictions(views[0].keyframe_id, ())]
+
+    worker = ProposalWorker(ObjectMemory(), propose, lambda i: kfs[i][0],
+                            ProposalWorkerConfig(max_retries=0, retry_delay_s=0.0), backend_ready=ready.is_set)
+    worker.start()
+    for k in kfs:
+        worker.submit(k)
+    assert not worker.wait_idle(0.3) and calls == []  # nothing is asked while the backend is not ready
+    ready.set()
+    assert worker.wait_idle(30.0)
+    worker.stop()
+    stats = worker.stats
+    # The refused call is not a failure (with max_retries=0 it would have been given up): its keyframe is
+    # proposed again first, and every keyframe reaches the memory.
+    assert (stats.failures, stats.gave_up, stats.backend_unavailable, stats.integrated) == (0, 0, 1, 3)
+    assert calls == [0, 0, 1, 2]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from std_msgs.msg import String
 
 from mllm3d_ros.core.instruction import parse_instruction, parsed_to_json
 from mllm3d_ros.core.types import QueryStatus
@@ -33,8 +32,8 @@ def test_unsupported_is_asked_once_and_the_grammar_is_used_silently(graph):
     assert "used the grammar" not in _query(graph) and "used the grammar" not in _query(graph)
     assert graph.segmentation.parse_calls == 1 and graph.segmentation.calls >= 2
     # A heartbeat naming another backend (the segmentation node restarted with a model): asked again.
-    assert wait_until(lambda: graph.query._segmenter._backend_name == "scripted", 5.0)
-    graph.query._segmenter._on_heartbeat(String(data="transformers active"))
+    assert wait_until(lambda: graph.query._segmenter.status().backend == "scripted", 5.0)
+    graph.query._segmenter.liveness.on_heartbeat("transformers active")
     _query(graph)
     assert graph.segmentation.parse_calls == 2
 
