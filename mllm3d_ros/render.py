@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -53,7 +55,19 @@ def render_result(path: str | Path, map_points_m: np.ndarray, objects: Sequence[
     ax_3d.view_init(elev=35, azim=-60)
     ax_3d.set_title("oblique view")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        # A title or label in a script the font lacks (an instruction in Chinese, an emoji) draws boxes; that
+        # is no reason for "Glyph ... missing from font(s)" lines on the user's terminal.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*[Gg]lyph.*missing")
+            font_log = logging.getLogger("matplotlib.font_manager")
+            level = font_log.level
+            font_log.setLevel(logging.ERROR)
+            try:
+                fig.tight_layout()
+                fig.savefig(path, dpi=110)
+            finally:
+                font_log.setLevel(level)
+    finally:
+        plt.close(fig)
     return path

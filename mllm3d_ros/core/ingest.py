@@ -111,7 +111,10 @@ class IngestWorker:
             return False
         t0 = time.perf_counter()
         try:
-            self.map.integrate(checked)
+            if self.map.integrate(checked).touched_blocks == 0:
+                # Every pixel in range still touched no block (Open3D found nothing to fuse): not fused, no keyframe.
+                self.gate.count(RejectReason.NO_DEPTH_IN_RANGE)
+                return False
             added = self.keyframes is not None and self.keyframes.offer(checked).decision is KeyframeDecision.ADDED
         except Exception:  # keep the node alive; the map lock guarantees no half-applied state is visible
             _LOG.exception("fusion failed for frame stamped %d", frame.stamp_ns)

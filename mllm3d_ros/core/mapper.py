@@ -43,7 +43,8 @@ class Mapper:
                  on_reject: RejectCallback | None = None, now_ns: Callable[[], int] | None = None) -> None:
         self.map = TsdfMap(map_config)
         self.keyframe_store = KeyframeStore(keyframe_config)
-        self.gate = FrameGate(gate_config, now_ns=now_ns)
+        self.gate = FrameGate(gate_config, now_ns=now_ns,
+                              depth_range_m=(self.map.config.depth_min_m, self.map.config.depth_max_m))
         self.worker = IngestWorker(self.map, self.keyframe_store, self.gate, ingest_config, on_reject=on_reject)
         # Extracting the surface costs tens of ms at 2 cm: reuse it until the map changes.
         self._snapshot_lock = threading.Lock()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
+from mllm3d_ros.core.frame_checks import RejectReason
 from mllm3d_ros.core.keyframes import KeyframeConfig
 from mllm3d_ros.core.mapper import MAP_FORMAT_VERSION, Mapper
 from mllm3d_ros.core.tsdf_map import MapFileError, TsdfMapConfig
@@ -125,3 +127,24 @@ def test_save_to_a_file_path_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(MapFileError, match="not a folder"):
         _mapped(2).save(tmp_path / "file")
+
+
+@pytest.mark.parametrize("scale, cause", [
+    (1e-3, "depth looks like metres written as uint16, expected millimetres"),  # 1.5 m stored as 1.5 "mm"
+    (1e3, "depth looks like millimetres given as metres"),
+    (10.0, "every valid pixel is beyond depth_max_m"),
+])
+def test_a_frame_with_no_depth_in_range_is_rejected_with_its_likely_cause_not_fused(scale, cause):
+    # Issue 20 item 6: such frames fused nothing but were counted as fused and became keyframes.
+    rejected = []
+    mapper = Mapper(MAP_CFG, KF_CFG, on_reject=lambda _f, exc: rejected.append(str(exc)))
+    for k, pose in enumerate(orbit_poses(4, yaw_step_rad=0.4)):
+        frame = room_frame(1_000 + k * 100_000_000, pose)
+        assert not mapper.process(dataclasses.replace(frame, depth_m=frame.depth_m * np.float32(scale)))
+    stats = mapper.worker.stats
+    assert stats.fused == 0 and stats.keyframes_added == 0 and mapper.keyframes() == ()
+    assert stats.rejected[RejectReason.NO_DEPTH_IN_RANGE] == 4 and mapper.map.num_blocks == 0
+    assert len(rejected) == 4 and cause in rejected[0] and f"[{MAP_CFG.depth_min_m:g}, {MAP_CFG.depth_max_m:g}] m" \
+        in rejected[0], rejected[0]
+    # The same frames in millimetres fuse.
+    assert mapper.process(room_frame(2_000_000_000, orbit_poses(1)[0]))

@@ -120,9 +120,10 @@ class ScriptedSegmentation(Node):
 class Graph:
     """Start with `Graph(policy=...)`; `close()` tears everything down in the safe order."""
 
-    def __init__(self, with_segmentation: bool = True, **params) -> None:
-        """`with_segmentation=False`: no backend here (a test starts one as a process of its own)."""
-        self.namespace = f"/qtest_{os.getpid()}_{next(_COUNTER)}"
+    def __init__(self, with_segmentation: bool = True, namespace: str | None = None, **params) -> None:
+        """`with_segmentation=False`: no backend here (a test starts one as a process of its own);
+        `namespace`: e.g. '/mllm3d' for the CLI (default: one of its own)."""
+        self.namespace = namespace or f"/qtest_{os.getpid()}_{next(_COUNTER)}"
         self.context = Context()
         rclpy.init(context=self.context)
         self.map = SceneMap()
