@@ -62,11 +62,18 @@ class ReplayNode(Node):
         wait_s = self._p["wait_for_subscribers_s"]
         if wait_s <= 0:
             return
-        end = time.monotonic() + wait_s
-        while self._camera.subscriber_count() == 0 and time.monotonic() < end and not self.done.is_set():
-            self.done.wait(0.05)
-        if self._camera.subscriber_count() == 0 and not self.done.is_set():
-            self.get_logger().warning(f"no subscriber on every camera topic after {wait_s:.1f} s: publishing anyway")
+        try:
+            if self._camera.subscriber_count() == 0:
+                self.get_logger().info(f"waiting up to {wait_s:.1f} s for a subscriber on every camera topic")
+            end = time.monotonic() + wait_s
+            while self._camera.subscriber_count() == 0 and time.monotonic() < end and not self.done.is_set():
+                self.done.wait(0.05)
+            if self._camera.subscriber_count() == 0 and not self.done.is_set():
+                self.get_logger().warning(f"no subscriber on every camera topic after {wait_s:.1f} s: "
+                                          "publishing anyway")
+        except Exception:  # noqa: BLE001 -- only while shutting down (Ctrl-C while waiting): the node is gone
+            if not (self.done.is_set() or not rclpy.ok()):
+                raise
 
     def _run(self) -> None:
         count = 0
