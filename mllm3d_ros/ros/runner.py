@@ -37,7 +37,7 @@ class _RosLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = f"{record.module}: {record.getMessage()}"
+            text = f"{record.name.rsplit('.', 1)[-1]}: {record.getMessage()}"
             if record.exc_info and record.exc_info[1] is not None:
                 text += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
             level, log = record.levelno, self._logger
