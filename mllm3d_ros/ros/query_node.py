@@ -66,7 +66,8 @@ QUERY_PARAMS = (
     ParamSpec("heartbeat_topic", "segmentation/heartbeat", "Liveness topic of the segmentation node."),
     ParamSpec("backend_timeout_s", 3.0, "The backend counts as gone after this long without a heartbeat.",
               0.5, 60.0),
-    ParamSpec("service_wait_s", 2.0, "How long a query waits for the segmentation service to appear.", 0.0, 60.0),
+    ParamSpec("service_wait_s", 2.0, "How long a call waits for a segmentation node not heard yet (or just "
+              "activated) to become ready; one that is loading its model fails at once.", 0.0, 60.0),
     ParamSpec("min_mask_confidence", 0.3, "Voting: masks below this confidence are dropped first.", 0.0, 1.0),
     ParamSpec("min_support_ratio", 0.5, "Voting: an object must be masked in this fraction of the views that "
               "see it, else it is a hallucination.", 0.0, 1.0),
