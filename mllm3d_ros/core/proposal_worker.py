@@ -80,6 +80,10 @@ class ProposalWorker:
         self._lookup = lookup
         self._backend_ready = backend_ready
         self._outage = False  # logged once per outage
+        # `reset` (a map reset or load) bumps the generation under this lock: proposals computed for a
+        # keyframe of the previous map are dropped instead of being integrated into the new memory.
+        self._integrate_lock = threading.Lock()
+        self._generation = 0
         self._cond = threading.Condition()
         self._queue: deque[tuple[int, float, int, float]] = deque()  # (id, submitted_at, tries, not_before)
         self._busy = False
@@ -102,6 +106,7 @@ class ProposalWorker:
 
     def process_one(self, keyframe_id: int, submitted_at: float | None = None) -> bool:
         """Propose on one keyframe and integrate it, in the calling thread; True on success."""
+        generation = self._generation
         keyframe = self._lookup(keyframe_id)
         if keyframe is None:  # evicted from the store before its turn
             with self._cond:
@@ -110,12 +115,26 @@ class ProposalWorker:
         views = self._propose([keyframe_view(keyframe)])
         if len(views) != 1 or views[0].keyframe_id != keyframe_id:
             raise RuntimeError(f"proposal backend answered {len(views)} views for keyframe {keyframe_id}")
-        self.memory.integrate(keyframe, views[0].predictions)
+        with self._integrate_lock:
+            if generation != self._generation:  # the map was reset or loaded meanwhile
+                return True
+            self.memory.integrate(keyframe, views[0].predictions)
         with self._cond:
             self._counts["integrated"] += 1
             if submitted_at is not None:
                 self._lags_ms.append((time.monotonic() - submitted_at) * 1e3)
         return True
+
+    def reset(self, then: Callable[[], None] | None = None) -> None:
+        """Forget the queue and the memory (a map reset or load); a proposal in flight is not integrated.
+        `then()` runs before any later integration (e.g. to read the memory's counters at the reset)."""
+        with self._integrate_lock:
+            self._generation += 1
+            with self._cond:
+                self._queue.clear()
+            self.memory.reset()
+            if then is not None:
+                then()
 
     def start(self) -> None:
         with self._cond:

@@ -258,7 +258,12 @@ class MappingNode(Node):
             intrinsics = camera_info_to_intrinsics(info)
             color = image_to_rgb(color_msg)
             depth = image_to_depth_m(depth_msg)
-            world_T_camera = self._pose_of(msgs, color_msg, stamp_ns)
+            try:
+                world_T_camera = self._pose_of(msgs, color_msg, stamp_ns)
+            except TransformUnavailable:
+                raise
+            except InputError as exc:  # a zero or NaN quaternion, a pose in another frame: counted as a pose fault
+                raise FrameRejected(RejectReason.BAD_POSE, str(exc)) from None
         except TransformUnavailable as exc:
             # Not yet in the buffer (or never published): reject and count, never raise out of here.
             self.mapper.gate.count(RejectReason.NO_TRANSFORM)

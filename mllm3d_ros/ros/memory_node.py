@@ -103,8 +103,10 @@ class MemoryNode(Node):
         self.get_logger().info(f"object memory {'on' if p['enabled'] else 'off'} at {p['voxel_size_m'] * 100:.1f} cm")
 
     def _on_map_reset(self) -> None:
-        self.memory.reset()
-        self._keyframes_before_reset = self.memory.stats.keyframes_integrated
+        def counted() -> None:
+            self._keyframes_before_reset = self.memory.stats.keyframes_integrated
+        # The queue and the memory; a proposal in flight for the old map is dropped, not integrated.
+        self.worker.reset(then=counted)
         self._captions.clear()
         self._submitted_up_to = -1
 

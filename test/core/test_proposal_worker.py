@@ -115,3 +115,27 @@ def test_a_backend_that_is_not_ready_is_waited_for_not_counted_as_failures():
     # proposed again first, and every keyframe reaches the memory.
     assert (stats.failures, stats.gave_up, stats.backend_unavailable, stats.integrated) == (0, 0, 1, 3)
     assert calls == [0, 0, 1, 2]
+
+
+def test_a_proposal_in_flight_at_a_map_reset_is_not_integrated_into_the_new_memory():
+    kfs = keyframes_by_id()
+    started, release = threading.Event(), threading.Event()
+
+    def slow(views):
+        started.set()
+        release.wait(10.0)
+        return [ViewPredictions(views[0].keyframe_id, (proposal(kfs[views[0].keyframe_id][1] == 0),))]
+
+    memory = ObjectMemory()
+    worker = ProposalWorker(memory, slow, lambda i: kfs[i][0])
+    worker.start()
+    worker.submit(0)
+    worker.submit(1)
+    assert started.wait(10.0)
+    seen = []
+    worker.reset(then=lambda: seen.append(memory.stats.keyframes_integrated))  # a ~/reset while it works
+    release.set()
+    assert worker.wait_idle(30.0)
+    worker.stop()
+    # The queued keyframe was dropped with the old map, the one in flight was not integrated.
+    assert memory.stats.keyframes_integrated == seen[0] == 0 and len(memory) == 0
