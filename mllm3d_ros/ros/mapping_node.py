@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseArray, PoseStamped
@@ -136,6 +137,7 @@ class MappingNode(Node):
         sensors = MutuallyExclusiveCallbackGroup()
         self._conversion_rejects: collections.Counter[str] = collections.Counter()
         self._warned_once: set[RejectReason] = set()
+        self._last_warned: dict[str, float] = {}
         # Messages received per input, and messages DDS reports lost on the way (best effort): with the
         # sender's own count (replay logs it) they account for every frame that never reached fusion.
         self._received: collections.Counter[str] = collections.Counter()
@@ -313,8 +315,14 @@ class MappingNode(Node):
                 self.get_logger().warning(f"frame rejected ({exc.reason.name}): {exc} (said once; the statistics "
                                           "line counts the others)")
             return
+        # Throttled per reason (rclpy's throttle is per call site, so one reason would hide the others).
         reason = exc.reason.name if isinstance(exc, FrameRejected) else type(exc).__name__
-        self.get_logger().warning(f"frame rejected ({reason}): {exc}", throttle_duration_sec=2.0)
+        now = time.monotonic()
+        with self._info_lock:
+            if now - self._last_warned.get(reason, -math.inf) < 2.0:
+                return
+            self._last_warned[reason] = now
+        self.get_logger().warning(f"frame rejected ({reason}): {exc}")
 
     # --- timers --------------------------------------------------------------------------------
     def _publish_map(self) -> None:

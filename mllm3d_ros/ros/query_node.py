@@ -80,6 +80,9 @@ QUERY_PARAMS = (
 )
 
 
+RESULT_TIMEOUT_S = 10
+
+
 def _marker_color(rank: int) -> ColorRGBA:
     palette = [(0.1, 0.9, 0.2), (1.0, 0.6, 0.0), (0.2, 0.5, 1.0), (0.9, 0.2, 0.8), (0.9, 0.9, 0.1)]
     r, g, b = palette[rank % len(palette)]
@@ -179,10 +182,13 @@ class QueryNode(Node):
         self._cloud_pub = self.create_publisher(PointCloud2, "~/segmented_cloud", LATCHED_QOS)
         self._marker_pub = self.create_publisher(MarkerArray, "~/markers", LATCHED_QOS)
         self._result_pub = self.create_publisher(String, "~/result", RELIABLE_QOS)
+        # A finished goal's result (clouds included, ~0.2 MB) is kept for late result requests for
+        # result_timeout: Humble's default of 900 s holds every answer of the last quarter hour in memory.
+        # Clients ask for the result as soon as the goal is accepted, so 10 s (Jazzy's default) is plenty.
         self._action = ActionServer(self, SegmentQuery, "segment_query", execute_callback=self._execute,
                                     goal_callback=self._on_goal, cancel_callback=self._on_cancel,
                                     handle_accepted_callback=self._on_accepted,
-                                    callback_group=self._action_group)
+                                    callback_group=self._action_group, result_timeout=RESULT_TIMEOUT_S)
         self._instruction_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(String, "~/instruction", self._on_instruction, RELIABLE_QOS,
                                  callback_group=self._instruction_group)
