@@ -347,9 +347,14 @@ def group_cli(c: Campaign, work: Path) -> None:
     c.run(15, "launch: a refused segmentation parameter (backend gpt)", "item 4",
           refused("bad_backend", "segmentation", "backend", "gpt", "'backend' must be one of"))
 
+    from mllm3d_ros.ros.replay_node import REPLAY_PARAMS
+    # No subscriber here: do not wait for one (a build from before that parameter has none to set).
+    no_wait = ["-p", "wait_for_subscribers_s:=0.0"] if any(p.name == "wait_for_subscribers_s" for p in REPLAY_PARAMS) \
+        else []
+
     def replay(folder: Path) -> subprocess.CompletedProcess:
         out = subprocess.run([sys.executable, "-m", "mllm3d_ros.ros.replay_node", "--ros-args", "-r", "__ns:=/fc",
-                              "-p", f"path:={folder}", "-p", "rate_scale:=0.0", "-p", "wait_for_subscribers_s:=0.0"],
+                              "-p", f"path:={folder}", "-p", "rate_scale:=0.0", *no_wait],
                              env=env(), capture_output=True, text=True, timeout=120, cwd=str(ROOT))
         return out
 
@@ -748,7 +753,8 @@ def group_a(c: Campaign, work: Path, node) -> None:
 def group_b(c: Campaign, work: Path, queries: int) -> None:
     from mllm3d_ros.core.types import QueryStatus
     from mllm3d_ros.ros.client import QueryClient
-    from mllm3d_ros.ros.query_node import RESULT_TIMEOUT_S
+    from mllm3d_ros.ros import query_node
+    RESULT_TIMEOUT_S = getattr(query_node, "RESULT_TIMEOUT_S", 10)  # noqa: N806 -- as the node names it
 
     params = params_file(work, "graph_b", simulator={"seed": 3, "num_frames": 60, "rate_hz": 8.0, "loop": False})
     graph = Graph(work, "graph_b", "source:=simulator", f"params_file:={params}")
