@@ -114,27 +114,37 @@ def _class_of(annotations: Annotations, accepted: Sequence[str]) -> str:
 
 def _summary(rows: list[dict]) -> dict:
     s = summarize([r["iou"] for r in rows])
+    # The list a robot is handed: of the queries that returned objects, the share of returned objects that
+    # are an accepted instance (IoU >= 0.25 / 0.5 with one), and how many objects a list holds.
+    listed = [r for r in rows if r["n_objects"]]
     return {"queries": s.num_queries, "acc25": round(s.acc25, 4), "acc50": round(s.acc50, 4), "miou": round(s.miou, 4),
             "ap25": round(float(np.mean([r["ap25"] for r in rows])), 4) if rows else 0.0,
             "ap50": round(float(np.mean([r["ap50"] for r in rows])), 4) if rows else 0.0,
-            "precision25": round(float(np.mean([r["precision25"] for r in rows])), 4) if rows else 0.0}
+            "precision25": round(float(np.mean([r["precision25"] for r in rows])), 4) if rows else 0.0,
+            "list_precision25": round(float(np.mean([r["precision25"] for r in listed])), 4) if listed else None,
+            "list_precision50": round(float(np.mean([r["precision50"] for r in listed])), 4) if listed else None,
+            "objects_per_list": round(float(np.mean([r["n_objects"] for r in listed])), 2) if listed else None}
 
 
-def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDKITCHEN_JSON) -> dict:
+def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDKITCHEN_JSON, model=None,
+        queries: Sequence[RealQuery] = QUERIES, repeat: bool = True, stride: int = 1) -> dict:
+    """The benchmark with the offline backend, or with `model` (a backend built by the caller and left open:
+    benchmarks.gpu); `queries`, `repeat` (the repeated-query pass) and `stride` (every n-th frame fused)
+    shrink it for a quick run."""
     from mllm3d_ros.offline_segment import RecordingSession
 
-    kwargs = {"show_progress": False}
+    kwargs = {"show_progress": False, "stride": stride}
     if voxel_size_m is not None:
         kwargs["voxel_size_m"] = voxel_size_m
     t0 = time.monotonic()
-    session = RecordingSession(dataset, "offline", **kwargs)
+    session = RecordingSession(dataset, model if model is not None else "offline", **kwargs)
     setup_s = time.monotonic() - t0
     rows = []
     try:
         from mllm3d_ros.sources.dataset import open_dataset
 
         annotations = load_annotations(annotations_path, open_dataset(dataset, max_frames=1).map_T_world)
-        for q in QUERIES:
+        for q in queries:
             start = time.monotonic()
             result = session.query(q.instruction)
             elapsed = time.monotonic() - start
@@ -149,9 +159,10 @@ def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDK
                          **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(score).items()}})
             print(f"  {q.instruction!r}: {result.status.name} {len(result.objects)} objects, IoU {score.iou:.2f} "
                   f"({score.matched_id or '-'}), {elapsed:.2f} s", flush=True)
-            rows[-1]["from_memory"] = "object memory" in result.message
+            # Answered by the memory alone: a success without a 2D model call (a NOT_FOUND may name the memory too).
+            rows[-1]["from_memory"] = result.status.name == "SUCCESS" and result.views_used == 0
         # The same instructions once more: a repeated query on an unchanged map and memory.
-        for row in rows:
+        for row in rows if repeat else ():
             start = time.monotonic()
             session.query(row["instruction"])
             row["repeat_s"] = round(time.monotonic() - start, 4)
@@ -169,12 +180,14 @@ def run(dataset: Path, voxel_size_m: float | None, annotations_path: Path = REDK
         "session_setup_s": round(setup_s, 2),
         "query_s_median": round(float(np.median([r["elapsed_s"] for r in rows])), 3),
         "answered_from_memory": sum(r["from_memory"] for r in rows),
-        "repeat_ms_median_from_memory": round(1e3 * float(np.median([r["repeat_s"] for r in rows if r["from_memory"]]
+        "repeat_ms_median_from_memory": round(1e3 * float(np.median([r["repeat_s"] for r in rows
+                                                                     if r["from_memory"] and "repeat_s" in r]
                                                                     or [np.nan])), 1),
-        "repeat_ms_median_all": round(1e3 * float(np.median([r["repeat_s"] for r in rows])), 1),
+        "repeat_ms_median_all": round(1e3 * float(np.median([r["repeat_s"] for r in rows if "repeat_s" in r]
+                                                            or [np.nan])), 1),
         "main": _summary(main_rows),
         "per_class": {c: _summary([r for r in main_rows if r["class"] == c]) for c in classes},
-        "per_kind": {k: _summary([r for r in rows if r["kind"] == k]) for k in dict.fromkeys(q.kind for q in QUERIES)},
+        "per_kind": {k: _summary([r for r in rows if r["kind"] == k]) for k in dict.fromkeys(q.kind for q in queries)},
         "relational": _summary([r for r in rows if r["kind"] == "relational"]),
         "queries": rows,
     }
@@ -185,11 +198,14 @@ def table(report: dict) -> str:
     for r in report["queries"]:
         lines.append(f"| {r['instruction']} | {r['kind']} | {r['status']} | {r['n_objects']} | {r['iou']:.2f} "
                      f"| {r['matched_id'] or '-'} | {r['elapsed_s']:.2f} |")
-    lines += ["", "| set | queries | Acc@0.25 | Acc@0.5 | mIoU | AP25 | AP50 |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| set | queries | Acc@0.25 | Acc@0.5 | mIoU | AP25 | AP50 | list precision@0.25 | objects per list |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, s in [("all but relational", report["main"]), *report["per_class"].items(),
                     ("relational", report["relational"])]:
+        lp = "-" if s.get("list_precision25") is None else f"{s['list_precision25']:.3f}"
+        n = "-" if s.get("objects_per_list") is None else f"{s['objects_per_list']:.1f}"
         lines.append(f"| {name} | {s['queries']} | {s['acc25']:.3f} | {s['acc50']:.3f} | {s['miou']:.3f} "
-                     f"| {s['ap25']:.3f} | {s['ap50']:.3f} |")
+                     f"| {s['ap25']:.3f} | {s['ap50']:.3f} | {lp} | {n} |")
     return "\n".join(lines)
 
 

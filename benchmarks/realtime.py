@@ -105,7 +105,8 @@ def run(dataset: Path, offline_reference: bool = True) -> dict:
     poller.join()
     ingest, proposals = mapper.worker.stats, worker.stats
     rss_end = _rss_mb()
-    pipeline = QueryPipeline(mapper, backend.segment, resolver=MemoryResolver(memory, backend.encode_text))
+    pipeline = QueryPipeline(mapper, backend.segment, resolver=MemoryResolver(memory, backend.encode_text),
+                             recognise_fn=backend.recognise)
     live_rows = _answer_all(pipeline, annotations, mapper.snapshot)
     mapper.stop()
     worker.stop()

@@ -31,6 +31,7 @@ surface within one voxel (`Simulator.closest_instances`), the proposer's masks f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -139,7 +140,8 @@ def run_queries(layout, mapper, memory, pipeline, gt_ids, backend: str) -> list[
     for q in layout.queries:
         result = pipeline.run(q.instruction)
         iou = point_iou(result.objects[0].point_indices, gt_ids == q.answer_id) if result.objects else 0.0
-        from_memory = "in the object memory" in result.message
+        # Answered by the memory alone: a success without a 2D model call (a NOT_FOUND message may name the memory too).
+        from_memory = result.status.name == "SUCCESS" and result.views_used == 0
         rows.append({"backend": backend, "room": layout.room.seed, "instruction": q.instruction, "kind": q.kind,
                      "status": result.status.name, "iou": round(float(iou), 4), "from_memory": from_memory,
                      "elapsed_ms": round(result.elapsed_s * 1e3, 2),
@@ -217,7 +219,11 @@ def describe_furnished(seeds, segmenter_config) -> list[dict]:
     return out
 
 
-def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0) -> dict:
+def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0, model=None, model_name: str = "offline",
+        queries_per_room: int | None = None) -> dict:
+    """The benchmark; (c) with the offline backend when `offline`, or with `model` (a backend built by the
+    caller and left open, reported under `model_name`: benchmarks.gpu). `queries_per_room` keeps the first
+    n instructions of each room (a quick run)."""
     from mllm3d_ros.core.keyframes import KeyframeConfig
     from mllm3d_ros.core.mapper import Mapper
     from mllm3d_ros.core.memory_query import MemoryResolver
@@ -227,16 +233,19 @@ def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0) -> dict
     from mllm3d_ros.offline_segment import build_memory
 
     t_start = time.perf_counter()
-    model = None
-    if offline:
+    owns_model = model is None and offline
+    if owns_model:
         from mllm3d_ros.backends.base import build_backend
 
         model = build_backend("offline")
-    gt_rows, gt_turned, rows, describe, fuse_s, yaw_dev = [], [], [], {"sim": [], "offline": []}, [], []
+    names = ("offline", model_name) if model_name != "offline" else ("offline",)
+    gt_rows, gt_turned, rows, describe, fuse_s, yaw_dev = [], [], [], {"sim": [], **{n: [] for n in names}}, [], []
     sim_config = SimSegmenterConfig(hallucination_rate=HALLUCINATION)
     try:
         for seed in range(rooms):
             layout = generate_relational_room(seed)
+            if queries_per_room is not None:
+                layout = dataclasses.replace(layout, queries=layout.queries[:queries_per_room])
             room = layout.room
             proposer = _proposer(room, SIM, sim_config, seed)
             gt_rows += resolver_on_gt(layout, proposer)
@@ -261,17 +270,17 @@ def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0) -> dict
             describe["sim"].append(describe_score(room, memory, gt_ids))
             if model is not None:
                 memory_off = build_memory(mapper, model)
-                pipeline_off = QueryPipeline(mapper, model.segment, QueryConfig(),
+                pipeline_off = QueryPipeline(mapper, model.segment, QueryConfig(), recognise_fn=model.recognise,
                                              resolver=MemoryResolver(memory_off, model.encode_text))
-                rows += run_queries(layout, mapper, memory_off, pipeline_off, gt_ids, "offline")
-                describe["offline"].append(describe_score(room, memory_off, gt_ids))
+                rows += run_queries(layout, mapper, memory_off, pipeline_off, gt_ids, model_name)
+                describe[model_name].append(describe_score(room, memory_off, gt_ids))
             sel = [r for r in rows if r["room"] == seed and r["backend"] == "sim"]
             print(f"room {seed}: {snapshot.num_points} map points, {len(mapper.keyframes())} keyframes, fused in "
                   f"{fuse_s[-1]:.1f} s; GT-box resolver {np.mean([r['correct'] for r in gt_rows[-16:]]):.2f}, "
                   f"sim Acc@0.5 {np.mean([r['iou'] >= 0.5 for r in sel]):.2f}", flush=True)
         furnished = describe_furnished(range(describe_rooms), sim_config)
     finally:
-        if model is not None:
+        if owns_model:
             model.close()
 
     def summary(sel: list[dict]) -> dict:
@@ -301,7 +310,7 @@ def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0) -> dict
                 "fraction": round(sum(d["named"] for d in sel) / max(1, total), 4), "rooms": sel}
 
     sim_rows = [r for r in rows if r["backend"] == "sim"]
-    off_rows = [r for r in rows if r["backend"] == "offline"]
+    model_rows = {n: [r for r in rows if r["backend"] == n] for n in names}
     mem_ms = [r["elapsed_ms"] for r in rows if r["from_memory"]]
     return {
         "machine": platform.node(), "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
@@ -321,10 +330,10 @@ def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0) -> dict
                                               for k in dict.fromkeys(r["kind"] for r in gt_rows)},
                                  "errors": [r for r in gt_rows if not r["correct"]]},
         "sim_p03": {**summary(sim_rows), "per_kind": per_kind(sim_rows)},
-        "offline": ({**summary(off_rows), "per_kind": per_kind(off_rows)} if off_rows else None),
+        **{n: ({**summary(sel), "per_kind": per_kind(sel)} if sel else None) for n, sel in model_rows.items()},
         "latency_ms_median_from_memory": round(float(np.median(mem_ms)), 2) if mem_ms else None,
         "describe": {"radius_m": DESCRIBE_RADIUS_M, "sim_p03": describe_summary(describe["sim"]),
-                     "offline": describe_summary(describe["offline"]),
+                     **{n: describe_summary(describe[n]) for n in names},
                      "sim_p03_furnished_rooms": describe_summary(furnished)},
         "fuse_s_median_per_room": round(float(np.median(fuse_s)), 2),
         "wall_s": round(time.perf_counter() - t_start, 1),
@@ -337,7 +346,8 @@ def table(report: dict) -> str:
     lines = ["| measure | value | target |", "|---|---|---|",
              f"| resolver on ground-truth boxes, accuracy ({gt['queries']} queries) | {gt['accuracy']:.3f} | >= 0.95 |",
              f"| the same, viewer turned +-30 deg | {gt['accuracy_viewer_turned_30deg']:.3f} | - |"]
-    for name in ("sim_p03", "offline"):
+    models = [k for k in report["describe"] if k not in ("radius_m", "sim_p03", "sim_p03_furnished_rooms")]
+    for name in ("sim_p03", *models):
         s = report[name]
         if s is None:
             continue
@@ -345,7 +355,7 @@ def table(report: dict) -> str:
         lines.append(f"| {name}: Acc@0.25 / Acc@0.5 / mIoU ({s['queries']} queries) | {s['acc25']:.3f} / "
                      f"{s['acc50']:.3f} / {s['miou']:.3f} | Acc@0.5 {tgt} |")
     lines.append(f"| relational query from memory, median ms | {report['latency_ms_median_from_memory']} | <= 50 |")
-    for name in ("sim_p03", "offline", "sim_p03_furnished_rooms"):
+    for name in ("sim_p03", *models, "sim_p03_furnished_rooms"):
         d = report["describe"][name]
         if d is not None:
             radius = report["describe"]["radius_m"]

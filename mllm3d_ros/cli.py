@@ -252,7 +252,9 @@ def cmd_segment(ns: argparse.Namespace) -> int:
     for i, obj in enumerate(r.objects):
         c = obj.box.center_world_m
         print(f"  {i + 1}. {obj.label} confidence {obj.confidence:.2f} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
-              f"{obj.point_indices.size} points, views {obj.supporting_views}/{obj.visible_views}")
+              f"{obj.point_indices.size} points, views {obj.supporting_views}/{obj.visible_views}"
+              + (f"; {obj.detail}" if obj.detail else "") + ("" if obj.detail or not obj.unconfirmed else
+                                                              "; label unconfirmed"))
     print(f"wrote {', '.join(str(p) for p in (out.ply_path, out.json_path, out.png_path) if p is not None)}")
     if out.png_error:
         print(f"warning: the PNG render was not written: {out.png_error}", file=sys.stderr)

@@ -86,11 +86,26 @@ def wait_for_map(client, min_wait_s: float, settle_s: float = 4.0, timeout_s: fl
     raise TimeoutError("the map did not settle; is the simulator publishing?")
 
 
-def run_demo(out_dir: str, seed: int = 3, frames: int = 120) -> int:
-    from .core.types import OrientedBox3D
-    from .render import render_result
-    from .ros.client import QueryClient, with_ros
+def render_action_result(path: Path, instruction: str, result, map_points_m: np.ndarray, keyframes, note: str = ""):
+    """The renderer's picture of a SegmentQuery result (objects in the map frame) on the mapping node's keyframes."""
+    from .core.types import OrientedBox3D, QueryStatus
+    from .render import RenderObject, render_result
     from .ros.conversions import cloud_to_arrays, pose_to_matrix
+
+    objects = []
+    for obj in result.objects:
+        pose = pose_to_matrix(obj.box_center)
+        box = OrientedBox3D(pose[:3, 3], pose[:3, :3], np.array([obj.box_size.x, obj.box_size.y, obj.box_size.z]))
+        objects.append(RenderObject(cloud_to_arrays(obj.points)[0], box, obj.label, obj.confidence))
+    return render_result(path, map_points_m, objects, keyframes, instruction=instruction,
+                         status=QueryStatus(result.error_code).name, target_phrase=result.target_phrase,
+                         message=result.error_message, note=note)
+
+
+def run_demo(out_dir: str, seed: int = 3, frames: int = 120) -> int:
+    from .core.mapper import read_saved_keyframes
+    from .ros.client import QueryClient, with_ros
+    from .ros.conversions import cloud_to_arrays
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -115,6 +130,11 @@ def run_demo(out_dir: str, seed: int = 3, frames: int = 120) -> int:
                     return 1
                 print("[demo] fusing the simulated camera stream ...", flush=True)
                 map_points = wait_for_map(client, min_wait_s=frames / 8.0)
+                # The renders draw each result on the keyframe that sees it best: the mapping node's own keyframes.
+                saved, why = client.save_map(str(out / "map"))
+                keyframes = read_saved_keyframes(out / "map") if saved else []
+                if not saved:
+                    print(f"[demo] renders without keyframes: {why}", flush=True)
                 for instruction, labels in DEMO_QUERIES:
                     print(f"[demo] query: '{instruction}'", flush=True)
                     accepted, result = client.send(
@@ -124,14 +144,10 @@ def run_demo(out_dir: str, seed: int = 3, frames: int = 120) -> int:
                     rows.append((instruction, result, score))
                     print(f"    -> {result.error_message}; target '{result.target_phrase}', "
                           f"IoU vs ground truth {score.iou:.2f} ({score.gt_label or 'no match'})", flush=True)
-                    objects = []
-                    for obj in result.objects:
-                        pose = pose_to_matrix(obj.box_center)
-                        box = OrientedBox3D(pose[:3, 3], pose[:3, :3],
-                                            np.array([obj.box_size.x, obj.box_size.y, obj.box_size.z]))
-                        objects.append((cloud_to_arrays(obj.points)[0], box, f"{obj.label} {obj.confidence:.2f}"))
-                    render_result(out / f"{instruction.replace(' ', '_')}.png", map_points, objects,
-                                  f"'{instruction}' -> {result.target_phrase or '-'} (IoU {score.iou:.2f})")
+                    render_action_result(out / f"{instruction.replace(' ', '_')}.png", instruction, result, map_points,
+                                         keyframes, note=f"IoU of the best object vs the simulator's ground truth "
+                                         f"{score.iou:.2f} ({score.gt_label or 'no match'}; computed by the demo, "
+                                         "never fed back)")
                 return 0
             finally:
                 client.close()

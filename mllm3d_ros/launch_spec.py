@@ -26,6 +26,12 @@ CAMERA_PRESETS: dict[str, dict[str, str]] = {
             "info": "/zed/zed_node/rgb/camera_info", "pose": "/zed/zed_node/pose"},
 }
 
+# Overlays on the parameters file (later files win in ROS): a preset holds only what differs.
+PRESETS: dict[str, str] = {
+    # transformers backend on one CUDA GPU (24 GB): Qwen2.5-VL-7B + SAM 2.1-large + OWLv2, bfloat16
+    "gpu": "perception_gpu.yaml",
+}
+
 LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("camera", "simulator", f"Topic preset: {', '.join(CAMERA_PRESETS)}"),
     ("color_topic", "", "Colour image topic (overrides the preset)"),
@@ -37,6 +43,7 @@ LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("source", "none", "Also start a data source: none | simulator | replay"),
     ("replay_path", "", "Dataset folder or bag for source:=replay"),
     ("params_file", "", "Parameters YAML; '' = the package's config/perception.yaml"),
+    ("preset", "", f"Parameter overlay read after params_file: '' (none) | {' | '.join(PRESETS)}"),
     ("use_sim_time", "false", "Use /clock"),
     ("with_segmentation", "true", "Start the segmentation node here (false when it runs on a GPU host)"),
 )
@@ -61,6 +68,8 @@ def node_specs(args: dict[str, str]) -> tuple[NodeSpec, ...]:
     a.update(args)
     if a["camera"] not in CAMERA_PRESETS:
         raise ValueError(f"camera must be one of {list(CAMERA_PRESETS)}, got {a['camera']!r}")
+    if a["preset"] and a["preset"] not in PRESETS:
+        raise ValueError(f"preset must be '' or one of {list(PRESETS)}, got {a['preset']!r}")
     if a["source"] not in ("none", "simulator", "replay"):
         raise ValueError(f"source must be none, simulator or replay, got {a['source']!r}")
     preset = CAMERA_PRESETS[a["camera"]]
@@ -87,16 +96,25 @@ def node_specs(args: dict[str, str]) -> tuple[NodeSpec, ...]:
     return tuple(specs)
 
 
-def default_params_file() -> Path:
-    """config/perception.yaml from the installed share dir, else from the source tree."""
+def default_params_file(name: str = "perception.yaml") -> Path:
+    """config/<name> from the installed share dir, else from the source tree."""
     try:
         from ament_index_python.packages import get_package_share_directory
-        installed = Path(get_package_share_directory("mllm3d_ros")) / "config" / "perception.yaml"
+        installed = Path(get_package_share_directory("mllm3d_ros")) / "config" / name
         if installed.exists():
             return installed
     except (ImportError, LookupError, ValueError):
         pass
-    return Path(__file__).resolve().parents[1] / "config" / "perception.yaml"
+    return Path(__file__).resolve().parents[1] / "config" / name
+
+
+def params_files(args: dict[str, str]) -> tuple[Path, ...]:
+    """The parameters files every node reads, in order: params_file (or the default), then the preset's."""
+    base = Path(args["params_file"]) if args.get("params_file") else default_params_file()
+    preset = args.get("preset", "")
+    if preset and preset not in PRESETS:
+        raise ValueError(f"preset must be '' or one of {list(PRESETS)}, got {preset!r}")
+    return (base,) + ((default_params_file(PRESETS[preset]),) if preset else ())
 
 
 def local_dds_env(environ: dict[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from .launch_spec import NAMESPACE, NodeSpec, check_params_file, default_params_file, local_dds_env, node_specs
+from .launch_spec import NAMESPACE, NodeSpec, check_params_file, local_dds_env, node_specs, params_files
 
 
 def executable_path(name: str) -> Path:
@@ -25,9 +25,11 @@ def executable_path(name: str) -> Path:
     return Path(get_package_prefix("mllm3d_ros")) / "lib" / "mllm3d_ros" / name
 
 
-def command_for(spec: NodeSpec, params_file: Path) -> list[str]:
-    cmd = [str(executable_path(spec.executable)), "--ros-args", "-r", f"__ns:=/{NAMESPACE}",
-           "--params-file", str(params_file)]
+def command_for(spec: NodeSpec, *params_file: Path) -> list[str]:
+    """The node's command line; several parameters files are read in order (later ones win)."""
+    cmd = [str(executable_path(spec.executable)), "--ros-args", "-r", f"__ns:=/{NAMESPACE}"]
+    for path in params_file:
+        cmd += ["--params-file", str(path)]
     for src, dst in spec.remappings:
         cmd += ["-r", f"{src}:={dst}"]
     for name, value in spec.parameters:
@@ -92,12 +94,13 @@ def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str
     SIGINT / SIGTERM stop every process and return 128 + the signal number (130 / 143).
     """
     policy = policy or RestartPolicy()
-    params = Path(params_file) if params_file else default_params_file()
+    files = params_files({**args, "params_file": params_file})
     # Checked here, once: every node would otherwise fail on it with rcl's own "Couldn't parse params file".
-    problem = check_params_file(params)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return BAD_PARAMETERS
+    for path in files:
+        problem = check_params_file(path)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return BAD_PARAMETERS
     specs = node_specs(args)  # bad launch arguments: ValueError before any process starts
     env = local_dds_env(dict(os.environ, **(extra_env or {})))
     stopping = False
@@ -112,7 +115,7 @@ def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str
     signal.signal(signal.SIGTERM, _stop)
     procs: list[_Supervised] = []
     for spec in specs:
-        cmd = command_for(spec, params)
+        cmd = command_for(spec, *files)
         print(f"[launch] {spec.executable}: {' '.join(cmd)}", flush=True)
         procs.append(_Supervised(spec, cmd, env, policy))
     exit_code = 0

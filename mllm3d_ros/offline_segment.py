@@ -31,6 +31,7 @@ from .core.mapper import Mapper
 from .core.memory_query import MemoryResolver
 from .core.object_memory import ObjectMemory
 from .core.proposal_worker import ProposalWorker
+from .core.segmentation import SegmentationBackend
 from .core.pipeline import QueryConfig, QueryPipeline
 from .core.segmentation import normalise_instruction
 from .core.tsdf_map import TsdfMapConfig
@@ -118,12 +119,15 @@ class RecordingSession:
     cannot be decoded are skipped and counted (`frames_unreadable`); frames the mapper refuses are counted
     per reason (`frames_rejected`, with the first message of each in `reject_examples`)."""
 
-    def __init__(self, dataset: str | Path, backend: str = "offline", views: int = 4, stride: int = 1,
-                 max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M, show_progress: bool = True,
-                 use_memory: bool = True) -> None:
+    def __init__(self, dataset: str | Path, backend: str | SegmentationBackend = "offline", views: int = 4,
+                 stride: int = 1, max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M,
+                 show_progress: bool = True, use_memory: bool = True) -> None:
+        """`backend`: a registry name (built here with its defaults, closed by `close`) or a backend already
+        built by the caller (benchmarks.gpu: one set of GPU weights for several runs; the caller closes it)."""
         self.dataset = dataset
         frames = open_recording(dataset, stride, max_frames)
-        self.model = build_backend(backend)
+        self._owns_model = isinstance(backend, str)
+        self.model = build_backend(backend) if self._owns_model else backend
         try:
             self.reject_examples: dict[str, str] = {}
             self.mapper = Mapper(TsdfMapConfig(voxel_size_m=voxel_size_m), KeyframeConfig(), on_reject=self._rejected)
@@ -152,14 +156,16 @@ class RecordingSession:
                 self.memory = build_memory(self.mapper, self.model, show_progress)
                 self.memory_s = time.monotonic() - t0
         except BaseException:
-            self.model.close()
+            if self._owns_model:
+                self.model.close()
             raise
         self.pipeline = QueryPipeline(self.mapper, self.model.segment,
                                       QueryConfig(default_max_views=views, max_views_limit=max(16, views),
                                                   marked_prompts=self.model.uses_marks),
                                       resolver=MemoryResolver(self.memory, self.model.encode_text)
                                       if self.memory is not None else None,
-                                      parse_fn=self.model.parse)  # the grammar when the backend cannot parse
+                                      parse_fn=self.model.parse,  # the grammar when the backend cannot parse
+                                      recognise_fn=self.model.recognise)  # the backend's open-set gate
 
     def _rejected(self, _frame, exc) -> None:
         reason = getattr(getattr(exc, "reason", None), "name", type(exc).__name__)
@@ -185,7 +191,8 @@ class RecordingSession:
         return result
 
     def close(self) -> None:
-        self.model.close()
+        if self._owns_model:
+            self.model.close()
 
     def __enter__(self) -> "RecordingSession":
         return self
@@ -209,7 +216,8 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
         "frames_rejected": getattr(session, "frames_rejected", {}),
         "map_points": snapshot.num_points,
         "timings_ms": {"fuse": round(session.fuse_s * 1e3, 1), **{k: round(v, 1) for k, v in result.timings_ms.items()}},
-        "objects": [{"label": o.label, "confidence": round(o.confidence, 4), "num_points": int(o.point_indices.size),
+        "objects": [{"label": o.label, "confidence": round(o.confidence, 4), "unconfirmed": o.unconfirmed,
+                     "detail": o.detail, "num_points": int(o.point_indices.size),
                      "box": {"center_m": np.round(o.box.center_world_m, 4).tolist(),
                              "size_m": np.round(o.box.size_m, 4).tolist(),
                              "world_R_box": np.round(o.box.world_R_box, 5).tolist()},
@@ -220,10 +228,8 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
     json_path.write_text(json.dumps(summary, indent=2))
     png_path, png_error = out_ply.with_suffix(".png"), ""
     try:
-        from .render import render_result  # matplotlib: imported only when a render is drawn
-        render_result(png_path, snapshot.points_world_m,
-                      [(snapshot.points_world_m[o.point_indices], o.box, o.label) for o in result.objects],
-                      f"'{instruction}' -> {result.status.name}: {result.target_phrase}")
+        from .render import render_query  # matplotlib: imported only when a render is drawn
+        render_query(png_path, instruction, result, snapshot, session.mapper.keyframes())
     except Exception as exc:  # noqa: BLE001 -- a picture for people: its failure must not change the answer
         png_path, png_error = None, f"{type(exc).__name__}: {exc}"
     return SegmentOutputs(result, out_ply, json_path, png_path, session.frames_fused, session.fuse_s, png_error)

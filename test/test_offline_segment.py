@@ -91,7 +91,8 @@ def test_not_found_still_writes_an_empty_ply_and_the_json(tmp_path):
 
     pts = np.random.default_rng(0).uniform(-1, 1, (500, 3)).astype(np.float32)
     snapshot = MapSnapshot(pts, np.full((500, 3), 128, np.uint8), None, 0)
-    session = SimpleNamespace(mapper=SimpleNamespace(snapshot=lambda: snapshot), frames_fused=3, fuse_s=0.1)
+    session = SimpleNamespace(mapper=SimpleNamespace(snapshot=lambda: snapshot, keyframes=lambda: ()), frames_fused=3,
+                              fuse_s=0.1)
     result = QueryResult(QueryStatus.NOT_FOUND, "no object matching 'unicorn'", target_phrase="unicorn")
     out = write_outputs(session, "the unicorn", result, tmp_path / "sub" / "u.ply")
     summary = json.loads(out.json_path.read_text())
@@ -188,7 +189,8 @@ def test_a_png_that_cannot_be_drawn_does_not_change_the_answer(tmp_path, monkeyp
     monkeypatch.setattr(render, "render_result", broken)
     pts = np.random.default_rng(0).uniform(-1, 1, (50, 3)).astype(np.float32)
     snapshot = MapSnapshot(pts, np.full((50, 3), 128, np.uint8), None, 0)
-    session = SimpleNamespace(mapper=SimpleNamespace(snapshot=lambda: snapshot), frames_fused=3, fuse_s=0.1)
+    session = SimpleNamespace(mapper=SimpleNamespace(snapshot=lambda: snapshot, keyframes=lambda: ()), frames_fused=3,
+                              fuse_s=0.1)
     result = QueryResult(QueryStatus.NOT_FOUND, "nothing", target_phrase="x")
     out = write_outputs(session, "the x", result, tmp_path / "u.ply")
     assert out.png_path is None and "UnicodeEncodeError" in out.png_error and out.json_path.exists()

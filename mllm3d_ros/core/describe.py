@@ -7,6 +7,10 @@ object on its best stored view with its mark drawn (what it is, colour, material
 geometric caption follows it: "A red mug with a chipped handle; a red mug, 0.10 x ... m, on the table #3".
 A backend without a caption mode, an object no stored view sees, or a failing call leave the geometric
 caption, and `note` says why.
+
+Colours follow `core/colours.py` (the object's fused map colours when `colour_fn` gives them, else its
+mean colour: "a white and blue mug"); shapes `core/shapes.py`. An object no detector named (unlabelled,
+class-agnostic) is described as such: "an unlabelled object (label unconfirmed), red, flat, 0.15 x ...".
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from typing import Callable, MutableMapping, Sequence
 import numpy as np
 
 from .instruction import Relation
-from .memory_query import colour_name
+from .colours import ColourProfile, colour_profile
 from .object_memory import MemoryObject
 from .marks import object_mark
 from .relations import box_gap_m, BoxGeometry, relation_score
 from .segmentation import BackendError, BackendUnavailable, ModeUnsupported
+from .shapes import shape_words
 from .types import BackendView, GeometryMark, InputError, Keyframe, keyframe_view
+
+ColourFn = Callable[[MemoryObject], ColourProfile]
 
 CaptionFn = Callable[[BackendView, GeometryMark], str]
 KeyframeFn = Callable[[int], "Keyframe | None"]
@@ -70,23 +77,31 @@ def _model_caption(obj: MemoryObject, caption_fn: CaptionFn, keyframe_fn: Keyfra
 
 
 def describe_objects(objects: Sequence[MemoryObject], near_m: float = 0.3, *, caption_fn: CaptionFn | None = None,
-                     keyframe_fn: KeyframeFn | None = None,
-                     cache: MutableMapping | None = None) -> tuple[ObjectCaption, ...]:
+                     keyframe_fn: KeyframeFn | None = None, cache: MutableMapping | None = None,
+                     colour_fn: ColourFn | None = None,
+                     voxel_size_m: float = 0.03) -> tuple[ObjectCaption, ...]:
     """Captions of `objects`, in their order. The relation named is ON when the object rests on another,
     else NEAR for the closest other object within `near_m`.
 
     caption_fn / keyframe_fn: the model's captions on each object's best keyframe (looked up by id);
     `cache` keeps them per (instance, keyframe, label), so a repeated call does not ask the model again.
+    colour_fn: an object's colour profile from the fused map (default: from its mean colour).
     """
     out = []
     unsupported = ""
     for obj in objects:
-        colour = colour_name(obj.mean_color_rgb)
+        profile = colour_fn(obj) if colour_fn is not None else colour_profile(np.asarray([obj.mean_color_rgb]))
+        colour = profile.phrase() or "grey"
         label = obj.label.lower()
         size = obj.box.size_m
         c = obj.box.center_world_m
-        text = (f"{_article(colour)} {colour} {label}, {size[0]:.2f} x {size[1]:.2f} x {size[2]:.2f} m, "
-                f"at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m")
+        shapes = sorted(shape_words(obj.box, obj.points_world_m, voxel_size_m))
+        shape = "".join(f", {w}" for w in shapes)
+        if obj.unlabelled:
+            head = f"an unlabelled object (label unconfirmed), {colour}{shape}"
+        else:
+            head = f"{_article(colour)} {colour} {label}{shape}"
+        text = f"{head}, {size[0]:.2f} x {size[1]:.2f} x {size[2]:.2f} m, at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m"
         relation, neighbour = "", -1
         others = [o for o in objects if o.instance_id != obj.instance_id]
         supports = [o for o in others if np.isfinite(relation_score(obj.box, [o.box], Relation.ON))

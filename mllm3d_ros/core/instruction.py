@@ -18,6 +18,9 @@ import json
 import re
 from dataclasses import dataclass
 
+from .colours import COLOUR_WORDS
+from .shapes import SHAPE_WORDS
+
 
 class Relation(enum.Enum):
     """Spatial relations between the target and its anchor(s)."""
@@ -67,11 +70,15 @@ _RELATION_PHRASES: tuple[tuple[str, Relation], ...] = tuple(sorted((
     ("farthest", Relation.FARTHEST_FROM), ("furthest", Relation.FARTHEST_FROM),
 ), key=lambda item: -len(item[0])))
 
-COLOURS = ("red", "green", "blue", "white", "black", "grey", "gray", "yellow", "orange", "brown", "pink",
-           "purple", "silver", "beige", "dark", "light")
+# Attribute words. Colours (`core/colours.py`) and shapes (`core/shapes.py`) are checked on the map by the
+# object memory; materials, patterns and shade modifiers are left to the 2D model.
+COLOURS = COLOUR_WORDS
+SHAPES = SHAPE_WORDS
 MATERIALS = ("plastic", "wooden", "wood", "metal", "metallic", "glass", "ceramic", "paper", "cardboard", "fabric",
-             "leather", "floral", "striped")
-SIZES = ("big", "large", "small", "little", "tall", "short", "tiny", "huge")
+             "leather", "floral", "striped", "patterned", "see-through", "transparent", "dark", "bright", "pale")
+SIZES = ("big", "large", "small", "little", "short", "tiny", "huge")
+# Materials that are nouns too: last in a noun phrase they are its noun ("a wine glass", "the paper").
+_MATERIAL_NOUNS = frozenset({"glass", "paper", "metal", "wood", "plastic", "cardboard", "fabric", "leather"})
 _SUPERLATIVES = {"biggest": Superlative.BIGGEST, "largest": Superlative.BIGGEST, "smallest": Superlative.SMALLEST,
                  "leftmost": Superlative.LEFTMOST, "rightmost": Superlative.RIGHTMOST}
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4}
@@ -108,7 +115,8 @@ class ParsedInstruction:
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
+    # "box-shaped" and "see-through" stay one word (a shape, a material); other hyphens split.
+    return re.findall(r"[a-z0-9]+(?:-shaped|-through|'[a-z]+)?", text.lower())
 
 
 def _find_relation(words: list[str]) -> tuple[int, int, Relation] | None:
@@ -125,8 +133,11 @@ def _find_relation(words: list[str]) -> tuple[int, int, Relation] | None:
 def _noun_phrase(words: list[str]) -> tuple[str, tuple[str, ...]]:
     """(phrase without determiners and attributes, attributes)."""
     kept = [w for w in words if w not in _DETERMINERS]
-    attributes = tuple(w for w in kept if w in COLOURS or w in MATERIALS or w in SIZES)
-    noun = [w for w in kept if w not in attributes]
+    is_attribute = [w in COLOURS or w in MATERIALS or w in SIZES or w in SHAPES for w in kept]
+    if kept and kept[-1] in _MATERIAL_NOUNS:
+        is_attribute[-1] = False
+    attributes = tuple(w for w, a in zip(kept, is_attribute) if a)
+    noun = [w for w, a in zip(kept, is_attribute) if not a]
     return " ".join(noun), attributes
 
 
@@ -190,7 +201,11 @@ def parse_instruction(text: str) -> ParsedInstruction:
             excluded = (neg[2], _noun_phrase(w[neg[1]:])[0])
         else:
             notes.append(f"could not understand the exclusion 'not {negative.strip()}'")
-    if not target:
+    if not target and (attributes or superlative or ordinal or relation):
+        # "the red one", "the biggest one on the table", "the flat one": a generic target the attributes,
+        # the ranking or the relation pin down (core/open_set.py: GENERIC).
+        target = "object"
+    elif not target:
         target = " ".join(_words(text)) or text
         notes.append("no target phrase found: the whole instruction is used as the target")
     target_text = " ".join(attributes + (target,)) if attributes else target

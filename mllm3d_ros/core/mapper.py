@@ -182,23 +182,8 @@ class Mapper:
             self._changed()
 
     def _read_meta(self, path: Path) -> dict:
+        meta = _read_meta(path)
         meta_path = path / _META
-        if not meta_path.is_file():
-            raise MapFileError(f"no saved map at {path}: {meta_path.name} is missing")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MapFileError(f"{meta_path} is not valid JSON: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != MAP_FORMAT:
-            raise MapFileError(f"{meta_path} is not a {MAP_FORMAT} file")
-        if meta.get("version") != MAP_FORMAT_VERSION:
-            version = meta.get("version")
-            age = ("an older" if isinstance(version, int) and version < MAP_FORMAT_VERSION else
-                   "a newer" if isinstance(version, int) else "an unknown")
-            raise MapFileError(f"{meta_path} has map format version {version!r}, written by "
-                               f"{meta.get('written_by') or f'{age} mllm3d_ros'}; this build (mllm3d_ros "
-                               f"{package_version()}) reads format version {MAP_FORMAT_VERSION} only: build the map "
-                               "again, or load it with the version that wrote it")
         cfg = self.map.config
         if meta.get("voxel_size_m") != cfg.voxel_size_m or meta.get("block_resolution") != cfg.block_resolution:
             raise MapFileError(f"{path} was saved with voxel_size_m={meta.get('voxel_size_m')} and block_resolution="
@@ -206,9 +191,40 @@ class Mapper:
                                f"{cfg.block_resolution}")
         if meta.get("tsdf_file") not in (_TSDF, None):
             raise MapFileError(f"{meta_path}: tsdf_file must be {_TSDF!r} or null, got {meta.get('tsdf_file')!r}")
-        if not isinstance(meta.get("keyframes"), list):
-            raise MapFileError(f"{meta_path} has no keyframe list")
         return meta
+
+
+def read_saved_keyframes(path: str | os.PathLike) -> list[Keyframe]:
+    """The keyframes of a map folder written by `Mapper.save`, without its TSDF (tools that draw them)."""
+    path = Path(path)
+    meta = _read_meta(path)
+    if (path / _KEYFRAMES).is_file():
+        check_zip_crc(path / _KEYFRAMES, "keyframes file")
+    return _read_keyframes(path / _KEYFRAMES, meta["keyframes"])
+
+
+def _read_meta(path: Path) -> dict:
+    """map.json, checked for format, version and a keyframe list."""
+    meta_path = path / _META
+    if not meta_path.is_file():
+        raise MapFileError(f"no saved map at {path}: {meta_path.name} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MapFileError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != MAP_FORMAT:
+        raise MapFileError(f"{meta_path} is not a {MAP_FORMAT} file")
+    if meta.get("version") != MAP_FORMAT_VERSION:
+        version = meta.get("version")
+        age = ("an older" if isinstance(version, int) and version < MAP_FORMAT_VERSION else
+               "a newer" if isinstance(version, int) else "an unknown")
+        raise MapFileError(f"{meta_path} has map format version {version!r}, written by "
+                           f"{meta.get('written_by') or f'{age} mllm3d_ros'}; this build (mllm3d_ros "
+                           f"{package_version()}) reads format version {MAP_FORMAT_VERSION} only: build the map "
+                           "again, or load it with the version that wrote it")
+    if not isinstance(meta.get("keyframes"), list):
+        raise MapFileError(f"{meta_path} has no keyframe list")
+    return meta
 
 
 def _read_keyframes(path: Path, entries: list) -> list[Keyframe]:

@@ -19,6 +19,7 @@ from .instruction import ParsedInstruction, parse_instruction
 from .marks import MarkConfig, candidate_marks, judge_choice, object_name
 from .memory_query import MemoryPlan, MemoryResolver
 from .object_memory import voxel_keys
+from .open_set import InstructionRecognition, Recognition, RecognitionStatus
 from .relations import relation_score
 from .segmentation import BackendError, BackendUnavailable, ModeUnsupported, normalise_instruction
 from .types import (BackendView, GeometryMark, InputError, Keyframe, MapSnapshot, Object3D, QueryResult,
@@ -28,6 +29,7 @@ from .voting import MultiViewVoter, VotingConfig
 
 SegmentFn = Callable[[Sequence[BackendView], str], SegmentationResult]
 ParseFn = Callable[[str], ParsedInstruction]
+RecogniseFn = Callable[[str], Recognition]
 ProgressFn = Callable[[str, float], None]
 
 
@@ -124,6 +126,21 @@ def _parse(parse_fn: ParseFn, text: str) -> ParsedInstruction:
     return parsed
 
 
+def _recognise(recognise_fn: RecogniseFn | None, parsed: ParsedInstruction) -> tuple[InstructionRecognition, str]:
+    """The open-set gate's answers for the instruction's phrases, and a note when the gate could not run
+    (the phrases then go on as an open vocabulary's would). BackendUnavailable and QueryCanceled propagate."""
+    if recognise_fn is None:
+        return InstructionRecognition.of(parsed), ""
+    try:
+        return InstructionRecognition.of(parsed, recognise_fn), ""
+    except ModeUnsupported:  # a backend without a gate (an older segmentation node): open vocabulary
+        return InstructionRecognition.of(parsed), ""
+    except BackendUnavailable:
+        raise
+    except (BackendError, InputError, TimeoutError, ValueError) as exc:
+        return InstructionRecognition.of(parsed), f"the open-set check failed ({exc}): phrases not checked"
+
+
 def _follow_plan(objects: tuple[Object3D, ...], snapshot: MapSnapshot, plan: MemoryPlan, relation,
                  world_T_viewer: np.ndarray) -> tuple[Object3D, ...]:
     """Voted objects checked against the memory's plan: the relation to its anchor must hold, and
@@ -169,8 +186,12 @@ class QueryPipeline:
 
     def __init__(self, map_source: MapSource, segment_fn: SegmentFn, config: QueryConfig | None = None,
                  voting: VotingConfig | None = None, view_selection: ViewSelectionConfig | None = None,
-                 resolver: MemoryResolver | None = None, parse_fn: ParseFn | None = None) -> None:
+                 resolver: MemoryResolver | None = None, parse_fn: ParseFn | None = None,
+                 recognise_fn: RecogniseFn | None = None) -> None:
         self.map_source = map_source
+        # The open-set gate: a backend's `recognise` (what it can recognise), None for no gate (every phrase
+        # passed on, as to an open vocabulary).
+        self.recognise_fn = recognise_fn
         # The instruction parser: a backend's `parse` (a model's structured answer) or the grammar.
         self.parse_fn = parse_fn or parse_instruction
         self.resolver = resolver
@@ -183,12 +204,16 @@ class QueryPipeline:
 
     def run(self, instruction: str | bytes, max_views: int = 0, min_confidence: float = 0.0,
             progress: ProgressFn | None = None, is_canceled: Callable[[], bool] | None = None, *,
-            segment_fn: SegmentFn | None = None, parse_fn: ParseFn | None = None) -> QueryResult:
+            segment_fn: SegmentFn | None = None, parse_fn: ParseFn | None = None,
+            recognise_fn: RecogniseFn | None = None) -> QueryResult:
         """Answer one instruction. Never raises for bad input or backend failures: the status says what happened.
 
-        `segment_fn` and `parse_fn` replace the pipeline's backend calls for this query only (the ROS node
-        binds the goal's own cancel event and deadline to them); a TimeoutError segment_fn raises answers
-        TIMEOUT; a parse_fn that fails leaves the instruction to the grammar, with a note.
+        `segment_fn`, `parse_fn` and `recognise_fn` replace the pipeline's backend calls for this query only
+        (the ROS node binds the goal's own cancel event and deadline to them); a TimeoutError segment_fn
+        raises answers TIMEOUT; a parse_fn that fails leaves the instruction to the grammar, with a note.
+        A target the backend does not recognise (the open-set gate) is NOT_FOUND with the reason and the
+        nearest concepts it knows, unless the object memory names an unlabelled object the instruction
+        pins down (flagged unconfirmed); it never goes to the 2D model as its nearest class.
         """
         t0 = time.monotonic()
         segment_fn = segment_fn or self.segment_fn
@@ -226,12 +251,21 @@ class QueryPipeline:
             parsed = _parse(parse_fn or self.parse_fn, text)
         except QueryCanceled:
             return done(QueryStatus.CANCELED, "canceled while the backend was parsing the instruction")
+        t_gate = time.monotonic()
+        try:
+            recognition, gate_note = _recognise(recognise_fn or self.recognise_fn, parsed)
+        except QueryCanceled:
+            return done(QueryStatus.CANCELED, "canceled while the backend checked the instruction's phrases")
+        except BackendUnavailable as exc:
+            return done(QueryStatus.BACKEND_UNAVAILABLE, str(exc))
+        timings["recognise_ms"] = (time.monotonic() - t_gate) * 1e3
+        target = recognition.target
         plan = None
-        notes: tuple[str, ...] = parsed.notes
+        notes: tuple[str, ...] = parsed.notes + ((gate_note,) if gate_note else ())
         if self.resolver is not None:
             t_mem = time.monotonic()
             try:
-                plan = self.resolver.plan(parsed, snapshot, tuple(keyframes.values()))
+                plan = self.resolver.plan(parsed, snapshot, tuple(keyframes.values()), recognition)
             except BackendUnavailable as exc:  # the same backend serves the query-time path: stop now
                 return done(QueryStatus.BACKEND_UNAVAILABLE, str(exc))
             except (BackendError, InputError) as exc:  # the text model failed: the query-time path still works
@@ -240,14 +274,33 @@ class QueryPipeline:
             if plan is None:
                 notes += ("the object memory is empty: views chosen to cover the map",)
             else:
-                notes = plan.notes
+                notes = plan.notes + ((gate_note,) if gate_note else ())
+                if plan.refusal:
+                    return done(QueryStatus.NOT_FOUND, _with_notes(plan.refusal, notes), target_phrase=parsed.target)
+                if plan.unresolved_anchor and not target.open_vocabulary:
+                    # A closed-vocabulary model segments the target alone: it cannot check the relation, and
+                    # answering without it would hand over an object the instruction did not ask for.
+                    return done(QueryStatus.NOT_FOUND, _with_notes(
+                        f"'{parsed.text}' not answered: {plan.unresolved_anchor}",
+                        [n for n in notes if n != plan.unresolved_anchor]), target_phrase=parsed.target)
                 if plan.answer and self.config.answer_from_memory:
                     objects = tuple(o for o in plan.answer if o.confidence >= min_confidence)
                     if objects:
                         progress("done", 1.0)
+                        unconfirmed = sum(o.unconfirmed for o in objects)
+                        flag = (f" (label unconfirmed for {unconfirmed}: unlabelled object(s) named by their geometry)"
+                                if unconfirmed else "")
                         return done(QueryStatus.SUCCESS, _with_notes(
-                            f"found {len(objects)} object(s) for '{plan.target_phrase}' in the object memory", notes),
-                            target_phrase=plan.target_phrase, objects=objects, snapshot=snapshot)
+                            f"found {len(objects)} object(s) for '{plan.target_phrase}' in the object memory{flag}",
+                            notes), target_phrase=plan.target_phrase, objects=objects, snapshot=snapshot)
+        # What the 2D model cannot look for ends here: a target outside a closed vocabulary, or one that names
+        # no kind of object, is never sent to the model as its nearest class.
+        if target.status is RecognitionStatus.UNKNOWN:
+            return done(QueryStatus.NOT_FOUND, _with_notes(target.message(), notes), target_phrase=parsed.target)
+        if target.status is RecognitionStatus.GENERIC and not target.open_vocabulary:
+            return done(QueryStatus.NOT_FOUND, _with_notes(
+                f"'{parsed.target}' names no kind of object and nothing in the object memory fits what the "
+                "instruction says of it", notes), target_phrase=parsed.target)
         chosen = self._first_views(keyframes, snapshot, plan, max_views)
         timings["select_views_ms"] = (time.monotonic() - t) * 1e3
         if not chosen:

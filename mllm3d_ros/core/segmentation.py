@@ -16,6 +16,11 @@ short description of the marked object, for dense captions), and `parse(instruct
 split into target, attributes, relation and anchors by the model; callers fall back to the grammar,
 `core.instruction.parse_instruction`). A mode a backend lacks raises
 `ModeUnsupported`, so callers can tell "cannot" from "failed".
+
+What a backend can recognise: `vocabulary()` (`core.open_set.Vocabulary`: a closed list of concepts
+with their phrases and nouns, or an open vocabulary) and `recognise(phrase)`, the open-set gate on it
+(`core.open_set.OpenSetGate` with the backend's own text model): a query about anything outside the
+vocabulary is NOT_FOUND, never answered with the nearest class.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from .instruction import ParsedInstruction
+from .open_set import OpenSetGate, Recognition, Vocabulary
 from .types import BackendView, GeometryMark, InputError, SegmentationResult, ViewPredictions
 
 MAX_INSTRUCTION_CHARS = 2000
@@ -96,6 +102,21 @@ class SegmentationBackend(abc.ABC):
     def parse(self, instruction: str) -> ParsedInstruction:
         """The instruction parsed by the model, validated (`instruction.parsed_from_structured`)."""
         raise ModeUnsupported(f"backend {self.name!r} has no instruction parsing mode")
+
+    def vocabulary(self) -> Vocabulary:
+        """What the backend can recognise. The default is an open vocabulary (every phrase is passed to the
+        model): a backend with a closed list of classes must declare it."""
+        return Vocabulary.open_vocabulary(f"the {self.name} model", "")
+
+    def recognise(self, phrase: str) -> Recognition:
+        """Whether `phrase` (an instruction's target or anchor) is something this backend recognises: the
+        open-set gate on `vocabulary()` with `encode_text` (built on first use, then cached)."""
+        gate = getattr(self, "_open_set_gate", None)
+        if gate is None:
+            vocabulary = self.vocabulary()
+            gate = OpenSetGate(vocabulary, None if vocabulary.open else self.encode_text)
+            self._open_set_gate = gate
+        return gate.recognise(phrase)
 
     def close(self) -> None:
         """Free weights and device memory."""

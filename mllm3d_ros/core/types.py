@@ -191,9 +191,12 @@ class OrientedBox3D:
 
 @dataclass(frozen=True, eq=False)
 class Object3D:
-    """One 3D object hypothesis that survived multi-view voting.
+    """One 3D object hypothesis that survived multi-view voting (or an object of the memory).
 
     point_indices (K,) int64 into the MapSnapshot; point_confidence (K,) float32 in [0, 1].
+    unconfirmed: no detector or model named it as the asked class (an unlabelled object named by what the
+    memory could check: support, relation, colour, shape); detail: what the memory knows of it (colours,
+    shape, why the label is unconfirmed), '' when nothing.
     """
 
     point_indices: np.ndarray
@@ -203,6 +206,8 @@ class Object3D:
     supporting_views: int
     visible_views: int
     label: str = ""
+    unconfirmed: bool = False
+    detail: str = ""
 
 
 class QueryStatus(enum.IntEnum):

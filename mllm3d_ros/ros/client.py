@@ -18,7 +18,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
 from ..action import SegmentQuery
-from ..srv import DescribeScene
+from ..srv import DescribeScene, MapFile
 from ..launch_spec import NAMESPACE
 from .conversions import cloud_to_arrays
 from .qos import LATCHED_QOS
@@ -126,6 +126,17 @@ class QueryClient:
             except (Interrupted, TimeoutError):
                 client.remove_pending_request(future)
                 raise
+        finally:
+            self.node.destroy_client(client)
+
+    def save_map(self, path: str, timeout_s: float = 30.0) -> tuple[bool, str]:
+        """Ask the mapping node to save its map and keyframes to the folder `path` (MapFile): (success, message)."""
+        client = self.node.create_client(MapFile, f"/{self._namespace}/mapping/save_map")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                return False, "no save_map service"
+            response = self._wait(client.call_async(MapFile.Request(path=path)), timeout_s)
+            return response.success, response.message
         finally:
             self.node.destroy_client(client)
 

@@ -17,15 +17,17 @@ Parameters:      see MEMORY_PARAMS and config/perception.yaml (block `memory`).
 
 from __future__ import annotations
 
+import numpy as np
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from ..core.colours import colour_profile
 from ..core.describe import describe_objects
 from ..core.memory_query import MemoryResolver
-from ..core.object_memory import ObjectMemory, ObjectMemoryConfig
+from ..core.object_memory import ObjectMemory, ObjectMemoryConfig, VoxelIndex
 from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
 from ..msg import SegmentedObject
 from ..srv import DescribeScene
@@ -147,7 +149,8 @@ class MemoryNode(Node):
             self._captions.clear()
         model = ({"caption_fn": self._backend.caption, "keyframe_fn": self._mapper.keyframe_store.get,
                   "cache": self._captions} if self._p["model_captions"] else {})
-        captions = describe_objects(objects, **model)
+        captions = describe_objects(objects, colour_fn=self._colour_fn(), voxel_size_m=self.memory.config.voxel_size_m,
+                                    **model)
         for obj, caption in zip(objects, captions):
             pose, size = box_to_msg(obj.box)
             response.objects.append(SegmentedObject(
@@ -167,6 +170,20 @@ class MemoryNode(Node):
         """Keyframes integrated since the last map reset or load."""
         stats = stats or self.memory.stats
         return stats.keyframes_integrated - self._keyframes_before_reset
+
+    def _colour_fn(self):
+        """An object's colours from the map's fused colours in its voxels (`core/colours.py`), or None before
+        the map has points."""
+        snapshot = self._mapper.snapshot()
+        if snapshot.num_points == 0:
+            return None
+        index = VoxelIndex(snapshot.points_world_m, self.memory.config.voxel_size_m)
+
+        def colours(obj):
+            idx = index.indices(obj.points_world_m)
+            return colour_profile(snapshot.colors_rgb[idx] if idx.size else np.asarray([obj.mean_color_rgb]))
+
+        return colours
 
     def log_stats(self) -> str:
         m, w = self.memory.stats, self.worker.stats

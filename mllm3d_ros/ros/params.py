@@ -11,6 +11,7 @@ naming the closest known one.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -34,6 +35,9 @@ class ParamSpec:
     high: float | None = None
     choices: tuple[str, ...] = ()
     read_only: bool = True
+    # A regular expression the whole (string) value must match, checked instead of `choices` (which
+    # then only document it): for open families of values such as cuda:N.
+    pattern: str = ""
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -59,7 +63,10 @@ def check_value(spec: ParamSpec, value: Any) -> None:
     if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
         raise ParameterError(f"parameter '{spec.name}' must be {_TYPE_NAMES.get(expected, expected.__name__)}, "
                              f"got {value!r} ({type(value).__name__})")
-    if spec.choices and value not in spec.choices:
+    if spec.pattern:
+        if re.fullmatch(spec.pattern, value) is None:
+            raise ParameterError(f"parameter '{spec.name}' must be one of {list(spec.choices)}, got {value!r}")
+    elif spec.choices and value not in spec.choices:
         raise ParameterError(f"parameter '{spec.name}' must be one of {list(spec.choices)}, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):

@@ -90,11 +90,16 @@ def _marker_color(rank: int) -> ColorRGBA:
 
 
 def object_description(obj, box=None) -> str:
-    """`box`: the object's box in the frame the description is for (default: its map-frame box)."""
+    """`box`: the object's box in the frame the description is for (default: its map-frame box). An object
+    whose label is unconfirmed says so first; what the memory checked (colours, shape) follows."""
     box = obj.box if box is None else box
     c, s = box.center_world_m, box.size_m
-    return (f"{obj.label or 'object'} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
+    text = (f"{obj.label or 'object'} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
             f"{s[0]:.2f} x {s[1]:.2f} x {s[2]:.2f} m")
+    detail = getattr(obj, "detail", "")
+    if getattr(obj, "unconfirmed", False) and "unconfirmed" not in detail:
+        detail = "label unconfirmed" + (f"; {detail}" if detail else "")
+    return f"{text}; {detail}" if detail else text
 
 
 def result_to_msg(result: QueryResult, frame_id: str, stamp_ns: int, frame_T_map: np.ndarray | None = None):
@@ -272,8 +277,9 @@ class QueryNode(Node):
             segment_fn = functools.partial(self._segmenter, cancel=query.cancel, deadline=deadline)
             parse_fn = (functools.partial(self._segmenter.parse, cancel=query.cancel, deadline=deadline)
                         if self._model_parsing else None)
+            recognise_fn = functools.partial(self._segmenter.recognise, cancel=query.cancel, deadline=deadline)
             result = self.pipeline.run(instruction, max_views, min_confidence, progress, query.cancel.is_set,
-                                       segment_fn=segment_fn, parse_fn=parse_fn)
+                                       segment_fn=segment_fn, parse_fn=parse_fn, recognise_fn=recognise_fn)
         except Exception as exc:  # noqa: BLE001 -- e.g. a bug in voting: answer it, never a default result
             self.get_logger().error(f"query '{instruction[:60]}' failed: {type(exc).__name__}: {exc}")
             result = QueryResult(QueryStatus.BACKEND_ERROR, f"internal error: {type(exc).__name__}: {exc}")
@@ -380,7 +386,8 @@ def result_summary(result: QueryResult, instruction: str) -> dict:
     return {"instruction": instruction, "status": result.status.name, "message": result.message,
             "target_phrase": result.target_phrase, "views_used": result.views_used,
             "elapsed_s": round(result.elapsed_s, 3),
-            "objects": [{"label": o.label, "confidence": round(o.confidence, 3),
+            "objects": [{"label": o.label, "confidence": round(o.confidence, 3), "unconfirmed": o.unconfirmed,
+                         "description": object_description(o),
                          "center_m": [round(float(x), 3) for x in o.box.center_world_m],
                          "size_m": [round(float(x), 3) for x in o.box.size_m],
                          "num_points": int(o.point_indices.size),

@@ -1,7 +1,7 @@
 """The one client of the segmentation node's SegmentViews service, used by the query and memory nodes.
 
-Each mode is a method: `segment` (a SegmentFn), `parse` (a ParseFn), `propose` (a ProposeFn),
-`encode_text` (an EncodeFn), `caption` (a CaptionFn). Every call follows one liveness rule
+Each mode is a method: `segment` (a SegmentFn), `parse` (a ParseFn), `recognise` (a RecogniseFn, the
+backend's open-set gate), `propose` (a ProposeFn), `encode_text` (an EncodeFn), `caption` (a CaptionFn). Every call follows one liveness rule
 (core/backend_liveness.py, read from the heartbeat "<backend> <state> <instance>"):
 - before sending: SILENT, LOADING or NOT_READY answer BackendUnavailable at once, with the reason;
   UNKNOWN (no beat yet) and SETTLING (just activated) wait up to `service_wait_s` for READY;
@@ -24,6 +24,7 @@ from std_msgs.msg import String
 
 from ..core.backend_liveness import BackendLiveness, BackendState, BackendStatus, LivenessConfig
 from ..core.instruction import ParsedInstruction, parsed_from_json
+from ..core.open_set import Recognition, open_recognition
 from ..core.pipeline import QueryCanceled
 from ..core.segmentation import BackendUnavailable, ModeUnsupported
 from ..core.types import BackendView, GeometryMark, SegmentationResult, ViewPredictions
@@ -49,7 +50,9 @@ class SegmentViewsClient:
         self._service_wait_s = service_wait_s
         self._call_timeout_s = call_timeout_s
         self._lock = threading.Lock()
-        self._parse_unsupported: int | None = None  # liveness `changes` when the backend said UNSUPPORTED
+        # Modes the backend answered UNSUPPORTED, with the liveness `changes` then: not asked again until the
+        # heartbeat names another backend or instance.
+        self._unsupported: dict[int, int] = {}
         node.create_subscription(String, heartbeat_topic, lambda msg: self.liveness.on_heartbeat(msg.data),
                                  RELIABLE_QOS, callback_group=callback_group)
 
@@ -83,18 +86,37 @@ class SegmentViewsClient:
               deadline: float | None = None) -> ParsedInstruction:
         """The backend's parse (mode PARSE). UNSUPPORTED is remembered: later calls raise ModeUnsupported
         without asking, until the heartbeat names another backend or instance (a restart may bring a model)."""
-        status = self.liveness.status()
+        mode = SegmentViews.Request.PARSE
+        if self._known_unsupported(mode):
+            raise ModeUnsupported(f"backend '{self.liveness.status().backend}' has no instruction parsing mode")
+        response = self._call_mode(SegmentViews.Request(mode=mode, instruction=instruction), cancel, deadline)
+        return parsed_from_json(response.parsed_json, instruction, "the segmentation node")
+
+    def recognise(self, phrase: str, *, cancel: threading.Event | None = None,
+                  deadline: float | None = None) -> Recognition:
+        """Whether the backend recognises `phrase` (mode RECOGNISE: its open-set gate). A backend without the
+        mode (UNSUPPORTED, remembered like `parse`'s) leaves the phrase open, as an open vocabulary would."""
+        mode = SegmentViews.Request.RECOGNISE
+        if not self._known_unsupported(mode):
+            try:
+                response = self._call_mode(SegmentViews.Request(mode=mode, instruction=phrase), cancel, deadline)
+                return Recognition.from_json(response.recognition_json)
+            except ModeUnsupported:
+                pass
+        return open_recognition(phrase, f"backend '{self.liveness.status().backend}'")
+
+    def _known_unsupported(self, mode: int) -> bool:
         with self._lock:
-            if self._parse_unsupported == status.changes:
-                raise ModeUnsupported(f"backend '{status.backend}' has no instruction parsing mode")
+            return self._unsupported.get(mode) == self.liveness.status().changes
+
+    def _call_mode(self, request, cancel, deadline):
+        """`call`, remembering an UNSUPPORTED answer for the request's mode."""
         try:
-            response = self.call(SegmentViews.Request(mode=SegmentViews.Request.PARSE, instruction=instruction),
-                                 cancel=cancel, deadline=deadline)
+            return self.call(request, cancel=cancel, deadline=deadline)
         except ModeUnsupported:
             with self._lock:
-                self._parse_unsupported = self.liveness.status().changes
+                self._unsupported[request.mode] = self.liveness.status().changes
             raise
-        return parsed_from_json(response.parsed_json, instruction, "the segmentation node")
 
     def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
         request = SegmentViews.Request(mode=SegmentViews.Request.PROPOSE)

@@ -8,8 +8,11 @@ Run it on a GPU host to keep the robot's computer free; the query node finds it 
 Service:    ~/segment_views (mllm3d_ros/srv/SegmentViews), answered only while active: segmentation of an
             instruction (with the map's candidates as numbered marks), instruction-free proposals (the object
             memory's input), a phrase's embedding, a caption of a marked object (dense captions), or the
-            model's parse of an instruction (JSON in `parsed_json`)
-Published:  ~/heartbeat (std_msgs/String, 2 Hz, reliable): "<backend> <state>" -- liveness for queries
+            model's parse of an instruction (JSON in `parsed_json`), or whether the backend recognises a phrase
+            (the open-set gate, JSON in `recognition_json`)
+Published:  ~/heartbeat (std_msgs/String, 2 Hz, reliable): "<backend> <state> <instance>" -- liveness for
+            its clients (core/backend_liveness.py): state loading | active | inactive | unconfigured, instance
+            a token new at every start (a client re-sends what it sent to a previous instance)
 Parameters: see SEGMENTATION_PARAMS and config/perception.yaml (block `segmentation`).
 """
 
@@ -37,14 +40,26 @@ from .qos import RELIABLE_QOS
 
 SEGMENTATION_PARAMS = (
     ParamSpec("backend", "offline", "Backend name from the registry.", choices=("offline", "transformers")),
-    ParamSpec("device", "cpu", "Where the model runs.", choices=("cpu", "cuda", "auto")),
-    ParamSpec("dtype", "float32", "Model dtype (transformers backend).", choices=("float32", "float16", "bfloat16")),
+    # auto and bfloat16: a 7B VLM takes ~16 GB in bfloat16 on the GPU when there is one, and never the
+    # ~33 GB of float32 in host memory when there is not (bfloat16 runs on CPUs too, slowly).
+    ParamSpec("device", "auto", "transformers backend: where the models run; auto = cuda when available.",
+              choices=("auto", "cpu", "cuda", "cuda:N"), pattern=r"auto|cpu|cuda(:[0-9]+)?"),
+    ParamSpec("dtype", "bfloat16", "transformers backend: model dtype (float16 on CPU falls back to float32).",
+              choices=("float32", "float16", "bfloat16")),
     ParamSpec("vlm_model", "", "transformers backend: HF id or local path of the VLM (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."),
     ParamSpec("sam_model", "", "transformers backend: HF id or local path of the SAM-family model."),
-    ParamSpec("max_new_tokens", 128, "transformers backend: bound on the VLM's answer length.", 8, 4096),
+    ParamSpec("sam_kind", "auto", "transformers backend: SAM generation; auto = from the checkpoint's model_type "
+              "(sam, sam2, sam2_video).", choices=("auto", "sam", "sam2")),
+    ParamSpec("coord_format", "auto", "transformers backend: how the VLM writes coordinates; auto = from its "
+              "model_type (README, Backends); pixels = of the resized image, norm1000 = 0-1000.",
+              choices=("auto", "pixels", "norm1000")),
+    ParamSpec("max_pixels", 307200, "transformers backend: VLM image size bound in pixels (640x480 = 307200, "
+              "~300-400 image tokens); the checkpoint's own bound if lower.", 3136, 67108864),
+    ParamSpec("max_new_tokens", 384, "transformers backend: bound on the VLM's answer length (Qwen writes each "
+              "digit as a token: 3 targets with marks ~130-175).", 8, 4096),
     ParamSpec("batch_size", 4, "transformers backend: views per generate call (halved on out-of-memory).", 1, 64),
-    ParamSpec("load_in_4bit", False, "transformers backend: 4-bit weights (bitsandbytes, CUDA)."),
-    ParamSpec("load_in_8bit", False, "transformers backend: 8-bit weights (bitsandbytes, CUDA)."),
+    ParamSpec("load_in_4bit", False, "transformers backend: 4-bit weights (bitsandbytes + accelerate, CUDA)."),
+    ParamSpec("load_in_8bit", False, "transformers backend: 8-bit weights (bitsandbytes + accelerate, CUDA)."),
     ParamSpec("local_files_only", False, "transformers backend: never contact the model hub."),
     ParamSpec("score_threshold", 0.3, "offline backend: detector score threshold.", 0.0, 1.0),
     ParamSpec("num_threads", 2, "offline backend: CPU threads of the detector.", 1, 64),
@@ -60,8 +75,8 @@ def backend_kwargs(p: dict) -> dict:
     """The backend's constructor arguments from node parameters (only those the backend takes)."""
     if p["backend"] == "offline":
         return {"score_threshold": p["score_threshold"], "num_threads": p["num_threads"]}
-    kwargs = {name: p[name] for name in ("device", "dtype", "max_new_tokens", "batch_size", "load_in_4bit",
-                                         "load_in_8bit", "local_files_only")}
+    kwargs = {name: p[name] for name in ("device", "dtype", "sam_kind", "coord_format", "max_pixels", "max_new_tokens",
+                                         "batch_size", "load_in_4bit", "load_in_8bit", "local_files_only")}
     if p["vlm_model"]:
         kwargs["vlm_model"] = p["vlm_model"]
     if p["sam_model"]:
@@ -157,6 +172,12 @@ class SegmentationNode(LifecycleNode):
                 response.status = SegmentViews.Response.OK
                 response.query_embedding = np.asarray(embedding, dtype=np.float32).ravel().tolist()
                 return response
+            if request.mode == SegmentViews.Request.RECOGNISE:
+                with self._infer_lock:
+                    recognition = self._backend.recognise(normalise_instruction(request.instruction))
+                response.status = SegmentViews.Response.OK
+                response.recognition_json = recognition.to_json()
+                return response
             if request.mode == SegmentViews.Request.PARSE:
                 with self._infer_lock:
                     parsed = self._backend.parse(normalise_instruction(request.instruction))
@@ -179,7 +200,7 @@ class SegmentationNode(LifecycleNode):
                     result = self._backend.segment(views, request.instruction)
                 else:
                     raise InputError(f"unknown mode {request.mode} (SEGMENT 0, PROPOSE 1, ENCODE_TEXT 2, CAPTION 3, "
-                                     "PARSE 4)")
+                                     "PARSE 4, RECOGNISE 5)")
         except InputError as exc:
             response.status, response.message = SegmentViews.Response.INVALID_INPUT, str(exc)
             return response

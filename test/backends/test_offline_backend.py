@@ -134,3 +134,17 @@ def test_closed_backend_says_so(offline_detector_assets):
     be.close()
     with pytest.raises(BackendError, match="closed"):
         be.segment([_synthetic_view()], "the chair")
+    with pytest.raises(BackendError, match="closed"):
+        be.recognise("chair")
+
+
+def test_segment_looks_only_for_what_the_gate_recognises(backend, redkitchen_dir):
+    """"The umbrella" is not the nearest class (a chair) to the offline model: nothing is looked for."""
+    from mllm3d_ros.core.open_set import RecognitionStatus
+
+    assert backend.recognise("umbrella").status is RecognitionStatus.UNKNOWN
+    assert backend.vocabulary().concept("Box").shape == "box-shaped" and not backend.vocabulary().open
+    views = [_view(redkitchen_dir, 0)]
+    result = backend.segment(views, "the umbrella")
+    assert result.target_phrase == "" and all(not v.predictions for v in result.views)
+    assert backend.segment(views, "the chair").target_phrase == "chair"

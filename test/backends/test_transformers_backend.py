@@ -7,6 +7,7 @@ A scripted logits processor makes the random VLM write a chosen answer through t
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -51,6 +52,7 @@ def tiny_dir() -> Path:
 
 def _backend(tiny_dir: Path, vlm: str, sam: str, **kw) -> TransformersBackend:
     kw.setdefault("max_new_tokens", 80)
+    kw.setdefault("dtype", "float32")  # exact CPU numerics for the tolerances below (the default is bfloat16)
     return TransformersBackend(vlm_model=str(tiny_dir / vlm), sam_model=str(tiny_dir / sam), device="cpu", **kw)
 
 
@@ -620,3 +622,227 @@ def test_parse_bad_input_and_closed_backend(tiny_dir: Path, qwen3: TransformersB
     b.close()
     with pytest.raises(BackendError, match="closed"):
         b.parse("the mug")
+
+
+# ---- real checkpoints' conventions (issue 21): what tiny models must look like to catch these ------------
+@pytest.fixture(scope="module")
+def qwen2vl(tiny_dir: Path) -> TransformersBackend:
+    """Qwen2-VL as published: chat template only in the processor's chat_template.json, image processor
+    with the checkpoint's own pixel bounds (3136 .. 12,845,056)."""
+    return _backend(tiny_dir, "qwen2_vl", "sam")
+
+
+def test_every_coordinate_convention_cites_its_source() -> None:
+    table = backend_mod.COORDINATE_CONVENTIONS
+    assert {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"} <= set(table)
+    assert all(len(c.source) > 20 and ("arXiv" in c.source or "model card" in c.source) for c in table.values())
+    assert table["qwen2_vl"].fmt.value == "norm1000" and "2409.12191" in table["qwen2_vl"].source
+    assert table["qwen2_5_vl"].fmt.value == "pixels" and table["qwen3_vl"].fmt.value == "norm1000"
+
+
+def test_qwen2vl_boxes_are_normalised_to_1000_and_the_prompt_says_so(monkeypatch, qwen2vl) -> None:
+    # Qwen2-VL paper sec. 2.2.1: [0, 1000). (500, 500, 750, 750) on 640x480 is (320, 240, 480, 360); read as
+    # pixels of the 644x476 resize it became (497, 504, 745, 756), clipped and dropped.
+    assert type(qwen2vl.vlm).__name__ == "Qwen2VLForConditionalGeneration" and qwen2vl.coord_format.value == "norm1000"
+    view = _view(0, w=640, h=480)
+    prompt = qwen2vl._preprocess(view, "the mug").prompt_text
+    assert "normalised to 0-1000" in prompt and "absolute pixel" not in prompt
+    _script(monkeypatch, qwen2vl, '[{"bbox_2d": [500, 500, 750, 750], "label": "mug"}]')
+    (p,) = qwen2vl.segment([view], "the mug").views[0].predictions
+    assert p.box_xyxy == pytest.approx((320, 240, 480, 360)) and p.mask.shape == (480, 640)
+
+
+def test_qwen2vl_native_box_text_is_read_in_the_same_frame(monkeypatch, qwen2vl) -> None:
+    # Its native grounding answer "(x1,y1),(x2,y2)" (box tokens dropped with the special tokens).
+    _script(monkeypatch, qwen2vl, "the mug (500,500),(750,750)")
+    (p,) = qwen2vl.segment([_view(0, w=640, h=480)], "the mug").views[0].predictions
+    assert p.box_xyxy == pytest.approx((320, 240, 480, 360))
+
+
+def test_chat_template_from_the_processors_chat_template_json(tiny_dir: Path, qwen2vl) -> None:
+    assert not (tiny_dir / "qwen2_vl" / "tokenizer_config.json").read_text().count('"chat_template"')
+    assert (tiny_dir / "qwen2_vl" / "chat_template.json").is_file()
+    prompt = qwen2vl._preprocess(_view(), "the mug").prompt_text
+    assert prompt.count("<|im_start|>system") == 1 and prompt.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_no_chat_template_anywhere_is_a_clear_error(tmp_path: Path, tiny_dir: Path) -> None:
+    import shutil
+
+    bare = tmp_path / "qwen2_vl"
+    shutil.copytree(tiny_dir / "qwen2_vl", bare)
+    (bare / "chat_template.json").unlink()
+    with pytest.raises(BackendError, match="no chat template .*chat_template.json"):
+        _backend(tiny_dir, str(bare), "sam")
+
+
+def test_max_pixels_bounds_the_image_tokens_as_smart_resize_does(tiny_dir: Path, qwen2vl) -> None:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    # 1280x960 at the checkpoint's own bound would be 1288x952 = 1564 image tokens; the default bound
+    # (640x480-equivalent) shrinks it to 616x476, 374 tokens; 640x480 itself stays 644x476, 391 tokens.
+    prepared = qwen2vl._preprocess(_view(0, w=1280, h=960), "x")
+    h, w = smart_resize(960, 1280, 28, 56 * 56, 640 * 480)
+    assert prepared.model_wh == (w, h) == (616, 476)
+    assert prepared.prompt_text.count("<|image_pad|>") == (h // 28) * (w // 28) == 374
+    assert qwen2vl._preprocess(_view(0, w=640, h=480), "x").prompt_text.count("<|image_pad|>") == 391
+    small = _backend(tiny_dir, "qwen2_vl", "sam", max_pixels=100_000)
+    h, w = smart_resize(960, 1280, 28, 56 * 56, 100_000)
+    assert small._preprocess(_view(0, w=1280, h=960), "x").model_wh == (w, h) and w * h <= 100_000
+    # A bound above the checkpoint's own (the tiny Qwen2.5-VL stops at 9408 px) keeps the checkpoint's.
+    assert _backend(tiny_dir, "qwen2_5_vl", "sam")._preprocess(_view(), "x").model_wh == (112, 84)
+    with pytest.raises(ConfigError, match="max_pixels must be in"):
+        TransformersBackendConfig("a/b", "c/d", max_pixels=100)
+
+
+def test_published_sam2_checkpoint_sam2_video_loads_as_sam2(monkeypatch, tiny_dir: Path) -> None:
+    import json
+
+    assert json.loads((tiny_dir / "sam2_video" / "config.json").read_text())["model_type"] == "sam2_video"
+    b = _backend(tiny_dir, "qwen3_vl", "sam2_video")
+    assert b.sam_kind.value == "sam2" and type(b.sam).__name__ == "Sam2Model"
+    _script(monkeypatch, b, '[{"bbox_2d": [250, 250, 750, 750], "label": "chair"}]')
+    (p,) = b.segment([_view(0)], "a chair").views[0].predictions
+    assert p.mask.shape == (H, W) and p.mask.any() and 0.0 < p.confidence <= 1.0
+    assert _backend(tiny_dir, "qwen3_vl", "sam2_video", sam_kind="sam2").sam_kind.value == "sam2"
+    with pytest.raises(BackendError, match="sam_kind is 'sam' but .* is a 'sam2_video' checkpoint"):
+        _backend(tiny_dir, "qwen3_vl", "sam2_video", sam_kind="sam")
+
+
+def test_sam_prompt_coordinates_match_the_transformers_processors() -> None:
+    from types import SimpleNamespace
+
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+    from transformers.models.sam.processing_sam import SamProcessor
+    from transformers.models.sam2.processing_sam2 import Sam2Processor
+
+    from mllm3d_ros.backends.mllm.parsing import ImageTarget
+    from mllm3d_ros.backends.mllm.sam import SamKind, prompt_coordinates, preprocess_image
+
+    img = np.zeros((480, 640, 3), np.uint8)
+    targets = (ImageTarget(0, "a", (10.5, 20.0, 300.0, 479.0), None), ImageTarget(1, "b", None, (639.0, 0.5)),
+               ImageTarget(2, "c", (0.0, 0.0, 640.0, 480.0), None))
+    box_px = np.array([t.box_xyxy for t in targets if t.box_xyxy])
+    point_px = np.array([t.point_xy for t in targets if t.box_xyxy is None])
+    sam_v1 = SamProcessor(image_processor=SamImageProcessorPil())
+    sam_v2 = SimpleNamespace()  # Sam2Processor's coordinate rule reads nothing from the processor
+    for kind, side, reference in (
+            (SamKind.SAM, 1024, lambda c, box: sam_v1._normalize_coordinates(1024, c, (480, 640), is_bounding_box=box)),
+            (SamKind.SAM2, 1024, lambda c, box: Sam2Processor._normalize_coordinates(
+                sam_v2, 1024, torch.as_tensor(c), (480, 640), is_bounding_box=box).numpy())):
+        _, geometry = preprocess_image(img, kind, side, (0.5,) * 3, (0.5,) * 3)
+        boxes, points = prompt_coordinates(targets, geometry)
+        np.testing.assert_allclose(boxes, reference(box_px, True), rtol=1e-6)
+        np.testing.assert_allclose(points, reference(point_px, False), rtol=1e-6)
+
+
+def test_sam_v1_point_prompt_takes_the_best_of_three_masks(qwen25) -> None:
+    # SAM's one-click ambiguity: multimask_output=True and the mask with the highest predicted IoU
+    # (SamModel docs; SAM paper sec. 3); its single-mask output is for unambiguous prompts.
+    from mllm3d_ros.backends.mllm.parsing import ImageTarget
+    from mllm3d_ros.backends.mllm.sam import decode_masks, masks_to_image, preprocess_image
+
+    view = _view(3)
+    pixels, geometry = preprocess_image(view.color_rgb, qwen25.sam_kind, qwen25.sam_side, qwen25.sam_mean,
+                                        qwen25.sam_std)
+    with torch.inference_mode():
+        embeddings = qwen25.sam.get_image_embeddings(torch.from_numpy(pixels[None]))
+        target = ImageTarget(0, "mug", None, (80.0, 60.0))
+        (got,) = decode_masks(qwen25.sam, embeddings, geometry, [target], "cpu", torch.float32, qwen25.sam_kind)
+        sx, sy = geometry.resized_wh[0] / W, geometry.resized_wh[1] / H
+        out = qwen25.sam(image_embeddings=embeddings, input_points=torch.tensor([[[[80.0 * sx, 60.0 * sy]]]]),
+                         input_labels=torch.ones((1, 1, 1), dtype=torch.long), multimask_output=True)
+    scores = out.iou_scores[0, 0]
+    assert scores.shape == (3,)
+    best = int(scores.argmax())
+    assert got.score == pytest.approx(float(scores[best].clamp(0, 1)), abs=1e-6)
+    assert np.array_equal(got.mask, masks_to_image(out.pred_masks[0, :, best].numpy(), geometry)[0])
+
+
+# A fenced three-target answer with marks as Qwen-VL models write it, compact (tab-indented, one target a
+# line) and pretty-printed (json.dumps(indent=4)); coordinates of a 640x480-equivalent view (3 digits).
+_TARGETS = [{"bbox_2d": [412, 233, 498, 331], "label": "white coffee mug", "mark": 12},
+            {"bbox_2d": [101, 250, 187, 349], "label": "patterned mug", "mark": 7},
+            {"bbox_2d": [530, 198, 639, 300], "label": "plastic box", "mark": 3}]
+COMPACT_ANSWER = "```json\n[\n" + ",\n".join("\t" + json.dumps(t) for t in _TARGETS) + "\n]\n```"
+PRETTY_ANSWER = "```json\n" + json.dumps(_TARGETS, indent=4) + "\n```"
+
+
+def test_fixture_tokenizer_splits_digits_as_qwens_does(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer, Qwen2Tokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir / "qwen2_5_vl")
+    # The pieces transformers' own Qwen2Tokenizer cuts text into (its PRETOKENIZE_REGEX: \p{N} alone).
+    reference = Qwen2Tokenizer().backend_tokenizer.pre_tokenizer
+    for text in (COMPACT_ANSWER, PRETTY_ANSWER, "[412, 2330] mark 12"):
+        assert tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text) == reference.pre_tokenize_str(text)
+    ids = tok.encode("[412, 2330]", add_special_tokens=False)
+    assert [tok.decode([i]) for i in ids if tok.decode([i]).isdigit()] == list("4122330")
+    # Words and punctuation runs are whole tokens, as in Qwen's vocabulary: the count is the pieces' count.
+    pieces = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(COMPACT_ANSWER)
+    assert len(tok.encode(COMPACT_ANSWER, add_special_tokens=False)) == len(pieces)
+
+
+def test_default_max_new_tokens_holds_a_fenced_three_target_answer_with_margin(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir / "qwen2_5_vl")
+    compact = len(tok.encode(COMPACT_ANSWER, add_special_tokens=False)) + 1  # + end of turn
+    pretty = len(tok.encode(PRETTY_ANSWER, add_special_tokens=False)) + 1
+    assert (compact, pretty) == (129, 170)  # the old bound, 128, cut both
+    default = TransformersBackendConfig("a/b", "c/d").max_new_tokens
+    assert default >= 2 * pretty and default == backend_mod.DEFAULT_MAX_NEW_TOKENS
+
+
+def test_three_targets_with_marks_survive_the_default_answer_bound(monkeypatch, tiny_dir: Path) -> None:
+    marks = tuple(GeometryMark(i, (20.0 + 10 * i, 60.0), (1.0, 0.0, 0.8), (0.1, 0.1, 0.1), 1.5, "mug")
+                  for i in (3, 7, 12))
+    b = TransformersBackend(vlm_model=str(tiny_dir / "qwen2_5_vl"), sam_model=str(tiny_dir / "sam"), device="cpu")
+    ids = b.tokenizer.encode(PRETTY_ANSWER, add_special_tokens=False) + [b.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    generate = b.vlm.generate
+    monkeypatch.setattr(b.vlm, "generate",
+                        lambda **kw: generate(logits_processor=LogitsProcessorList([_Scripted(ids)]), **kw))
+    predictions = b.segment([_view(0, marks)], "the mug next to the box").views[0].predictions
+    assert [(p.label, p.mark_id) for p in predictions] == [("white coffee mug", 12), ("patterned mug", 7),
+                                                           ("plastic box", 3)]
+
+
+def test_quantisation_without_accelerate_names_the_package(monkeypatch, tiny_dir: Path) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+
+    def without_accelerate(name, *args, **kwargs):
+        if name == "accelerate":
+            return None
+        if name == "bitsandbytes":
+            return importlib.util.spec_from_loader("bitsandbytes", loader=None)
+        return find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_accelerate)
+    for field in ("load_in_4bit", "load_in_8bit"):
+        with pytest.raises(BackendError, match=f"{field} needs the package\\(s\\) accelerate, not installed"):
+            _backend(tiny_dir, "qwen3_vl", "sam2", **{field: True})
+
+
+def test_weights_are_placed_by_from_pretrained_not_copied_after(monkeypatch, tiny_dir: Path) -> None:
+    # device_map puts each weight on the device as it is read; the old path built the model in host
+    # memory and then copied it with .to(device) (a 7B model: ~16 GB of host memory first).
+    import transformers
+
+    seen: dict[str, dict] = {}
+    for cls_name in ("AutoModelForImageTextToText", "SamModel", "Sam2Model", "Owlv2ForObjectDetection"):
+        cls = getattr(transformers, cls_name)
+        original = cls.from_pretrained.__func__
+
+        def recording(klass, *args, _name=cls_name, _original=original, **kwargs):
+            seen[_name] = kwargs
+            model = _original(klass, *args, **kwargs)
+            monkeypatch.setattr(model, "to", lambda *a, **k: pytest.fail(f"{_name} copied with .to()"))
+            return model
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(recording))
+    _backend(tiny_dir, "qwen3_vl", "sam2", detector_model=str(tiny_dir / "owlv2"))
+    _backend(tiny_dir, "qwen2_5_vl", "sam")
+    assert set(seen) == {"AutoModelForImageTextToText", "SamModel", "Sam2Model", "Owlv2ForObjectDetection"}
+    assert all(kwargs["device_map"] == {"": "cpu"} for kwargs in seen.values())

@@ -70,3 +70,22 @@ def test_model_captions_come_from_each_objects_best_view_with_its_mark():
     assert len(calls) == 1 and all("no caption mode" in c.note and not c.model_text for c in captions)
     gone = describe_objects(objects, caption_fn=caption, keyframe_fn=lambda k: None)
     assert all("none of its stored keyframes sees it" in c.note for c in gone)
+
+
+def test_an_unlabelled_object_is_described_as_such_with_its_fused_colours_and_shape():
+    import dataclasses
+
+    from mllm3d_ros.core.colours import colour_profile
+
+    table = obj(1, "Table", (0.0, 0.0, 0.375), (1.2, 0.8, 0.75), (150, 100, 60))
+    xs, ys = np.meshgrid(np.arange(-0.14, 0.15, 0.03), np.arange(-0.1, 0.11, 0.03))
+    flat_points = np.stack([xs.ravel() + 0.3, ys.ravel(), np.full(xs.size, 0.76)], 1).astype(np.float32)
+    magazine = dataclasses.replace(obj(2, "object", (0.3, 0.0, 0.76), (0.3, 0.22, 0.02), (200, 200, 200)),
+                                   points_world_m=flat_points, unlabelled=True)
+    # The fused map says red and white (its mean colour would be one pink-ish value).
+    reds = np.array([[200, 30, 30]] * 60 + [[230, 230, 230]] * 40, np.uint8)
+    captions = describe_objects([table, magazine], colour_fn=lambda o: colour_profile(reds if o.unlabelled else
+                                                                                        np.array([[150, 100, 60]])))
+    text = captions[1].text
+    assert text.startswith("an unlabelled object (label unconfirmed), red and white, flat, 0.30 x 0.22 x 0.02 m"), text
+    assert text.endswith("on the table #1") and captions[0].text.startswith("a brown table")

@@ -125,3 +125,17 @@ def test_relation_and_superlative_synonyms():
     assert relation_from_phrase("across") is None and relation_from_phrase(None) is None
     assert superlative_from_word("Largest") is Superlative.BIGGEST and superlative_from_word("tallest") is None
     assert parsed_from_json("{not json", "the mug").notes[0].startswith("the backend's parse was unusable")
+
+
+def test_shape_words_generic_targets_and_material_nouns():
+    p = parse_instruction("the box-shaped one on the table")
+    assert (p.target, p.attributes, p.relation, p.anchors) == ("object", ("box-shaped",), Relation.ON, ("table",))
+    p = parse_instruction("the flat one")
+    assert (p.target, p.attributes) == ("object", ("flat",))
+    assert parse_instruction("the biggest one on the table").target == "object"
+    assert parse_instruction("the red one").target == "object"
+    # A material last in the noun phrase is its noun.
+    assert parse_instruction("a wine glass").target == "wine glass"
+    assert parse_instruction("the glass").target == "glass"
+    assert parse_instruction("the plastic box").attributes == ("plastic",)
+    assert parse_instruction("a traffic light").target == "traffic light"

@@ -10,7 +10,7 @@ import pytest
 
 from mllm3d_ros.core.frame_checks import RejectReason
 from mllm3d_ros.core.keyframes import KeyframeConfig
-from mllm3d_ros.core.mapper import MAP_FORMAT_VERSION, Mapper
+from mllm3d_ros.core.mapper import MAP_FORMAT_VERSION, Mapper, read_saved_keyframes
 from mllm3d_ros.core.tsdf_map import MapFileError, TsdfMapConfig
 from rgbd_scene import orbit_poses, room_frame
 
@@ -72,6 +72,20 @@ def test_save_then_load_restores_map_and_keyframes_exactly(tmp_path):
     assert fresh.process(room_frame(2_000_000_000, next_pose))
     ids = [kf.keyframe_id for kf in fresh.keyframes()]
     assert len(ids) == len(set(ids))
+
+
+def test_saved_keyframes_are_read_back_without_a_mapper(tmp_path):
+    mapper = _mapped()
+    saved = mapper.save(tmp_path / "map")
+    read = read_saved_keyframes(saved)
+    assert len(read) == len(mapper.keyframes()) >= 2
+    for a, b in zip(read, mapper.keyframes()):
+        assert (a.keyframe_id, a.stamp_ns, a.intrinsics) == (b.keyframe_id, b.stamp_ns, b.intrinsics)
+        np.testing.assert_array_equal(a.world_T_camera, b.world_T_camera)
+        np.testing.assert_array_equal(a.color_rgb, b.color_rgb)
+    (saved / "keyframes.npz").unlink()
+    with pytest.raises(MapFileError, match="keyframes.npz is missing"):
+        read_saved_keyframes(saved)
 
 
 def test_reset_after_load_and_saving_over_an_existing_folder(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mllm3d_ros.core.instruction import parse_instruction
 from mllm3d_ros.core.memory_query import MemoryQueryConfig, MemoryResolver, colour_name
@@ -10,7 +11,7 @@ from mllm3d_ros.core.object_memory import ObjectMemory
 from mllm3d_ros.core.pipeline import QueryPipeline
 from mllm3d_ros.core.types import QueryStatus, SegmentationResult, ViewPredictions
 from test_object_memory import EYES, proposal, view
-from test_voting import BOX_B, ORTHO, Q, make_scene
+from test_voting import BOX_A, BOX_B, ORTHO, Q, make_scene
 
 TABLE = np.eye(8, dtype=np.float32)[3]
 PHRASES = {"cube": Q, "crate": ORTHO, "table": TABLE, "plastic cube": Q, "red cube or crate": (Q + ORTHO) / np.sqrt(2)}
@@ -20,9 +21,20 @@ def encode(texts):
     return np.stack([PHRASES.get(t, np.eye(8, dtype=np.float32)[7]) for t in texts])
 
 
+def coloured_scene(colors=((200, 200, 200), (200, 30, 30))):
+    """make_scene with the fused colours a map would hold: box A and box B in `colors`, the floor grey."""
+    scene = make_scene()
+    rgb = np.full(scene.points_world_m.shape, 120, np.uint8)
+    for (lo, hi), colour in zip((BOX_A, BOX_B), colors):
+        inside = np.all((scene.points_world_m >= np.asarray(lo) - 1e-3) & (scene.points_world_m <= np.asarray(hi) + 1e-3),
+                        axis=1)
+        rgb[inside] = colour
+    return type(scene)(scene.points_world_m, rgb, None, 0)
+
+
 class Source:
     def __init__(self, keyframes):
-        self._snapshot = make_scene()
+        self._snapshot = coloured_scene()
         self._keyframes = tuple(keyframes)
 
     def snapshot(self):
@@ -246,3 +258,193 @@ def test_a_candidate_on_the_voxels_of_a_better_supported_instance_of_another_kin
                         (200.0, 200.0, 200.0), 6, 8, 0.6, (), 0)
     plan = _plan([crate, torn], "the cube")
     assert [c.instance_id for c in plan.candidates] == [6]
+
+
+# --- open set, naming by geometry, colours, lists (issue 19) ----------------------------------------------
+from mllm3d_ros.core.open_set import InstructionRecognition, Recognition, RecognitionStatus  # noqa: E402
+from mllm3d_ros.core.types import MapSnapshot, OrientedBox3D  # noqa: E402
+
+KNOWN, UNKNOWN, GENERIC = RecognitionStatus.KNOWN, RecognitionStatus.UNKNOWN, RecognitionStatus.GENERIC
+
+
+def _solid(instance_id, label, lo, hi, colour=(200, 200, 200), labels=None, unlabelled=False, detections=10,
+           step=0.03):
+    """A memory object filling the box lo..hi with voxel centres (a solid block), and its map points."""
+    from mllm3d_ros.core.object_memory import MemoryObject
+
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    axes = [np.arange(a + step / 2, b, step) for a, b in zip(lo, hi)]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+    box = OrientedBox3D((lo + hi) / 2, np.eye(3), hi - lo)
+    obj = MemoryObject(instance_id, label, tuple(labels or ((label, 1.0),)), encode([label])[0], pts, box,
+                       tuple(float(c) for c in colour), detections, detections, 0.8, (), 0, unlabelled=unlabelled)
+    return obj, np.tile(np.asarray(colour, np.uint8), (pts.shape[0], 1))
+
+
+def _scene(*made):
+    objects = [m[0] for m in made]
+    snapshot = MapSnapshot(np.concatenate([o.points_world_m for o in objects]),
+                           np.concatenate([m[1] for m in made]), None, 0)
+    return objects, snapshot
+
+
+def _rec(target, *anchors):
+    return InstructionRecognition(target, tuple(anchors))
+
+
+def _known(phrase, *concepts, shape=""):
+    return Recognition(KNOWN, phrase, concepts, model="the test model", shape=shape)
+
+
+def _unknown(phrase):
+    return Recognition(UNKNOWN, phrase, (), ("Table", "Mug"), model="the test model")
+
+
+def _generic(phrase):
+    return Recognition(GENERIC, phrase, model="the test model")
+
+
+TABLE_TOP = ((0.0, 0.0, 0.70), (1.2, 0.8, 0.76))
+
+
+def _kitchen():
+    """A free-standing table (a top), a counter (a solid block) the detector also called "table", a mug and an
+    unlabelled red box on the table, an unlabelled flat magazine on the table, an unlabelled chair-sized thing on
+    the floor."""
+    return _scene(_solid(1, "Table", *TABLE_TOP, colour=(194, 176, 158), detections=30),
+                  _solid(2, "Table", (2.0, 0.0, 0.0), (3.5, 0.6, 0.9), colour=(113, 62, 63), detections=30),
+                  _solid(3, "Mug", (0.1, 0.1, 0.76), (0.19, 0.19, 0.88), colour=(225, 225, 225), detections=8),
+                  _solid(4, "object", (0.5, 0.2, 0.76), (0.8, 0.44, 0.97), colour=(200, 30, 30), unlabelled=True),
+                  _solid(5, "object", (0.85, 0.3, 0.76), (1.15, 0.6, 0.78), colour=(30, 60, 220), unlabelled=True),
+                  _solid(6, "object", (-1.0, 0.0, 0.0), (-0.55, 0.45, 0.5), colour=(90, 90, 90), unlabelled=True))
+
+
+def _ask(text, rec, made=None):
+    objects, snapshot = made or _kitchen()
+    return MemoryResolver(_Objects(objects), encode).plan(parse_instruction(text), snapshot, (), rec)
+
+
+def test_an_answer_rests_on_evidence_for_the_asked_class_not_the_nearest():
+    # "the cup" is a Mug: the mug answers; a Table with a tenth of its labels "Mug" does not.
+    mixed = _solid(7, "Table", (1.5, 2.0, 0.0), (2.0, 2.5, 0.7), labels=(("Table", 0.9), ("Mug", 0.1)))
+    plan = _ask("the cup", _rec(_known("cup", "Mug")), _scene(*_kitchen_made(), mixed))
+    assert [c.instance_id for c in plan.candidates] == [3] and plan.answer and not plan.answer[0].unconfirmed
+    # A known class the memory does not hold is no answer from the memory (the 2D model may look for it).
+    plan = _ask("the laptop", _rec(_known("laptop", "Laptop")))
+    assert plan.candidates == () and plan.answer is None and not plan.refusal
+    assert "no laptop in the object memory" in plan.notes
+
+
+def _kitchen_made():
+    objects, snapshot = _kitchen()
+    sizes = [o.points_world_m.shape[0] for o in objects]
+    colours = np.split(snapshot.colors_rgb, np.cumsum(sizes)[:-1])
+    return list(zip(objects, colours))
+
+
+def test_an_unknown_target_is_refused_unless_the_instruction_pins_an_unlabelled_object():
+    plan = _ask("the umbrella", _rec(_unknown("umbrella")))
+    assert plan.refusal.startswith("'umbrella' is not something the test model recognises; nearest known: table, mug")
+    assert plan.answer is None and plan.candidates == ()
+    # Pinned by a relation to a known anchor and a colour: only unlabelled objects, flagged unconfirmed.
+    plan = _ask("the red umbrella on the table", _rec(_unknown("umbrella"), _known("table", "Table")))
+    assert [c.instance_id for c in plan.candidates] == [4] and plan.unconfirmed
+    (obj,) = plan.answer
+    assert obj.unconfirmed and obj.confidence == pytest.approx(0.8 * 0.5) and "label unconfirmed" in obj.detail
+    assert "red" in obj.detail
+
+
+def test_generic_targets_are_named_by_relation_colour_size_and_shape():
+    on_table = _rec(_generic("thing"), _known("table", "Table"))
+    plan = _ask("the thing on the table", on_table)
+    assert {c.instance_id for c in plan.candidates} == {3, 4, 5}  # the mug (labelled) and two unlabelled
+    assert {o.unconfirmed for o in plan.answer} == {True, False}
+    assert [c.instance_id for c in _ask("the red object on the table", on_table).candidates] == [4]
+    assert [c.instance_id for c in _ask("the biggest object on the table", on_table).candidates] == [4]
+    assert [c.instance_id for c in _ask("the flat object on the table", on_table).candidates] == [5]
+    assert [c.instance_id for c in _ask("the box-shaped one on the table", on_table).candidates] == [4]
+    # Nothing that pins it: refused, with what to say instead.
+    plan = _ask("the object", _rec(_generic("object")))
+    assert "names no kind of object" in plan.refusal and plan.answer is None
+    # Pins that fit nothing: refused, never the nearest object.
+    assert _ask("the green object on the table", on_table).refusal
+
+
+def test_a_known_class_may_be_an_unlabelled_object_of_its_shape_flagged():
+    box = _known("plastic box", "Box", shape="box-shaped")
+    plan = _ask("the plastic box on the table", _rec(box, _known("table", "Table")))
+    assert [c.instance_id for c in plan.candidates] == [4] and plan.answer[0].unconfirmed
+    assert any("'plastic'" in n and "not checked" in n for n in plan.notes)
+    # Without a pin the class's shape alone is not enough: the memory has no box.
+    assert _ask("the box", _rec(box)).candidates == ()
+
+
+def test_an_unknown_or_absent_anchor_is_said_never_substituted():
+    plan = _ask("the mug near the window", _rec(_known("mug", "Mug"), _unknown("window")))
+    assert plan.anchor is None and plan.answer is None  # the relation is left undecided, not applied to a table
+    assert any("the anchor 'window' is not something the test model recognises" in n for n in plan.notes)
+    assert "relation 'near' not applied" in plan.unresolved_anchor
+    plan = _ask("the mug near the laptop", _rec(_known("mug", "Mug"), _known("laptop", "Laptop")))
+    assert plan.anchor is None and any("no laptop in the object memory" in n for n in plan.notes)
+    # A generic target pinned only by an unknown anchor is refused.
+    assert _ask("the thing near the window", _rec(_generic("thing"), _unknown("window"))).refusal
+
+
+def test_the_list_holds_only_free_standing_tables():
+    plan = _ask("the table", _rec(_known("table", "Table")))
+    assert [c.instance_id for c in plan.candidates] == [1]  # the counter (a solid block) is dropped
+    assert any("not free-standing" in n and "#2" in n for n in plan.notes)
+    # As an anchor too: "on the table" is decided against the table, not the counter.
+    plan = _ask("the mug on the table", _rec(_known("mug", "Mug"), _known("table", "Table")))
+    assert plan.anchor.instance_id == 1
+
+
+def test_a_fragment_inside_a_better_candidate_is_dropped_from_the_list():
+    chair = _solid(1, "Chair", (0, 0, 0), (0.5, 0.5, 0.9), detections=20)
+    back = _solid(2, "Chair", (0.05, 0.4, 0.6), (0.45, 0.5, 0.9), detections=6)
+    other = _solid(3, "Chair", (2, 0, 0), (2.5, 0.5, 0.9), detections=12)
+    plan = _ask("the chair", _rec(_known("chair", "Chair")), _scene(chair, back, other))
+    assert [c.instance_id for c in plan.candidates] == [1, 3]
+
+
+def test_colours_of_labelled_objects_come_from_the_fused_map():
+    plan = _ask("the white mug", _rec(_known("mug", "Mug")))
+    assert [c.instance_id for c in plan.candidates] == [3]
+    plan = _ask("the red mug", _rec(_known("mug", "Mug")))  # no red mug: kept, and said
+    assert [c.instance_id for c in plan.candidates] == [3] and any("looks red" in n for n in plan.notes)
+
+
+def test_the_pipeline_says_not_found_for_an_unknown_target_without_asking_the_2d_model():
+    memory, keyframes = built_memory()
+
+    def never(views, text):
+        raise AssertionError("the 2D model must not be asked about what the backend does not recognise")
+
+    def recognise(phrase):
+        return _unknown(phrase) if phrase == "umbrella" else Recognition(RecognitionStatus.OPEN, phrase)
+
+    pipeline = QueryPipeline(Source(keyframes), never, resolver=MemoryResolver(memory, encode), recognise_fn=recognise)
+    result = pipeline.run("bring me the umbrella")
+    assert result.status is QueryStatus.NOT_FOUND and result.objects == ()
+    assert result.message.startswith("'umbrella' is not something the test model recognises; nearest known: ")
+    # Without a memory as well.
+    result = QueryPipeline(Source(keyframes), never, recognise_fn=recognise).run("the umbrella")
+    assert result.status is QueryStatus.NOT_FOUND and "umbrella" in result.message
+
+
+def test_the_pipeline_does_not_answer_a_relation_it_cannot_check():
+    """A closed-vocabulary model segments the target alone: with the anchor unknown the relation cannot be
+    checked, so the mug is not handed over as "the mug next to the umbrella"."""
+    memory, keyframes = built_memory()
+
+    def never(views, text):
+        raise AssertionError("the 2D model cannot check the relation")
+
+    def recognise(phrase):
+        return _unknown(phrase) if phrase == "umbrella" else Recognition(KNOWN, phrase, ("cube",), model="m")
+
+    pipeline = QueryPipeline(Source(keyframes), never, resolver=MemoryResolver(memory, encode), recognise_fn=recognise)
+    result = pipeline.run("the cube next to the umbrella")
+    assert result.status is QueryStatus.NOT_FOUND and result.objects == ()
+    assert "not answered: the anchor 'umbrella' is not something the test model recognises" in result.message
+    assert pipeline.run("the cube").status is QueryStatus.SUCCESS

@@ -135,7 +135,7 @@ class _RecordingResolver:
     def __init__(self) -> None:
         self.parsed = []
 
-    def plan(self, parsed, snapshot, keyframes):
+    def plan(self, parsed, snapshot, keyframes, recognition=None):
         self.parsed.append(parsed)
         return None
 

@@ -56,7 +56,9 @@ class ScriptedSegmentation(Node):
     """SegmentViews + heartbeat. `mode`: 'cube' (box A masked), 'empty' (nothing found), 'block' (wait for
     `release` or `block_s`, then answer as 'empty'), 'bad_mask' (masks of the wrong size and encoding).
     Mode PARSE requests are counted apart (`parse_calls`) and answered by `parse_answer`: None UNSUPPORTED
-    (a backend without parsing), 'error' BACKEND_ERROR, else that string as `parsed_json`.
+    (a backend without parsing), 'error' BACKEND_ERROR, else that string as `parsed_json`. Mode RECOGNISE
+    requests are counted apart (`recognise_calls`) and answered by `recognise_answer`: None UNSUPPORTED (a
+    backend without an open-set gate), else that string as `recognition_json`.
     `instance`: the heartbeat's instance token ('' = the old two-word heartbeat); `load_s`: the service
     appears only after this long, the heartbeat saying `loading` meanwhile (a restarted node's start-up)."""
 
@@ -69,6 +71,8 @@ class ScriptedSegmentation(Node):
         self.calls = 0
         self.parse_calls = 0
         self.parse_answer: str | None = None
+        self.recognise_calls = 0
+        self.recognise_answer: str | None = None
         self.on_request = None  # called with the mode of every request, as it arrives
         self._group = ReentrantCallbackGroup()
         self._state = "loading"
@@ -89,6 +93,13 @@ class ScriptedSegmentation(Node):
     def _serve(self, request, response):
         if self.on_request is not None:
             self.on_request(request.mode)
+        if request.mode == SegmentViews.Request.RECOGNISE:
+            self.recognise_calls += 1
+            if self.recognise_answer is None:
+                response.status, response.message = SegmentViews.Response.UNSUPPORTED, "no open-set gate"
+            else:
+                response.status, response.recognition_json = SegmentViews.Response.OK, self.recognise_answer
+            return response
         if request.mode == SegmentViews.Request.PARSE:
             self.parse_calls += 1
             if self.parse_answer is None:

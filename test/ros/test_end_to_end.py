@@ -16,7 +16,8 @@ import pytest
 import rclpy
 from std_msgs.msg import String
 
-from mllm3d_ros.demo import score_against_ground_truth, wait_for_map
+from mllm3d_ros.core.mapper import read_saved_keyframes
+from mllm3d_ros.demo import render_action_result, score_against_ground_truth, wait_for_map
 from mllm3d_ros.ros.client import QueryClient
 from mllm3d_ros.ros.conversions import cloud_to_arrays
 from mllm3d_ros.ros.qos import RELIABLE_QOS
@@ -96,6 +97,20 @@ def test_describe_scene_lists_the_memory_objects(system):
     assert chair.description.startswith(("a ", "an ")) and "chair" in chair.description and " m, at (" in chair.description
     assert chair.box_size.x > 0.1 and chair.supporting_views >= 2
     assert len(system["client"].describe(max_objects=2).objects) == 2
+
+
+def test_the_demo_draws_a_result_on_the_mapping_nodes_keyframes(system):
+    # What `make demo` does for its pictures: save the map (MapFile service), read its keyframes, render.
+    saved, message = system["client"].save_map(str(system["out"] / "map"))
+    assert saved, message
+    keyframes = read_saved_keyframes(system["out"] / "map")
+    assert len(keyframes) >= 2
+    accepted, result = system["client"].send("the chair")
+    assert accepted and result.error_code == SUCCESS, result.error_message
+    info = render_action_result(system["out"] / "chair.png", "the chair", result, system["map"], keyframes)
+    # Keyframes and result share the map frame: a stored keyframe sees the best object, its label is drawn on it.
+    assert info.path.stat().st_size > 10_000 and info.keyframe_id in {kf.keyframe_id for kf in keyframes}
+    assert [lab.panel for lab in info.labels if lab.text.startswith("1. ")] == ["view", "top"]
 
 
 def test_instruction_topic_publishes_result(system):

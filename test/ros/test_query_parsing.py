@@ -1,6 +1,8 @@
 """The query node's model parsing (SegmentViews mode PARSE) over loopback DDS (see querygraph.py): the
 model's parse is used when the backend answers, UNSUPPORTED is asked once, a failure or an unusable
-answer leaves the instruction to the grammar with a note, and `model_parsing: false` never asks."""
+answer leaves the instruction to the grammar with a note, and `model_parsing: false` never asks. The
+open-set gate (mode RECOGNISE) goes through the same service: a target the backend does not recognise is
+NOT_FOUND naming it, without a 2D model call."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import dataclasses
 import pytest
 
 from mllm3d_ros.core.instruction import parse_instruction, parsed_to_json
+from mllm3d_ros.core.open_set import Recognition, RecognitionStatus
 from mllm3d_ros.core.types import QueryStatus
 from querygraph import Graph, result_of, wait_future, wait_until
 
@@ -56,3 +59,19 @@ def test_model_parsing_off_never_asks(graph):
                                                                          notes=("model",)))
     assert "note: model" not in _query(graph)
     assert graph.segmentation.parse_calls == 0
+
+
+def test_a_target_the_backend_does_not_recognise_is_not_found_without_a_model_call(graph):
+    _query(graph)  # UNSUPPORTED (an older segmentation node): asked once, phrases go on as before
+    _query(graph)
+    assert graph.segmentation.recognise_calls == 1
+    assert wait_until(lambda: graph.query._segmenter.status().backend == "scripted", 5.0)
+    graph.query._segmenter.liveness.on_heartbeat("offline active")  # another backend: asked again
+    graph.segmentation.recognise_answer = Recognition(
+        RecognitionStatus.UNKNOWN, "umbrella", nearest=("Box", "Chair"), model="the scripted model").to_json()
+    calls = graph.segmentation.calls
+    status, result = result_of(wait_future(graph.send("bring me the umbrella")))
+    assert result.error_code == QueryStatus.NOT_FOUND and not result.objects
+    assert ("'umbrella' is not something the scripted model recognises; nearest known: box, chair"
+            in result.error_message)
+    assert graph.segmentation.calls == calls  # never sent to the 2D model as its nearest class

@@ -15,6 +15,7 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
 from mllm3d_ros.core.instruction import parse_instruction, parsed_from_json
+from mllm3d_ros.core.open_set import Concept, Recognition, RecognitionStatus, Vocabulary
 from mllm3d_ros.core.segmentation import SegmentationBackend
 from mllm3d_ros.core.types import CameraIntrinsics, GeometryMark, Prediction2D, SegmentationResult, ViewPredictions
 from mllm3d_ros.ros import segmentation_node
@@ -196,3 +197,92 @@ def test_parse_mode_answers_json_without_views_and_says_when_the_backend_cannot(
     node._backend = ParsingBackend()
     response = node._on_request(request, SegmentViews.Response())
     assert response.status == SegmentViews.Response.INVALID_INPUT and "empty" in response.message
+
+
+class ClosedVocabularyBackend(SegmentationBackend):
+    """A backend that recognises mugs only (its text model: a mug direction and a direction for the rest)."""
+
+    def segment(self, views, instruction):
+        raise AssertionError("RECOGNISE must not segment")
+
+    def vocabulary(self):
+        return Vocabulary("the test model", (Concept("Mug", ("a mug",), ("mug", "cup")),))
+
+    def encode_text(self, texts):
+        return np.stack([np.eye(4, dtype=np.float32)[0 if "mug" in t else 1] for t in texts])
+
+
+def test_recognise_mode_answers_the_open_set_gate_as_json(node):
+    node._active = True
+    node._backend = ClosedVocabularyBackend()
+    request = SegmentViews.Request(mode=SegmentViews.Request.RECOGNISE, instruction="umbrella")
+    response = node._on_request(request, SegmentViews.Response())
+    assert response.status == SegmentViews.Response.OK, response.message
+    answer = Recognition.from_json(response.recognition_json)
+    assert answer.status is RecognitionStatus.UNKNOWN and answer.nearest == ("Mug",) and answer.model == "the test model"
+    request.instruction = "cups"
+    answer = Recognition.from_json(node._on_request(request, SegmentViews.Response()).recognition_json)
+    assert answer.status is RecognitionStatus.KNOWN and answer.concepts == ("Mug",)
+    node._backend = MarkingBackend()  # the base class's vocabulary: open
+    answer = Recognition.from_json(node._on_request(request, SegmentViews.Response()).recognition_json)
+    assert answer.status is RecognitionStatus.OPEN and answer.open_vocabulary
+
+
+def _segmentation_node(**overrides) -> tuple[SegmentationNode, Context]:
+    context = Context()
+    rclpy.init(context=context)
+    params = [Parameter("autostart", value=False)] + [Parameter(k, value=v) for k, v in overrides.items()]
+    return SegmentationNode(context=context, namespace="/seg_params", parameter_overrides=params), context
+
+
+@pytest.mark.parametrize("device", ["cuda:1", "cuda:12", "cuda", "cpu", "auto"])
+def test_device_accepts_cuda_n(device):
+    n, context = _segmentation_node(device=device)
+    try:
+        assert n._params["device"] == device
+    finally:
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.parametrize("device", ["cuda:", "cuda:x", "gpu", "cuda:1 "])
+def test_bad_device_names_the_parameter(device):
+    from mllm3d_ros.ros.params import ParameterError
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(ParameterError, match=r"parameter 'device' must be one of \['auto', 'cpu', 'cuda', 'cuda:N'\]"):
+            SegmentationNode(context=context, namespace="/seg_params",
+                             parameter_overrides=[Parameter("autostart", value=False), Parameter("device", value=device)])
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_sam_kind_coord_format_and_max_pixels_reach_the_transformers_backend():
+    n, context = _segmentation_node(backend="transformers", vlm_model="/m/qwen", sam_model="/m/sam2",
+                                    sam_kind="sam2", coord_format="norm1000", max_pixels=200_000, device="cuda:1")
+    try:
+        kwargs = segmentation_node.backend_kwargs(n._params)
+    finally:
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
+    assert (kwargs["sam_kind"], kwargs["coord_format"], kwargs["max_pixels"], kwargs["device"]) == (
+        "sam2", "norm1000", 200_000, "cuda:1")
+    from mllm3d_ros.backends.mllm.backend import TransformersBackendConfig
+
+    TransformersBackendConfig(**kwargs)  # every forwarded parameter is one the backend takes, in range
+
+
+def test_node_defaults_are_the_backends_defaults():
+    # One default per setting: the node's ParamSpec and the backend's config must not drift apart.
+    import dataclasses
+
+    from mllm3d_ros.backends.mllm.backend import TransformersBackendConfig
+
+    config = {f.name: f.default for f in dataclasses.fields(TransformersBackendConfig)
+              if f.default is not dataclasses.MISSING}  # vlm_model, sam_model: required, '' on the node
+    specs = {s.name: s.default for s in segmentation_node.SEGMENTATION_PARAMS}
+    shared = sorted(set(config) & set(specs))
+    assert {"device", "dtype", "sam_kind", "coord_format", "max_pixels", "max_new_tokens"} <= set(shared)
+    assert {name: specs[name] for name in shared} == {name: config[name] for name in shared}

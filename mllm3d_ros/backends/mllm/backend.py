@@ -40,6 +40,7 @@ import numpy as np
 
 from ...core.config import ConfigError, check_choice, check_int, check_range
 from ...core.instruction import (ParsedInstruction, Relation, Superlative, parsed_from_structured)
+from ...core.open_set import Vocabulary
 from ...core.types import (BackendView, GeometryMark, InputError, Prediction2D, SegmentationResult,
                            ViewPredictions)
 from ..base import BackendError, SegmentationBackend, normalise_instruction
@@ -51,13 +52,46 @@ from .sam import SamKind, SamMask, decode_masks, preprocess_image, read_normalis
 
 _LOG = logging.getLogger(__name__)
 
-# model_type -> how the model writes coordinates (Qwen2/2.5-VL: resized pixels; Qwen3 family: 0..1000).
-_COORDS_BY_MODEL_TYPE = {
-    "qwen2_vl": CoordinateFormat.RESIZED_PIXELS,
-    "qwen2_5_vl": CoordinateFormat.RESIZED_PIXELS,
-    "qwen3_vl": CoordinateFormat.NORMALISED_1000,
-    "qwen3_vl_moe": CoordinateFormat.NORMALISED_1000,
+
+
+@dataclass(frozen=True)
+class CoordinateConvention:
+    """How a VLM family writes image coordinates, and where that is stated."""
+
+    fmt: CoordinateFormat
+    source: str
+
+
+# model_type -> the family's grounding coordinate convention. Each entry cites its source; a family
+# not listed needs `coord_format` set by hand (the backend refuses to guess).
+COORDINATE_CONVENTIONS: dict[str, CoordinateConvention] = {
+    "qwen2_vl": CoordinateConvention(
+        CoordinateFormat.NORMALISED_1000,
+        "Qwen2-VL paper, arXiv 2409.12191, sec. 2.2.1: boxes normalised to [0, 1000), written (x1,y1),(x2,y2)"),
+    "qwen2_5_vl": CoordinateConvention(
+        CoordinateFormat.RESIZED_PIXELS,
+        "Qwen2.5-VL technical report, arXiv 2502.13923, sec. 2.1.2: absolute coordinates of the input as the "
+        "processor resized it (no normalisation)"),
+    "qwen3_vl": CoordinateConvention(
+        CoordinateFormat.NORMALISED_1000,
+        "Qwen3-VL model card and 2D-grounding cookbook (QwenLM/Qwen3-VL): relative coordinates 0-1000"),
+    "qwen3_vl_moe": CoordinateConvention(
+        CoordinateFormat.NORMALISED_1000,
+        "Qwen3-VL model card and 2D-grounding cookbook (QwenLM/Qwen3-VL): relative coordinates 0-1000"),
 }
+# SAM checkpoints by config model_type, as transformers maps them (MODEL_FOR_MASK_GENERATION_MAPPING_NAMES):
+# the published SAM 2 / 2.1 checkpoints (facebook/sam2-hiera-*, facebook/sam2.1-hiera-*) say `sam2_video`
+# (Sam2VideoModel) and load into Sam2Model, the video model's memory weights left unused.
+SAM_KIND_BY_MODEL_TYPE: dict[str, SamKind] = {"sam": SamKind.SAM, "sam2": SamKind.SAM2, "sam2_video": SamKind.SAM2}
+# Image size bound of the VLM's processor: 640x480-equivalent keeps ~300-400 image tokens per view
+# (Qwen2.5-VL 391, Qwen3-VL 300 at 640x480) where a 1080p frame at the checkpoints' own bound
+# (12,845,056 px) costs ~2,700. Views above it are shrunk, aspect kept (transformers' smart_resize).
+DEFAULT_MAX_PIXELS = 640 * 480
+# Answer length bound. Qwen's tokenizers split every digit into its own token (PRETOKENIZE_REGEX's
+# \p{N}): a fenced three-target answer with marks is ~130 tokens written compactly and ~175
+# pretty-printed (test/backends/test_transformers_backend.py measures both); 384 leaves 2x margin.
+# The bound costs nothing when the model stops, only when it rambles.
+DEFAULT_MAX_NEW_TOKENS = 384
 _MIN_IMAGE_SIDE = 16
 _MAX_ASPECT = 50.0
 _DETECTOR_MODEL_TYPES = ("owlv2",)
@@ -74,10 +108,13 @@ class TransformersBackendConfig:
 
     vlm_model: str  # HF id (e.g. Qwen/Qwen2.5-VL-7B-Instruct) or local directory
     sam_model: str  # HF id (e.g. facebook/sam2.1-hiera-large, facebook/sam-vit-base) or local directory
-    sam_kind: str = "auto"  # auto (from the checkpoint's model_type) | sam | sam2
+    sam_kind: str = "auto"  # auto (from the checkpoint's model_type: sam | sam2 | sam2_video) | sam | sam2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "float32"  # float32 | float16 | bfloat16 (bfloat16 recommended on GPU)
-    max_new_tokens: int = 128  # answer length bound; a JSON list of 3 boxes needs ~80 tokens
+    # bfloat16 by default: a 7B VLM needs ~16 GB instead of float32's ~33 GB, on a GPU or (slowly) on a CPU;
+    # float32 only for small models or exact CPU numerics (the tests' tiny models).
+    dtype: str = "bfloat16"  # float32 | float16 | bfloat16
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS  # answer length bound (Qwen writes digits one token each)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # VLM image size bound (pixels after resize); the checkpoint's own if lower
     batch_size: int = 4  # views per generate call; halved automatically on out-of-memory
     load_in_4bit: bool = False  # bitsandbytes quantisation of the VLM (CUDA only)
     load_in_8bit: bool = False
@@ -105,6 +142,8 @@ class TransformersBackendConfig:
             raise ConfigError(f"device must be one of ['auto', 'cpu', 'cuda', 'cuda:N'], got {self.device!r}")
         check_choice("dtype", self.dtype, ("float32", "float16", "bfloat16"))
         check_int("max_new_tokens", self.max_new_tokens, 1, 4096)
+        # 56 x 56 is the Qwen-VL processors' own minimum (min_pixels); 2^26 px is far above any camera.
+        check_int("max_pixels", self.max_pixels, 56 * 56, 1 << 26)
         check_int("batch_size", self.batch_size, 1, 256)
         check_range("min_confidence", self.min_confidence, 0.0, 1.0)
         check_int("max_targets_per_view", self.max_targets_per_view, 1, 32)
@@ -215,6 +254,60 @@ def resolve_dtype(dtype: str, device: str):
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
+def _have_package(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def device_map(device: str) -> dict | None:
+    """from_pretrained's device_map placing every weight on `device` as it is read, or None (load on the
+    host, then .to(device)) when accelerate, which transformers needs for device_map, is not installed."""
+    if _have_package("accelerate"):
+        return {"": device}
+    if device != "cpu":
+        _LOG.warning("accelerate is not installed: the models are loaded in host memory and then copied to %s "
+                     "(pip install accelerate loads them straight onto the device)", device)
+    return None
+
+
+def processor_chat_template(name: str, load_kwargs: dict) -> str | None:
+    """The chat template a checkpoint ships for its processor, where its tokenizer has none: the legacy
+    chat_template.json ({"chat_template": ...}, what ProcessorMixin reads) or chat_template.jinja."""
+    import json
+
+    from transformers.utils import cached_file
+
+    for filename in ("chat_template.json", "chat_template.jinja"):
+        path = cached_file(name, filename, local_files_only=load_kwargs.get("local_files_only", False),
+                           _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+        if not path:
+            continue
+        text = Path(path).read_text(encoding="utf-8")
+        if filename.endswith(".jinja"):
+            return text
+        template = json.loads(text).get("chat_template")
+        if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        if isinstance(template, str) and template:
+            return template
+    return None
+
+
+def bounded_image_size(image_processor, max_pixels: int) -> dict[str, int]:
+    """The Qwen-VL processor's `size` (shortest_edge = min_pixels, longest_edge = max_pixels) with the
+    pixel bound lowered to `max_pixels`; a checkpoint's own lower bound is kept."""
+    size = getattr(image_processor, "size", None) or {}
+
+    def get(key: str):
+        return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+    longest = min(int(get("longest_edge") or max_pixels), max_pixels)
+    shortest = min(int(get("shortest_edge") or 56 * 56), longest)
+    return {"shortest_edge": shortest, "longest_edge": longest}
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model is loaded from: a local directory (always offline) or a hub id."""
@@ -276,7 +369,7 @@ class VlmAnswer:
 
 
 class TransformersBackend(SegmentationBackend):
-    """Reason with a VLM (Qwen2.5-VL / Qwen3-VL), then segment with SAM / SAM 2; weights load once here."""
+    """Reason with a VLM (Qwen2-VL / Qwen2.5-VL / Qwen3-VL), then segment with SAM / SAM 2; weights load once here."""
 
     name = "transformers"
 
@@ -284,6 +377,10 @@ class TransformersBackend(SegmentationBackend):
     def uses_marks(self) -> bool:
         """Views' marks are drawn and listed in the prompt (`geometry_prompting`)."""
         return self.config.geometry_prompting
+
+    def vocabulary(self) -> Vocabulary:
+        """Open vocabulary: the VLM reads any phrase and answers [] when the target is not in the image."""
+        return Vocabulary.open_vocabulary("the transformers model", "the VLM answers [] when the object is not visible")
 
     def __init__(self, config: TransformersBackendConfig | None = None, **fields_: object) -> None:
         if config is None:
@@ -298,6 +395,7 @@ class TransformersBackend(SegmentationBackend):
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        self._device_map = device_map(self.device)
         t0 = time.perf_counter()
         self._load_vlm()
         self._load_sam()
@@ -309,19 +407,26 @@ class TransformersBackend(SegmentationBackend):
     def _quantization(self):
         if not (self.config.load_in_4bit or self.config.load_in_8bit):
             return None
-        import importlib.util
-
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise BackendError("load_in_4bit/load_in_8bit need the bitsandbytes package, which is not installed "
-                               "(pip install bitsandbytes, CUDA only); or set both to false")
+        field = "load_in_4bit" if self.config.load_in_4bit else "load_in_8bit"
+        # transformers' bitsandbytes quantizer needs both packages; without them its ImportError would
+        # escape from deep inside from_pretrained, after the tokenizer and config were read.
+        missing = [name for name in ("bitsandbytes", "accelerate") if not _have_package(name)]
+        if missing:
+            raise BackendError(f"{field} needs the package(s) {', '.join(missing)}, not installed "
+                               f"(pip install {' '.join(missing)}; bitsandbytes runs on CUDA only); or set "
+                               f"{field}: false")
         if not self.device.startswith("cuda"):
-            raise BackendError(f"load_in_4bit/load_in_8bit need a CUDA device; the backend runs on {self.device}")
+            raise BackendError(f"{field} needs a CUDA device; the backend runs on {self.device}")
         from transformers import BitsAndBytesConfig
 
         if self.config.load_in_4bit:
             return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=self.dtype,
                                       bnb_4bit_quant_type="nf4")
         return BitsAndBytesConfig(load_in_8bit=True)
+
+    def _placement(self, model) -> object:
+        """`model` on the backend's device (a no-op when from_pretrained already placed it there)."""
+        return model if self._device_map is not None else model.to(self.device)
 
     def _load_vlm(self) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
@@ -336,36 +441,45 @@ class TransformersBackend(SegmentationBackend):
             # (huggingface/transformers#48558); image grounding needs neither.
             self.tokenizer = AutoTokenizer.from_pretrained(source.name, **kw)
             self.image_processor = AutoImageProcessor.from_pretrained(source.name, **kw)
-            load_kw = {"dtype": self.dtype, **kw}
+            load_kw = {"dtype": self.dtype, **kw, **self._load_kwargs()}
             if quant is not None:
-                load_kw.update(quantization_config=quant, device_map={"": self.device})
+                load_kw["quantization_config"] = quant
             self.vlm = AutoModelForImageTextToText.from_pretrained(source.name, **load_kw)
+            template = self.tokenizer.chat_template or processor_chat_template(source.name, kw)
         except (OSError, ValueError) as exc:
             raise _load_error("vlm_model", source, exc) from None
-        if quant is None:
-            self.vlm.to(self.device)
+        self.vlm = self._placement(self.vlm)
         self.vlm.eval()
         model_type = model_config.model_type
         if self.config.coord_format != "auto":
             self.coord_format = CoordinateFormat(self.config.coord_format)
-        elif model_type in _COORDS_BY_MODEL_TYPE:
-            self.coord_format = _COORDS_BY_MODEL_TYPE[model_type]
+        elif model_type in COORDINATE_CONVENTIONS:
+            self.coord_format = COORDINATE_CONVENTIONS[model_type].fmt
         else:
             raise BackendError(f"vlm_model: model_type {model_type!r} has no known grounding coordinate format "
-                               f"(known: {sorted(_COORDS_BY_MODEL_TYPE)}); set coord_format to pixels or norm1000")
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise BackendError(f"vlm_model: {source.name!r} has no chat template; use an instruction-tuned model")
+                               f"(known: {sorted(COORDINATE_CONVENTIONS)}); set coord_format to pixels or norm1000")
+        if not template:
+            raise BackendError(f"vlm_model: {source.name!r} has no chat template (neither in the tokenizer nor in "
+                               "the processor's chat_template.json / chat_template.jinja); use an instruction-tuned "
+                               "model")
+        self.tokenizer.chat_template = template
         self.image_token = "<|image_pad|>"
         self.image_token_id = getattr(model_config, "image_token_id", None)
         if self.image_token_id is None:
             self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
         self.merge_size = int(getattr(self.image_processor, "merge_size", 2))
         self.patch_size = int(getattr(self.image_processor, "patch_size", 14))
+        self.image_size = bounded_image_size(self.image_processor, self.config.max_pixels)
         eos = self.vlm.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
         self.eos_ids.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(
             iter(self.eos_ids))
+
+    def _load_kwargs(self) -> dict:
+        """from_pretrained placement: weights read straight onto the device (device_map, which needs
+        accelerate) rather than built in host memory and copied with .to(device)."""
+        return {} if self._device_map is None else {"device_map": self._device_map}
 
     def _load_sam(self) -> None:
         from transformers import AutoConfig, SamModel, Sam2Model
@@ -376,8 +490,7 @@ class TransformersBackend(SegmentationBackend):
             sam_config = AutoConfig.from_pretrained(source.name, **kw)
         except (OSError, ValueError) as exc:
             raise _load_error("sam_model", source, exc) from None
-        kinds = {k.value: k for k in SamKind}
-        detected = kinds.get(sam_config.model_type)
+        detected = SAM_KIND_BY_MODEL_TYPE.get(sam_config.model_type)
         if self.config.sam_kind != "auto":
             requested = SamKind(self.config.sam_kind)
             if detected is not None and detected is not requested:
@@ -386,11 +499,16 @@ class TransformersBackend(SegmentationBackend):
             detected = requested
         if detected is None:
             raise BackendError(f"sam_model: model_type {sam_config.model_type!r} is not a supported SAM "
-                               f"(supported: {sorted(kinds)})")
+                               f"(supported: {sorted(SAM_KIND_BY_MODEL_TYPE)}); set sam_kind: sam or sam2 if it "
+                               "is one")
         self.sam_kind = detected
         cls = SamModel if detected is SamKind.SAM else Sam2Model
+        # The config read above is passed on, as AutoModelForMaskGeneration does: a sam2_video config
+        # builds the image model without a "model of type sam2_video into sam2" warning.
+        config_kw = {"config": sam_config} if sam_config.model_type in SAM_KIND_BY_MODEL_TYPE else {}
         try:
-            self.sam = cls.from_pretrained(source.name, dtype=self.dtype, **kw).to(self.device).eval()
+            self.sam = self._placement(cls.from_pretrained(source.name, dtype=self.dtype, **config_kw, **kw,
+                                                           **self._load_kwargs())).eval()
         except (OSError, ValueError) as exc:
             raise _load_error("sam_model", source, exc) from None
         self.sam_side = int(sam_config.prompt_encoder_config.image_size)
@@ -412,10 +530,11 @@ class TransformersBackend(SegmentationBackend):
                                "google/owlv2-base-patch16-ensemble)")
         try:
             self.detector_tokenizer = AutoTokenizer.from_pretrained(source.name, **kw)
-            self.detector = Owlv2ForObjectDetection.from_pretrained(source.name, dtype=self.dtype, **kw)
+            self.detector = Owlv2ForObjectDetection.from_pretrained(source.name, dtype=self.dtype, **kw,
+                                                                    **self._load_kwargs())
         except (OSError, ValueError) as exc:
             raise _load_error("detector_model", source, exc) from None
-        self.detector.to(self.device).eval()
+        self.detector = self._placement(self.detector).eval()
         side = detector_config.vision_config.image_size
         # The box head's position bias is built for this square input; other sizes would need interpolation.
         self.detector_side = int(side[0] if isinstance(side, (list, tuple)) else side)
@@ -467,9 +586,9 @@ class TransformersBackend(SegmentationBackend):
                  prompt_for: Callable[[tuple[int, int]], ChatPrompt]) -> _PreparedView:
         """`marks` drawn, image patchified, `prompt_for(model_wh)` templated, image tokens expanded."""
         image = draw_marks(view.color_rgb, marks) if marks else view.color_rgb
-        image_inputs = self.image_processor(images=[image], return_tensors="pt")
+        image_inputs = self.image_processor(images=[image], size=self.image_size, return_tensors="pt")
         grid = image_inputs["image_grid_thw"][0]
-        # The processor's resize is the frame Qwen2.5-VL writes absolute pixel coordinates in.
+        # The processor's resize (bounded by max_pixels) is the frame Qwen2.5-VL writes absolute pixel coordinates in.
         model_wh = (int(grid[2]) * self.patch_size, int(grid[1]) * self.patch_size)
         prompt = prompt_for(model_wh)
         text = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
@@ -522,7 +641,7 @@ class TransformersBackend(SegmentationBackend):
         with torch.inference_mode():
             embeddings = self.sam.get_image_embeddings(pixel_values)
             return [decode_masks(self.sam, slice_embeddings(embeddings, i), geometry, targets, self.device,
-                                 self.dtype)
+                                 self.dtype, self.sam_kind)
                     for i, ((_, targets), geometry) in enumerate(zip(items, geometries))]
 
     def _masks(self, views: Sequence[BackendView], targets: Sequence[Sequence[ImageTarget]]) -> list[list[SamMask]]:

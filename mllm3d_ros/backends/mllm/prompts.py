@@ -1,4 +1,4 @@
-"""Prompts for grounding VLMs (Qwen2.5-VL / Qwen3-VL), with geometry-aware marks (GAP-MLLM).
+"""Prompts for grounding VLMs (Qwen2-VL / Qwen2.5-VL / Qwen3-VL), with geometry-aware marks (GAP-MLLM).
 
 Pure functions: the same inputs always give the same text, so prompts are unit-tested without a model.
 GAP-MLLM (arXiv 2603.16461) shows that spatial reasoning improves when geometry is given explicitly;
@@ -20,8 +20,8 @@ from ...core.types import GeometryMark
 class CoordinateFormat(enum.Enum):
     """How a grounding model writes image coordinates."""
 
-    RESIZED_PIXELS = "pixels"  # Qwen2/2.5-VL: absolute pixels of the image as the processor resized it
-    NORMALISED_1000 = "norm1000"  # Qwen3-VL: 0..1000 over the image width and height
+    RESIZED_PIXELS = "pixels"  # Qwen2.5-VL: absolute pixels of the image as the processor resized it
+    NORMALISED_1000 = "norm1000"  # Qwen2-VL, Qwen3-VL: 0..1000 over the image width and height
 
 
 @dataclass(frozen=True)

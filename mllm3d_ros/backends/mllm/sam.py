@@ -92,27 +92,48 @@ def masks_to_image(low_res_logits: np.ndarray, geometry: SamGeometry) -> np.ndar
     return out
 
 
+def prompt_coordinates(targets: Sequence[ImageTarget], geometry: SamGeometry) -> tuple[list, list]:
+    """Boxes [[x1, y1, x2, y2], ...] of the boxed targets and points [[x, y], ...] of the others, in SAM's
+    input frame: image pixels scaled by resized / original per axis (SamProcessor and Sam2Processor's
+    `_normalize_coordinates`; a test checks both)."""
+    sx, sy = _scale(geometry)
+    boxes = [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
+             for b in (t.box_xyxy for t in targets if t.box_xyxy is not None)]
+    points = [[t.point_xy[0] * sx, t.point_xy[1] * sy] for t in targets if t.box_xyxy is None]
+    return boxes, points
+
+
 def decode_masks(model, image_embeddings, geometry: SamGeometry, targets: Sequence[ImageTarget],
-                 device, dtype) -> list[SamMask]:
-    """One mask per target (same order): box prompts where a box exists, else a positive point."""
+                 device, dtype, kind: SamKind = SamKind.SAM2) -> list[SamMask]:
+    """One mask per target (same order): box prompts where a box exists, else a positive point.
+
+    A single point is ambiguous (the mug, its handle, the table under it). SAM (v1) answers it with
+    three masks and its predicted IoU picks one: `multimask_output=True`, as SamModel's docs and the SAM
+    paper (arXiv 2304.02643, sec. 3) advise for one click; its single-mask output is meant for
+    unambiguous prompts (boxes). SAM 2's decoder makes that choice itself when asked for one mask
+    (`dynamic_multimask_via_stability`: an unstable single mask is replaced by the best of three).
+    """
     import torch
 
-    sx, sy = _scale(geometry)
     results: dict[int, SamMask] = {}
     boxed = [t for t in targets if t.box_xyxy is not None]
     pointed = [t for t in targets if t.box_xyxy is None]
+    boxes, points = prompt_coordinates(targets, geometry)
     calls = []
     if boxed:
-        boxes = [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] for b in (t.box_xyxy for t in boxed)]
-        calls.append((boxed, {"input_boxes": torch.tensor([boxes], dtype=dtype, device=device)}))
+        calls.append((boxed, False, {"input_boxes": torch.tensor([boxes], dtype=dtype, device=device)}))
     if pointed:
-        points = [[[t.point_xy[0] * sx, t.point_xy[1] * sy]] for t in pointed]
-        calls.append((pointed, {"input_points": torch.tensor([points], dtype=dtype, device=device),
-                                "input_labels": torch.ones((1, len(pointed), 1), dtype=torch.long, device=device)}))
-    for group, prompt in calls:
-        out = model(image_embeddings=image_embeddings, multimask_output=False, **prompt)
-        logits = out.pred_masks[0, :, 0].float().cpu().numpy()
-        scores = out.iou_scores[0, :, 0].float()
+        calls.append((pointed, kind is SamKind.SAM,
+                      {"input_points": torch.tensor([[[p] for p in points]], dtype=dtype, device=device),
+                       "input_labels": torch.ones((1, len(pointed), 1), dtype=torch.long, device=device)}))
+    for group, multimask, prompt in calls:
+        out = model(image_embeddings=image_embeddings, multimask_output=multimask, **prompt)
+        # (1, targets, masks, h, w) and (1, targets, masks): the best mask by predicted IoU per target.
+        scores = out.iou_scores[0].float()
+        best = scores.argmax(dim=-1)
+        index = torch.arange(len(group), device=best.device)
+        logits = out.pred_masks[0][index, best].float().cpu().numpy()
+        scores = scores[index, best]
         # SAM 2 also predicts whether an object is there at all; a confident "no object" lowers alpha.
         presence = getattr(out, "object_score_logits", None)
         if presence is not None:

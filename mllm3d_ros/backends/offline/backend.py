@@ -21,12 +21,13 @@ import numpy as np
 
 from ...core.config import ConfigError, check_int, check_range
 from ...core.instruction import parse_instruction
+from ...core.open_set import Concept, OpenSetGate, RecognitionStatus, Vocabulary
 from ...core.types import BackendView, InputError, Prediction2D, SegmentationResult, ViewPredictions
 from ..base import BackendError, SegmentationBackend, normalise_instruction
 from .assets import check_detector_assets, locate_text_model
 from .detector import Detection, DetectorConfig, SsdDetector
 from .masks import MaskConfig, refine_box_mask
-from .text import InstructionClassifier
+from .text import CLASS_NOUNS, CLASS_SHAPES, InstructionClassifier, gate_phrases
 
 # The ai-edge-litert wheel runs TFLite on the CPU (XNNPACK); it ships no GPU delegate for desktop
 # Linux, and a 10 MB detector at ~20 ms a frame gains nothing from a GPU. "auto" therefore means cpu.
@@ -149,6 +150,21 @@ class OfflineBackend(SegmentationBackend):
             self._classifier.class_embeddings, axis=1) > 0))
         # One TFLite interpreter is not re-entrant; queries from an action server must not interleave.
         self._lock = threading.Lock()
+        # The open-set gate's phrase embeddings are computed once, here (configure time).
+        self._open_set_gate = OpenSetGate(self.vocabulary(), self._classifier.embed)
+
+    def recognise(self, phrase: str):
+        """The open-set gate on this backend's vocabulary (`core.open_set`); BackendError once closed."""
+        with self._lock:
+            self._check_open()
+            return self._open_set_gate.recognise(phrase)
+
+    def vocabulary(self) -> Vocabulary:
+        """The detector's classes that have a text description, with the gate's phrases and nouns."""
+        return Vocabulary("the offline model", tuple(
+            Concept(self.labels[c], gate_phrases(self.labels[c]), CLASS_NOUNS.get(self.labels[c], ()),
+                    CLASS_SHAPES.get(self.labels[c], ""))
+            for c in self._proposal_class_ids))
 
     def segment(self, views: Sequence[BackendView], instruction: str | bytes) -> SegmentationResult:
         """Per view, masks of the instruction's target classes; InputError on bad views or instructions."""
@@ -157,9 +173,21 @@ class OfflineBackend(SegmentationBackend):
         with self._lock:
             self._check_open()
             # The target alone: in "the container on the table" the anchor word would win (issue 13).
-            query = self._classifier.classify(parse_instruction(text).target_text)
-            results, forward_ms = self._detect(views, query.class_ids)
-        return SegmentationResult(query.target_phrase, query.query_embedding, results, forward_ms)
+            parsed = parse_instruction(text)
+            query = self._classifier.classify(parsed.target_text)
+        # Only what the open-set gate recognises is looked for: an unknown or generic target finds nothing
+        # here (the query pipeline says why before it asks), never the nearest class.
+        recognition = self.recognise(parsed.target)
+        class_ids = ()
+        if recognition.status is RecognitionStatus.KNOWN:
+            class_ids = tuple(self.labels.index(c) for c in recognition.concepts)
+        if not class_ids:
+            return SegmentationResult("", query.query_embedding, tuple(ViewPredictions(v.keyframe_id) for v in views))
+        with self._lock:
+            self._check_open()
+            results, forward_ms = self._detect(views, class_ids)
+        phrase = " or ".join(self.labels[c].lower() for c in class_ids)
+        return SegmentationResult(phrase, query.query_embedding, results, forward_ms)
 
     def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
         """Every detector class with a text description, each box refined into a mask; embeddings are

@@ -7,9 +7,10 @@ re-implemented with plain `transformers` AutoTokenizer/AutoModel on the packaged
 Class selection rule: each class is described by a few phrases; its score is the best cosine
 similarity between the instruction and one of its phrases. The target classes are the best class and
 every other class scoring within `class_margin` of it, at most `max_target_classes` of them, best
-first (so "a cup I can drink from" selects both Mug and Coffee cup). An instruction about nothing in
-the vocabulary still selects its nearest classes: the detector then finds little or nothing, which is
-the honest answer for this backend.
+first (so "a cup I can drink from" selects both Mug and Coffee cup). What the classes and their
+phrases and nouns (`CLASS_NOUNS`) do not cover is outside this backend's vocabulary: `vocabulary()`
+declares it, and the core's open-set gate (`core/open_set.py`) answers an instruction about anything
+else NOT_FOUND before this classifier would pick its nearest classes.
 """
 
 from __future__ import annotations
@@ -46,6 +47,68 @@ CLASS_PHRASES: dict[str, tuple[str, ...]] = {
     "Camera": ("a camera", "a photo camera", "something to take pictures with"),
     "Car": ("a car", "an automobile", "a car to drive"),
 }
+
+# What the open-set gate compares an instruction with (`vocabulary()`): the class phrases above, less the
+# ones that describe a wider kind than the detector's class ("a farm animal" would take in sheep and
+# horses, "gym equipment" a treadmill), plus what each class is for. Not used for the class embeddings.
+# "a tea mug" makes a teapot a mug.
+_BROAD_PHRASES = frozenset({"a farm animal", "gym equipment", "someone standing there", "elegant women's shoes",
+                            "a tea mug"})
+CLASS_USES: dict[str, tuple[str, ...]] = {
+    "Chair": ("somewhere to sit down", "a place to sit"),
+    "Table": ("a surface to eat at", "somewhere to eat a meal", "a flat surface to put things on"),
+    "Desk": ("somewhere to work at a computer", "a desk to write at"),
+    "Mug": ("something to drink tea or coffee from",),
+    "Coffee cup": ("a cup for coffee",),
+    "Bottle": ("something to pour from", "a bottle of water"),
+    "Box": ("something to keep things in", "something to store things in", "a container for things"),
+    "Book": ("something to read", "pages to read"),
+    "Laptop": ("a computer to carry around",),
+    "Computer monitor": ("a computer screen",),
+    "Computer mouse": ("something to move the cursor with",),
+    "Person": ("someone", "a man or a woman"),
+    "Camera": ("something to take photos with",),
+    "Footwear": ("something to wear on my feet",),
+    "Stationary bicycle": ("an exercise bike",),
+}
+
+
+def gate_phrases(label: str) -> tuple[str, ...]:
+    """The phrases the open-set gate compares instructions with for a class (see CLASS_USES)."""
+    return tuple(p for p in CLASS_PHRASES.get(label, ()) if p not in _BROAD_PHRASES) + CLASS_USES.get(label, ())
+
+
+# Nouns that name each class (singular, lower case; two words where one would be ambiguous): the gate's
+# lexical rule. Dictionary synonyms of the Open Images class, not words picked from a test set.
+CLASS_NOUNS: dict[str, tuple[str, ...]] = {
+    "Bicycle": ("bicycle", "bike", "mountain bike", "road bike"),
+    "Boot": ("boot", "wellington"),
+    "Laptop": ("laptop", "notebook computer", "macbook"),
+    "Person": ("person", "human", "man", "woman", "child", "kid", "boy", "girl", "someone", "somebody", "adult"),
+    "Chair": ("chair", "armchair", "seat"),
+    "Cattle": ("cattle", "cow", "bull", "calf", "ox"),
+    "Desk": ("desk",),
+    "Cat": ("cat", "kitten", "kitty"),
+    "Computer mouse": ("computer mouse", "mouse"),
+    "Computer monitor": ("monitor", "computer monitor", "computer screen", "screen", "display"),
+    "Box": ("box", "carton", "parcel", "package", "container", "cardboard box"),
+    "Mug": ("mug", "cup", "coffee mug", "tea mug"),
+    "Coffee cup": ("coffee cup", "cup", "mug", "espresso cup"),
+    "Stationary bicycle": ("stationary bicycle", "stationary bike", "exercise bike", "exercise bicycle"),
+    "Table": ("table",),
+    "Bottle": ("bottle",),
+    "High heels": ("high heels", "heels", "high heel", "stiletto"),
+    "Vehicle": ("vehicle", "truck", "van", "lorry", "pickup"),
+    "Footwear": ("footwear", "shoe", "sneaker", "sandal", "slipper", "loafer"),
+    "Dog": ("dog", "puppy", "doggy"),
+    "Book": ("book", "magazine", "novel", "textbook", "paperback", "hardback", "comic"),
+    "Camera": ("camera",),
+    "Car": ("car", "automobile"),
+}
+
+# The shape the object memory can check for a class (`core/shapes.py`): an unlabelled object of that shape may
+# stand in for it, flagged unconfirmed ("the plastic box on the table" -> the box-shaped object on it).
+CLASS_SHAPES: dict[str, str] = {"Box": "box-shaped", "Book": "flat", "Laptop": "flat", "Bottle": "tall"}
 
 MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
 
