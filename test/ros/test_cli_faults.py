@@ -26,11 +26,15 @@ from querygraph import Graph, wait_until
 from rosutil import REPO_ROOT, ros_env
 
 pytestmark = pytest.mark.ros
-DOMAIN = int(os.environ.get("ROS_DOMAIN_ID", "0"))  # this process's: the servers run here
 
 
-def _cli(*args: str, domain: int = DOMAIN) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mllm3d_ros.cli", *args], env=ros_env(domain),
+def _domain() -> int:
+    """This process's domain when the test runs (its servers run here; earlier tests may have changed it)."""
+    return int(os.environ.get("ROS_DOMAIN_ID", "0"))
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mllm3d_ros.cli", *args], env=ros_env(_domain()),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO_ROOT.parent))
 
 
@@ -139,7 +143,7 @@ class _Output:
     (("launch", "with_segmentation:=false"), "SegmentQuery action", signal.SIGTERM, 143, None),
 ])
 def test_publishing_and_launch_commands_exit_with_the_signal(args, ready, signum, code, line):
-    proc = subprocess.Popen([sys.executable, "-m", "mllm3d_ros.cli", *args], env=ros_env(DOMAIN + 11),
+    proc = subprocess.Popen([sys.executable, "-m", "mllm3d_ros.cli", *args], env=ros_env(_domain() + 11),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(REPO_ROOT.parent),
                             start_new_session=True)
     output = _Output(proc)

@@ -85,25 +85,24 @@ def test_ctrl_c_ends_without_a_traceback(tmp_path, module, ready, args):
 
 def test_replay_waits_for_its_subscribers_before_the_first_frame(tmp_path):
     # Issue 20: frames published before DDS matched the mapping node's subscriptions were lost, uncounted.
-    import os
     import threading
 
     import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import CameraInfo, Image
-    from geometry_msgs.msg import PoseStamped
 
     from mllm3d_ros.ros.qos import SENSOR_QOS
-    from rosutil import ros_env
 
     root = _folder(tmp_path, n=5)
     log = tmp_path / "replay.log"
     proc = start("mllm3d_ros.ros.replay_node", domain_id=DOMAIN, log_path=log,
                  ros_args=("-r", "__ns:=/replay_wait", "-p", f"path:={root}", "-p", "rate_scale:=0.0"))
-    os.environ.update(ros_env(DOMAIN))
-    rclpy.init()
-    node = rclpy.create_node("replay_listener", namespace="/replay_wait")
-    executor = SingleThreadedExecutor()
+    context = Context()  # its own context on the replay's domain: this process's environment is left alone
+    rclpy.init(context=context, domain_id=DOMAIN)
+    node = rclpy.create_node("replay_listener", namespace="/replay_wait", context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     received: list[int] = []
     try:
@@ -123,4 +122,4 @@ def test_replay_waits_for_its_subscribers_before_the_first_frame(tmp_path):
         stop(proc)
         executor.shutdown()
         node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(context=context)

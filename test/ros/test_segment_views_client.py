@@ -22,11 +22,15 @@ from rosutil import ros_env
 
 pytestmark = pytest.mark.ros
 
-DOMAIN = int(os.environ.get("ROS_DOMAIN_ID", "0"))  # this process's own: the query node runs here
 SCRIPT = Path(__file__).resolve().parent / "scripted_backend.py"
 # Long enough that a loaded CI machine never mistakes a slow process start for a dead backend; the query
 # timeout is what a lost request used to run into.
 PARAMS = {"timeout_s": 40.0, "backend_timeout_s": 20.0, "service_wait_s": 2.0}
+
+
+def _domain() -> int:
+    """This process's domain when the test runs (the query node runs here; earlier tests may have changed it)."""
+    return int(os.environ.get("ROS_DOMAIN_ID", "0"))
 
 
 class Backend:
@@ -35,7 +39,7 @@ class Backend:
     def __init__(self, tmp_path: Path, namespace: str, instance: str, *args: str) -> None:
         self.log = tmp_path / f"backend_{instance}.log"
         self.proc = subprocess.Popen([sys.executable, str(SCRIPT), namespace, instance, *args],
-                                     env=ros_env(DOMAIN), stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+                                     env=ros_env(_domain()), stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def requests(self) -> list[str]:
