@@ -25,10 +25,12 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends.base import available_backends, build_backend
+from .core.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
 from .core.config import ConfigError, check_int
 from .core.keyframes import KeyframeConfig
 from .core.mapper import Mapper
 from .core.memory_query import MemoryResolver
+from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
 from .core.object_memory import ObjectMemory
 from .core.proposal_worker import ProposalWorker
 from .core.segmentation import SegmentationBackend
@@ -134,6 +136,9 @@ class RecordingSession:
             reads = ReadCounts()
             t0 = time.monotonic()
             self.frames_fused = 0
+            # The robot is taken to stand where the recording's camera last was (its approach poses must be
+            # reachable from there).
+            self.last_world_T_camera = None
             # A `with` block: the bar is closed while an interruption unwinds, before the CLI says so.
             with tqdm(total=len(frames), desc="fusing", unit="frame", disable=not show_progress) as bar:
                 def skipped(index: int, exc: InputError) -> None:
@@ -142,8 +147,12 @@ class RecordingSession:
                         tqdm.write(f"skipping frame {index}: {exc}")
 
                 for _, frame in readable_frames(frames, reads, skipped):
-                    self.frames_fused += int(self.mapper.process(frame))
+                    if self.mapper.process(frame):
+                        self.frames_fused += 1
+                        self.last_world_T_camera = frame.world_T_camera
                     bar.update()
+            self.occupancy = OccupancyGridSource(self.mapper)
+            self.approach_config = ApproachConfig()
             self.fuse_s = time.monotonic() - t0
             if reads.read == 0:
                 raise nothing_readable(dataset, reads)
@@ -185,9 +194,22 @@ class RecordingSession:
         return text
 
     def query(self, instruction: str) -> QueryResult:
+        """The pipeline's answer, with the approach pose of its best object when it succeeded."""
         result = self.pipeline.run(instruction)
         if result.status is QueryStatus.MAP_EMPTY:  # the pipeline's message speaks of topics: not here
             result = dataclasses.replace(result, message=self.why_empty())
+        if result.status is QueryStatus.SUCCESS and result.objects:
+            t0 = time.monotonic()
+            grid = self.occupancy.grid(result.snapshot)
+            keyframes = self.mapper.keyframes()
+            cams = np.array([kf.world_T_camera[:3, 3] for kf in keyframes]).reshape(-1, 3)
+            robot = None if self.last_world_T_camera is None else tuple(self.last_world_T_camera[:2, 3])
+            approach = plan_approach(result.objects[0].box, grid, result.snapshot,
+                                     camera_height_above_floor(cams, grid.floor_z_m), robot, self.approach_config,
+                                     "" if robot is not None else "no camera pose: reachability not checked",
+                                     self.occupancy.config.min_height_m, keyframes)
+            result.timings_ms["approach_ms"] = (time.monotonic() - t0) * 1e3
+            result = dataclasses.replace(result, approach=approach)
         return result
 
     def close(self) -> None:
@@ -223,14 +245,26 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
                              "world_R_box": np.round(o.box.world_R_box, 5).tolist()},
                      "supporting_views": o.supporting_views, "visible_views": o.visible_views}
                     for o in result.objects],
+        # Where a robot can stand to reach the best object (the robot at the recording's last camera pose).
+        "approach": approach_summary(result.approach),
     }
+    # The floor grid as map_server's pair, so Nav2 can be started on the map this recording built.
+    occupancy = getattr(session, "occupancy", None)
+    grid = occupancy.grid(snapshot) if occupancy is not None else build_occupancy_grid(snapshot)
+    grid_yaml, _ = save_map_server(grid, out_ply.with_name(out_ply.stem + "_grid"))
+    summary["grid_yaml"] = str(grid_yaml)
+    last_pose = getattr(session, "last_world_T_camera", None)
+    robot = None if last_pose is None else tuple(last_pose[:2, 3])
     json_path = out_ply.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=2))
     png_path, png_error = out_ply.with_suffix(".png"), ""
-    try:
-        from .render import render_query  # matplotlib: imported only when a render is drawn
+    try:  # pictures for people: their failure must not change the answer
+        from .render import render_grid, render_query  # matplotlib: imported only when a render is drawn
         render_query(png_path, instruction, result, snapshot, session.mapper.keyframes())
-    except Exception as exc:  # noqa: BLE001 -- a picture for people: its failure must not change the answer
+        render_grid(out_ply.with_name(out_ply.stem + "_grid.png"), grid,
+                    [(o.box, o.label) for o in result.objects[:1]], result.approach,
+                    f"'{instruction}': floor grid and approach pose", robot)
+    except Exception as exc:  # noqa: BLE001
         png_path, png_error = None, f"{type(exc).__name__}: {exc}"
     return SegmentOutputs(result, out_ply, json_path, png_path, session.frames_fused, session.fuse_s, png_error)
 

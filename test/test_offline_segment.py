@@ -15,7 +15,9 @@ import open3d as o3d
 import pytest
 
 from mllm3d_ros.cli import main as mllm3d
+from mllm3d_ros.core.approach import ApproachStatus
 from mllm3d_ros.core.geometry import invert_transform, transform_points
+from mllm3d_ros.core.occupancy import read_map_server
 from mllm3d_ros.core.types import CameraIntrinsics
 from mllm3d_ros.sources.dataset import open_dataset
 
@@ -62,6 +64,14 @@ def test_segment_the_table_on_real_kitchen(redkitchen_dir, tmp_path):
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["status"] == "SUCCESS" and summary["objects"][0]["label"] == "Table"
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # Issue 22: where a robot can stand to reach the table, and the floor grid as map_server's pair.
+    approach = summary["approach"]
+    assert approach["status"] in {s.name for s in ApproachStatus} and approach["message"]
+    if approach["status"] == "OK":
+        assert len(approach["position_m"]) == 3 and approach["distance_m"] >= 0.45 - 1e-6
+    grid = read_map_server(summary["grid_yaml"])
+    assert grid.counts()["free"] > 0 and grid.counts()["occupied"] > 0
+    assert (tmp_path / "table_grid.png").stat().st_size > 5_000
     points = np.asarray(o3d.io.read_point_cloud(str(out)).points)
     assert len(points) == summary["objects"][0]["num_points"] >= 100
     map_T_world = open_dataset(redkitchen_dir).map_T_world
@@ -98,6 +108,7 @@ def test_not_found_still_writes_an_empty_ply_and_the_json(tmp_path):
     summary = json.loads(out.json_path.read_text())
     assert summary["status"] == "NOT_FOUND" and summary["objects"] == [] and summary["map_points"] == 500
     assert len(o3d.io.read_point_cloud(str(out.ply_path)).points) == 0 and out.png_path.exists()
+    assert summary["approach"] is None and read_map_server(summary["grid_yaml"]).shape[0] > 0
 
 
 # --- issue 20: faults of `mllm3d segment` --------------------------------------------------------------

@@ -92,7 +92,7 @@ class Mapper:
 
     def snapshot(self) -> MapSnapshot:
         with self._snapshot_lock:
-            key = (self._generation, self.map.frames_integrated, self.map.num_blocks)
+            key = (self._generation, self.map.frames_integrated, self.map.num_blocks, self.map.carved_voxels)
             if self._snapshot is None or key != self._snapshot_key:
                 self._snapshot, self._snapshot_key = self.map.snapshot(), key
             return self._snapshot

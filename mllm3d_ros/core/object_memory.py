@@ -23,7 +23,8 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
      the view sees (`min_visible_frac` of its voxels) but no proposal matched gains a "seen, not
      detected"; a view that cannot see an instance says nothing about it;
   5. an instance seen through (`see_through_frac` of its voxels in front of the observed surface) in
-     `gone_views` views and not detected since is removed: the object is gone;
+     `gone_views` views and not detected since is removed: the object is gone; one that is detected
+     although the view sees through that share of it has moved: the voxels seen through go (issue 22);
   6. instances updated in this view merge with an instance they overlap (`merge_min_overlap` of the
      smaller) when their embeddings agree, unless (`keep_apart`) more views detected the two by
      separate masks than saw one mask cover both alone (an occluded table's two halves, then the whole
@@ -47,6 +48,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from .clustering import cluster_points
@@ -339,7 +341,8 @@ class ObjectMemory:
                 v_idx = seen[inst.instance_id]
                 mine = [p for p, target in matched if target is inst]
                 if mine:
-                    self._update(inst, mine, v_idx, pixels[inst.instance_id], near, keyframe)
+                    self._update(inst, mine, v_idx, pixels[inst.instance_id], near, keyframe,
+                                 through[inst.instance_id])
                     touched.append(inst)
                     continue
                 n_vis = v_idx.shape[0]
@@ -500,9 +503,11 @@ class ObjectMemory:
                     _vote_apart(a, b, 1)
 
     def _update(self, inst: _Instance, proposals: list[_Proposal], seen_idx: np.ndarray, seen_pix: np.ndarray,
-                near: np.ndarray, keyframe: Keyframe) -> None:
+                near: np.ndarray, keyframe: Keyframe, through_idx: np.ndarray | None = None) -> None:
         # Misses first, on the voxels as they were: seen, but outside every mask (and its boundary band).
         inst.misses[seen_idx[~near[seen_pix]]] += 1
+        if through_idx is not None and through_idx.shape[0]:
+            self._drop_moved(inst, seen_idx, through_idx, keyframe)
         new_keys = np.unique(np.concatenate([p.keys for p in proposals]))
         member = _sorted_member(inst.keys, new_keys)
         keys = np.concatenate([inst.keys, new_keys[~member]])
@@ -525,6 +530,27 @@ class ObjectMemory:
         inst.last_seen_stamp_ns = keyframe.stamp_ns
         self._note_view(inst, best_conf * (seen_idx.shape[0] + new_keys.shape[0]), keyframe.keyframe_id)
         self._cap_voxels(inst)
+
+    def _drop_moved(self, inst: _Instance, seen_idx: np.ndarray, through_idx: np.ndarray, keyframe: Keyframe) -> None:
+        """Issue 22: an instance detected in this view although the view sees through most of its voxels (the
+        gone test's share) has moved, and this detection is of its new place: the voxels seen through go now,
+        so the instance does not span the old place and the new one. Seen through against the depth
+        min-filtered over 5 x 5 pixels (holes spread), for the share too: a voxel on a rim or on a thin part
+        (a chair's leg, a voxel wider than it), projecting just past it onto the background, is not seen
+        through, so a still object is never taken for a moved one."""
+        cfg = self.config
+        if through_idx.shape[0] < cfg.see_through_frac * (through_idx.shape[0] + seen_idx.shape[0]):
+            return
+        depth = np.where(np.isfinite(keyframe.depth_m), keyframe.depth_m, 0.0).astype(np.float32)
+        depth_min = cv2.erode(depth, np.ones((5, 5), np.uint8))
+        centres = voxel_centers(inst.keys[through_idx], cfg.voxel_size_m)
+        empty = project_visible(centres, keyframe.world_T_camera, keyframe.intrinsics, depth_min,
+                                cfg.depth_tolerance_m, cfg.depth_tolerance_frac).through_indices
+        if empty.shape[0] < cfg.see_through_frac * (empty.shape[0] + seen_idx.shape[0]):
+            return
+        stay = np.ones(inst.keys.shape[0], dtype=bool)
+        stay[through_idx[empty]] = False
+        inst.keys, inst.hits, inst.misses = inst.keys[stay], inst.hits[stay], inst.misses[stay]
 
     def _note_view(self, inst: _Instance, score: float, keyframe_id: int) -> None:
         inst.best_views = sorted([v for v in inst.best_views if v[1] != keyframe_id] + [(score, keyframe_id)],

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .approach import ApproachPose
 
 
 class InputError(ValueError):
@@ -231,6 +235,7 @@ class QueryResult:
     """What a query returns: status, the model's phrase, ranked objects, timings.
 
     `snapshot` is the map the objects' point indices refer to (None when no object was found).
+    `approach`: where a robot can stand to reach objects[0] (issue 22), when it was planned.
     """
 
     status: QueryStatus
@@ -241,6 +246,7 @@ class QueryResult:
     elapsed_s: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
     snapshot: MapSnapshot | None = None
+    approach: "ApproachPose | None" = None
 
 
 # Label of an object that no detector or model has named (a class-agnostic object from the map):

@@ -15,10 +15,13 @@ Subscribed (sensor-data QoS; remap these to your driver's names):
 Published:
   ~/map_cloud   sensor_msgs/PointCloud2 (latched; throttled by map_publish_period_s), in map_frame
   ~/keyframes   geometry_msgs/PoseArray (latched), keyframe camera poses in map_frame
+  ~/occupancy_grid  nav_msgs/OccupancyGrid (latched, with the map cloud): the floor grid for Nav2 (issue 22):
+                unknown -1, free 0 (floor observed), occupied 100 (a surface in the height band)
 Services:
   ~/reset       std_srvs/Trigger: empty the map and keyframes (and state bound to them)
   ~/save_map    mllm3d_ros/srv/MapFile: write map + keyframes to the folder `path`
   ~/load_map    mllm3d_ros/srv/MapFile: replace them by a saved folder (left untouched on failure)
+  ~/save_grid   mllm3d_ros/srv/MapFile: write the grid as map_server's `path`.yaml + `path`.pgm (Nav2's map)
 Parameters: see MAPPING_PARAMS and config/perception.yaml (block `mapping`).
 """
 
@@ -31,7 +34,7 @@ import time
 
 import numpy as np
 from geometry_msgs.msg import PoseArray, PoseStamped
-from nav_msgs.msg import Odometry
+from nav_msgs.msg import OccupancyGrid, Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -43,13 +46,14 @@ from ..core.frame_checks import FrameGateConfig, FrameRejected, RejectReason
 from ..core.ingest import IngestConfig
 from ..core.keyframes import KeyframeConfig
 from ..core.mapper import Mapper
+from ..core.occupancy import OccupancyConfig, OccupancyGridSource, save_map_server
 from ..core.sync import ApproximateTimeSync, SyncConfig
 from ..core.tf_buffer import TransformUnavailable
 from ..core.tsdf_map import MapFileError, TsdfMapConfig
 from ..core.types import InputError, MapSnapshot, RgbdFrame
 from ..srv import MapFile
-from .conversions import (camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, make_header, matrix_to_pose,
-                          points_to_cloud, pose_to_matrix, stamp_to_ns)
+from .conversions import (camera_info_to_intrinsics, grid_to_msg, image_to_depth_m, image_to_rgb, make_header,
+                          matrix_to_pose, points_to_cloud, pose_to_matrix, stamp_to_ns)
 from .params import ParamSpec, ParameterError, declare_and_read
 from .qos import LATCHED_QOS, SENSOR_QOS
 from .tf import TfLookup
@@ -102,7 +106,12 @@ MAPPING_PARAMS = (
               0.01, 3600.0),
     ParamSpec("max_clock_offset_s", 10.0, "Not on sim time: reject a frame stamped further than this from the "
               "node's clock.", 0.01, 86400.0),
-    ParamSpec("map_publish_period_s", 2.0, "Map cloud publishing period (0 = never).", 0.0, 3600.0),
+    ParamSpec("map_publish_period_s", 2.0, "Map cloud (and occupancy grid) publishing period (0 = never).", 0.0, 3600.0),
+    ParamSpec("grid_resolution_m", 0.05, "Occupancy grid cell size.", 0.01, 1.0),
+    ParamSpec("grid_min_height_m", 0.05, "Occupancy grid: surfaces from this height above the floor are obstacles "
+              "(lower ones are driven over).", 0.04, 5.0),
+    ParamSpec("grid_max_height_m", 1.8, "Occupancy grid: surfaces up to this height above the floor are obstacles "
+              "(the robot's height; higher ones are passed under).", 0.1, 5.0),
     ParamSpec("stats_period_s", 10.0, "Period of the ingestion statistics log line (0 = never).", 0.0, 3600.0),
 )
 
@@ -131,6 +140,14 @@ class MappingNode(Node):
                             max_clock_offset_ns=int(p["max_clock_offset_s"] * 1e9)),
             IngestConfig(queue_size=p["queue_size"]),
             on_reject=self._on_reject, now_ns=None if sim_time else self._now_ns)
+        try:
+            grid_config = OccupancyConfig(resolution_m=p["grid_resolution_m"], min_height_m=p["grid_min_height_m"],
+                                          max_height_m=p["grid_max_height_m"])
+        except ValueError as exc:  # the band's two edges: the message names both
+            raise ParameterError(f"occupancy grid parameters: {exc}") from None
+        # The floor grid (Nav2's map), from the same cached snapshot as the map cloud; the query node
+        # plans approach poses on it.
+        self.occupancy = OccupancyGridSource(self.mapper, grid_config)
         self._info_lock = threading.Lock()
         self._camera_info: CameraInfo | None = None
         self._tf = None
@@ -176,6 +193,9 @@ class MappingNode(Node):
                                          SENSOR_QOS, callback_group=sensors, event_callbacks=self._lost_counter(name))
         self._map_pub = self.create_publisher(PointCloud2, "~/map_cloud", LATCHED_QOS)
         self._kf_pub = self.create_publisher(PoseArray, "~/keyframes", LATCHED_QOS)
+        self._grid_pub = self.create_publisher(OccupancyGrid, "~/occupancy_grid", LATCHED_QOS)
+        # Before any frame: an empty grid (0 x 0), so a late subscriber learns the frame and resolution.
+        self._grid_pub.publish(grid_to_msg(self.occupancy.grid(), make_header(p["map_frame"], self._now_ns())))
         timers = MutuallyExclusiveCallbackGroup()
         if p["map_publish_period_s"] > 0:
             self.create_timer(p["map_publish_period_s"], self._publish_map, callback_group=timers)
@@ -186,6 +206,7 @@ class MappingNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
         self.create_service(MapFile, "~/save_map", self._on_save, callback_group=services)
         self.create_service(MapFile, "~/load_map", self._on_load, callback_group=services)
+        self.create_service(MapFile, "~/save_grid", self._on_save_grid, callback_group=services)
         self.mapper.start()
         tf_note = f", TF from {self._tf.backend}" if self._tf is not None else ""
         self.get_logger().info(f"mapping at {p['voxel_size_m'] * 100:.1f} cm voxels, poses from "
@@ -210,6 +231,23 @@ class MappingNode(Node):
             response.success = True
             response.message = (f"saved {self.mapper.map.num_blocks} blocks and {len(self.mapper.keyframes())} "
                                 f"keyframes to {path}")
+        self._log_outcome(response)
+        return response
+
+    def _on_save_grid(self, request, response):
+        try:
+            if not request.path.strip():
+                raise ValueError("path is empty: give the map's file name without extension, e.g. /tmp/kitchen")
+            grid = self.occupancy.grid()
+            yaml_path, pgm_path = save_map_server(grid, request.path)
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, f"save_grid failed: {exc}"
+        else:
+            h, w = grid.shape
+            empty = " (the map is empty: one unknown cell)" if grid.is_empty else ""
+            floor = "" if grid.floor_z_m is not None or grid.is_empty else " (no floor seen yet: all unknown)"
+            response.success = True
+            response.message = f"saved a {w} x {h} grid at {grid.resolution_m} m{empty}{floor} to {yaml_path} and {pgm_path}"
         self._log_outcome(response)
         return response
 
@@ -336,6 +374,7 @@ class MappingNode(Node):
         self._map_pub.publish(points_to_cloud(snapshot.points_world_m, header, snapshot.colors_rgb))
         poses = PoseArray(header=header, poses=[matrix_to_pose(kf.world_T_camera) for kf in self.mapper.keyframes()])
         self._kf_pub.publish(poses)
+        self._grid_pub.publish(grid_to_msg(self.occupancy.grid(snapshot), header))
 
     def _log_stats(self) -> None:
         s = self.mapper.worker.stats

@@ -9,7 +9,8 @@ Subscribed:      ~/instruction (std_msgs/String, reliable) -- e.g. from a speech
                  segmentation/heartbeat (std_msgs/String) -- liveness and state of the segmentation node
                  /tf, /tf_static (through TfLookup) -- for goals whose target_frame is not the map frame
 Published:       ~/segmented_cloud (sensor_msgs/PointCloud2, latched): best object, x y z rgb confidence
-                 ~/markers (visualization_msgs/MarkerArray, latched): boxes + labels per object
+                 ~/markers (visualization_msgs/MarkerArray, latched): boxes + labels per object, and an
+                 arrow at the approach pose (issue 22: where the robot can stand, facing objects[0])
                  (both always in the map frame, whatever the goal's target_frame: RViz's fixed frame)
                  ~/result (std_msgs/String, reliable): JSON summary of each result; an instruction that
                  arrives while a query runs is answered there with status BUSY
@@ -34,16 +35,19 @@ from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import SegmentQuery
+from ..core.approach import (ApproachConfig, ApproachPose, approach_summary, camera_height_above_floor,
+                             plan_approach)
 from ..core.geometry import transform_box, transform_points
 from ..core.memory_query import MemoryResolver
+from ..core.occupancy import OccupancyGridSource
 from ..core.pipeline import MapSource, QueryConfig, QueryPipeline
 from ..core.tf_buffer import TransformUnavailable, check_frame_id
 from ..core.types import InputError, QueryResult, QueryStatus
 from ..core.view_selection import ViewSelectionConfig
 from ..core.voting import VotingConfig
 from ..msg import SegmentedObject
-from .conversions import box_to_msg, make_header, points_to_cloud
-from .params import ParamSpec, declare_and_read
+from .conversions import approach_to_msg, box_to_msg, make_header, points_to_cloud
+from .params import ParamSpec, ParameterError, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
 from .segment_views_client import SegmentViewsClient
 from .tf import TfLookup
@@ -77,6 +81,12 @@ QUERY_PARAMS = (
               "marks with their metric geometry; the backend's pick is checked in 3D (backends without marks ignore them)."),
     ParamSpec("model_parsing", True, "Ask the segmentation node's model to parse the instruction (SegmentViews mode "
               "PARSE); the grammar when it cannot (asked once per backend) or the call fails (noted in the result)."),
+    ParamSpec("robot_frame", "base_link", "The robot's frame in TF: its position (map <- robot_frame) is where the "
+              "approach pose must be reachable from; missing, the pose is given unchecked (said in the result)."),
+    ParamSpec("robot_radius_m", 0.25, "Approach pose: the robot's footprint radius; the pose has this much observed "
+              "free floor around it.", 0.05, 2.0),
+    ParamSpec("approach_standoff_m", 0.45, "Approach pose: the nearest distance from the robot's centre to the "
+              "object's box (at least robot_radius_m); the farthest is 1.5 m.", 0.05, 1.4),
 )
 
 
@@ -130,6 +140,8 @@ def result_to_msg(result: QueryResult, frame_id: str, stamp_ns: int, frame_T_map
             msg.points = cloud
     if not result.objects:
         msg.points = points_to_cloud(np.zeros((0, 3), np.float32), header)
+    (msg.approach_pose, msg.approach_status, msg.approach_message,
+     msg.approach_reachability_checked) = approach_to_msg(result.approach, header, frame_T_map)
     return msg
 
 
@@ -147,16 +159,31 @@ def markers_for(result_msg, frame_id: str) -> MarkerArray:
         text.pose.orientation.w = 1.0
         text.scale.z = 0.12
         out.markers.extend([box, text])
+    if result_msg.approach_pose.header.frame_id:
+        # Where the robot can stand, facing the best object: an arrow on the floor (issue 22).
+        arrow = Marker(header=result_msg.approach_pose.header, ns="mllm3d/approach", id=0, type=Marker.ARROW,
+                       action=Marker.ADD, pose=result_msg.approach_pose.pose,
+                       color=ColorRGBA(r=0.1, g=0.6, b=1.0, a=0.9))
+        arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.4, 0.06, 0.06
+        out.markers.append(arrow)
     return out
 
 
 class QueryNode(Node):
     """Thin adapter: goals -> QueryPipeline -> results, feedback and RViz topics."""
 
-    def __init__(self, map_source: MapSource, resolver: MemoryResolver | None = None, **kwargs) -> None:
+    def __init__(self, map_source: MapSource, resolver: MemoryResolver | None = None,
+                 occupancy: OccupancyGridSource | None = None, **kwargs) -> None:
         super().__init__("query", **kwargs)
         p = declare_and_read(self, QUERY_PARAMS)
         self._frame = p["map_frame"]
+        self._robot_frame = p["robot_frame"]
+        try:
+            self._approach_config = ApproachConfig(standoff_m=p["approach_standoff_m"], robot_radius_m=p["robot_radius_m"])
+        except ValueError as exc:  # standoff below the radius: the message names both
+            raise ParameterError(f"parameter 'approach_standoff_m': {exc}") from None
+        # The floor grid the approach poses are planned on: the mapping node's (same process), else our own.
+        self._occupancy = occupancy or OccupancyGridSource(map_source)
         self._tf_timeout_s = p["tf_timeout_s"]
         # Created up front so /tf_static (latched) and /tf are already buffered when a goal asks.
         self._tf = TfLookup(self)
@@ -280,6 +307,8 @@ class QueryNode(Node):
             recognise_fn = functools.partial(self._segmenter.recognise, cancel=query.cancel, deadline=deadline)
             result = self.pipeline.run(instruction, max_views, min_confidence, progress, query.cancel.is_set,
                                        segment_fn=segment_fn, parse_fn=parse_fn, recognise_fn=recognise_fn)
+            if result.status is QueryStatus.SUCCESS:
+                result = dataclasses.replace(result, approach=self._approach(result))
         except Exception as exc:  # noqa: BLE001 -- e.g. a bug in voting: answer it, never a default result
             self.get_logger().error(f"query '{instruction[:60]}' failed: {type(exc).__name__}: {exc}")
             result = QueryResult(QueryStatus.BACKEND_ERROR, f"internal error: {type(exc).__name__}: {exc}")
@@ -288,6 +317,25 @@ class QueryNode(Node):
         if result.status is QueryStatus.CANCELED and query.preempted:
             result = dataclasses.replace(result, message=query.stop_reason(result.message))
         return result
+
+    def _approach(self, result: QueryResult) -> ApproachPose:
+        """The approach pose for the result's best object on the floor grid of the result's map snapshot."""
+        t0 = time.monotonic()
+        grid = self._occupancy.grid(result.snapshot)
+        keyframes = self.pipeline.map_source.keyframes()
+        cams = np.array([kf.world_T_camera[:3, 3] for kf in keyframes]).reshape(-1, 3)
+        robot_xy, note = None, ""
+        try:
+            map_T_robot = self._tf.lookup(self._frame, self._robot_frame, 0, self._tf_timeout_s)
+            robot_xy = (float(map_T_robot[0, 3]), float(map_T_robot[1, 3]))
+        except TransformUnavailable as exc:
+            note = (f"robot pose unknown (no transform {self._frame} <- {self._robot_frame} within "
+                    f"{self._tf_timeout_s:.2f} s: {exc}): reachability not checked")
+        approach = plan_approach(result.objects[0].box, grid, result.snapshot,
+                                 camera_height_above_floor(cams, grid.floor_z_m), robot_xy, self._approach_config, note,
+                                 self._occupancy.config.min_height_m, keyframes)
+        result.timings_ms["approach_ms"] = (time.monotonic() - t0) * 1e3
+        return approach
 
     def _target_frame_problem(self, target_frame: str) -> str | None:
         """Why results cannot be given in `target_frame` (bad name, no transform), or None."""
@@ -392,4 +440,5 @@ def result_summary(result: QueryResult, instruction: str) -> dict:
                          "size_m": [round(float(x), 3) for x in o.box.size_m],
                          "num_points": int(o.point_indices.size),
                          "supporting_views": o.supporting_views, "visible_views": o.visible_views}
-                        for o in result.objects]}
+                        for o in result.objects],
+            "approach": approach_summary(result.approach)}

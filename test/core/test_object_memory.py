@@ -249,3 +249,39 @@ def test_kept_apart_records_forget_instances_that_are_gone():
     del memory._instances[b.instance_id]  # as removal, eviction or a merge does
     memory.integrate(view(2, FRONT[2], (BOOK_L, BOOK_R))[0], [])
     assert a.apart == {}
+
+
+def test_an_object_moved_a_little_is_shown_at_its_new_place_only():
+    # Cube A is pushed 0.25 m along x, still overlapping its old place: the new place's masks join the old
+    # instance (they hold some of its voxels), and the views see through the rest of the old voxels.
+    moved = (BOX_A[0] + [0.25, 0.0, 0.0], BOX_A[1] + [0.25, 0.0, 0.0])
+    memory = ObjectMemory()
+    for k, eye in enumerate(EYES[:4]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    for k, eye in enumerate(EYES[:2], start=4):
+        kf, box_id = view(k, eye, boxes=(moved, BOX_B))
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    cube = [o for o in memory.objects() if o.label == "cube"]
+    assert len(cube) == 1
+    pts = cube[0].points_world_m
+    assert in_box(pts, moved, 0.05).mean() >= 0.95  # at the new place ...
+    old_only = in_box(pts, BOX_A, 0.0) & ~in_box(pts, moved, 0.05)
+    assert old_only.mean() < 0.03  # ... and not at the old one (without the drop: 27 % of its points)
+    crate = next(o for o in memory.objects() if o.label == "crate")
+    assert in_box(crate.points_world_m, BOX_B, 0.05).all()  # the still object is untouched
+
+
+def test_an_object_moved_far_is_a_new_instance_and_the_old_one_goes():
+    far = (np.array([1.8, -0.6, 0.0]), np.array([2.2, -0.2, 0.4]))
+    memory = ObjectMemory()
+    for k, eye in enumerate(EYES[:4]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    for k, eye in enumerate(EYES[:3], start=4):
+        kf, box_id = view(k, eye, boxes=(far, BOX_B))
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    cube = [o for o in memory.objects() if o.label == "cube"]
+    assert len(cube) == 1 and in_box(cube[0].points_world_m, far, 0.05).mean() >= 0.95
+    assert memory.stats.removed_gone == 1
+
