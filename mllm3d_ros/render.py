@@ -18,7 +18,10 @@ QueryResult with its snapshot and keyframes (what `segment` has).
 
 from __future__ import annotations
 
+import functools
+import logging
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -147,6 +150,24 @@ def render_query(path: str | Path, instruction: str, result: QueryResult, snapsh
                          message=result.message, note=note)
 
 
+def _quiet_glyphs(fn):
+    """Run a render without "Glyph ... missing from font(s)" lines on the user's terminal: an instruction in a
+    script the font lacks (Chinese, an emoji) draws boxes, which is no reason to warn."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        font_log = logging.getLogger("matplotlib.font_manager")
+        level = font_log.level
+        font_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*[Gg]lyph.*missing")
+                return fn(*args, **kwargs)
+        finally:
+            font_log.setLevel(level)
+    return wrapper
+
+
+@_quiet_glyphs
 def render_result(path: str | Path, map_points_m: np.ndarray, objects: Sequence[RenderObject],
                   keyframes: Sequence[Keyframe] = (), *, instruction: str, status: str, target_phrase: str = "",
                   message: str = "", note: str = "", max_objects: int = 6, depth_tolerance_m: float = 0.05,
@@ -569,6 +590,7 @@ def _to_png(bbox, height_px: int) -> tuple[float, float, float, float]:
     return (float(bbox.x0), float(height_px - bbox.y1), float(bbox.x1), float(height_px - bbox.y0))
 
 
+@_quiet_glyphs
 def render_grid(path: str | Path, grid, objects: Sequence[tuple[OrientedBox3D, str]] = (), approach=None,
                 title: str = "", robot_xy_m: tuple[float, float] | None = None) -> Path:
     """Top view of a floor grid (occupancy.OccupancyGrid2D: free white, occupied black, unknown grey) with the

@@ -114,7 +114,10 @@ class IngestWorker:
             return False
         t0 = time.perf_counter()
         try:
-            self.map.integrate(checked)
+            if self.map.integrate(checked).touched_blocks == 0:
+                # Every pixel in range still touched no block (Open3D found nothing to fuse): not fused, no keyframe.
+                self.gate.count(RejectReason.NO_DEPTH_IN_RANGE)
+                return False
             added = self.keyframes is not None and self.keyframes.offer(checked).decision is KeyframeDecision.ADDED
             every = self.config.carve_every
             if every and (self._fused + 1) % every == 0:

@@ -134,6 +134,26 @@ def _resolve_device(device: str):
     return o3c.Device("CUDA:0" if device == "cuda" or (device == "auto" and cuda) else "CPU:0")
 
 
+_ATTR_CHANNELS = {"tsdf": 1, "weight": 1, "color": 3}
+
+
+def _grid_arrays_problem(data, resolution: int, names: set[str]) -> str | None:
+    """What is wrong with the arrays of a VoxelBlockGrid .npz (keys (N, 3) int32; each attribute
+    (N, r, r, r, channels) float32, tsdf and weight finite), or None. Open3D would load them unchecked."""
+    key = data["key"]
+    if key.ndim != 2 or key.shape[1] != 3 or key.dtype != np.int32:
+        return f"'key' is {key.shape} {key.dtype}, expected (N, 3) int32"
+    for name in sorted(names & set(_ATTR_CHANNELS)):
+        index = int(data[f"attr_name_{name}"][0])
+        values = data[f"value_{index:03d}"]
+        expected = (key.shape[0], resolution, resolution, resolution, _ATTR_CHANNELS[name])
+        if values.shape != expected or values.dtype != np.float32:
+            return f"attribute '{name}' is {values.shape} {values.dtype}, expected {expected} float32"
+        if name != "color" and not np.isfinite(values).all():
+            return f"attribute '{name}' holds NaN or infinite values"
+    return None
+
+
 class TsdfMap:
     """Thread-safe coloured TSDF map with a block budget."""
 
@@ -410,15 +430,19 @@ class TsdfMap:
         cfg, o3c = self.config, self._o3c
         fresh = self._new_grid()
         if path is not None:
-            try:  # the header fields first, with numpy: Open3D only warns about missing attributes
+            try:  # the header fields and every array's shape and dtype first, with numpy: Open3D only warns
                 with np.load(str(path), allow_pickle=False) as data:
                     voxel_size = float(data["voxel_size"][0])  # stored as float32
                     resolution = int(data["block_resolution"][0])
                     names = {k[len("attr_name_"):] for k in data.files if k.startswith("attr_name_")}
                     num_blocks = int(data["key"].shape[0])
-                grid = o3d.t.geometry.VoxelBlockGrid.load(str(path))
+                    problem = _grid_arrays_problem(data, resolution, names)
+                if problem is None:
+                    grid = o3d.t.geometry.VoxelBlockGrid.load(str(path))
             except Exception as exc:  # OSError, BadZipFile, KeyError, Open3D's RuntimeError
                 raise MapFileError(f"TSDF file {path} could not be read: {type(exc).__name__}: {exc}") from exc
+            if problem is not None:
+                raise MapFileError(f"TSDF file {path} is corrupt: {problem}")
             if abs(voxel_size - cfg.voxel_size_m) > 1e-6 * cfg.voxel_size_m or resolution != cfg.block_resolution or \
                     names != set(_ATTR_NAMES):
                 raise MapFileError(f"TSDF file {path} has voxel size {voxel_size} m, block resolution {resolution} "

@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseArray, PoseStamped
@@ -61,6 +62,14 @@ try:  # the standard ROS synchroniser where installed; the core's own otherwise 
     import message_filters
 except ImportError:
     message_filters = None
+try:  # Iron and later; Humble has the same class in qos_event (deprecated from Iron on)
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+# Rejections that come from the set-up, not from one bad frame: said once with the likely cause (the
+# statistics line keeps counting them), instead of a throttled line for as long as the camera runs.
+_ONCE_REASONS = frozenset({RejectReason.NO_DEPTH_IN_RANGE})
 
 
 MAPPING_PARAMS = (
@@ -144,6 +153,12 @@ class MappingNode(Node):
         self._tf = None
         sensors = MutuallyExclusiveCallbackGroup()
         self._conversion_rejects: collections.Counter[str] = collections.Counter()
+        self._warned_once: set[RejectReason] = set()
+        self._last_warned: dict[str, float] = {}
+        # Messages received per input, and messages DDS reports lost on the way (best effort): with the
+        # sender's own count (replay logs it) they account for every frame that never reached fusion.
+        self._received: collections.Counter[str] = collections.Counter()
+        self._lost: collections.Counter[str] = collections.Counter()
         color_type, color_topic = ((CompressedImage, "camera/color/image_raw/compressed")
                                    if p["color_transport"] == "compressed" else (Image, "camera/color/image_raw"))
         inputs = [(color_type, color_topic), (Image, "camera/depth/image_raw")]
@@ -153,12 +168,16 @@ class MappingNode(Node):
             inputs.append((Odometry, "odom"))
         if p["pose_source"] == "tf" or (p["pose_source"] == "odometry" and self._base_T_camera is None):
             self._tf = TfLookup(self, p["tf_cache_s"])
+        names = ["color", "depth", "pose"][:len(inputs)]
         self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, SENSOR_QOS,
-                                 callback_group=sensors)
+                                 callback_group=sensors, event_callbacks=self._lost_counter("camera_info"))
         self._sync = None
         if message_filters is not None:
-            subs = [message_filters.Subscriber(self, t, n, qos_profile=SENSOR_QOS, callback_group=sensors)
-                    for t, n in inputs]
+            subs = [message_filters.Subscriber(self, t, n, qos_profile=SENSOR_QOS, callback_group=sensors,
+                                               event_callbacks=self._lost_counter(name))
+                    for (t, n), name in zip(inputs, names)]
+            for sub, name in zip(subs, names):
+                sub.registerCallback(lambda _m, name=name: self._received.update((name,)))
             self._mf_sync = message_filters.ApproximateTimeSynchronizer(subs, p["sync_queue_size"], p["sync_slop_s"])
             self._mf_sync.registerCallback(lambda *msgs: self._on_messages(msgs))
         else:
@@ -169,9 +188,9 @@ class MappingNode(Node):
                            max_clock_offset_ns=int(p["max_clock_offset_s"] * 1e9)),
                 lambda matched: self._on_messages(matched.messages), now_ns=None if sim_time else self._now_ns,
                 on_off_clock=self._on_off_clock)
-            for index, (msg_type, topic) in enumerate(inputs):
-                self.create_subscription(msg_type, topic, lambda m, i=index: self._add(i, m), SENSOR_QOS,
-                                         callback_group=sensors)
+            for index, ((msg_type, topic), name) in enumerate(zip(inputs, names)):
+                self.create_subscription(msg_type, topic, lambda m, i=index, name=name: self._add(i, name, m),
+                                         SENSOR_QOS, callback_group=sensors, event_callbacks=self._lost_counter(name))
         self._map_pub = self.create_publisher(PointCloud2, "~/map_cloud", LATCHED_QOS)
         self._kf_pub = self.create_publisher(PoseArray, "~/keyframes", LATCHED_QOS)
         self._grid_pub = self.create_publisher(OccupancyGrid, "~/occupancy_grid", LATCHED_QOS)
@@ -253,10 +272,17 @@ class MappingNode(Node):
 
     # --- callbacks: convert and hand off -------------------------------------------------------
     def _on_info(self, msg: CameraInfo) -> None:
+        self._received["camera_info"] += 1
         with self._info_lock:
             self._camera_info = msg
 
-    def _add(self, index: int, msg) -> None:
+    def _lost_counter(self, name: str) -> SubscriptionEventCallbacks:
+        def lost(info) -> None:
+            self._lost[name] += int(info.total_count_change)
+        return SubscriptionEventCallbacks(message_lost=lost)
+
+    def _add(self, index: int, name: str, msg) -> None:
+        self._received[name] += 1
         self._sync.add(index, stamp_to_ns(msg.header.stamp), msg)
 
     def _on_messages(self, msgs) -> None:
@@ -272,7 +298,12 @@ class MappingNode(Node):
             intrinsics = camera_info_to_intrinsics(info)
             color = image_to_rgb(color_msg)
             depth = image_to_depth_m(depth_msg)
-            world_T_camera = self._pose_of(msgs, color_msg, stamp_ns)
+            try:
+                world_T_camera = self._pose_of(msgs, color_msg, stamp_ns)
+            except TransformUnavailable:
+                raise
+            except InputError as exc:  # a zero or NaN quaternion, a pose in another frame: counted as a pose fault
+                raise FrameRejected(RejectReason.BAD_POSE, str(exc)) from None
         except TransformUnavailable as exc:
             # Not yet in the buffer (or never published): reject and count, never raise out of here.
             self.mapper.gate.count(RejectReason.NO_TRANSFORM)
@@ -316,8 +347,20 @@ class MappingNode(Node):
 
     def _on_reject(self, _frame, exc: Exception) -> None:
         # Throttled: a stream of bad frames (a future stamp, a missing transform) is one line per 2 s.
+        if isinstance(exc, FrameRejected) and exc.reason in _ONCE_REASONS:
+            if exc.reason not in self._warned_once:
+                self._warned_once.add(exc.reason)
+                self.get_logger().warning(f"frame rejected ({exc.reason.name}): {exc} (said once; the statistics "
+                                          "line counts the others)")
+            return
+        # Throttled per reason (rclpy's throttle is per call site, so one reason would hide the others).
         reason = exc.reason.name if isinstance(exc, FrameRejected) else type(exc).__name__
-        self.get_logger().warning(f"frame rejected ({reason}): {exc}", throttle_duration_sec=2.0)
+        now = time.monotonic()
+        with self._info_lock:
+            if now - self._last_warned.get(reason, -math.inf) < 2.0:
+                return
+            self._last_warned[reason] = now
+        self.get_logger().warning(f"frame rejected ({reason}): {exc}")
 
     # --- timers --------------------------------------------------------------------------------
     def _publish_map(self) -> None:
@@ -341,6 +384,7 @@ class MappingNode(Node):
         self.get_logger().info(f"frames received={s.received} fused={s.fused} dropped_queue_full="
                                f"{s.dropped_queue_full} rejected={rejected or 0} keyframes={len(self.mapper.keyframes())} "
                                f"blocks={self.mapper.map.num_blocks} last_update={s.last_update_ms:.1f} ms "
+                               f"messages={dict(self._received)} lost_in_transport={dict(self._lost) or 0} "
                                f"sync={sync}")
 
     def shutdown_core(self) -> None:

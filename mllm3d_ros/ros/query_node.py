@@ -6,7 +6,7 @@ snapshot and keyframe images at memory speed; the 2D model is reached through th
 
 Action server:   segment_query (mllm3d_ros/action/SegmentQuery)
 Subscribed:      ~/instruction (std_msgs/String, reliable) -- e.g. from a speech-to-text node
-                 segmentation/heartbeat (std_msgs/String) -- liveness of the segmentation node
+                 segmentation/heartbeat (std_msgs/String) -- liveness and state of the segmentation node
                  /tf, /tf_static (through TfLookup) -- for goals whose target_frame is not the map frame
 Published:       ~/segmented_cloud (sensor_msgs/PointCloud2, latched): best object, x y z rgb confidence
                  ~/markers (visualization_msgs/MarkerArray, latched): boxes + labels per object, and an
@@ -14,7 +14,7 @@ Published:       ~/segmented_cloud (sensor_msgs/PointCloud2, latched): best obje
                  (both always in the map frame, whatever the goal's target_frame: RViz's fixed frame)
                  ~/result (std_msgs/String, reliable): JSON summary of each result; an instruction that
                  arrives while a query runs is answered there with status BUSY
-Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews)
+Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews), through segment_views_client
 Parameters:      see QUERY_PARAMS below and config/perception.yaml (block `query`).
 """
 
@@ -25,8 +25,6 @@ import functools
 import json
 import threading
 import time
-from typing import Sequence
-
 import numpy as np
 from geometry_msgs.msg import Point
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -37,26 +35,21 @@ from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import SegmentQuery
-from ..backends.base import BackendUnavailable
 from ..core.approach import (ApproachConfig, ApproachPose, approach_summary, camera_height_above_floor,
                              plan_approach)
-from ..core.instruction import ParsedInstruction, parsed_from_json
-from ..core.open_set import Recognition, open_recognition
 from ..core.geometry import transform_box, transform_points
 from ..core.memory_query import MemoryResolver
 from ..core.occupancy import OccupancyGridSource
-from ..core.pipeline import MapSource, QueryCanceled, QueryConfig, QueryPipeline
-from ..core.segmentation import ModeUnsupported
+from ..core.pipeline import MapSource, QueryConfig, QueryPipeline
 from ..core.tf_buffer import TransformUnavailable, check_frame_id
-from ..core.types import BackendView, InputError, QueryResult, QueryStatus, SegmentationResult
+from ..core.types import InputError, QueryResult, QueryStatus
 from ..core.view_selection import ViewSelectionConfig
 from ..core.voting import VotingConfig
 from ..msg import SegmentedObject
-from ..srv import SegmentViews
-from .conversions import (add_views_to_request, approach_to_msg, box_to_msg, checked_response, make_header,
-                          points_to_cloud, predictions_from_response)
+from .conversions import approach_to_msg, box_to_msg, make_header, points_to_cloud
 from .params import ParamSpec, ParameterError, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
+from .segment_views_client import SegmentViewsClient
 from .tf import TfLookup
 
 QUERY_PARAMS = (
@@ -77,7 +70,8 @@ QUERY_PARAMS = (
     ParamSpec("heartbeat_topic", "segmentation/heartbeat", "Liveness topic of the segmentation node."),
     ParamSpec("backend_timeout_s", 3.0, "The backend counts as gone after this long without a heartbeat.",
               0.5, 60.0),
-    ParamSpec("service_wait_s", 2.0, "How long a query waits for the segmentation service to appear.", 0.0, 60.0),
+    ParamSpec("service_wait_s", 2.0, "How long a call waits for a segmentation node not heard yet (or just "
+              "activated) to become ready; one that is loading its model fails at once.", 0.0, 60.0),
     ParamSpec("min_mask_confidence", 0.3, "Voting: masks below this confidence are dropped first.", 0.0, 1.0),
     ParamSpec("min_support_ratio", 0.5, "Voting: an object must be masked in this fraction of the views that "
               "see it, else it is a hallucination.", 0.0, 1.0),
@@ -96,124 +90,13 @@ QUERY_PARAMS = (
 )
 
 
+RESULT_TIMEOUT_S = 10
+
+
 def _marker_color(rank: int) -> ColorRGBA:
     palette = [(0.1, 0.9, 0.2), (1.0, 0.6, 0.0), (0.2, 0.5, 1.0), (0.9, 0.2, 0.8), (0.9, 0.9, 0.1)]
     r, g, b = palette[rank % len(palette)]
     return ColorRGBA(r=r, g=g, b=b, a=0.8)
-
-
-class RemoteSegmenter:
-    """SegmentFn (and ParseFn `parse`, RecogniseFn `recognise`) that calls the segmentation node's service and
-    watches its heartbeat."""
-
-    def __init__(self, node: Node, service: str, heartbeat_topic: str, timeout_s: float, service_wait_s: float,
-                 callback_group) -> None:
-        self._client = node.create_client(SegmentViews, service, callback_group=callback_group)
-        self._timeout_s = timeout_s
-        self._service_wait_s = service_wait_s
-        self._heartbeat_topic = node.resolve_topic_name(heartbeat_topic)
-        self._last_heartbeat = 0.0
-        self._backend_name: str | None = None  # from the heartbeat's "<backend> <state>"
-        self._parse_unsupported = False
-        self._recognise_unsupported = False
-        self._lock = threading.Lock()
-        node.create_subscription(String, heartbeat_topic, self._on_heartbeat, RELIABLE_QOS,
-                                 callback_group=callback_group)
-
-    def _on_heartbeat(self, msg: String) -> None:
-        with self._lock:
-            self._last_heartbeat = time.monotonic()
-            name = msg.data.split(" ", 1)[0]
-            if self._backend_name is not None and name != self._backend_name:
-                self._parse_unsupported = False  # another backend now: it may parse
-                self._recognise_unsupported = False
-            self._backend_name = name
-
-    def _alive(self) -> bool:
-        with self._lock:
-            return time.monotonic() - self._last_heartbeat < self._timeout_s
-
-    def __call__(self, views: Sequence[BackendView], instruction: str, *, cancel: threading.Event | None = None,
-                 deadline: float | None = None) -> SegmentationResult:
-        """Segment `views` on the remote node; `cancel` (set by this query's cancel or preempt) raises
-        QueryCanceled, and at `deadline` (time.monotonic()) the call gives up with TimeoutError."""
-        request = SegmentViews.Request(mode=SegmentViews.Request.SEGMENT, instruction=instruction)
-        add_views_to_request(request, views)
-        response = self._call(request, cancel, deadline)
-        return SegmentationResult(
-            target_phrase=response.target_phrase,
-            query_embedding=np.asarray(response.query_embedding, dtype=np.float32),
-            views=predictions_from_response(response, views), forward_ms=float(response.forward_ms))
-
-    def parse(self, instruction: str, *, cancel: threading.Event | None = None,
-              deadline: float | None = None) -> ParsedInstruction:
-        """The backend's parse of `instruction` (mode PARSE). An UNSUPPORTED answer is remembered (later calls
-        raise ModeUnsupported without asking) until the heartbeat names another backend."""
-        with self._lock:
-            if self._parse_unsupported:
-                raise ModeUnsupported(f"backend '{self._backend_name}' has no instruction parsing mode")
-        try:
-            response = self._call(SegmentViews.Request(mode=SegmentViews.Request.PARSE, instruction=instruction),
-                                  cancel, deadline)
-        except ModeUnsupported:
-            with self._lock:
-                self._parse_unsupported = True
-            raise
-        return parsed_from_json(response.parsed_json, instruction, "the segmentation node")
-
-    def recognise(self, phrase: str, *, cancel: threading.Event | None = None,
-                  deadline: float | None = None) -> Recognition:
-        """Whether the backend recognises `phrase` (mode RECOGNISE: the open-set gate of the segmentation node's
-        backend). A segmentation node without the mode (UNSUPPORTED) is remembered: its phrases go on as an
-        open vocabulary's would, without asking again, until the heartbeat names another backend."""
-        with self._lock:
-            if self._recognise_unsupported:
-                return open_recognition(phrase, f"backend '{self._backend_name}'")
-        # Like the memory's text calls: a service that was there and is gone is said at once (a query must not
-        # wait service_wait_s for a node the graph no longer has before answering BACKEND_UNAVAILABLE); before
-        # the first heartbeat the call waits for the service as the other modes do.
-        with self._lock:
-            seen = self._last_heartbeat > 0.0
-        if seen and not self._client.service_is_ready():
-            raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
-                                     "is the segmentation node running (and configured)?")
-        try:
-            response = self._call(SegmentViews.Request(mode=SegmentViews.Request.RECOGNISE, instruction=phrase),
-                                  cancel, deadline, quick=True)
-        except ModeUnsupported:
-            with self._lock:
-                self._recognise_unsupported = True
-            return open_recognition(phrase, f"backend '{self._backend_name}'")
-        return Recognition.from_json(response.recognition_json)
-
-    def _call(self, request, cancel: threading.Event | None, deadline: float | None, quick: bool = False):
-        """The response to `request` once it is OK; errors by status (InputError, ModeUnsupported, BackendError).
-        `quick`: a call that takes milliseconds (a phrase's recognition) gives up as soon as the heartbeat has
-        been silent for backend_timeout_s, not only after running that long itself."""
-        wait_s = self._service_wait_s if deadline is None else max(0.0, min(self._service_wait_s,
-                                                                             deadline - time.monotonic()))
-        if not self._client.wait_for_service(timeout_sec=wait_s):
-            raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
-                                     "is the segmentation node running (and configured)?")
-        done = threading.Event()
-        future = self._client.call_async(request)
-        future.add_done_callback(lambda _f: done.set())
-        start = time.monotonic()
-        # The heartbeat, not the DDS lease (20 s by default), tells us quickly that the node died.
-        while not done.wait(0.05):
-            if cancel is not None and cancel.is_set():
-                self._client.remove_pending_request(future)
-                raise QueryCanceled()
-            if deadline is not None and time.monotonic() > deadline:
-                self._client.remove_pending_request(future)
-                raise TimeoutError(f"no answer from '{self._client.srv_name}' before the query's deadline "
-                                   f"({time.monotonic() - start:.1f} s into this call)")
-            if (quick or time.monotonic() - start > self._timeout_s) and not self._alive():
-                self._client.remove_pending_request(future)
-                raise BackendUnavailable(f"segmentation node stopped answering (no heartbeat on "
-                                         f"'{self._heartbeat_topic}' for "
-                                         f"{self._timeout_s:.1f} s) during the query")
-        return checked_response(future.result())
 
 
 def object_description(obj, box=None) -> str:
@@ -308,8 +191,9 @@ class QueryNode(Node):
         self._model_parsing = p["model_parsing"]
         self._map_source = map_source
         self._action_group = ReentrantCallbackGroup()
-        self._segmenter = RemoteSegmenter(self, p["segment_service"], p["heartbeat_topic"], p["backend_timeout_s"],
-                                          p["service_wait_s"], ReentrantCallbackGroup())
+        self._segmenter = SegmentViewsClient(self, p["segment_service"], p["heartbeat_topic"],
+                                             backend_timeout_s=p["backend_timeout_s"],
+                                             service_wait_s=p["service_wait_s"], callback_group=ReentrantCallbackGroup())
         voting = VotingConfig(min_mask_confidence=p["min_mask_confidence"], min_support_ratio=p["min_support_ratio"],
                               depth_tolerance_m=p["depth_tolerance_m"])
         self.pipeline = QueryPipeline(
@@ -330,10 +214,13 @@ class QueryNode(Node):
         self._cloud_pub = self.create_publisher(PointCloud2, "~/segmented_cloud", LATCHED_QOS)
         self._marker_pub = self.create_publisher(MarkerArray, "~/markers", LATCHED_QOS)
         self._result_pub = self.create_publisher(String, "~/result", RELIABLE_QOS)
+        # A finished goal's result (clouds included, ~0.2 MB) is kept for late result requests for
+        # result_timeout: Humble's default of 900 s holds every answer of the last quarter hour in memory.
+        # Clients ask for the result as soon as the goal is accepted, so 10 s (Jazzy's default) is plenty.
         self._action = ActionServer(self, SegmentQuery, "segment_query", execute_callback=self._execute,
                                     goal_callback=self._on_goal, cancel_callback=self._on_cancel,
                                     handle_accepted_callback=self._on_accepted,
-                                    callback_group=self._action_group)
+                                    callback_group=self._action_group, result_timeout=RESULT_TIMEOUT_S)
         self._instruction_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(String, "~/instruction", self._on_instruction, RELIABLE_QOS,
                                  callback_group=self._instruction_group)

@@ -268,3 +268,28 @@ def test_one_frame_stamped_an_hour_ahead_does_not_freeze_mapping(ros, tmp_path):
     finally:
         h.close()
         stop(proc)
+
+
+def test_depth_in_metres_as_uint16_is_said_once_and_counted_not_fused(ros, tmp_path):
+    # Issue 20 item 6: such frames were counted as fused and made keyframes, with no warning.
+    import dataclasses
+    proc, log = _start_mapping(tmp_path, "metrecase", "stats_period_s:=0.5")
+    h = _Harness("metrecase")
+    try:
+        h.wait_matched("/metrecase/camera/pose")
+        pose = MAP_T_ODOM @ ODOM_T_BASE[0] @ BASE_T_CAMERA
+        for _ in range(5):
+            stamp = h.now_ns()
+            frame = SIM.render(pose, stamp).frame
+            h.camera.publish(dataclasses.replace(frame, depth_m=frame.depth_m * np.float32(1e-3)), stamp)  # 2 m -> "2 mm"
+            time.sleep(0.15)
+        assert wait_for_log(log, "'NO_DEPTH_IN_RANGE': 5", 30), log.read_text()
+        text = log.read_text()
+        assert text.count("frame rejected (NO_DEPTH_IN_RANGE)") == 1, text
+        assert "depth looks like metres written as uint16, expected millimetres" in text
+        stats = [line for line in text.splitlines() if "'NO_DEPTH_IN_RANGE': 5" in line][-1]
+        # Counted as received per input, not fused, no keyframe.
+        assert "fused=0 " in stats and "keyframes=0 " in stats and "'color': 5" in stats and "'depth': 5" in stats, stats
+    finally:
+        h.close()
+        stop(proc)

@@ -37,3 +37,33 @@ def test_memory_parameters_reach_the_object_memory():
                                          map_objects=False)
     assert (config.keep_apart, config.min_detections, config.voxel_size_m, config.max_instances) == (False, 3, 0.05, 50)
     assert not map_objects
+
+
+def test_describe_after_a_map_reset_reports_the_current_memory():
+    # Issue 20 item 8: after ~/reset, describe said "0 of 0 confirmed objects (100 keyframes in the memory)".
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+    from test_object_memory import EYES, proposal, view
+
+    from mllm3d_ros.srv import DescribeScene
+
+    context = Context()
+    rclpy.init(context=context)
+    mapper = Mapper()
+    node = MemoryNode(mapper, context=context, namespace="/memtest",
+                      parameter_overrides=[Parameter("model_captions", value=False)])
+    try:
+        for k in range(3):
+            keyframe, box_id = view(k, EYES[k])
+            node.memory.integrate(keyframe, (proposal(box_id == 0),))
+        before = node._on_describe(DescribeScene.Request(), DescribeScene.Response()).message
+        assert "(3 keyframes in the memory)" in before and before.startswith("1 of 1 confirmed"), before
+        mapper.reset()  # what ~/reset does; the memory node listens
+        after = node._on_describe(DescribeScene.Request(), DescribeScene.Response()).message
+        assert after == "0 of 0 confirmed objects (0 keyframes in the memory)", after
+        assert "keyframes=0 " in node.log_stats()
+    finally:
+        node.shutdown_core()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
