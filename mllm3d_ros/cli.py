@@ -9,21 +9,78 @@
   mllm3d demo                            the end-to-end demo (simulator -> map -> queries)
 
 Errors are one line on stderr ("error: ..."). Exit codes, every subcommand:
-  0  success (query/segment: an object was found; launch/replay/simulate: a clean stop or Ctrl-C)
+  0  success (query/segment: an object was found; launch/replay/simulate: a clean stop, e.g. the recording ended)
   1  answered, but not a success (query/segment: NOT_FOUND, MAP_EMPTY, ...; the status is printed);
      replay: no frame of the recording could be read; demo: the system did not come up
-  2  bad usage, arguments, parameters or input (unknown option, bad dataset, wrong parameter type)
+  2  bad usage, arguments, parameters or input (unknown option, bad dataset, wrong parameter type,
+     an instruction that is empty, over 2,000 characters or not UTF-8)
   3  query/describe: no SegmentQuery server / DescribeScene service; segment: the backend cannot run (model missing, device absent)
   4  query: the goal was rejected (a query is running, second_goal_policy=reject)
-  5  query: no result within --timeout
+  5  query: no result within --timeout (the goal is cancelled)
+  130, 143  stopped by SIGINT (Ctrl-C) / SIGTERM, with one line on stderr (query: the goal is cancelled first)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REJECTED, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by StopSignals(raise_in_main=True); a BaseException, like KeyboardInterrupt,
+    so that no library's `except Exception` swallows it."""
+
+
+class StopSignals:
+    """While installed (a `with` block), SIGINT and SIGTERM set `event` and keep the first signal's number;
+    with `raise_in_main` they also raise _Stopped in the main thread (work that cannot poll an event)."""
+
+    def __init__(self, raise_in_main: bool = False) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._raise = raise_in_main
+        self._previous: dict = {}
+
+    def _handle(self, signum, _frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+        if self._raise:
+            raise _Stopped()
+
+    def __enter__(self) -> "StopSignals":
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+    def report(self, what: str) -> int:
+        """Print the one line that says how the command ended; returns 130 / 143."""
+        print(f"interrupted by {signal.Signals(self.signum or signal.SIGINT).name}: {what}", file=sys.stderr,
+              flush=True)
+        return self.exit_code
+
+
+def _instruction(text: str) -> str | None:
+    """The instruction checked as the query node and the pipeline check it; None after printing why not."""
+    from .core.segmentation import normalise_instruction
+    from .core.types import InputError
+    try:
+        return normalise_instruction(text)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 def _ros_args(params: dict[str, object]) -> list[str]:
@@ -44,7 +101,7 @@ def cmd_launch(ns: argparse.Namespace) -> int:
         args[k] = v
     params_file = args.pop("params_file", "")
     try:
-        return launch(args, params_file)
+        return launch(args, params_file)  # 130 / 143 after a signal, with its own line
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -52,7 +109,7 @@ def cmd_launch(ns: argparse.Namespace) -> int:
 
 def cmd_query(ns: argparse.Namespace) -> int:
     from .core.types import QueryStatus
-    from .ros.client import QueryClient, with_ros
+    from .ros.client import Interrupted, QueryClient, with_ros
 
     if not 0 <= ns.views <= 65535 or not 0.0 <= ns.min_confidence <= 1.0 or ns.timeout <= 0:
         print(f"error: --views must be in [0, 65535], --min-confidence in [0, 1] and --timeout > 0, got "
@@ -65,20 +122,30 @@ def cmd_query(ns: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if _instruction(ns.instruction) is None:
+        return EXIT_USAGE
+    stop = StopSignals()
 
     def run() -> int:
         client = QueryClient(node_name="mllm3d_query_cli")
         try:
-            if not client.wait_for_server(ns.wait):
+            if not _wait_for_server(client, ns.wait, stop.event):
+                if stop.event.is_set():
+                    return stop.report("no goal was sent")
                 print("error: no SegmentQuery server on /mllm3d/segment_query (is `mllm3d launch` running?)",
                       file=sys.stderr)
                 return EXIT_UNAVAILABLE
             try:
                 accepted, result = client.send(ns.instruction, ns.views, ns.min_confidence,
                                                lambda stage, p: print(f"  [{p * 100:5.1f} %] {stage}", flush=True),
-                                               ns.timeout, target_frame=ns.target_frame)
+                                               ns.timeout, target_frame=ns.target_frame, stop=stop.event)
+            except Interrupted as exc:
+                return stop.report({True: "goal canceled", False: "the server did not confirm the cancel of the goal",
+                                    None: "no goal was running"}[exc.goal_canceled])
             except TimeoutError as exc:
-                print(f"error: {exc}", file=sys.stderr)
+                canceled = getattr(exc, "goal_canceled", None)
+                print(f"error: {exc}" + {True: " (goal canceled)", False: " (the cancel was not confirmed)",
+                                         None: ""}[canceled], file=sys.stderr)
                 return EXIT_TIMEOUT
             if not accepted:
                 print("error: goal rejected: a query is already running (second_goal_policy=reject)",
@@ -95,23 +162,34 @@ def cmd_query(ns: argparse.Namespace) -> int:
         finally:
             client.close()
 
-    try:
-        return with_ros(run)
-    except KeyboardInterrupt:
-        return 130
+    with stop:
+        return with_ros(run, handle_signals=False)
+
+
+def _wait_for_server(client, wait_s: float, stop: threading.Event) -> bool:
+    """wait_for_server in short steps, so a signal ends the wait."""
+    import time
+    end = time.monotonic() + wait_s
+    while not client.wait_for_server(min(0.2, max(0.0, end - time.monotonic()))):
+        if stop.is_set() or time.monotonic() >= end:
+            return False
+    return True
 
 
 def cmd_describe(ns: argparse.Namespace) -> int:
-    from .ros.client import QueryClient, with_ros
+    from .ros.client import Interrupted, QueryClient, with_ros
 
     if not 0 <= ns.max <= 65535:
         print(f"error: --max must be in [0, 65535], got {ns.max}", file=sys.stderr)
         return EXIT_USAGE
+    stop = StopSignals()
 
     def run() -> int:
         client = QueryClient(node_name="mllm3d_describe_cli")
         try:
-            response = client.describe(ns.max, ns.wait)
+            response = client.describe(ns.max, ns.wait, stop=stop.event)
+        except Interrupted:
+            return stop.report("describe stopped")
         except TimeoutError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_TIMEOUT
@@ -127,22 +205,28 @@ def cmd_describe(ns: argparse.Namespace) -> int:
                   f"views {obj.supporting_views}/{obj.visible_views}")
         return EXIT_OK if response.success else EXIT_FAILED
 
-    try:
-        return with_ros(run)
-    except KeyboardInterrupt:
-        return 130
+    with stop:
+        return with_ros(run, handle_signals=False)
+
+
+def _run_source(main, args: list[str], what: str) -> int:
+    """A publishing node (replay, simulator) until it ends or a signal stops it (130 / 143, one line)."""
+    code = main(args, signal_exit_codes=True)
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        print(f"interrupted by {signal.Signals(code - 128).name}: {what} stopped", file=sys.stderr, flush=True)
+    return code
 
 
 def cmd_replay(ns: argparse.Namespace) -> int:
     from .ros.replay_node import main
-    return main(_ros_args({"path": ns.path, "rate_scale": float(ns.rate_scale), "stride": ns.stride,
-                           "loop": ns.loop}))
+    return _run_source(main, _ros_args({"path": ns.path, "rate_scale": float(ns.rate_scale), "stride": ns.stride,
+                                        "loop": ns.loop}), "replay")
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
     from .ros.simulator_node import main
-    return main(_ros_args({"seed": ns.seed, "rate_hz": float(ns.rate_hz), "num_frames": ns.num_frames,
-                           "loop": not ns.once}))
+    return _run_source(main, _ros_args({"seed": ns.seed, "rate_hz": float(ns.rate_hz), "num_frames": ns.num_frames,
+                                        "loop": not ns.once}), "simulator")
 
 
 def cmd_segment(ns: argparse.Namespace) -> int:
@@ -150,9 +234,13 @@ def cmd_segment(ns: argparse.Namespace) -> int:
     from .core.config import ConfigError
     from .core.types import InputError
     from .offline_segment import segment_recording
+    stop = StopSignals(raise_in_main=True)
     try:
-        out = segment_recording(ns.dataset, ns.instruction, ns.out, backend=ns.backend, views=ns.views,
-                                stride=ns.stride, max_frames=ns.max_frames, voxel_size_m=ns.voxel_size)
+        with stop:
+            out = segment_recording(ns.dataset, ns.instruction, ns.out, backend=ns.backend, views=ns.views,
+                                    stride=ns.stride, max_frames=ns.max_frames, voxel_size_m=ns.voxel_size)
+    except _Stopped:
+        return stop.report("segment stopped")
     except (InputError, ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -167,7 +255,9 @@ def cmd_segment(ns: argparse.Namespace) -> int:
               f"{obj.point_indices.size} points, views {obj.supporting_views}/{obj.visible_views}"
               + (f"; {obj.detail}" if obj.detail else "") + ("" if obj.detail or not obj.unconfirmed else
                                                               "; label unconfirmed"))
-    print(f"wrote {out.ply_path}, {out.json_path}, {out.png_path}")
+    print(f"wrote {', '.join(str(p) for p in (out.ply_path, out.json_path, out.png_path) if p is not None)}")
+    if out.png_error:
+        print(f"warning: the PNG render was not written: {out.png_error}", file=sys.stderr)
     return EXIT_OK if r.objects else EXIT_FAILED
 
 
@@ -226,8 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)  # usage errors exit 2
-    return ns.fn(ns)
+    try:
+        ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)  # usage errors exit 2
+        code = ns.fn(ns)
+        sys.stdout.flush()  # here, where a reader that went away can still be answered quietly
+        return code
+    except BrokenPipeError:
+        # `mllm3d describe | head -1`: the reader has gone, which is what it asked for. Point stdout at
+        # /dev/null so the flush at exit does not fail again, and exit as a tool killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

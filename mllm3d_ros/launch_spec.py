@@ -127,3 +127,48 @@ def local_dds_env(environ: dict[str, str]) -> dict[str, str]:
         if profile.exists():
             env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     return env
+
+
+def check_params_file(path: str | Path) -> str | None:
+    """Why `path` is not a usable ROS 2 parameters file (one line), or None: missing, not YAML (with the
+    line and column of the syntax error), or not `node_name: {ros__parameters: {...}}` blocks. rcl's own
+    parser says only "Couldn't parse params file"."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"parameters file not found: {path}"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"parameters file {path} cannot be read: {exc}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"parameters file {path}: YAML syntax error{where}: {exc.problem or exc.context}"
+    except yaml.YAMLError as exc:
+        return f"parameters file {path}: not YAML: {' '.join(str(exc).split())}"
+    if not isinstance(data, dict) or not data:
+        return f"parameters file {path}: expected 'node_name: {{ros__parameters: {{...}}}}' blocks, got " \
+               f"{type(data).__name__}"
+
+    def problem(block, where: str) -> str | None:
+        if not isinstance(block, dict):
+            return f"parameters file {path}: '{where}' must be a mapping, got {type(block).__name__}"
+        if "ros__parameters" in block:
+            if not isinstance(block["ros__parameters"], dict):
+                return f"parameters file {path}: '{where}.ros__parameters' must be a mapping of parameters"
+            return None
+        for key, sub in block.items():  # a namespace level ('/**', 'mllm3d') above the node's block
+            found = problem(sub, f"{where}.{key}")
+            if found:
+                return found
+        return None if block else f"parameters file {path}: '{where}' has no ros__parameters"
+
+    for key, block in data.items():
+        found = problem(block, str(key))
+        if found:
+            return found
+    return None

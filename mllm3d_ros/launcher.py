@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from .launch_spec import NAMESPACE, NodeSpec, local_dds_env, node_specs, params_files
+from .launch_spec import NAMESPACE, NodeSpec, check_params_file, local_dds_env, node_specs, params_files
 
 
 def executable_path(name: str) -> Path:
@@ -90,28 +90,34 @@ def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str
     A crashed segmentation node is restarted (RestartPolicy) while the perception node and its map
     keep running; past the limit it stays down and queries answer BACKEND_UNAVAILABLE. Exit code 2
     (bad parameters) of any process, or any exit of the perception node, stops the whole launch
-    with that code.
+    with that code; a parameters file that does not parse is refused (2) before anything starts.
+    SIGINT / SIGTERM stop every process and return 128 + the signal number (130 / 143).
     """
     policy = policy or RestartPolicy()
     files = params_files({**args, "params_file": params_file})
+    # Checked here, once: every node would otherwise fail on it with rcl's own "Couldn't parse params file".
     for path in files:
-        if not path.exists():
-            print(f"error: parameters file not found: {path}", file=sys.stderr)
-            return 2
+        problem = check_params_file(path)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return BAD_PARAMETERS
+    specs = node_specs(args)  # bad launch arguments: ValueError before any process starts
     env = local_dds_env(dict(os.environ, **(extra_env or {})))
-    procs: list[_Supervised] = []
-    for spec in node_specs(args):
-        cmd = command_for(spec, *files)
-        print(f"[launch] {spec.executable}: {' '.join(cmd)}", flush=True)
-        procs.append(_Supervised(spec, cmd, env, policy))
     stopping = False
+    stopped_by: list[int] = []
 
-    def _stop(*_):
+    def _stop(signum, _frame):
         nonlocal stopping
         stopping = True
+        stopped_by.append(signum)
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    procs: list[_Supervised] = []
+    for spec in specs:
+        cmd = command_for(spec, *files)
+        print(f"[launch] {spec.executable}: {' '.join(cmd)}", flush=True)
+        procs.append(_Supervised(spec, cmd, env, policy))
     exit_code = 0
     while not stopping:
         now = time.monotonic()
@@ -133,11 +139,17 @@ def launch(args: dict[str, str], params_file: str = "", extra_env: dict[str, str
                           f"times within {policy.window_s:.0f} s: leaving it down (the rest keeps running; see "
                           f"README, 'Restarting one node')", flush=True)
                 continue
-            print(f"[launch] {name} exited with code {code}; stopping the others", flush=True)
+            if code == BAD_PARAMETERS:  # its own line said why; the others are stopped quietly
+                print(f"[launch] {name} refused its parameters; stopping the others", flush=True)
+            else:
+                print(f"[launch] {name} exited with code {code}; stopping the others", flush=True)
             # Killed by a signal (Popen says -N): exit as a shell reports it, 128 + N.
             exit_code, stopping = (128 - code if code < 0 else code or 1), True
             break
         time.sleep(0.1)
+    if stopped_by:
+        print(f"[launch] {signal.Signals(stopped_by[0]).name}: stopping every process", flush=True)
+        exit_code = 128 + stopped_by[0]
     live = [sup.proc for sup in procs if sup.proc is not None and sup.proc.poll() is None]
     for proc in live:
         proc.send_signal(signal.SIGINT)

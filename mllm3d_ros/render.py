@@ -18,7 +18,10 @@ QueryResult with its snapshot and keyframes (what `segment` has).
 
 from __future__ import annotations
 
+import functools
+import logging
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -147,6 +150,24 @@ def render_query(path: str | Path, instruction: str, result: QueryResult, snapsh
                          message=result.message, note=note)
 
 
+def _quiet_glyphs(fn):
+    """Run a render without "Glyph ... missing from font(s)" lines on the user's terminal: an instruction in a
+    script the font lacks (Chinese, an emoji) draws boxes, which is no reason to warn."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        font_log = logging.getLogger("matplotlib.font_manager")
+        level = font_log.level
+        font_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*[Gg]lyph.*missing")
+                return fn(*args, **kwargs)
+        finally:
+            font_log.setLevel(level)
+    return wrapper
+
+
+@_quiet_glyphs
 def render_result(path: str | Path, map_points_m: np.ndarray, objects: Sequence[RenderObject],
                   keyframes: Sequence[Keyframe] = (), *, instruction: str, status: str, target_phrase: str = "",
                   message: str = "", note: str = "", max_objects: int = 6, depth_tolerance_m: float = 0.05,
@@ -567,3 +588,54 @@ def _segments_cross(a, b) -> bool:
 def _to_png(bbox, height_px: int) -> tuple[float, float, float, float]:
     """A display bbox (y up) as PNG pixels (x0, y0, x1, y1, y down)."""
     return (float(bbox.x0), float(height_px - bbox.y1), float(bbox.x1), float(height_px - bbox.y0))
+
+
+@_quiet_glyphs
+def render_grid(path: str | Path, grid, objects: Sequence[tuple[OrientedBox3D, str]] = (), approach=None,
+                title: str = "", robot_xy_m: tuple[float, float] | None = None) -> Path:
+    """Top view of a floor grid (occupancy.OccupancyGrid2D: free white, occupied black, unknown grey) with the
+    objects' box footprints, the approach pose (core.approach.ApproachPose: a dot, its heading and its
+    clearance) and the robot's position (issue 22)."""
+    from matplotlib.patches import Circle, FancyArrow
+
+    from .core.occupancy import FREE, OCCUPIED
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(7.0, 6.0), dpi=90)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    if not grid.is_empty:
+        img = np.full(grid.shape + (3,), 0.62)
+        img[grid.data == FREE] = 1.0
+        img[grid.data == OCCUPIED] = 0.08
+        x0, y0 = grid.origin_xy_m
+        ax.imshow(img, origin="lower", interpolation="nearest",
+                  extent=(x0, x0 + grid.shape[1] * grid.resolution_m, y0, y0 + grid.shape[0] * grid.resolution_m))
+    for rank, (box, label) in enumerate(objects):
+        color = np.array(COLORS_RGB[rank % len(COLORS_RGB)]) / 255.0
+        ring = box_corners(box)[[0, 2, 6, 4, 0]]
+        ax.plot(ring[:, 0], ring[:, 1], color=color, lw=2)
+        ax.text(box.center_world_m[0], box.center_world_m[1] + box.size_m[1] / 2 + 0.1, label, color=color,
+                fontsize=9, ha="center")
+    blue = np.array(COLORS_RGB[2]) / 255.0
+    if approach is not None and approach.ok:
+        x, y, _ = approach.position_world_m
+        ax.add_patch(Circle((x, y), approach.clearance_m, fill=False, ls="--", color=blue))
+        ax.add_patch(FancyArrow(x, y, 0.3 * np.cos(approach.yaw_rad), 0.3 * np.sin(approach.yaw_rad), width=0.03,
+                                color=blue, length_includes_head=True))
+        ax.plot([x], [y], "o", color=blue, ms=5, label="approach pose")
+    if robot_xy_m is not None:
+        ax.plot([robot_xy_m[0]], [robot_xy_m[1]], "s", color=np.array(COLORS_RGB[5]) / 255.0, ms=7, label="robot")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x [m] (map)")
+    ax.set_ylabel("y [m]")
+    if (approach is not None and approach.ok) or robot_xy_m is not None:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "floor grid: free white, occupied black, unknown grey", fontsize=10)
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 6]):
+        raise OSError(f"could not write the PNG {path}")
+    return path

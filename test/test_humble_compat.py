@@ -5,7 +5,8 @@ Each pattern was checked against the humble branch of ros2/rclpy:
   of its return value;
 - `Node` and executors are not context managers (`__enter__` from Jazzy);
 - `create_timer(autostart=...)` and `Client.call(timeout_sec=...)` are Jazzy+ keywords;
-- modules that Humble's rclpy does not ship (`rclpy.clock_type`, `rclpy.event_handler`, ...).
+- modules that Humble's rclpy does not ship (`rclpy.clock_type`, `rclpy.event_handler`, ...), unless the
+  import is guarded (`try: ... except ImportError:` with a fallback that Humble has).
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ def kilted_only_uses(source: str, filename: str = "<string>") -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module == "rclpy":
             init_names |= {a.asname or a.name for a in node.names if a.name == "init"}
+    guarded = {id(stmt) for t in ast.walk(tree) if isinstance(t, ast.Try)
+               and any(_catches_import_error(h) for h in t.handlers) for stmt in t.body}
     for node in ast.walk(tree):
         where = f"{filename}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) in guarded:
+            continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             if isinstance(node, ast.ImportFrom) and node.module == "rclpy":
@@ -64,6 +69,22 @@ def kilted_only_uses(source: str, filename: str = "<string>") -> list[str]:
             if keyword and any(k.arg == keyword for k in node.keywords):
                 found.append(f"{where}: {_callee(node)}({keyword}=...) (not in Humble)")
     return found
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names)
+
+
+def test_a_guarded_import_is_not_flagged():
+    guarded = """
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:
+    from rclpy.qos_event import SubscriptionEventCallbacks
+"""
+    assert kilted_only_uses(guarded) == []
+    assert kilted_only_uses(guarded.replace("ImportError", "ValueError"))  # not a fallback for a missing module
 
 
 def test_scanner_finds_each_pattern():

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import open3d as o3d
+import pytest
 
 from mllm3d_ros.cli import main as mllm3d
+from mllm3d_ros.core.approach import ApproachStatus
 from mllm3d_ros.core.geometry import invert_transform, transform_points
+from mllm3d_ros.core.occupancy import read_map_server
 from mllm3d_ros.core.types import CameraIntrinsics
 from mllm3d_ros.sources.dataset import open_dataset
 
@@ -61,6 +64,14 @@ def test_segment_the_table_on_real_kitchen(redkitchen_dir, tmp_path):
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["status"] == "SUCCESS" and summary["objects"][0]["label"] == "Table"
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # Issue 22: where a robot can stand to reach the table, and the floor grid as map_server's pair.
+    approach = summary["approach"]
+    assert approach["status"] in {s.name for s in ApproachStatus} and approach["message"]
+    if approach["status"] == "OK":
+        assert len(approach["position_m"]) == 3 and approach["distance_m"] >= 0.45 - 1e-6
+    grid = read_map_server(summary["grid_yaml"])
+    assert grid.counts()["free"] > 0 and grid.counts()["occupied"] > 0
+    assert (tmp_path / "table_grid.png").stat().st_size > 5_000
     points = np.asarray(o3d.io.read_point_cloud(str(out)).points)
     assert len(points) == summary["objects"][0]["num_points"] >= 100
     map_T_world = open_dataset(redkitchen_dir).map_T_world
@@ -97,3 +108,101 @@ def test_not_found_still_writes_an_empty_ply_and_the_json(tmp_path):
     summary = json.loads(out.json_path.read_text())
     assert summary["status"] == "NOT_FOUND" and summary["objects"] == [] and summary["map_points"] == 500
     assert len(o3d.io.read_point_cloud(str(out.ply_path)).points) == 0 and out.png_path.exists()
+    assert summary["approach"] is None and read_map_server(summary["grid_yaml"]).shape[0] > 0
+
+
+# --- issue 20: faults of `mllm3d segment` --------------------------------------------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parent / "core"))
+from rgbd_scene import orbit_poses, room_frame  # noqa: E402
+
+
+def _room_recording(path: Path, n: int = 6, depth_scale: float = 1.0) -> Path:
+    """A 7-Scenes folder of the synthetic room (JPEG colour); `depth_scale` 1e-3 stores metres as uint16."""
+    import dataclasses
+
+    from mllm3d_ros.sources.dataset import write_7scenes
+    frames = [room_frame((k + 1) * 33_000_000, pose) for k, pose in enumerate(orbit_poses(n, yaw_step_rad=0.3))]
+    frames = [dataclasses.replace(f, depth_m=f.depth_m * np.float32(depth_scale)) for f in frames]
+    return write_7scenes(frames, path, color_format="jpg")
+
+
+def _segment(capsys, *args: str) -> tuple[int, str, str]:
+    code = mllm3d(["segment", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("instruction, extra, message", [
+    ("   ", (), "error: instruction is empty"),
+    ("x" * 2001, (), "error: instruction is 2001 characters; the limit is 2000"),
+    ("the table", ("--views", "0"), "error: --views must be in [1, 64], got 0"),
+    ("the table", ("--voxel-size", "5"), "error: --voxel-size: voxel_size_m must be in"),
+    ("the table", ("--backend", "gpt"), "error: --backend must be one of"),
+])
+def test_segment_checks_its_arguments_before_reading_a_frame(tmp_path, capsys, monkeypatch, instruction, extra,
+                                                             message):
+    # Issue 20: these were reported only after 12-17 s of fusion.
+    from mllm3d_ros import offline_segment
+
+    def never(*_a, **_k):
+        raise AssertionError("the recording was opened before the arguments were checked")
+
+    monkeypatch.setattr(offline_segment, "open_recording", never)
+    code, _, err = _segment(capsys, "--dataset", str(tmp_path), "--instruction", instruction, *extra,
+                            "--out", str(tmp_path / "out.ply"))
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and err.startswith(message), err
+
+
+def test_segment_checks_that_out_can_be_written_before_reading_a_frame(tmp_path, capsys, monkeypatch):
+    from mllm3d_ros import offline_segment
+    monkeypatch.setattr(offline_segment, "open_recording", lambda *_a, **_k: pytest.fail("opened the recording"))
+    (tmp_path / "a_file").write_text("x")
+    for out, message in ((tmp_path / "a_file" / "out.ply", "cannot write there"), (tmp_path, "is a folder")):
+        code, _, err = _segment(capsys, "--dataset", str(tmp_path), "--instruction", "the table", "--out", str(out))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_segment_skips_an_unreadable_frame_as_replay_does(tmp_path, capsys, offline_detector_assets):
+    root = _room_recording(tmp_path / "rec")
+    bad = root / "frame-000002.color.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
+    code, out, err = _segment(capsys, "--dataset", str(root), "--instruction", "the wall", "--out",
+                              str(tmp_path / "o.ply"))
+    assert code in (0, 1), out + err  # answered (it used to abort with exit 2 on the first unreadable frame)
+    assert "skipping frame 2" in out + err and "frame-000002.color.jpg" in out + err
+    summary = json.loads((tmp_path / "o.json").read_text())
+    assert summary["frames_unreadable"] == 1 and summary["frames_fused"] == 5, summary
+
+
+def test_segment_on_depth_that_fuses_nothing_says_why(tmp_path, capsys, offline_detector_assets):
+    root = _room_recording(tmp_path / "rec", depth_scale=1e-3)  # ~2 m stored as 2 "mm": metres as uint16
+    code, out, err = _segment(capsys, "--dataset", str(root), "--instruction", "the table", "--out",
+                              str(tmp_path / "o.ply"))
+    assert code == 1, out + err
+    summary = json.loads((tmp_path / "o.json").read_text())
+    assert summary["status"] == "MAP_EMPTY" and summary["frames_fused"] == 0, summary
+    assert summary["frames_rejected"] == {"NO_DEPTH_IN_RANGE": 6}, summary
+    message = summary["message"]
+    assert "none of the 6 frames" in message and "depth looks like metres written as uint16" in message, message
+    assert "topic" not in message, message  # an offline run has none
+
+
+def test_a_png_that_cannot_be_drawn_does_not_change_the_answer(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from mllm3d_ros import render
+    from mllm3d_ros.core.types import MapSnapshot, QueryResult, QueryStatus
+    from mllm3d_ros.offline_segment import write_outputs
+
+    def broken(*_a, **_k):
+        raise UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(render, "render_result", broken)
+    pts = np.random.default_rng(0).uniform(-1, 1, (50, 3)).astype(np.float32)
+    snapshot = MapSnapshot(pts, np.full((50, 3), 128, np.uint8), None, 0)
+    session = SimpleNamespace(mapper=SimpleNamespace(snapshot=lambda: snapshot, keyframes=lambda: ()), frames_fused=3,
+                              fuse_s=0.1)
+    result = QueryResult(QueryStatus.NOT_FOUND, "nothing", target_phrase="x")
+    out = write_outputs(session, "the x", result, tmp_path / "u.ply")
+    assert out.png_path is None and "UnicodeEncodeError" in out.png_error and out.json_path.exists()
+    assert out.result.status is QueryStatus.NOT_FOUND

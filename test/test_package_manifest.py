@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Import name -> rosdep key where they differ.
 ROSDEP_KEYS = {"tf2_ros": "tf2_ros_py", "numpy": "python3-numpy", "cv2": "python3-opencv", "scipy": "python3-scipy",
-               "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm"}
+               "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm", "yaml": "python3-yaml"}
 # Not in rosdep: installed with `pip install -r requirements/perception.txt` (package.xml says so).
 PIP_ONLY = frozenset({"open3d", "torch", "transformers", "rosbags", "ai_edge_litert", "huggingface_hub",
                       "safetensors", "PIL", "bitsandbytes", "accelerate"})

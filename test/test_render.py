@@ -188,3 +188,14 @@ def test_a_png_that_cannot_be_written_raises(tmp_path) -> None:
     (tmp_path / "taken.png").mkdir()  # a folder where the file should go
     with pytest.raises(OSError, match="taken.png"):
         render_result(tmp_path / "taken.png", room_points(), [], [], instruction="x", status="NOT_FOUND")
+
+
+def test_an_instruction_the_font_cannot_draw_gives_no_glyph_warning(tmp_path) -> None:
+    # Issue 20: "Glyph ... missing from font(s)" lines on stderr for an instruction in Chinese or with an emoji.
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = render_result(tmp_path / "cjk.png", room_points(), [], [SEES], instruction="找到杯子 🍵",
+                             status="NOT_FOUND", message="no object matches '杯子'")
+    assert info.path.is_file()
+    assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]

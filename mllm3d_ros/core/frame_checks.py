@@ -36,6 +36,7 @@ class RejectReason(enum.Enum):
     BAD_IMAGE = "bad_image"
     SIZE_MISMATCH = "size_mismatch"
     NO_VALID_DEPTH = "no_valid_depth"
+    NO_DEPTH_IN_RANGE = "no_depth_in_range"
     BAD_INTRINSICS = "bad_intrinsics"
     BAD_POSE = "bad_pose"
     STAMP_OUT_OF_ORDER = "stamp_out_of_order"
@@ -165,6 +166,29 @@ def validate_frame(frame: RgbdFrame) -> RgbdFrame:
     return RgbdFrame(frame.stamp_ns, color, depth_m, intr, pose, frame.frame_id)
 
 
+def check_depth_in_range(depth_m: np.ndarray, depth_min_m: float, depth_max_m: float) -> None:
+    """Raise FrameRejected(NO_DEPTH_IN_RANGE) when no pixel lies in [depth_min_m, depth_max_m]: such a frame
+    fuses nothing (and must not count as fused or become a keyframe). The message names the likely cause."""
+    inside = (depth_m >= depth_min_m) & (depth_m <= depth_max_m)
+    if inside.any():
+        return
+    valid = depth_m[depth_m > 0]
+    lo, hi = float(valid.min()), float(valid.max())
+    cause = ""
+    if hi < depth_min_m and hi <= 0.1:
+        # uint16 images hold millimetres (16UC1, 7-Scenes, TUM / 5): 1..4 "mm" are 1..4 m written as such.
+        cause = ": depth looks like metres written as uint16, expected millimetres"
+    elif hi < depth_min_m:
+        cause = ": every valid pixel is nearer than depth_min_m"
+    elif lo > depth_max_m and lo >= 100.0:
+        cause = ": depth looks like millimetres given as metres (32FC1 depth is in metres)"
+    elif lo > depth_max_m:
+        cause = ": every valid pixel is beyond depth_max_m"
+    raise FrameRejected(RejectReason.NO_DEPTH_IN_RANGE,
+                        f"no depth pixel in [{depth_min_m:g}, {depth_max_m:g}] m (valid depth {lo:.3g}..{hi:.3g} m)"
+                        f"{cause}")
+
+
 @dataclass(frozen=True)
 class FrameGateConfig:
     """Limits of the stateful checks between consecutive frames.
@@ -212,9 +236,12 @@ class FrameGate:
     Thread-safe.
     """
 
-    def __init__(self, config: FrameGateConfig | None = None, now_ns: Callable[[], int] | None = None) -> None:
+    def __init__(self, config: FrameGateConfig | None = None, now_ns: Callable[[], int] | None = None,
+                 depth_range_m: tuple[float, float] | None = None) -> None:
+        """`depth_range_m`: (min, max) of the depth the map fuses; a frame with no pixel in it is NO_DEPTH_IN_RANGE."""
         self.config = config or FrameGateConfig()
         self._now_ns = now_ns
+        self._depth_range_m = depth_range_m
         self._lock = threading.Lock()
         self._last_stamp_ns: int | None = None
         self._last_pose: np.ndarray | None = None
@@ -256,6 +283,8 @@ class FrameGate:
                                     f"(limit {cfg.max_clock_offset_ns / 1e9:g} s); check the sender's clock")
         stamp_reanchor = self._check_stamp_jump_locked(frame.stamp_ns)
         out = validate_frame(frame)
+        if self._depth_range_m is not None:
+            check_depth_in_range(out.depth_m, *self._depth_range_m)
         pose = out.world_T_camera
         pose_reanchor = False
         if self._last_pose is not None:

@@ -26,15 +26,18 @@ _LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Queue bound of the ingestion worker."""
+    """Queue bound of the ingestion worker and how often it carves free space."""
 
     # One second at 30 Hz (30 frames, ~65 MB at 640x480): fusion keeps up with the camera on average,
     # but on 2 cores it falls behind for up to a second while the object memory integrates a keyframe
     # in the same process; 8 frames dropped some of those bursts (benchmarks.realtime).
     queue_size: int = 30
+    # Every n-th fused frame also carves free space into the map (TsdfMap.carve); 0 = never.
+    carve_every: int = 10
 
     def __post_init__(self) -> None:
         check_int("queue_size", self.queue_size, 1, 1000)
+        check_int("carve_every", self.carve_every, 0, 100_000)
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,16 @@ class IngestWorker:
             return False
         t0 = time.perf_counter()
         try:
-            self.map.integrate(checked)
+            if self.map.integrate(checked).touched_blocks == 0:
+                # Every pixel in range still touched no block (Open3D found nothing to fuse): not fused, no keyframe.
+                self.gate.count(RejectReason.NO_DEPTH_IN_RANGE)
+                return False
             added = self.keyframes is not None and self.keyframes.offer(checked).decision is KeyframeDecision.ADDED
+            every = self.config.carve_every
+            if every and (self._fused + 1) % every == 0:
+                # Free-space carving (TsdfMap.carve, 10-30 ms) on every n-th fused frame: a moved object's old
+                # surface is erased after a few seconds of seeing its place empty, at a few % of the fusion time.
+                self.map.carve(checked)
         except Exception:  # keep the node alive; the map lock guarantees no half-applied state is visible
             _LOG.exception("fusion failed for frame stamped %d", frame.stamp_ns)
             with self._cond:

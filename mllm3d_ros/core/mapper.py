@@ -5,7 +5,9 @@ calls every reset listener (other map-bound state, e.g. an object memory). `save
 folder: `map.json` (format name and version, the map's voxel size and block resolution, counters,
 keyframe metadata), `tsdf.npz` (Open3D's VoxelBlockGrid.save) and `keyframes.npz` (poses and images).
 `load(path)` validates all of it before it swaps anything in, so a missing, corrupt or incompatible
-file leaves the running map as it was. Both hold the ingestion worker between frames.
+file leaves the running map as it was: the format version (a map of another version is refused naming
+the version and the build that wrote it), every zip member's CRC (bytes flipped inside an .npz), and
+every array's shape and dtype. Both hold the ingestion worker between frames.
 """
 
 from __future__ import annotations
@@ -35,6 +37,27 @@ MAP_FORMAT_VERSION = 1
 _META, _TSDF, _KEYFRAMES = "map.json", "tsdf.npz", "keyframes.npz"
 
 
+def package_version() -> str:
+    """This build's version (written into map.json as `written_by`)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("mllm3d_ros")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def check_zip_crc(path: Path, what: str) -> None:
+    """MapFileError unless every member of the .npz (a zip) at `path` reads back with its CRC: numpy and
+    Open3D read arrays without checking it, so flipped bytes would load as a silently different map."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as exc:
+        raise MapFileError(f"{what} {path} is not a readable .npz (zip) file: {exc}") from exc
+    if bad is not None:
+        raise MapFileError(f"{what} {path} is corrupt: the CRC of '{bad}' does not match its bytes")
+
+
 class Mapper:
     """Owns the map state; `submit` is cheap (callbacks), fusion runs on the worker thread."""
 
@@ -43,7 +66,8 @@ class Mapper:
                  on_reject: RejectCallback | None = None, now_ns: Callable[[], int] | None = None) -> None:
         self.map = TsdfMap(map_config)
         self.keyframe_store = KeyframeStore(keyframe_config)
-        self.gate = FrameGate(gate_config, now_ns=now_ns)
+        self.gate = FrameGate(gate_config, now_ns=now_ns,
+                              depth_range_m=(self.map.config.depth_min_m, self.map.config.depth_max_m))
         self.worker = IngestWorker(self.map, self.keyframe_store, self.gate, ingest_config, on_reject=on_reject)
         # Extracting the surface costs tens of ms at 2 cm: reuse it until the map changes.
         self._snapshot_lock = threading.Lock()
@@ -68,7 +92,7 @@ class Mapper:
 
     def snapshot(self) -> MapSnapshot:
         with self._snapshot_lock:
-            key = (self._generation, self.map.frames_integrated, self.map.num_blocks)
+            key = (self._generation, self.map.frames_integrated, self.map.num_blocks, self.map.carved_voxels)
             if self._snapshot is None or key != self._snapshot_key:
                 self._snapshot, self._snapshot_key = self.map.snapshot(), key
             return self._snapshot
@@ -118,6 +142,7 @@ class Mapper:
                 keyframes = self.keyframe_store.keyframes
                 has_blocks = self.map.save(partial / _TSDF)
                 meta = {"format": MAP_FORMAT, "version": MAP_FORMAT_VERSION,
+                        "written_by": f"mllm3d_ros {package_version()}",
                         "voxel_size_m": self.map.config.voxel_size_m,
                         "block_resolution": self.map.config.block_resolution,
                         "frames_integrated": self.map.frames_integrated, "last_stamp_ns": self.map.last_stamp_ns,
@@ -144,6 +169,9 @@ class Mapper:
         """Replace the map and keyframes by the ones saved at `path`; MapFileError leaves them untouched."""
         path = Path(path)
         meta = self._read_meta(path)
+        for name, what in (((_TSDF, "TSDF file"),) if meta["tsdf_file"] else ()) + ((_KEYFRAMES, "keyframes file"),):
+            if (path / name).is_file():  # a missing one is named by the reader below
+                check_zip_crc(path / name, what)
         keyframes = _read_keyframes(path / _KEYFRAMES, meta["keyframes"])
         with self.worker.paused():
             self.map.load(path / _TSDF if meta["tsdf_file"] else None,
@@ -169,7 +197,10 @@ class Mapper:
 def read_saved_keyframes(path: str | os.PathLike) -> list[Keyframe]:
     """The keyframes of a map folder written by `Mapper.save`, without its TSDF (tools that draw them)."""
     path = Path(path)
-    return _read_keyframes(path / _KEYFRAMES, _read_meta(path)["keyframes"])
+    meta = _read_meta(path)
+    if (path / _KEYFRAMES).is_file():
+        check_zip_crc(path / _KEYFRAMES, "keyframes file")
+    return _read_keyframes(path / _KEYFRAMES, meta["keyframes"])
 
 
 def _read_meta(path: Path) -> dict:
@@ -184,8 +215,13 @@ def _read_meta(path: Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != MAP_FORMAT:
         raise MapFileError(f"{meta_path} is not a {MAP_FORMAT} file")
     if meta.get("version") != MAP_FORMAT_VERSION:
-        raise MapFileError(f"{meta_path} has format version {meta.get('version')!r}; this build reads "
-                           f"version {MAP_FORMAT_VERSION}")
+        version = meta.get("version")
+        age = ("an older" if isinstance(version, int) and version < MAP_FORMAT_VERSION else
+               "a newer" if isinstance(version, int) else "an unknown")
+        raise MapFileError(f"{meta_path} has map format version {version!r}, written by "
+                           f"{meta.get('written_by') or f'{age} mllm3d_ros'}; this build (mllm3d_ros "
+                           f"{package_version()}) reads format version {MAP_FORMAT_VERSION} only: build the map "
+                           "again, or load it with the version that wrote it")
     if not isinstance(meta.get("keyframes"), list):
         raise MapFileError(f"{meta_path} has no keyframe list")
     return meta

@@ -50,7 +50,8 @@ class ModeUnsupported(BackendError):
 
 
 def normalise_instruction(instruction: str | bytes) -> str:
-    """Validate an instruction: decodable UTF-8, not blank, bounded length. Returns it stripped."""
+    """Validate an instruction: valid UTF-8, not blank, at most MAX_INSTRUCTION_CHARS (2,000) characters after
+    whitespace runs are collapsed. Returns it stripped."""
     if isinstance(instruction, bytes):
         try:
             instruction = instruction.decode("utf-8")
@@ -58,6 +59,14 @@ def normalise_instruction(instruction: str | bytes) -> str:
             raise InputError(f"instruction is not valid UTF-8 (byte {exc.start})") from None
     if not isinstance(instruction, str):
         raise InputError(f"instruction must be text, got {type(instruction).__name__}")
+    try:
+        instruction.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Python keeps command-line bytes that are not UTF-8 as lone surrogates (U+DC80..U+DCFF).
+        bad = instruction[exc.start]
+        byte = f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else f"character U+{ord(bad):04X}"
+        raise InputError(f"instruction is not valid UTF-8 ({byte} at character {exc.start}): is the terminal's "
+                         "encoding UTF-8?") from None
     text = " ".join(instruction.split())
     if not text:
         raise InputError("instruction is empty")

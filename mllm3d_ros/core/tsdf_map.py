@@ -52,6 +52,10 @@ class TsdfMapConfig:
     depth_stride: int = 1
     weight_threshold: float = 1.0
     device: str = "cpu"
+    # Free-space carving (`carve`): a voxel behind which a frame sees clearly farther keeps at most this
+    # weight before the free observation is averaged in, so a surface that is gone (an object moved away)
+    # is erased after about this many carving frames; 0 turns carving off.
+    carve_max_weight: float = 4.0
 
     def __post_init__(self) -> None:
         check_range("voxel_size_m", self.voxel_size_m, 0.002, 1.0)
@@ -69,6 +73,7 @@ class TsdfMapConfig:
         check_int("depth_stride", self.depth_stride, 1, 8)
         check_range("weight_threshold", self.weight_threshold, 0.0)
         check_choice("device", self.device, ("cpu", "cuda", "auto"))
+        check_range("carve_max_weight", self.carve_max_weight, 0.0, 1000.0)
 
     @property
     def trunc_m(self) -> float:
@@ -100,6 +105,20 @@ class IntegrationStats:
     evicted_blocks: int
 
 
+@dataclass(frozen=True)
+class CarveStats:
+    """What one `carve` call did: voxels tested (inside or on a surface, in the frustum) and carved."""
+
+    carve_ms: float
+    voxels_tested: int
+    voxels_carved: int
+
+
+# Depth is min-pooled over blocks of this many pixels, then eroded by one pooled pixel, before carving: a
+# voxel on an object's rim that projects just past the silhouette onto the background must not be carved.
+_CARVE_POOL_PX = 4
+
+
 def _num_points(cloud) -> int:
     """Points in an Open3D tensor cloud (an empty extraction has no "positions" attribute at all)."""
     return int(cloud.point.positions.shape[0]) if "positions" in cloud.point else 0
@@ -113,6 +132,26 @@ def _resolve_device(device: str):
         raise ConfigError("device='cuda' was requested but this Open3D build has no usable CUDA device "
                           "(open3d-cpu, or no GPU); use 'cpu' or 'auto'")
     return o3c.Device("CUDA:0" if device == "cuda" or (device == "auto" and cuda) else "CPU:0")
+
+
+_ATTR_CHANNELS = {"tsdf": 1, "weight": 1, "color": 3}
+
+
+def _grid_arrays_problem(data, resolution: int, names: set[str]) -> str | None:
+    """What is wrong with the arrays of a VoxelBlockGrid .npz (keys (N, 3) int32; each attribute
+    (N, r, r, r, channels) float32, tsdf and weight finite), or None. Open3D would load them unchecked."""
+    key = data["key"]
+    if key.ndim != 2 or key.shape[1] != 3 or key.dtype != np.int32:
+        return f"'key' is {key.shape} {key.dtype}, expected (N, 3) int32"
+    for name in sorted(names & set(_ATTR_CHANNELS)):
+        index = int(data[f"attr_name_{name}"][0])
+        values = data[f"value_{index:03d}"]
+        expected = (key.shape[0], resolution, resolution, resolution, _ATTR_CHANNELS[name])
+        if values.shape != expected or values.dtype != np.float32:
+            return f"attribute '{name}' is {values.shape} {values.dtype}, expected {expected} float32"
+        if name != "color" and not np.isfinite(values).all():
+            return f"attribute '{name}' holds NaN or infinite values"
+    return None
 
 
 class TsdfMap:
@@ -130,6 +169,7 @@ class TsdfMap:
         self._frames = 0
         self._last_stamp_ns = 0
         self._last_snapshot_points = 0
+        self._carved_total = 0
 
     @property
     def device(self) -> str:
@@ -201,6 +241,112 @@ class TsdfMap:
             active = self._grid.hashmap().size()
             ms = (time.perf_counter() - t0) * 1e3
         return IntegrationStats(ms, active, int(block_coords.shape[0]), evicted)
+
+    def carve(self, frame: RgbdFrame) -> CarveStats:
+        """Integrate the frame's free-space evidence into voxels its truncation band does not reach.
+
+        Open3D's integration updates only the blocks within the truncation distance of the frame's depth,
+        so the surface of an object that has moved away stays in the map however often the place behind
+        it is seen (Curless & Levoy's fusion would carve it: every voxel a ray traverses gets +1). Here,
+        every voxel of the map that is inside or on a surface (tsdf <= 0, weight > 0), projects into the
+        frame, and lies in front of the observed depth by more than the truncation distance plus a
+        tolerance (max(5 cm, 3 % of the depth), the visibility test's) gets that +1 observation, with its
+        weight first capped at `carve_max_weight`: a surface seen through in about that many carving
+        frames is gone. The depth is min-pooled and eroded first, so silhouettes and holes give no
+        evidence, and what is out of the frustum or behind the observed surface is never touched.
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        if cfg.carve_max_weight <= 0:
+            return CarveStats(0.0, 0, 0)
+        world_T_camera = check_pose(frame.world_T_camera)
+        camera_T_world = invert_transform(world_T_camera)
+        depth = np.asarray(frame.depth_m, dtype=np.float32)
+        depth = np.where(np.isfinite(depth) & (depth >= cfg.depth_min_m) & (depth <= cfg.depth_max_m), depth, 0.0)
+        p = _CARVE_POOL_PX
+        h, w = (depth.shape[0] // p) * p, (depth.shape[1] // p) * p
+        pooled = depth[:h, :w].reshape(h // p, p, w // p, p).min(axis=(1, 3))
+        pooled = cv2.erode(pooled, np.ones((3, 3), np.uint8))  # zeros (no depth) spread: no evidence there
+        intr = frame.intrinsics
+        fx, fy = intr.fx / p, intr.fy / p
+        cx, cy = (intr.cx + 0.5) / p - 0.5, (intr.cy + 0.5) / p - 0.5
+        res = cfg.block_resolution
+        vs = cfg.voxel_size_m
+        with self._lock:
+            hashmap = self._grid.hashmap()
+            if hashmap.size() == 0:
+                return CarveStats((time.perf_counter() - t0) * 1e3, 0, 0)
+            buf = hashmap.active_buf_indices().to(self._o3c.int64).cpu().numpy()
+            keys = hashmap.key_tensor()[hashmap.active_buf_indices().to(self._o3c.int64)].cpu().numpy()
+            # Blocks whose centre is in front of the camera and projects near the image (one block radius).
+            centres = (keys.astype(np.float64) + 0.5) * cfg.block_size_m
+            cam = centres @ camera_T_world[:3, :3].T + camera_T_world[:3, 3]
+            radius = 0.87 * cfg.block_size_m
+            front = cam[:, 2] > -radius
+            z = np.maximum(cam[:, 2], 1e-3)
+            u, v = cam[:, 0] / z * fx + cx, cam[:, 1] / z * fy + cy
+            margin_u, margin_v = radius / z * fx + 1, radius / z * fy + 1
+            near = front & (u > -margin_u) & (u < pooled.shape[1] + margin_u) & (v > -margin_v) & \
+                (v < pooled.shape[0] + margin_v)
+            # Only a block some part of which can lie clearly in front of the observed depth can hold a voxel to
+            # carve: its nearest point must be in front of the farthest depth seen around its centre (a 9 x 9
+            # pooled-pixel window; a block that projects larger than that, within ~1 m of the camera, may be
+            # skipped: less carving, never wrong carving).
+            farthest = cv2.dilate(pooled, np.ones((9, 9), np.uint8))
+            ui = np.clip(np.floor(u + 0.5), 0, pooled.shape[1] - 1).astype(np.int64)
+            vi = np.clip(np.floor(v + 0.5), 0, pooled.shape[0] - 1).astype(np.int64)
+            near &= cam[:, 2] - radius < farthest[vi, ui] - cfg.trunc_m - 0.05
+            if not near.any():
+                return CarveStats((time.perf_counter() - t0) * 1e3, 0, 0)
+            on_cpu = self._device.get_type() == self._o3c.Device.DeviceType.CPU
+            tsdf_all = self._grid.attribute("tsdf").numpy() if on_cpu else None
+            weight_all = self._grid.attribute("weight").numpy() if on_cpu else None
+            sel = buf[near]
+            if on_cpu:
+                tsdf = tsdf_all[sel].reshape(sel.shape[0], -1)
+                weight = weight_all[sel].reshape(sel.shape[0], -1)
+            else:
+                idx = self._o3c.Tensor(sel, dtype=self._o3c.int64, device=self._device)
+                tsdf = self._grid.attribute("tsdf")[idx].cpu().numpy().reshape(sel.shape[0], -1)
+                weight = self._grid.attribute("weight")[idx].cpu().numpy().reshape(sel.shape[0], -1)
+            solid = (tsdf <= 0.0) & (weight > 0.0)
+            b_idx, v_idx = np.nonzero(solid)
+            tested = int(b_idx.shape[0])
+            if tested == 0:
+                return CarveStats((time.perf_counter() - t0) * 1e3, 0, 0)
+            # Voxel v of a block lies at (block key * res + (x, y, z)) * voxel size, v = (z * res + y) * res + x
+            # (Open3D's layout; the sample point is the voxel's corner, as Open3D integrates it).
+            local = np.stack([v_idx % res, (v_idx // res) % res, v_idx // (res * res)], axis=1)
+            pts = (keys[near][b_idx] * res + local).astype(np.float64) * vs
+            pc = pts @ camera_T_world[:3, :3].T + camera_T_world[:3, 3]
+            zc = pc[:, 2]
+            ok = zc > 1e-3
+            col = np.full(zc.shape, -1, np.int64)
+            row = np.full(zc.shape, -1, np.int64)
+            col[ok] = np.floor(pc[ok, 0] / zc[ok] * fx + cx + 0.5).astype(np.int64)
+            row[ok] = np.floor(pc[ok, 1] / zc[ok] * fy + cy + 0.5).astype(np.int64)
+            ok &= (col >= 0) & (col < pooled.shape[1]) & (row >= 0) & (row < pooled.shape[0])
+            observed = np.zeros(zc.shape, np.float32)
+            observed[ok] = pooled[row[ok], col[ok]]
+            tol = np.maximum(0.05, 0.03 * observed)
+            free = ok & (observed > 0) & (zc < observed - cfg.trunc_m - tol)
+            carved = int(np.count_nonzero(free))
+            if carved:
+                bi, vi = b_idx[free], v_idx[free]
+                w0 = np.minimum(weight[bi, vi], np.float32(cfg.carve_max_weight))
+                new_tsdf = (tsdf[bi, vi] * w0 + 1.0) / (w0 + 1.0)
+                new_weight = w0 + 1.0
+                flat = sel[bi] * res ** 3 + vi
+                if on_cpu:
+                    tsdf_all.reshape(-1)[flat] = new_tsdf
+                    weight_all.reshape(-1)[flat] = new_weight
+                else:
+                    tsdf[bi, vi], weight[bi, vi] = new_tsdf, new_weight
+                    shape = (sel.shape[0], res, res, res, 1)
+                    self._grid.attribute("tsdf")[idx] = self._o3c.Tensor(tsdf.reshape(shape), device=self._device)
+                    self._grid.attribute("weight")[idx] = self._o3c.Tensor(weight.reshape(shape), device=self._device)
+                self._carved_total += carved
+        return CarveStats((time.perf_counter() - t0) * 1e3, tested, carved)
 
     def _evict_locked(self, camera_position_world_m: np.ndarray) -> int:
         cfg, o3c = self.config, self._o3c
@@ -284,15 +430,19 @@ class TsdfMap:
         cfg, o3c = self.config, self._o3c
         fresh = self._new_grid()
         if path is not None:
-            try:  # the header fields first, with numpy: Open3D only warns about missing attributes
+            try:  # the header fields and every array's shape and dtype first, with numpy: Open3D only warns
                 with np.load(str(path), allow_pickle=False) as data:
                     voxel_size = float(data["voxel_size"][0])  # stored as float32
                     resolution = int(data["block_resolution"][0])
                     names = {k[len("attr_name_"):] for k in data.files if k.startswith("attr_name_")}
                     num_blocks = int(data["key"].shape[0])
-                grid = o3d.t.geometry.VoxelBlockGrid.load(str(path))
+                    problem = _grid_arrays_problem(data, resolution, names)
+                if problem is None:
+                    grid = o3d.t.geometry.VoxelBlockGrid.load(str(path))
             except Exception as exc:  # OSError, BadZipFile, KeyError, Open3D's RuntimeError
                 raise MapFileError(f"TSDF file {path} could not be read: {type(exc).__name__}: {exc}") from exc
+            if problem is not None:
+                raise MapFileError(f"TSDF file {path} is corrupt: {problem}")
             if abs(voxel_size - cfg.voxel_size_m) > 1e-6 * cfg.voxel_size_m or resolution != cfg.block_resolution or \
                     names != set(_ATTR_NAMES):
                 raise MapFileError(f"TSDF file {path} has voxel size {voxel_size} m, block resolution {resolution} "
@@ -336,3 +486,9 @@ class TsdfMap:
     def frames_integrated(self) -> int:
         with self._lock:
             return self._frames
+
+    @property
+    def carved_voxels(self) -> int:
+        """Voxel updates made by `carve` so far (a change of the map that fuses no frame)."""
+        with self._lock:
+            return self._carved_total

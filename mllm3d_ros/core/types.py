@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .approach import ApproachPose
 
 
 class InputError(ValueError):
@@ -112,6 +116,9 @@ class Prediction2D:
     mask (h, w) bool at the view's image resolution; confidence alpha in [0, 1];
     embedding (D,) float32 L2-normalised (the segmentation token's embedding e_i);
     box_xyxy in pixels or None; mark_id: the view's GeometryMark the model chose for it, None if none.
+    A class-agnostic proposal (SAM's masks, objects from the map) has label UNLABELLED; its embedding is
+    not used. geometric: the mask was rendered from the map's 3D objects with a depth test (it holds no
+    spill onto the support or the background to strip).
     """
 
     mask: np.ndarray
@@ -120,14 +127,17 @@ class Prediction2D:
     label: str = ""
     box_xyxy: tuple[float, float, float, float] | None = None
     mark_id: int | None = None
+    geometric: bool = False
 
 
 @dataclass(frozen=True, eq=False)
 class ViewPredictions:
-    """All predictions of a backend for one keyframe."""
+    """All predictions of a backend for one keyframe; `supports`: the support surfaces a proposer found in
+    the view (`core.supports.SupportSurface`, from the map's class-agnostic proposer), for the memory."""
 
     keyframe_id: int
     predictions: tuple[Prediction2D, ...] = ()
+    supports: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,6 +241,7 @@ class QueryResult:
     """What a query returns: status, the model's phrase, ranked objects, timings.
 
     `snapshot` is the map the objects' point indices refer to (None when no object was found).
+    `approach`: where a robot can stand to reach objects[0] (issue 22), when it was planned.
     """
 
     status: QueryStatus
@@ -241,6 +252,7 @@ class QueryResult:
     elapsed_s: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
     snapshot: MapSnapshot | None = None
+    approach: "ApproachPose | None" = None
 
 
 # Label of an object that no detector or model has named (a class-agnostic object from the map):

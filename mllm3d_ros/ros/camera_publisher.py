@@ -24,6 +24,10 @@ class CameraPublisher:
         self._info = node.create_publisher(CameraInfo, "camera/color/camera_info", SENSOR_QOS)
         self._pose = node.create_publisher(PoseStamped, "camera/pose", SENSOR_QOS)
 
+    def subscriber_count(self) -> int:
+        """Subscribers matched on every one of the four topics (the least of the four counts)."""
+        return min(p.get_subscription_count() for p in (self._color, self._depth, self._info, self._pose))
+
     def publish(self, frame: RgbdFrame, stamp_ns: int) -> None:
         header = make_header(self._camera_frame, stamp_ns)
         self._info.publish(intrinsics_to_camera_info(frame.intrinsics, header))

@@ -1,4 +1,8 @@
-"""A small SegmentQuery client used by `mllm3d query`, the demo and the end-to-end tests."""
+"""A small SegmentQuery client used by `mllm3d query`, the demo and the end-to-end tests.
+
+Every wait takes an optional `stop` event (the CLI sets it on SIGINT / SIGTERM): a stopped or timed-out
+wait for a goal's result cancels that goal, so the server does not work on for nobody.
+"""
 
 from __future__ import annotations
 
@@ -52,38 +56,76 @@ class QueryClient:
         return self._action.wait_for_server(timeout_sec=timeout_s)
 
     @staticmethod
-    def _wait(future, timeout_s: float):
+    def _wait(future, timeout_s: float, stop: threading.Event | None = None):
+        """The future's result; TimeoutError after `timeout_s`, Interrupted as soon as `stop` is set."""
         done = threading.Event()
         future.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout_s):
-            raise TimeoutError(f"no answer within {timeout_s:.0f} s")
+        end = time.monotonic() + timeout_s
+        # Short waits: a Python signal handler (the CLI's) runs between them and sets `stop`.
+        while not done.wait(max(0.0, min(0.1, end - time.monotonic()))):
+            if stop is not None and stop.is_set():
+                raise Interrupted("interrupted")
+            if time.monotonic() >= end:
+                raise TimeoutError(f"no answer within {timeout_s:.0f} s")
         return future.result()
 
     def send(self, instruction: str, max_views: int = 0, min_confidence: float = 0.0,
              feedback: Callable[[str, float], None] | None = None, timeout_s: float = 120.0,
-             cancel_after_s: float | None = None, target_frame: str = ""):
+             cancel_after_s: float | None = None, target_frame: str = "", stop: threading.Event | None = None):
         """Send a goal and wait for its result. Returns (accepted, result or None).
 
-        `target_frame`: frame of the returned geometry ("" = the map frame)."""
+        `target_frame`: frame of the returned geometry ("" = the map frame). When `stop` is set or
+        `timeout_s` passes, the goal is cancelled before Interrupted / TimeoutError is raised (the
+        exception's `goal_canceled` says whether the server accepted the cancel)."""
         goal = SegmentQuery.Goal(instruction=instruction, max_views=max_views, min_confidence=min_confidence,
                                  target_frame=target_frame)
         fb = (lambda m: feedback(m.feedback.stage, m.feedback.progress)) if feedback else None
-        handle = self._wait(self._action.send_goal_async(goal, feedback_callback=fb), 30.0)
+        goal_future = self._action.send_goal_async(goal, feedback_callback=fb)
+        try:
+            handle = self._wait(goal_future, 30.0, stop)
+        except Interrupted:
+            # Sent but not yet accepted: give the server a moment to answer, so an accepted goal is cancelled.
+            handle = goal_future.result() if _wait_quietly(goal_future, 2.0) else None
+            if handle is None or not handle.accepted:
+                raise Interrupted("interrupted before a goal was accepted") from None
+            raise Interrupted("interrupted", self._cancel(handle)) from None
         if not handle.accepted:
             return False, None
         result_future = handle.get_result_async()
         if cancel_after_s is not None:
             time.sleep(cancel_after_s)
             self._wait(handle.cancel_goal_async(), 10.0)
-        return True, self._wait(result_future, timeout_s).result
+        try:
+            return True, self._wait(result_future, timeout_s, stop).result
+        except (Interrupted, TimeoutError) as exc:
+            canceled = self._cancel(handle)
+            exc.goal_canceled = canceled
+            raise
 
-    def describe(self, max_objects: int = 0, timeout_s: float = 10.0):
+    def _cancel(self, handle) -> bool:
+        """Cancel an accepted goal; True when the server accepted the cancel within 5 s."""
+        try:
+            response = self._wait(handle.cancel_goal_async(), 5.0)
+        except (TimeoutError, RuntimeError):
+            return False
+        return bool(response is not None and response.goals_canceling)
+
+    def describe(self, max_objects: int = 0, timeout_s: float = 10.0, stop: threading.Event | None = None):
         """The memory's objects with captions (DescribeScene); None when the service is not there."""
         client = self.node.create_client(DescribeScene, f"/{self._namespace}/memory/describe_scene")
         try:
-            if not client.wait_for_service(timeout_sec=timeout_s):
-                return None
-            return self._wait(client.call_async(DescribeScene.Request(max_objects=max_objects)), timeout_s)
+            end = time.monotonic() + timeout_s
+            while not client.wait_for_service(timeout_sec=min(0.1, max(0.0, end - time.monotonic()))):
+                if stop is not None and stop.is_set():
+                    raise Interrupted("interrupted while waiting for the service")
+                if time.monotonic() >= end:
+                    return None
+            future = client.call_async(DescribeScene.Request(max_objects=max_objects))
+            try:
+                return self._wait(future, timeout_s, stop)
+            except (Interrupted, TimeoutError):
+                client.remove_pending_request(future)
+                raise
         finally:
             self.node.destroy_client(client)
 
@@ -113,9 +155,31 @@ class QueryClient:
         self.node.destroy_node()
 
 
-def with_ros(fn: Callable[[], int]) -> int:
-    """Run `fn` inside an rclpy context (for the CLI); try/finally, as `rclpy.init()` returns None before Kilted."""
-    rclpy.init()
+class Interrupted(Exception):
+    """A wait was ended by the caller's `stop` event; `goal_canceled`: True / False whether the server accepted
+    the cancel of the goal, None when there was no goal to cancel."""
+
+    def __init__(self, message: str, goal_canceled: bool | None = None) -> None:
+        super().__init__(message)
+        self.goal_canceled = goal_canceled
+
+
+def _wait_quietly(future, timeout_s: float) -> bool:
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    return done.wait(timeout_s)
+
+
+def with_ros(fn: Callable[[], int], handle_signals: bool = True) -> int:
+    """Run `fn` inside an rclpy context (for the CLI); try/finally, as `rclpy.init()` returns None before Kilted.
+
+    No ROS arguments are read from the command line (the CLI has none, and argv may hold bytes that are not
+    UTF-8). `handle_signals=False` keeps rclpy's SIGINT/SIGTERM handler out: it would shut the context down
+    before the caller could cancel its goal; the caller's own handlers decide instead.
+    """
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=["mllm3d"], signal_handler_options=None if handle_signals else SignalHandlerOptions.NO)
     try:
         return fn()
     finally:

@@ -6,6 +6,8 @@ arrays is 30-50x slower (ros2-pip pitfall 8).
 
 from __future__ import annotations
 
+import array
+
 import numpy as np
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
@@ -228,6 +230,41 @@ def box_to_msg(box) -> tuple[Pose, Vector3]:
     world_T_box[:3, :3], world_T_box[:3, 3] = box.world_R_box, box.center_world_m
     size = box.size_m
     return matrix_to_pose(world_T_box), Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2]))
+
+
+def grid_to_msg(grid, header: Header):
+    """A core OccupancyGrid2D as nav_msgs/OccupancyGrid (row-major from the origin cell, -1 / 0 / 100)."""
+    from nav_msgs.msg import OccupancyGrid
+
+    msg = OccupancyGrid(header=header)
+    msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(grid.resolution_m)
+    msg.info.height, msg.info.width = (int(v) for v in grid.shape)
+    msg.info.origin.position.x, msg.info.origin.position.y = (float(v) for v in grid.origin_xy_m)
+    # The grid lies on the floor: its origin's z is the floor height (0 before a floor is seen).
+    msg.info.origin.position.z = float(grid.floor_z_m) if grid.floor_z_m is not None else 0.0
+    msg.info.origin.orientation.w = 1.0
+    msg.data = array.array("b", np.ascontiguousarray(grid.data, dtype=np.int8).tobytes())
+    return msg
+
+
+def approach_to_msg(approach, header: Header, frame_T_map: np.ndarray | None = None):
+    """(PoseStamped, status, message, reachability checked) of a core ApproachPose (None: no object)."""
+    from geometry_msgs.msg import PoseStamped
+
+    from ..core.approach import ApproachStatus
+
+    if approach is None:
+        return PoseStamped(), int(ApproachStatus.NO_OBJECT), "no object to approach", False
+    pose = PoseStamped()
+    if approach.ok:
+        c, s = np.cos(approach.yaw_rad), np.sin(approach.yaw_rad)
+        map_T_pose = np.eye(4)
+        map_T_pose[:3, :3] = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]
+        map_T_pose[:3, 3] = approach.position_world_m
+        pose = PoseStamped(header=header, pose=matrix_to_pose(map_T_pose if frame_T_map is None
+                                                              else frame_T_map @ map_T_pose))
+    return pose, int(approach.status), approach.message, bool(approach.reachability_checked)
 
 
 def checked_response(response):

@@ -15,10 +15,13 @@ Subscribed (sensor-data QoS; remap these to your driver's names):
 Published:
   ~/map_cloud   sensor_msgs/PointCloud2 (latched; throttled by map_publish_period_s), in map_frame
   ~/keyframes   geometry_msgs/PoseArray (latched), keyframe camera poses in map_frame
+  ~/occupancy_grid  nav_msgs/OccupancyGrid (latched, with the map cloud): the floor grid for Nav2 (issue 22):
+                unknown -1, free 0 (floor observed), occupied 100 (a surface in the height band)
 Services:
   ~/reset       std_srvs/Trigger: empty the map and keyframes (and state bound to them)
   ~/save_map    mllm3d_ros/srv/MapFile: write map + keyframes to the folder `path`
   ~/load_map    mllm3d_ros/srv/MapFile: replace them by a saved folder (left untouched on failure)
+  ~/save_grid   mllm3d_ros/srv/MapFile: write the grid as map_server's `path`.yaml + `path`.pgm (Nav2's map)
 Parameters: see MAPPING_PARAMS and config/perception.yaml (block `mapping`).
 """
 
@@ -27,10 +30,11 @@ from __future__ import annotations
 import collections
 import math
 import threading
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseArray, PoseStamped
-from nav_msgs.msg import Odometry
+from nav_msgs.msg import OccupancyGrid, Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -42,13 +46,14 @@ from ..core.frame_checks import FrameGateConfig, FrameRejected, RejectReason
 from ..core.ingest import IngestConfig
 from ..core.keyframes import KeyframeConfig
 from ..core.mapper import Mapper
+from ..core.occupancy import OccupancyConfig, OccupancyGridSource, save_map_server
 from ..core.sync import ApproximateTimeSync, SyncConfig
 from ..core.tf_buffer import TransformUnavailable
 from ..core.tsdf_map import MapFileError, TsdfMapConfig
 from ..core.types import InputError, MapSnapshot, RgbdFrame
 from ..srv import MapFile
-from .conversions import (camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, make_header, matrix_to_pose,
-                          points_to_cloud, pose_to_matrix, stamp_to_ns)
+from .conversions import (camera_info_to_intrinsics, grid_to_msg, image_to_depth_m, image_to_rgb, make_header,
+                          matrix_to_pose, points_to_cloud, pose_to_matrix, stamp_to_ns)
 from .params import ParamSpec, ParameterError, declare_and_read
 from .qos import LATCHED_QOS, SENSOR_QOS
 from .tf import TfLookup
@@ -57,6 +62,14 @@ try:  # the standard ROS synchroniser where installed; the core's own otherwise 
     import message_filters
 except ImportError:
     message_filters = None
+try:  # Iron and later; Humble has the same class in qos_event (deprecated from Iron on)
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+# Rejections that come from the set-up, not from one bad frame: said once with the likely cause (the
+# statistics line keeps counting them), instead of a throttled line for as long as the camera runs.
+_ONCE_REASONS = frozenset({RejectReason.NO_DEPTH_IN_RANGE})
 
 
 MAPPING_PARAMS = (
@@ -93,7 +106,12 @@ MAPPING_PARAMS = (
               0.01, 3600.0),
     ParamSpec("max_clock_offset_s", 10.0, "Not on sim time: reject a frame stamped further than this from the "
               "node's clock.", 0.01, 86400.0),
-    ParamSpec("map_publish_period_s", 2.0, "Map cloud publishing period (0 = never).", 0.0, 3600.0),
+    ParamSpec("map_publish_period_s", 2.0, "Map cloud (and occupancy grid) publishing period (0 = never).", 0.0, 3600.0),
+    ParamSpec("grid_resolution_m", 0.05, "Occupancy grid cell size.", 0.01, 1.0),
+    ParamSpec("grid_min_height_m", 0.05, "Occupancy grid: surfaces from this height above the floor are obstacles "
+              "(lower ones are driven over).", 0.04, 5.0),
+    ParamSpec("grid_max_height_m", 1.8, "Occupancy grid: surfaces up to this height above the floor are obstacles "
+              "(the robot's height; higher ones are passed under).", 0.1, 5.0),
     ParamSpec("stats_period_s", 10.0, "Period of the ingestion statistics log line (0 = never).", 0.0, 3600.0),
 )
 
@@ -122,11 +140,25 @@ class MappingNode(Node):
                             max_clock_offset_ns=int(p["max_clock_offset_s"] * 1e9)),
             IngestConfig(queue_size=p["queue_size"]),
             on_reject=self._on_reject, now_ns=None if sim_time else self._now_ns)
+        try:
+            grid_config = OccupancyConfig(resolution_m=p["grid_resolution_m"], min_height_m=p["grid_min_height_m"],
+                                          max_height_m=p["grid_max_height_m"])
+        except ValueError as exc:  # the band's two edges: the message names both
+            raise ParameterError(f"occupancy grid parameters: {exc}") from None
+        # The floor grid (Nav2's map), from the same cached snapshot as the map cloud; the query node
+        # plans approach poses on it.
+        self.occupancy = OccupancyGridSource(self.mapper, grid_config)
         self._info_lock = threading.Lock()
         self._camera_info: CameraInfo | None = None
         self._tf = None
         sensors = MutuallyExclusiveCallbackGroup()
         self._conversion_rejects: collections.Counter[str] = collections.Counter()
+        self._warned_once: set[RejectReason] = set()
+        self._last_warned: dict[str, float] = {}
+        # Messages received per input, and messages DDS reports lost on the way (best effort): with the
+        # sender's own count (replay logs it) they account for every frame that never reached fusion.
+        self._received: collections.Counter[str] = collections.Counter()
+        self._lost: collections.Counter[str] = collections.Counter()
         color_type, color_topic = ((CompressedImage, "camera/color/image_raw/compressed")
                                    if p["color_transport"] == "compressed" else (Image, "camera/color/image_raw"))
         inputs = [(color_type, color_topic), (Image, "camera/depth/image_raw")]
@@ -136,12 +168,16 @@ class MappingNode(Node):
             inputs.append((Odometry, "odom"))
         if p["pose_source"] == "tf" or (p["pose_source"] == "odometry" and self._base_T_camera is None):
             self._tf = TfLookup(self, p["tf_cache_s"])
+        names = ["color", "depth", "pose"][:len(inputs)]
         self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, SENSOR_QOS,
-                                 callback_group=sensors)
+                                 callback_group=sensors, event_callbacks=self._lost_counter("camera_info"))
         self._sync = None
         if message_filters is not None:
-            subs = [message_filters.Subscriber(self, t, n, qos_profile=SENSOR_QOS, callback_group=sensors)
-                    for t, n in inputs]
+            subs = [message_filters.Subscriber(self, t, n, qos_profile=SENSOR_QOS, callback_group=sensors,
+                                               event_callbacks=self._lost_counter(name))
+                    for (t, n), name in zip(inputs, names)]
+            for sub, name in zip(subs, names):
+                sub.registerCallback(lambda _m, name=name: self._received.update((name,)))
             self._mf_sync = message_filters.ApproximateTimeSynchronizer(subs, p["sync_queue_size"], p["sync_slop_s"])
             self._mf_sync.registerCallback(lambda *msgs: self._on_messages(msgs))
         else:
@@ -152,11 +188,14 @@ class MappingNode(Node):
                            max_clock_offset_ns=int(p["max_clock_offset_s"] * 1e9)),
                 lambda matched: self._on_messages(matched.messages), now_ns=None if sim_time else self._now_ns,
                 on_off_clock=self._on_off_clock)
-            for index, (msg_type, topic) in enumerate(inputs):
-                self.create_subscription(msg_type, topic, lambda m, i=index: self._add(i, m), SENSOR_QOS,
-                                         callback_group=sensors)
+            for index, ((msg_type, topic), name) in enumerate(zip(inputs, names)):
+                self.create_subscription(msg_type, topic, lambda m, i=index, name=name: self._add(i, name, m),
+                                         SENSOR_QOS, callback_group=sensors, event_callbacks=self._lost_counter(name))
         self._map_pub = self.create_publisher(PointCloud2, "~/map_cloud", LATCHED_QOS)
         self._kf_pub = self.create_publisher(PoseArray, "~/keyframes", LATCHED_QOS)
+        self._grid_pub = self.create_publisher(OccupancyGrid, "~/occupancy_grid", LATCHED_QOS)
+        # Before any frame: an empty grid (0 x 0), so a late subscriber learns the frame and resolution.
+        self._grid_pub.publish(grid_to_msg(self.occupancy.grid(), make_header(p["map_frame"], self._now_ns())))
         timers = MutuallyExclusiveCallbackGroup()
         if p["map_publish_period_s"] > 0:
             self.create_timer(p["map_publish_period_s"], self._publish_map, callback_group=timers)
@@ -167,6 +206,7 @@ class MappingNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
         self.create_service(MapFile, "~/save_map", self._on_save, callback_group=services)
         self.create_service(MapFile, "~/load_map", self._on_load, callback_group=services)
+        self.create_service(MapFile, "~/save_grid", self._on_save_grid, callback_group=services)
         self.mapper.start()
         tf_note = f", TF from {self._tf.backend}" if self._tf is not None else ""
         self.get_logger().info(f"mapping at {p['voxel_size_m'] * 100:.1f} cm voxels, poses from "
@@ -194,6 +234,23 @@ class MappingNode(Node):
         self._log_outcome(response)
         return response
 
+    def _on_save_grid(self, request, response):
+        try:
+            if not request.path.strip():
+                raise ValueError("path is empty: give the map's file name without extension, e.g. /tmp/kitchen")
+            grid = self.occupancy.grid()
+            yaml_path, pgm_path = save_map_server(grid, request.path)
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, f"save_grid failed: {exc}"
+        else:
+            h, w = grid.shape
+            empty = " (the map is empty: one unknown cell)" if grid.is_empty else ""
+            floor = "" if grid.floor_z_m is not None or grid.is_empty else " (no floor seen yet: all unknown)"
+            response.success = True
+            response.message = f"saved a {w} x {h} grid at {grid.resolution_m} m{empty}{floor} to {yaml_path} and {pgm_path}"
+        self._log_outcome(response)
+        return response
+
     def _log_outcome(self, response) -> None:
         # rclpy refuses two severities from one call site, so the two outcomes log from two lines.
         if response.success:
@@ -215,10 +272,17 @@ class MappingNode(Node):
 
     # --- callbacks: convert and hand off -------------------------------------------------------
     def _on_info(self, msg: CameraInfo) -> None:
+        self._received["camera_info"] += 1
         with self._info_lock:
             self._camera_info = msg
 
-    def _add(self, index: int, msg) -> None:
+    def _lost_counter(self, name: str) -> SubscriptionEventCallbacks:
+        def lost(info) -> None:
+            self._lost[name] += int(info.total_count_change)
+        return SubscriptionEventCallbacks(message_lost=lost)
+
+    def _add(self, index: int, name: str, msg) -> None:
+        self._received[name] += 1
         self._sync.add(index, stamp_to_ns(msg.header.stamp), msg)
 
     def _on_messages(self, msgs) -> None:
@@ -234,7 +298,12 @@ class MappingNode(Node):
             intrinsics = camera_info_to_intrinsics(info)
             color = image_to_rgb(color_msg)
             depth = image_to_depth_m(depth_msg)
-            world_T_camera = self._pose_of(msgs, color_msg, stamp_ns)
+            try:
+                world_T_camera = self._pose_of(msgs, color_msg, stamp_ns)
+            except TransformUnavailable:
+                raise
+            except InputError as exc:  # a zero or NaN quaternion, a pose in another frame: counted as a pose fault
+                raise FrameRejected(RejectReason.BAD_POSE, str(exc)) from None
         except TransformUnavailable as exc:
             # Not yet in the buffer (or never published): reject and count, never raise out of here.
             self.mapper.gate.count(RejectReason.NO_TRANSFORM)
@@ -278,8 +347,20 @@ class MappingNode(Node):
 
     def _on_reject(self, _frame, exc: Exception) -> None:
         # Throttled: a stream of bad frames (a future stamp, a missing transform) is one line per 2 s.
+        if isinstance(exc, FrameRejected) and exc.reason in _ONCE_REASONS:
+            if exc.reason not in self._warned_once:
+                self._warned_once.add(exc.reason)
+                self.get_logger().warning(f"frame rejected ({exc.reason.name}): {exc} (said once; the statistics "
+                                          "line counts the others)")
+            return
+        # Throttled per reason (rclpy's throttle is per call site, so one reason would hide the others).
         reason = exc.reason.name if isinstance(exc, FrameRejected) else type(exc).__name__
-        self.get_logger().warning(f"frame rejected ({reason}): {exc}", throttle_duration_sec=2.0)
+        now = time.monotonic()
+        with self._info_lock:
+            if now - self._last_warned.get(reason, -math.inf) < 2.0:
+                return
+            self._last_warned[reason] = now
+        self.get_logger().warning(f"frame rejected ({reason}): {exc}")
 
     # --- timers --------------------------------------------------------------------------------
     def _publish_map(self) -> None:
@@ -293,6 +374,7 @@ class MappingNode(Node):
         self._map_pub.publish(points_to_cloud(snapshot.points_world_m, header, snapshot.colors_rgb))
         poses = PoseArray(header=header, poses=[matrix_to_pose(kf.world_T_camera) for kf in self.mapper.keyframes()])
         self._kf_pub.publish(poses)
+        self._grid_pub.publish(grid_to_msg(self.occupancy.grid(snapshot), header))
 
     def _log_stats(self) -> None:
         s = self.mapper.worker.stats
@@ -302,6 +384,7 @@ class MappingNode(Node):
         self.get_logger().info(f"frames received={s.received} fused={s.fused} dropped_queue_full="
                                f"{s.dropped_queue_full} rejected={rejected or 0} keyframes={len(self.mapper.keyframes())} "
                                f"blocks={self.mapper.map.num_blocks} last_update={s.last_update_ms:.1f} ms "
+                               f"messages={dict(self._received)} lost_in_transport={dict(self._lost) or 0} "
                                f"sync={sync}")
 
     def shutdown_core(self) -> None:

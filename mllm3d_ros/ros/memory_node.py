@@ -2,13 +2,15 @@
 
 Runs in the perception process (it needs the keyframes at memory speed). A timer notices new
 keyframes in the mapper and hands their ids to the core's ProposalWorker, whose thread asks the
-segmentation node for proposals (SegmentViews mode PROPOSE) and folds them into the ObjectMemory;
-fusion never waits for it. Queries reach the memory through `resolver` (phrases are embedded by the
+segmentation node for proposals (SegmentViews mode PROPOSE), adds the map's class-agnostic objects
+(`map_objects`: what stands on the support surfaces, core/map_objects.py) and folds both into the
+ObjectMemory through one path; fusion never waits for it. Queries reach the memory through `resolver` (phrases are embedded by the
 segmentation node, mode ENCODE_TEXT).
 
 Service:         ~/describe_scene (mllm3d_ros/srv/DescribeScene): the memory's objects, each with a caption
                  (the model's, on the object's best keyframe, when the backend has a caption mode)
-Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews)
+Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews), through segment_views_client
+Subscribed:      segmentation/heartbeat (std_msgs/String) -- liveness and state of the segmentation node
 Published:       ~/objects (visualization_msgs/MarkerArray, latched): the confirmed instances' boxes
                  and labels, every publish_period_s when the memory changed
 Parameters:      see MEMORY_PARAMS and config/perception.yaml (block `memory`).
@@ -16,30 +18,25 @@ Parameters:      see MEMORY_PARAMS and config/perception.yaml (block `memory`).
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-import time
-from typing import Sequence
-
 import numpy as np
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from std_msgs.msg import ColorRGBA, String
+from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.colours import colour_profile
 from ..core.describe import describe_objects
+from ..core.map_objects import MapObjectProposer, chain_proposers
 from ..core.memory_query import MemoryResolver
 from ..core.object_memory import ObjectMemory, ObjectMemoryConfig, VoxelIndex
 from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
-from ..core.segmentation import BackendUnavailable
-from ..core.types import BackendView, GeometryMark, ViewPredictions
 from ..msg import SegmentedObject
-from ..srv import DescribeScene, SegmentViews
-from .conversions import add_views_to_request, box_to_msg, checked_response, make_header, predictions_from_response
+from ..srv import DescribeScene
+from .conversions import box_to_msg, make_header
 from .params import ParamSpec, declare_and_read
-from .qos import LATCHED_QOS, RELIABLE_QOS
+from .qos import LATCHED_QOS
+from .segment_views_client import SegmentViewsClient
 
 MEMORY_PARAMS = (
     ParamSpec("enabled", True, "Build the object memory from proposals on every keyframe (queries use it)."),
@@ -48,6 +45,9 @@ MEMORY_PARAMS = (
     ParamSpec("voxel_size_m", 0.03, "Instance voxel edge.", 0.005, 0.5),
     ParamSpec("min_detections", 2, "Views that must detect an instance before queries see it.", 1, 1000),
     ParamSpec("max_instances", 300, "Instances kept (the least supported is dropped beyond).", 1, 100000),
+    ParamSpec("map_objects", True, "Class-agnostic objects from the map (what stands on the floor, table tops, counters, "
+              "shelves) are proposed with the model's on every keyframe; unlabelled until a model's proposal names "
+              "them."),
     ParamSpec("keep_apart", True, "Instances of one kind detected by separate masks of a keyframe stay two "
               "objects (books side by side); off for a proposer that often splits one object into disjoint boxes."),
     ParamSpec("queue_size", 64, "Keyframes waiting for proposals; when full the oldest is dropped.", 1, 10000),
@@ -66,62 +66,6 @@ MEMORY_PARAMS = (
 )
 
 
-class RemoteBackend:
-    """The segmentation node's PROPOSE, ENCODE_TEXT and CAPTION modes as a ProposeFn, an EncodeFn and a CaptionFn.
-
-    Like the query node's segmenter, it watches the segmentation node's heartbeat: a call gives up as
-    soon as the node has been silent for `backend_timeout_s` (DDS notices a dead server much later).
-    """
-
-    def __init__(self, node: Node, service: str, timeout_s: float, heartbeat_topic: str, backend_timeout_s: float,
-                 callback_group) -> None:
-        self._client = node.create_client(SegmentViews, service, callback_group=callback_group)
-        self._timeout_s = timeout_s
-        self._backend_timeout_s = backend_timeout_s
-        self._lock = threading.Lock()
-        self._last_heartbeat = 0.0
-        node.create_subscription(String, heartbeat_topic, self._on_heartbeat, RELIABLE_QOS,
-                                 callback_group=callback_group)
-
-    def _on_heartbeat(self, _msg: String) -> None:
-        with self._lock:
-            self._last_heartbeat = time.monotonic()
-
-    def _silent_s(self) -> float:
-        with self._lock:
-            return time.monotonic() - self._last_heartbeat
-
-    def _call(self, request):
-        if not self._client.service_is_ready() or self._silent_s() > self._backend_timeout_s:
-            raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available")
-        done = threading.Event()
-        future = self._client.call_async(request)
-        future.add_done_callback(lambda _f: done.set())
-        start = time.monotonic()
-        while not done.wait(0.05):
-            waited = time.monotonic() - start
-            if waited > self._timeout_s or self._silent_s() > self._backend_timeout_s:
-                self._client.remove_pending_request(future)
-                raise BackendUnavailable(f"no answer from '{self._client.srv_name}' after {waited:.1f} s "
-                                         "(segmentation node gone or busy)")
-        return checked_response(future.result())
-
-    def propose(self, views: Sequence[BackendView]) -> tuple[ViewPredictions, ...]:
-        request = SegmentViews.Request(mode=SegmentViews.Request.PROPOSE)
-        add_views_to_request(request, views)
-        return predictions_from_response(self._call(request), views)
-
-    def caption(self, view: BackendView, mark: GeometryMark) -> str:
-        request = SegmentViews.Request(mode=SegmentViews.Request.CAPTION)
-        add_views_to_request(request, [dataclasses.replace(view, marks=(mark,))])
-        return self._call(request).caption
-
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        out = [np.asarray(self._call(SegmentViews.Request(mode=SegmentViews.Request.ENCODE_TEXT, instruction=t))
-                          .query_embedding, dtype=np.float32) for t in texts]
-        return np.stack(out)
-
-
 class MemoryNode(Node):
     """Thin adapter: new keyframes of the mapper -> ProposalWorker -> ObjectMemory; markers out."""
 
@@ -133,12 +77,24 @@ class MemoryNode(Node):
         self.memory = ObjectMemory(ObjectMemoryConfig(voxel_size_m=p["voxel_size_m"], min_detections=p["min_detections"],
                                                       max_instances=p["max_instances"],
                                                       keep_apart=p["keep_apart"]))
-        self._backend = RemoteBackend(self, p["segment_service"], p["call_timeout_s"], p["heartbeat_topic"],
-                                      p["backend_timeout_s"], MutuallyExclusiveCallbackGroup())
-        self.worker = ProposalWorker(self.memory, self._backend.propose, mapper.keyframe_store.get,
-                                     ProposalWorkerConfig(p["queue_size"], p["max_retries"], p["retry_delay_s"]))
+        # A call waits up to backend_timeout_s for a backend not heard yet (start-up); the proposal worker
+        # waits for readiness itself, so a loading backend costs no retries.
+        self._backend = SegmentViewsClient(self, p["segment_service"], p["heartbeat_topic"],
+                                           backend_timeout_s=p["backend_timeout_s"],
+                                           service_wait_s=p["backend_timeout_s"], call_timeout_s=p["call_timeout_s"],
+                                           callback_group=MutuallyExclusiveCallbackGroup())
+        # The map's proposer runs on the worker's thread too: the snapshot it takes is the mapper's cached one.
+        self.map_objects = MapObjectProposer(mapper.snapshot) if p["map_objects"] else None
+        propose = (chain_proposers(self._backend.propose, self.map_objects.propose) if self.map_objects is not None
+                   else self._backend.propose)
+        self.worker = ProposalWorker(self.memory, propose, mapper.keyframe_store.get,
+                                     ProposalWorkerConfig(p["queue_size"], p["max_retries"], p["retry_delay_s"]),
+                                     backend_ready=self._backend.ready)
         self.resolver = MemoryResolver(self.memory, self._backend.encode_text) if p["enabled"] else None
         self._submitted_up_to = -1
+        # The memory's keyframe counter runs over resets; the keyframes of the current memory are counted
+        # from the last reset (what describe_scene and the statistics line report).
+        self._keyframes_before_reset = 0
         self._captions: dict[tuple, str] = {}  # model captions per (instance, keyframe, label)
         # A map reset or load drops the memory; after a load its keyframes are proposed again.
         mapper.add_reset_listener(self._on_map_reset)
@@ -158,7 +114,12 @@ class MemoryNode(Node):
         self.get_logger().info(f"object memory {'on' if p['enabled'] else 'off'} at {p['voxel_size_m'] * 100:.1f} cm")
 
     def _on_map_reset(self) -> None:
-        self.memory.reset()
+        def counted() -> None:
+            self._keyframes_before_reset = self.memory.stats.keyframes_integrated
+        # The queue and the memory; a proposal in flight for the old map is dropped, not integrated.
+        self.worker.reset(then=counted)
+        if self.map_objects is not None:
+            self.map_objects.reset()
         self._captions.clear()
         self._submitted_up_to = -1
 
@@ -209,12 +170,17 @@ class MemoryNode(Node):
         response.success = True
         stats = self.memory.stats
         response.message = (f"{len(response.objects)} of {stats.confirmed} confirmed objects "
-                            f"({stats.keyframes_integrated} keyframes in the memory)")
+                            f"({self.keyframes_in_memory(stats)} keyframes in the memory)")
         if model and captions:
             n_model = sum(1 for c in captions if c.model_text)
             notes = list(dict.fromkeys(c.note for c in captions if c.note))
             response.message += f"; {n_model} model caption(s)" + "".join(f"; {n}" for n in notes[:3])
         return response
+
+    def keyframes_in_memory(self, stats=None) -> int:
+        """Keyframes integrated since the last map reset or load."""
+        stats = stats or self.memory.stats
+        return stats.keyframes_integrated - self._keyframes_before_reset
 
     def _colour_fn(self):
         """An object's colours from the map's fused colours in its voxels (`core/colours.py`), or None before
@@ -232,8 +198,13 @@ class MemoryNode(Node):
 
     def log_stats(self) -> str:
         m, w = self.memory.stats, self.worker.stats
-        return (f"memory instances={m.instances} confirmed={m.confirmed} keyframes={m.keyframes_integrated} "
-                f"proposal_lag_p50={w.lag_ms_p50:.0f} ms dropped={w.dropped_queue_full} failures={w.failures}")
+        line = (f"memory instances={m.instances} confirmed={m.confirmed} unlabelled={m.unlabelled} supports={m.supports} "
+                f"keyframes={self.keyframes_in_memory(m)} proposal_lag_p50={w.lag_ms_p50:.0f} ms "
+                f"dropped={w.dropped_queue_full} failures={w.failures} backend_unavailable={w.backend_unavailable} "
+                f"backend={self._backend.status().state.value}")
+        if self.map_objects is not None:
+            line += f" map_objects_ms_p50={self.map_objects.stats.ms_p50:.0f}"
+        return line
 
     def shutdown_core(self) -> None:
         self.worker.stop()

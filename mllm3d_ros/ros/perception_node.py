@@ -30,7 +30,7 @@ def main(args: list[str] | None = None) -> int:
         return nodes["memory"]
 
     def query():
-        return QueryNode(nodes["mapping"].mapper, resolver=nodes["memory"].resolver)
+        return QueryNode(nodes["mapping"].mapper, resolver=nodes["memory"].resolver, occupancy=nodes["mapping"].occupancy)
 
     factories = [mapping, memory, query]
     if in_process_backend:

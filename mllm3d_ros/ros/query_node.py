@@ -6,14 +6,15 @@ snapshot and keyframe images at memory speed; the 2D model is reached through th
 
 Action server:   segment_query (mllm3d_ros/action/SegmentQuery)
 Subscribed:      ~/instruction (std_msgs/String, reliable) -- e.g. from a speech-to-text node
-                 segmentation/heartbeat (std_msgs/String) -- liveness of the segmentation node
+                 segmentation/heartbeat (std_msgs/String) -- liveness and state of the segmentation node
                  /tf, /tf_static (through TfLookup) -- for goals whose target_frame is not the map frame
 Published:       ~/segmented_cloud (sensor_msgs/PointCloud2, latched): best object, x y z rgb confidence
-                 ~/markers (visualization_msgs/MarkerArray, latched): boxes + labels per object
+                 ~/markers (visualization_msgs/MarkerArray, latched): boxes + labels per object, and an
+                 arrow at the approach pose (issue 22: where the robot can stand, facing objects[0])
                  (both always in the map frame, whatever the goal's target_frame: RViz's fixed frame)
                  ~/result (std_msgs/String, reliable): JSON summary of each result; an instruction that
                  arrives while a query runs is answered there with status BUSY
-Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews)
+Service client:  segmentation/segment_views (mllm3d_ros/srv/SegmentViews), through segment_views_client
 Parameters:      see QUERY_PARAMS below and config/perception.yaml (block `query`).
 """
 
@@ -24,8 +25,6 @@ import functools
 import json
 import threading
 import time
-from typing import Sequence
-
 import numpy as np
 from geometry_msgs.msg import Point
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -36,23 +35,21 @@ from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import SegmentQuery
-from ..backends.base import BackendUnavailable
-from ..core.instruction import ParsedInstruction, parsed_from_json
-from ..core.open_set import Recognition, open_recognition
+from ..core.approach import (ApproachConfig, ApproachPose, approach_summary, camera_height_above_floor,
+                             plan_approach)
 from ..core.geometry import transform_box, transform_points
 from ..core.memory_query import MemoryResolver
-from ..core.pipeline import MapSource, QueryCanceled, QueryConfig, QueryPipeline
-from ..core.segmentation import ModeUnsupported
+from ..core.occupancy import OccupancyGridSource
+from ..core.pipeline import MapSource, QueryConfig, QueryPipeline
 from ..core.tf_buffer import TransformUnavailable, check_frame_id
-from ..core.types import BackendView, InputError, QueryResult, QueryStatus, SegmentationResult
+from ..core.types import InputError, QueryResult, QueryStatus
 from ..core.view_selection import ViewSelectionConfig
 from ..core.voting import VotingConfig
 from ..msg import SegmentedObject
-from ..srv import SegmentViews
-from .conversions import (add_views_to_request, box_to_msg, checked_response, make_header, points_to_cloud,
-                          predictions_from_response)
-from .params import ParamSpec, declare_and_read
+from .conversions import approach_to_msg, box_to_msg, make_header, points_to_cloud
+from .params import ParamSpec, ParameterError, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
+from .segment_views_client import SegmentViewsClient
 from .tf import TfLookup
 
 QUERY_PARAMS = (
@@ -73,7 +70,8 @@ QUERY_PARAMS = (
     ParamSpec("heartbeat_topic", "segmentation/heartbeat", "Liveness topic of the segmentation node."),
     ParamSpec("backend_timeout_s", 3.0, "The backend counts as gone after this long without a heartbeat.",
               0.5, 60.0),
-    ParamSpec("service_wait_s", 2.0, "How long a query waits for the segmentation service to appear.", 0.0, 60.0),
+    ParamSpec("service_wait_s", 2.0, "How long a call waits for a segmentation node not heard yet (or just "
+              "activated) to become ready; one that is loading its model fails at once.", 0.0, 60.0),
     ParamSpec("min_mask_confidence", 0.3, "Voting: masks below this confidence are dropped first.", 0.0, 1.0),
     ParamSpec("min_support_ratio", 0.5, "Voting: an object must be masked in this fraction of the views that "
               "see it, else it is a hallucination.", 0.0, 1.0),
@@ -83,127 +81,22 @@ QUERY_PARAMS = (
               "marks with their metric geometry; the backend's pick is checked in 3D (backends without marks ignore them)."),
     ParamSpec("model_parsing", True, "Ask the segmentation node's model to parse the instruction (SegmentViews mode "
               "PARSE); the grammar when it cannot (asked once per backend) or the call fails (noted in the result)."),
+    ParamSpec("robot_frame", "base_link", "The robot's frame in TF: its position (map <- robot_frame) is where the "
+              "approach pose must be reachable from; missing, the pose is given unchecked (said in the result)."),
+    ParamSpec("robot_radius_m", 0.25, "Approach pose: the robot's footprint radius; the pose has this much observed "
+              "free floor around it.", 0.05, 2.0),
+    ParamSpec("approach_standoff_m", 0.45, "Approach pose: the nearest distance from the robot's centre to the "
+              "object's box (at least robot_radius_m); the farthest is 1.5 m.", 0.05, 1.4),
 )
+
+
+RESULT_TIMEOUT_S = 10
 
 
 def _marker_color(rank: int) -> ColorRGBA:
     palette = [(0.1, 0.9, 0.2), (1.0, 0.6, 0.0), (0.2, 0.5, 1.0), (0.9, 0.2, 0.8), (0.9, 0.9, 0.1)]
     r, g, b = palette[rank % len(palette)]
     return ColorRGBA(r=r, g=g, b=b, a=0.8)
-
-
-class RemoteSegmenter:
-    """SegmentFn (and ParseFn `parse`, RecogniseFn `recognise`) that calls the segmentation node's service and
-    watches its heartbeat."""
-
-    def __init__(self, node: Node, service: str, heartbeat_topic: str, timeout_s: float, service_wait_s: float,
-                 callback_group) -> None:
-        self._client = node.create_client(SegmentViews, service, callback_group=callback_group)
-        self._timeout_s = timeout_s
-        self._service_wait_s = service_wait_s
-        self._heartbeat_topic = node.resolve_topic_name(heartbeat_topic)
-        self._last_heartbeat = 0.0
-        self._backend_name: str | None = None  # from the heartbeat's "<backend> <state>"
-        self._parse_unsupported = False
-        self._recognise_unsupported = False
-        self._lock = threading.Lock()
-        node.create_subscription(String, heartbeat_topic, self._on_heartbeat, RELIABLE_QOS,
-                                 callback_group=callback_group)
-
-    def _on_heartbeat(self, msg: String) -> None:
-        with self._lock:
-            self._last_heartbeat = time.monotonic()
-            name = msg.data.split(" ", 1)[0]
-            if self._backend_name is not None and name != self._backend_name:
-                self._parse_unsupported = False  # another backend now: it may parse
-                self._recognise_unsupported = False
-            self._backend_name = name
-
-    def _alive(self) -> bool:
-        with self._lock:
-            return time.monotonic() - self._last_heartbeat < self._timeout_s
-
-    def __call__(self, views: Sequence[BackendView], instruction: str, *, cancel: threading.Event | None = None,
-                 deadline: float | None = None) -> SegmentationResult:
-        """Segment `views` on the remote node; `cancel` (set by this query's cancel or preempt) raises
-        QueryCanceled, and at `deadline` (time.monotonic()) the call gives up with TimeoutError."""
-        request = SegmentViews.Request(mode=SegmentViews.Request.SEGMENT, instruction=instruction)
-        add_views_to_request(request, views)
-        response = self._call(request, cancel, deadline)
-        return SegmentationResult(
-            target_phrase=response.target_phrase,
-            query_embedding=np.asarray(response.query_embedding, dtype=np.float32),
-            views=predictions_from_response(response, views), forward_ms=float(response.forward_ms))
-
-    def parse(self, instruction: str, *, cancel: threading.Event | None = None,
-              deadline: float | None = None) -> ParsedInstruction:
-        """The backend's parse of `instruction` (mode PARSE). An UNSUPPORTED answer is remembered (later calls
-        raise ModeUnsupported without asking) until the heartbeat names another backend."""
-        with self._lock:
-            if self._parse_unsupported:
-                raise ModeUnsupported(f"backend '{self._backend_name}' has no instruction parsing mode")
-        try:
-            response = self._call(SegmentViews.Request(mode=SegmentViews.Request.PARSE, instruction=instruction),
-                                  cancel, deadline)
-        except ModeUnsupported:
-            with self._lock:
-                self._parse_unsupported = True
-            raise
-        return parsed_from_json(response.parsed_json, instruction, "the segmentation node")
-
-    def recognise(self, phrase: str, *, cancel: threading.Event | None = None,
-                  deadline: float | None = None) -> Recognition:
-        """Whether the backend recognises `phrase` (mode RECOGNISE: the open-set gate of the segmentation node's
-        backend). A segmentation node without the mode (UNSUPPORTED) is remembered: its phrases go on as an
-        open vocabulary's would, without asking again, until the heartbeat names another backend."""
-        with self._lock:
-            if self._recognise_unsupported:
-                return open_recognition(phrase, f"backend '{self._backend_name}'")
-        # Like the memory's text calls: a service that was there and is gone is said at once (a query must not
-        # wait service_wait_s for a node the graph no longer has before answering BACKEND_UNAVAILABLE); before
-        # the first heartbeat the call waits for the service as the other modes do.
-        with self._lock:
-            seen = self._last_heartbeat > 0.0
-        if seen and not self._client.service_is_ready():
-            raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
-                                     "is the segmentation node running (and configured)?")
-        try:
-            response = self._call(SegmentViews.Request(mode=SegmentViews.Request.RECOGNISE, instruction=phrase),
-                                  cancel, deadline, quick=True)
-        except ModeUnsupported:
-            with self._lock:
-                self._recognise_unsupported = True
-            return open_recognition(phrase, f"backend '{self._backend_name}'")
-        return Recognition.from_json(response.recognition_json)
-
-    def _call(self, request, cancel: threading.Event | None, deadline: float | None, quick: bool = False):
-        """The response to `request` once it is OK; errors by status (InputError, ModeUnsupported, BackendError).
-        `quick`: a call that takes milliseconds (a phrase's recognition) gives up as soon as the heartbeat has
-        been silent for backend_timeout_s, not only after running that long itself."""
-        wait_s = self._service_wait_s if deadline is None else max(0.0, min(self._service_wait_s,
-                                                                             deadline - time.monotonic()))
-        if not self._client.wait_for_service(timeout_sec=wait_s):
-            raise BackendUnavailable(f"segmentation service '{self._client.srv_name}' is not available: "
-                                     "is the segmentation node running (and configured)?")
-        done = threading.Event()
-        future = self._client.call_async(request)
-        future.add_done_callback(lambda _f: done.set())
-        start = time.monotonic()
-        # The heartbeat, not the DDS lease (20 s by default), tells us quickly that the node died.
-        while not done.wait(0.05):
-            if cancel is not None and cancel.is_set():
-                self._client.remove_pending_request(future)
-                raise QueryCanceled()
-            if deadline is not None and time.monotonic() > deadline:
-                self._client.remove_pending_request(future)
-                raise TimeoutError(f"no answer from '{self._client.srv_name}' before the query's deadline "
-                                   f"({time.monotonic() - start:.1f} s into this call)")
-            if (quick or time.monotonic() - start > self._timeout_s) and not self._alive():
-                self._client.remove_pending_request(future)
-                raise BackendUnavailable(f"segmentation node stopped answering (no heartbeat on "
-                                         f"'{self._heartbeat_topic}' for "
-                                         f"{self._timeout_s:.1f} s) during the query")
-        return checked_response(future.result())
 
 
 def object_description(obj, box=None) -> str:
@@ -247,6 +140,8 @@ def result_to_msg(result: QueryResult, frame_id: str, stamp_ns: int, frame_T_map
             msg.points = cloud
     if not result.objects:
         msg.points = points_to_cloud(np.zeros((0, 3), np.float32), header)
+    (msg.approach_pose, msg.approach_status, msg.approach_message,
+     msg.approach_reachability_checked) = approach_to_msg(result.approach, header, frame_T_map)
     return msg
 
 
@@ -264,16 +159,31 @@ def markers_for(result_msg, frame_id: str) -> MarkerArray:
         text.pose.orientation.w = 1.0
         text.scale.z = 0.12
         out.markers.extend([box, text])
+    if result_msg.approach_pose.header.frame_id:
+        # Where the robot can stand, facing the best object: an arrow on the floor (issue 22).
+        arrow = Marker(header=result_msg.approach_pose.header, ns="mllm3d/approach", id=0, type=Marker.ARROW,
+                       action=Marker.ADD, pose=result_msg.approach_pose.pose,
+                       color=ColorRGBA(r=0.1, g=0.6, b=1.0, a=0.9))
+        arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.4, 0.06, 0.06
+        out.markers.append(arrow)
     return out
 
 
 class QueryNode(Node):
     """Thin adapter: goals -> QueryPipeline -> results, feedback and RViz topics."""
 
-    def __init__(self, map_source: MapSource, resolver: MemoryResolver | None = None, **kwargs) -> None:
+    def __init__(self, map_source: MapSource, resolver: MemoryResolver | None = None,
+                 occupancy: OccupancyGridSource | None = None, **kwargs) -> None:
         super().__init__("query", **kwargs)
         p = declare_and_read(self, QUERY_PARAMS)
         self._frame = p["map_frame"]
+        self._robot_frame = p["robot_frame"]
+        try:
+            self._approach_config = ApproachConfig(standoff_m=p["approach_standoff_m"], robot_radius_m=p["robot_radius_m"])
+        except ValueError as exc:  # standoff below the radius: the message names both
+            raise ParameterError(f"parameter 'approach_standoff_m': {exc}") from None
+        # The floor grid the approach poses are planned on: the mapping node's (same process), else our own.
+        self._occupancy = occupancy or OccupancyGridSource(map_source)
         self._tf_timeout_s = p["tf_timeout_s"]
         # Created up front so /tf_static (latched) and /tf are already buffered when a goal asks.
         self._tf = TfLookup(self)
@@ -281,8 +191,9 @@ class QueryNode(Node):
         self._model_parsing = p["model_parsing"]
         self._map_source = map_source
         self._action_group = ReentrantCallbackGroup()
-        self._segmenter = RemoteSegmenter(self, p["segment_service"], p["heartbeat_topic"], p["backend_timeout_s"],
-                                          p["service_wait_s"], ReentrantCallbackGroup())
+        self._segmenter = SegmentViewsClient(self, p["segment_service"], p["heartbeat_topic"],
+                                             backend_timeout_s=p["backend_timeout_s"],
+                                             service_wait_s=p["service_wait_s"], callback_group=ReentrantCallbackGroup())
         voting = VotingConfig(min_mask_confidence=p["min_mask_confidence"], min_support_ratio=p["min_support_ratio"],
                               depth_tolerance_m=p["depth_tolerance_m"])
         self.pipeline = QueryPipeline(
@@ -303,10 +214,13 @@ class QueryNode(Node):
         self._cloud_pub = self.create_publisher(PointCloud2, "~/segmented_cloud", LATCHED_QOS)
         self._marker_pub = self.create_publisher(MarkerArray, "~/markers", LATCHED_QOS)
         self._result_pub = self.create_publisher(String, "~/result", RELIABLE_QOS)
+        # A finished goal's result (clouds included, ~0.2 MB) is kept for late result requests for
+        # result_timeout: Humble's default of 900 s holds every answer of the last quarter hour in memory.
+        # Clients ask for the result as soon as the goal is accepted, so 10 s (Jazzy's default) is plenty.
         self._action = ActionServer(self, SegmentQuery, "segment_query", execute_callback=self._execute,
                                     goal_callback=self._on_goal, cancel_callback=self._on_cancel,
                                     handle_accepted_callback=self._on_accepted,
-                                    callback_group=self._action_group)
+                                    callback_group=self._action_group, result_timeout=RESULT_TIMEOUT_S)
         self._instruction_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(String, "~/instruction", self._on_instruction, RELIABLE_QOS,
                                  callback_group=self._instruction_group)
@@ -393,6 +307,8 @@ class QueryNode(Node):
             recognise_fn = functools.partial(self._segmenter.recognise, cancel=query.cancel, deadline=deadline)
             result = self.pipeline.run(instruction, max_views, min_confidence, progress, query.cancel.is_set,
                                        segment_fn=segment_fn, parse_fn=parse_fn, recognise_fn=recognise_fn)
+            if result.status is QueryStatus.SUCCESS:
+                result = dataclasses.replace(result, approach=self._approach(result))
         except Exception as exc:  # noqa: BLE001 -- e.g. a bug in voting: answer it, never a default result
             self.get_logger().error(f"query '{instruction[:60]}' failed: {type(exc).__name__}: {exc}")
             result = QueryResult(QueryStatus.BACKEND_ERROR, f"internal error: {type(exc).__name__}: {exc}")
@@ -401,6 +317,25 @@ class QueryNode(Node):
         if result.status is QueryStatus.CANCELED and query.preempted:
             result = dataclasses.replace(result, message=query.stop_reason(result.message))
         return result
+
+    def _approach(self, result: QueryResult) -> ApproachPose:
+        """The approach pose for the result's best object on the floor grid of the result's map snapshot."""
+        t0 = time.monotonic()
+        grid = self._occupancy.grid(result.snapshot)
+        keyframes = self.pipeline.map_source.keyframes()
+        cams = np.array([kf.world_T_camera[:3, 3] for kf in keyframes]).reshape(-1, 3)
+        robot_xy, note = None, ""
+        try:
+            map_T_robot = self._tf.lookup(self._frame, self._robot_frame, 0, self._tf_timeout_s)
+            robot_xy = (float(map_T_robot[0, 3]), float(map_T_robot[1, 3]))
+        except TransformUnavailable as exc:
+            note = (f"robot pose unknown (no transform {self._frame} <- {self._robot_frame} within "
+                    f"{self._tf_timeout_s:.2f} s: {exc}): reachability not checked")
+        approach = plan_approach(result.objects[0].box, grid, result.snapshot,
+                                 camera_height_above_floor(cams, grid.floor_z_m), robot_xy, self._approach_config, note,
+                                 self._occupancy.config.min_height_m, keyframes)
+        result.timings_ms["approach_ms"] = (time.monotonic() - t0) * 1e3
+        return approach
 
     def _target_frame_problem(self, target_frame: str) -> str | None:
         """Why results cannot be given in `target_frame` (bad name, no transform), or None."""
@@ -505,4 +440,5 @@ def result_summary(result: QueryResult, instruction: str) -> dict:
                          "size_m": [round(float(x), 3) for x in o.box.size_m],
                          "num_points": int(o.point_indices.size),
                          "supporting_views": o.supporting_views, "visible_views": o.visible_views}
-                        for o in result.objects]}
+                        for o in result.objects],
+            "approach": approach_summary(result.approach)}

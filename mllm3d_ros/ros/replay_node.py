@@ -5,7 +5,9 @@ Published (sensor-data QoS): camera/color/image_raw, camera/depth/image_raw (16U
   camera/color/camera_info, camera/pose (geometry_msgs/PoseStamped in map_frame).
 Parameters: path (str, required), rate_scale (float, 1.0; 0 = as fast as possible), stride (int, 1),
   max_frames (int, 0 = all), loop (bool, false), camera_frame, map_frame,
-  shutdown_when_done (bool, true).
+  shutdown_when_done (bool, true), wait_for_subscribers_s (float, 10.0).
+Frames go out only once every camera topic has a subscriber (or after wait_for_subscribers_s): frames
+published before DDS has matched the mapping node's subscriptions would be lost to it, uncounted.
 A frame that cannot be decoded (truncated image, unreadable depth) is logged and skipped; when no
 frame of the recording can be read the node logs it and exits with status 1.
 """
@@ -19,7 +21,7 @@ import rclpy
 from rclpy.node import Node
 
 from ..core.types import InputError
-from ..sources.recording import open_recording
+from ..sources.recording import ReadCounts, nothing_readable, open_recording, readable_frames
 from .camera_publisher import CameraPublisher
 from .params import ParamSpec, ParameterError, declare_and_read
 
@@ -32,6 +34,8 @@ REPLAY_PARAMS = (
     ParamSpec("camera_frame", "camera_color_optical_frame", "frame_id of the images."),
     ParamSpec("map_frame", "map", "frame_id of the poses."),
     ParamSpec("shutdown_when_done", True, "Exit the process when the recording ends (and loop is false)."),
+    ParamSpec("wait_for_subscribers_s", 10.0, "Before the first frame, wait up to this long for a subscriber on every "
+              "camera topic (frames sent earlier are lost to it); 0 = start at once.", 0.0, 3600.0),
 )
 
 
@@ -54,19 +58,32 @@ class ReplayNode(Node):
         self._thread.start()
         self.get_logger().info(f"replaying {len(self._frames)} frames from {p['path']}")
 
+    def _wait_for_subscribers(self) -> None:
+        wait_s = self._p["wait_for_subscribers_s"]
+        if wait_s <= 0:
+            return
+        try:
+            if self._camera.subscriber_count() == 0:
+                self.get_logger().info(f"waiting up to {wait_s:.1f} s for a subscriber on every camera topic")
+            end = time.monotonic() + wait_s
+            while self._camera.subscriber_count() == 0 and time.monotonic() < end and not self.done.is_set():
+                self.done.wait(0.05)
+            if self._camera.subscriber_count() == 0 and not self.done.is_set():
+                self.get_logger().warning(f"no subscriber on every camera topic after {wait_s:.1f} s: "
+                                          "publishing anyway")
+        except Exception:  # noqa: BLE001 -- only while shutting down (Ctrl-C while waiting): the node is gone
+            if not (self.done.is_set() or not rclpy.ok()):
+                raise
+
     def _run(self) -> None:
-        count = unreadable = 0
+        count = 0
+        reads = ReadCounts()
+        self._wait_for_subscribers()
         while True:
             t_wall0, t_rec0 = time.monotonic(), None
-            for index in range(len(self._frames)):
+            for index, frame in readable_frames(self._frames, reads, self._skipped):
                 if self.done.is_set():
                     return
-                try:
-                    frame = self._frames[index]
-                except InputError as exc:
-                    unreadable += 1
-                    self.get_logger().warning(f"skipping frame {index}: {exc}")
-                    continue
                 if self._p["rate_scale"] > 0:
                     t_rec0 = frame.stamp_ns if t_rec0 is None else t_rec0
                     due = t_wall0 + (frame.stamp_ns - t_rec0) * 1e-9 / self._p["rate_scale"]
@@ -81,15 +98,18 @@ class ReplayNode(Node):
             if not self._p["loop"] or count == 0:
                 break
         if count == 0:
-            self.get_logger().error(f"no frame of {self._p['path']} could be read ({unreadable} unreadable)")
+            self.get_logger().error(str(nothing_readable(self._p["path"], reads)))
             self.exit_code = 1
         else:
             self.get_logger().info(f"replay finished: {count} frames published"
-                                   + (f", {unreadable} unreadable frames skipped" if unreadable else ""))
+                                   + (f", {reads.unreadable} unreadable frames skipped" if reads.unreadable else ""))
         self.done.set()
         if self._p["shutdown_when_done"] or self.exit_code:
             time.sleep(1.0)  # let the last frames leave before the context goes down
             rclpy.try_shutdown()
+
+    def _skipped(self, index: int, exc: InputError) -> None:
+        self.get_logger().warning(f"skipping frame {index}: {exc}")
 
     def _publish(self, frame) -> bool:
         """Publish one frame; False once the process is shutting down (Ctrl-C) so the thread ends quietly."""
@@ -106,9 +126,9 @@ class ReplayNode(Node):
         self._thread.join(timeout=5.0)  # before the node is destroyed under the publishing thread
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, signal_exit_codes: bool = False) -> int:
     from .runner import run_nodes
-    return run_nodes([ReplayNode], args, num_threads=2)
+    return run_nodes([ReplayNode], args, num_threads=2, signal_exit_codes=signal_exit_codes)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Segmentation node: the 2D reasoning-segmentation backend behind the SegmentViews service.
 
 A lifecycle node: weights load in on_configure and are freed in on_cleanup (they are the heavy
-state); with `autostart` it configures and activates itself, like nav2's lifecycle manager would.
+state); with `autostart` it configures and activates itself, like nav2's lifecycle manager would, once
+its executor spins, so that the heartbeat says `loading` meanwhile.
 Run it on a GPU host to keep the robot's computer free; the query node finds it over DDS.
 
 Service:    ~/segment_views (mllm3d_ros/srv/SegmentViews), answered only while active: segmentation of an
@@ -9,7 +10,9 @@ Service:    ~/segment_views (mllm3d_ros/srv/SegmentViews), answered only while a
             memory's input), a phrase's embedding, a caption of a marked object (dense captions), or the
             model's parse of an instruction (JSON in `parsed_json`), or whether the backend recognises a phrase
             (the open-set gate, JSON in `recognition_json`)
-Published:  ~/heartbeat (std_msgs/String, 2 Hz, reliable): "<backend> <state>" -- liveness for queries
+Published:  ~/heartbeat (std_msgs/String, 2 Hz, reliable): "<backend> <state> <instance>" -- liveness for
+            its clients (core/backend_liveness.py): state loading | active | inactive | unconfigured, instance
+            a token new at every start (a client re-sends what it sent to a previous instance)
 Parameters: see SEGMENTATION_PARAMS and config/perception.yaml (block `segmentation`).
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -89,6 +93,8 @@ class SegmentationNode(LifecycleNode):
         self._params = declare_and_read(self, SEGMENTATION_PARAMS)
         self._backend = None
         self._active = False
+        self._loading = False
+        self.instance = uuid.uuid4().hex[:12]
         # One inference at a time: the model is not re-entrant, and batching happens inside a call.
         self._infer_lock = threading.Lock()
         self._service_group = MutuallyExclusiveCallbackGroup()
@@ -98,13 +104,26 @@ class SegmentationNode(LifecycleNode):
         # The heartbeat has its own group so it keeps beating while a long inference runs.
         self.create_timer(0.5, self._beat, callback_group=self._heartbeat_group)
         if self._params["autostart"]:
+            # Loaded from the executor (a one-shot timer in its own group), not here: the heartbeat then
+            # says `loading` while the weights load, and a signal during the load stops a spinning node.
+            self._loading = True
+            self._autostart_timer = self.create_timer(0.0, self._autostart,
+                                                      callback_group=MutuallyExclusiveCallbackGroup())
+        self._beat()
+
+    def _autostart(self) -> None:
+        self._autostart_timer.cancel()
+        try:
             self.trigger_configure()
             if self._backend is not None:
                 self.trigger_activate()
+        finally:
+            self._loading = False
 
     def _beat(self) -> None:
-        state = "active" if self._active else ("configured" if self._backend else "unconfigured")
-        self._heartbeat_pub.publish(String(data=f"{self._params['backend']} {state}"))
+        state = ("active" if self._active else "loading" if self._loading else
+                 "inactive" if self._backend else "unconfigured")
+        self._heartbeat_pub.publish(String(data=f"{self._params['backend']} {state} {self.instance}"))
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         t0 = time.monotonic()

@@ -80,9 +80,9 @@ class SimulatorNode(Node):
         self.frames_published += 1
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, signal_exit_codes: bool = False) -> int:
     from .runner import run_nodes
-    return run_nodes([SimulatorNode], args, num_threads=2)
+    return run_nodes([SimulatorNode], args, num_threads=2, signal_exit_codes=signal_exit_codes)
 
 
 if __name__ == "__main__":

@@ -135,3 +135,48 @@ def test_visibility_table_and_ranking():
 def test_config_validation(field, value):
     with pytest.raises(ConfigError, match=field):
         KeyframeConfig(**{field: value})
+
+
+# --- scene changes (issue 22): a frame that shows an object moved is a keyframe even when not novel ----------
+
+_CK = CameraIntrinsics(160, 120, 146.25, 146.25, 79.5, 59.5)
+
+
+def _wall_frame(stamp: int, pose: np.ndarray, patch: bool = False) -> RgbdFrame:
+    """A textured wall 3.01 m ahead along world +x (depth per pixel from the pose), optionally a 24 x 18 px patch
+    1.2 m in front of the camera (a small object: ~2 % of the samples, under min_novelty; in world terms it
+    moves with the camera, which only matters for the last frame, where it is still seen by a keyframe)."""
+    rows, cols = np.mgrid[0:120, 0:160]
+    rays = np.stack([(cols - _CK.cx) / _CK.fx, (rows - _CK.cy) / _CK.fy, np.ones(cols.shape)], -1) @ pose[:3, :3].T
+    depth = ((3.01 - pose[0, 3]) / rays[..., 0]).astype(np.float32)
+    if patch:
+        depth[50:68, 70:94] = 1.2
+    rng = np.random.default_rng(0)  # texture, so that no frame is rejected as blurred
+    color = np.repeat(rng.integers(0, 255, (120, 160, 1), dtype=np.uint8), 3, axis=2)
+    return RgbdFrame(stamp, color, depth, _CK, pose)
+
+
+def test_a_small_change_makes_a_keyframe_and_a_static_scene_does_not():
+    store = KeyframeStore(KeyframeConfig(image_scale=1.0))
+    poses = [look_at([0.0, y, 1.4], [1.0, y, 1.4]) for y in (0.0, 0.12, 0.24, 0.36, 0.48)]
+    assert store.offer(_wall_frame(0, poses[0])).decision is KeyframeDecision.ADDED
+    first = store.offer(_wall_frame(1, poses[2]))  # 24 cm to the side: novel enough at the edge
+    assert first.decision is KeyframeDecision.ADDED, first
+    # Back between them: seen by both keyframes, nothing changed.
+    still = store.offer(_wall_frame(2, poses[1]))
+    assert still.decision is KeyframeDecision.REJECTED_NOT_NOVEL and still.changed_samples == 0
+    # The same place with a small object that appeared: both keyframes saw the wall behind it.
+    appeared = store.offer(_wall_frame(3, poses[1], patch=True))
+    assert appeared.novelty < 0.05 and appeared.changed_samples >= 8
+    assert appeared.decision is KeyframeDecision.ADDED
+    # Once that keyframe is kept, the object seen again (from 12 cm aside) is no change worth a keyframe.
+    again = store.offer(_wall_frame(4, poses[0], patch=True))
+    assert again.decision is KeyframeDecision.REJECTED_NOT_NOVEL and again.changed_samples < 8
+
+
+def test_change_keyframes_can_be_turned_off():
+    store = KeyframeStore(KeyframeConfig(image_scale=1.0, min_change_samples=0))
+    poses = [look_at([0.0, y, 1.4], [1.0, y, 1.4]) for y in (0.0, 0.12, 0.24)]
+    store.offer(_wall_frame(0, poses[0]))
+    store.offer(_wall_frame(1, poses[2]))
+    assert store.offer(_wall_frame(3, poses[1], patch=True)).decision is KeyframeDecision.REJECTED_NOT_NOVEL

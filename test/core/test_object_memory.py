@@ -1,5 +1,6 @@
 """The object memory on hand-built two-cube scenes with ray-cast depth: association, evidence, merging,
-splitting, removal and bounds (known answers)."""
+splitting, removal and bounds; class-agnostic proposals tracked as unlabelled instances that take a
+detector's label (known answers)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from mllm3d_ros.core.config import ConfigError
 from mllm3d_ros.core.evidence import grow_mask
 from mllm3d_ros.core.object_memory import ObjectMemory, ObjectMemoryConfig, VoxelIndex, voxel_centers, voxel_keys
-from mllm3d_ros.core.types import InputError, Keyframe, Prediction2D
+from mllm3d_ros.core.types import UNLABELLED, InputError, Keyframe, Prediction2D, SupportKind
 from test_voting import BOX_A, BOX_B, FLOOR, INTRINSICS, ORTHO, Q, look_at, render
 
 EYES = [(-0.6, 0.0, 1.3), (0.0, -1.6, 1.2), (0.0, 1.6, 1.2), (2.6, -1.2, 1.3), (2.6, 1.2, 1.3), (1.0, -2.0, 1.5)]
@@ -351,3 +352,119 @@ def test_a_voxel_is_seen_through_only_over_its_whole_footprint():
                               cfg.depth_tolerance_frac).through_indices
     np.testing.assert_array_equal(through, [0, 1])  # both, judged at the centre's pixel
     np.testing.assert_array_equal(_seen_through_whole(centres, through, kf, cfg), [1])
+
+
+# --- class-agnostic proposals (issue 19) --------------------------------------------------------------
+
+
+def agnostic(mask, geometric=True):
+    return Prediction2D(mask=mask, confidence=0.5, embedding=np.zeros(0, np.float32), label=UNLABELLED,
+                        geometric=geometric)
+
+
+def _floor_surface():
+    from mllm3d_ros.core.supports import find_supports
+
+    gx, gy = np.meshgrid(np.arange(-0.5, 2.5, 0.02), np.arange(-1.5, 1.5, 0.02), indexing="ij")
+    pts = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1)
+    return find_supports(pts, np.tile([0.0, 0.0, 1.0], (pts.shape[0], 1)), floor_height_m=0.0).surfaces
+
+
+def test_class_agnostic_objects_become_unlabelled_instances_on_their_support():
+    memory = ObjectMemory()
+    floor = _floor_surface()
+    for k, eye in enumerate(EYES[:3]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [agnostic(box_id == 0), agnostic(box_id == 1)], floor)
+    objects = memory.objects()
+    assert len(objects) == 2 and memory.stats.unlabelled == 2 and memory.stats.supports == 1
+    for obj, box in zip(sorted(objects, key=lambda o: float(o.box.center_world_m[1])), (BOX_A, BOX_B)):
+        assert obj.unlabelled and obj.label == UNLABELLED and obj.label_scores == ((UNLABELLED, 1.0),)
+        assert obj.detections == 3 and obj.label_hints == ()
+        assert obj.embedding.shape == (0,)  # no detector has spoken yet: nothing to compare text with
+        assert in_box(obj.points_world_m, box, 0.05).all()
+        assert obj.support is not None and obj.support.kind is SupportKind.FLOOR
+        assert obj.support.height_m == pytest.approx(0.0, abs=0.01)
+        assert obj.confidence == pytest.approx(np.sqrt(0.5 * 3 / 4))
+    assert [s.kind for s in memory.supports()] == [SupportKind.FLOOR]
+
+
+def test_a_detector_proposal_on_an_unlabelled_instance_gives_it_its_label():
+    memory = ObjectMemory()
+    for k, eye in enumerate(EYES[:3]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [agnostic(box_id == 0), agnostic(box_id == 1)])
+    # The detector names the first cube (a box mask a pixel larger) and sees nothing on the second.
+    for k, eye in enumerate(EYES[3:5], start=3):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(grow_mask(box_id == 0, 1), "cube"), agnostic(box_id == 0),
+                              agnostic(box_id == 1)])
+        if k == 3:  # one detection: a hint, not yet a label
+            cube = min(memory.objects(), key=lambda o: float(o.box.center_world_m[1]))
+            assert cube.unlabelled and cube.label_hints == (("cube", 1.0),)
+    assert memory.stats.instances == 2  # the detector's masks joined the instance, none was created
+    cube, other = sorted(memory.objects(), key=lambda o: float(o.box.center_world_m[1]))
+    # The label's evidence is the detector's, from its first detection on: 2 of the 2 views since.
+    assert not cube.unlabelled and cube.label == "cube" and cube.detections == 2 and cube.views_seen == 2
+    assert cube.confidence == pytest.approx(np.sqrt(0.8 * 2 / 3))
+    np.testing.assert_allclose(cube.embedding, Q)
+    assert other.unlabelled and other.label == UNLABELLED and other.detections == 5
+    assert other.embedding.shape == Q.shape and not other.embedding.any()
+
+
+def test_a_class_agnostic_mask_over_two_objects_held_apart_is_not_used():
+    memory = ObjectMemory()
+    for k, eye in enumerate(EYES[:3]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [agnostic(box_id == 0), agnostic(box_id == 1)])
+    ignored, before = memory.stats.proposals_ignored, [o.points_world_m.shape for o in memory.objects()]
+    kf, box_id = view(3, EYES[3])
+    memory.integrate(kf, [agnostic(box_id >= 0)])  # one cluster over both cubes: an under-segmentation
+    assert memory.stats.proposals_ignored == ignored + 1 and memory.stats.instances == 2
+    assert [o.points_world_m.shape for o in memory.objects()] == before
+
+
+def test_class_agnostic_masks_from_any_source_are_taken():
+    # SAM-like masks (not rendered from the map): eroded and stripped like a detector's, then tracked.
+    memory = ObjectMemory()
+    for k, eye in enumerate(EYES[:3]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [agnostic(grow_mask(box_id == 0, 1), geometric=False)])
+    obj, = memory.objects()
+    assert obj.unlabelled and obj.detections == 3 and in_box(obj.points_world_m, BOX_A, 0.05).all()
+
+
+def test_an_object_moved_a_little_is_shown_at_its_new_place_only():
+    # Cube A is pushed 0.25 m along x, still overlapping its old place: the new place's masks join the old
+    # instance (they hold some of its voxels), and the views see through the rest of the old voxels.
+    moved = (BOX_A[0] + [0.25, 0.0, 0.0], BOX_A[1] + [0.25, 0.0, 0.0])
+    memory = ObjectMemory()
+    for k, eye in enumerate(EYES[:4]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    for k, eye in enumerate(EYES[:2], start=4):
+        kf, box_id = view(k, eye, boxes=(moved, BOX_B))
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    cube = [o for o in memory.objects() if o.label == "cube"]
+    assert len(cube) == 1
+    pts = cube[0].points_world_m
+    assert in_box(pts, moved, 0.05).mean() >= 0.95  # at the new place ...
+    old_only = in_box(pts, BOX_A, 0.0) & ~in_box(pts, moved, 0.05)
+    assert old_only.mean() < 0.03  # ... and not at the old one (without the drop: 27 % of its points)
+    crate = next(o for o in memory.objects() if o.label == "crate")
+    assert in_box(crate.points_world_m, BOX_B, 0.05).all()  # the still object is untouched
+
+
+def test_an_object_moved_far_is_a_new_instance_and_the_old_one_goes():
+    far = (np.array([1.8, -0.6, 0.0]), np.array([2.2, -0.2, 0.4]))
+    memory = ObjectMemory()
+    for k, eye in enumerate(EYES[:4]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    for k, eye in enumerate(EYES[:3], start=4):
+        kf, box_id = view(k, eye, boxes=(far, BOX_B))
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+    cube = [o for o in memory.objects() if o.label == "cube"]
+    assert len(cube) == 1 and in_box(cube[0].points_world_m, far, 0.05).mean() >= 0.95
+    assert memory.stats.removed_gone == 1
+

@@ -194,3 +194,65 @@ def test_real_redkitchen_frames_fuse_into_a_bounded_kitchen(redkitchen_dir):
     seen = visible_mask(snap.points_world_m, frames[-1].world_T_camera, intrinsics, frames[-1].depth_m,
                         depth_tolerance_m=0.1)
     assert seen.sum() > 1000
+
+
+# --- free-space carving (issue 22): a surface that is gone is erased, what is not seen stays -----------------
+
+_CARVE_INTR = CameraIntrinsics(160, 120, 146.25, 146.25, 79.5, 59.5)
+
+
+def _panel_frame(stamp: int, world_T_camera: np.ndarray, panels=((40, 120, 30, 90, 1.51),), wall_m: float = 3.01):
+    """A wall `wall_m` in front of the camera and fronto-parallel panels (col0, col1, row0, row1, depth); off the
+    voxel grid by 1 cm (a surface exactly on voxel centres has tsdf 0 there and no zero crossing to extract)."""
+    depth = np.full((120, 160), wall_m, np.float32)
+    for c0, c1, r0, r1, d in panels:
+        depth[r0:r1, c0:c1] = d
+    return RgbdFrame(stamp, np.full((120, 160, 3), 128, np.uint8), depth, _CARVE_INTR, world_T_camera)
+
+
+def _points_at_depth(tsdf: TsdfMap, world_T_camera: np.ndarray, depth_m: float, tol_m: float = 0.05) -> int:
+    pts = tsdf.snapshot().points_world_m.astype(np.float64)
+    z_cam = (pts - world_T_camera[:3, 3]) @ world_T_camera[:3, 2]
+    return int(np.count_nonzero(np.abs(z_cam - depth_m) <= tol_m))
+
+
+@pytest.mark.parametrize("carve", [True, False])
+def test_a_panel_taken_away_is_carved_once_the_wall_behind_it_is_seen(carve):
+    pose = look_at([0.0, 0.0, 1.4], [1.0, 0.0, 1.4])
+    tsdf = TsdfMap(TsdfMapConfig(carve_max_weight=4.0 if carve else 0.0))
+    for k in range(12):  # the panel at 1.5 m, seen 12 times (weight 12)
+        tsdf.integrate(_panel_frame(k, pose))
+    before = _points_at_depth(tsdf, pose, 1.51)
+    assert before > 500
+    for k in range(12, 20):  # taken away: the wall at 3 m is seen through where it stood
+        frame = _panel_frame(k, pose, panels=())
+        tsdf.integrate(frame)
+        stats = tsdf.carve(frame)
+        assert stats.voxels_carved >= 0 and stats.carve_ms >= 0
+    after = _points_at_depth(tsdf, pose, 1.51)
+    if carve:
+        assert after < 0.02 * before and tsdf.carved_voxels > 0
+    else:  # Open3D alone never touches the panel's blocks: far from the wall's truncation band
+        assert after > 0.9 * before and tsdf.carved_voxels == 0
+    assert _points_at_depth(tsdf, pose, 3.01) > 1000  # the wall itself is intact
+
+
+def test_carving_leaves_what_is_out_of_view_or_hidden_behind_the_observed_surface():
+    pose = look_at([0.0, 0.0, 1.4], [1.0, 0.0, 1.4])
+    tsdf = TsdfMap(TsdfMapConfig())
+    for k in range(6):
+        tsdf.integrate(_panel_frame(k, pose))
+    before = _points_at_depth(tsdf, pose, 1.51)
+    # Turned 90 degrees away: the panel is out of the frustum.
+    away = look_at([0.0, 0.0, 1.4], [0.0, 1.0, 1.4])
+    for k in range(6, 12):
+        frame = _panel_frame(k, away, panels=())
+        tsdf.integrate(frame)
+        tsdf.carve(frame)
+    assert _points_at_depth(tsdf, pose, 1.51) >= 0.98 * before
+    # Looking at it again, with a nearer panel in front covering it: it is hidden, not seen through.
+    for k in range(12, 18):
+        frame = _panel_frame(k, pose, panels=((30, 130, 20, 100, 1.01),))
+        tsdf.integrate(frame)
+        tsdf.carve(frame)
+    assert _points_at_depth(tsdf, pose, 1.51) >= 0.9 * before

@@ -58,9 +58,11 @@ class ScriptedSegmentation(Node):
     Mode PARSE requests are counted apart (`parse_calls`) and answered by `parse_answer`: None UNSUPPORTED
     (a backend without parsing), 'error' BACKEND_ERROR, else that string as `parsed_json`. Mode RECOGNISE
     requests are counted apart (`recognise_calls`) and answered by `recognise_answer`: None UNSUPPORTED (a
-    backend without an open-set gate), else that string as `recognition_json`."""
+    backend without an open-set gate), else that string as `recognition_json`.
+    `instance`: the heartbeat's instance token ('' = the old two-word heartbeat); `load_s`: the service
+    appears only after this long, the heartbeat saying `loading` meanwhile (a restarted node's start-up)."""
 
-    def __init__(self, box_ids, **kwargs) -> None:
+    def __init__(self, box_ids, instance: str = "", load_s: float = 0.0, **kwargs) -> None:
         super().__init__("segmentation", **kwargs)
         self.box_ids = box_ids
         self.mode = "cube"
@@ -71,12 +73,26 @@ class ScriptedSegmentation(Node):
         self.parse_answer: str | None = None
         self.recognise_calls = 0
         self.recognise_answer: str | None = None
-        group = ReentrantCallbackGroup()
-        self.create_service(SegmentViews, "~/segment_views", self._serve, callback_group=group)
+        self.on_request = None  # called with the mode of every request, as it arrives
+        self._group = ReentrantCallbackGroup()
+        self._state = "loading"
         beat = self.create_publisher(String, "~/heartbeat", RELIABLE_QOS)
-        self.create_timer(0.2, lambda: beat.publish(String(data="scripted active")), callback_group=group)
+        self.create_timer(0.2, lambda: beat.publish(String(data=f"scripted {self._state} {instance}".strip())),
+                          callback_group=self._group)
+        if load_s > 0:
+            self._load_timer = self.create_timer(load_s, self._loaded, callback_group=self._group)
+        else:
+            self._loaded()
+
+    def _loaded(self) -> None:
+        if getattr(self, "_load_timer", None) is not None:
+            self._load_timer.cancel()
+        self.create_service(SegmentViews, "~/segment_views", self._serve, callback_group=self._group)
+        self._state = "active"
 
     def _serve(self, request, response):
+        if self.on_request is not None:
+            self.on_request(request.mode)
         if request.mode == SegmentViews.Request.RECOGNISE:
             self.recognise_calls += 1
             if self.recognise_answer is None:
@@ -115,18 +131,22 @@ class ScriptedSegmentation(Node):
 class Graph:
     """Start with `Graph(policy=...)`; `close()` tears everything down in the safe order."""
 
-    def __init__(self, **params) -> None:
-        self.namespace = f"/qtest_{os.getpid()}_{next(_COUNTER)}"
+    def __init__(self, with_segmentation: bool = True, namespace: str | None = None, **params) -> None:
+        """`with_segmentation=False`: no backend here (a test starts one as a process of its own);
+        `namespace`: e.g. '/mllm3d' for the CLI (default: one of its own)."""
+        self.namespace = namespace or f"/qtest_{os.getpid()}_{next(_COUNTER)}"
         self.context = Context()
         rclpy.init(context=self.context)
         self.map = SceneMap()
         overrides = [Parameter(k, value=v) for k, v in params.items()]
         self.query = QueryNode(self.map, namespace=self.namespace, context=self.context,
                                parameter_overrides=overrides)
-        self.segmentation = ScriptedSegmentation(self.map.box_ids, namespace=self.namespace, context=self.context)
+        self.segmentation = (ScriptedSegmentation(self.map.box_ids, namespace=self.namespace, context=self.context)
+                             if with_segmentation else None)
         self.client_node = Node("client", namespace=self.namespace, context=self.context)
         self.action = ActionClient(self.client_node, SegmentQuery, f"{self.namespace}/segment_query")
         self.results: list[dict] = []
+        self.heartbeats: list[str] = []
         self.markers: list[MarkerArray] = []
         self.clouds: list[PointCloud2] = []
         self._instruction = self.client_node.create_publisher(String, f"{self.namespace}/query/instruction",
@@ -137,9 +157,12 @@ class Graph:
                                              LATCHED_QOS)
         self.client_node.create_subscription(PointCloud2, f"{self.namespace}/query/segmented_cloud",
                                              self.clouds.append, LATCHED_QOS)
+        self.client_node.create_subscription(String, f"{self.namespace}/segmentation/heartbeat",
+                                             lambda m: self.heartbeats.append(m.data), RELIABLE_QOS)
         self.executor = MultiThreadedExecutor(num_threads=16, context=self.context)
         for node in (self.query, self.segmentation, self.client_node):
-            self.executor.add_node(node)
+            if node is not None:
+                self.executor.add_node(node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
         assert self.action.wait_for_server(timeout_sec=20.0), "action server not found"
@@ -153,11 +176,13 @@ class Graph:
         self._instruction.publish(String(data=text))
 
     def close(self) -> None:
-        self.segmentation.release.set()
+        if self.segmentation is not None:
+            self.segmentation.release.set()
         self.executor.shutdown()
         self._thread.join(timeout=10.0)
         for node in (self.client_node, self.segmentation, self.query):
-            node.destroy_node()
+            if node is not None:
+                node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
 

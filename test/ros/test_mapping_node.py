@@ -4,6 +4,8 @@
   (odom -> base_link) from here; frames before any transform are rejected (NO_TRANSFORM) and the
   node lives on; fused keyframes carry map_T_camera composed through the whole chain.
 - The map services: save, reset (map and keyframes published empty), load (restored), bad load.
+- The occupancy grid (issue 22): an empty grid latched before any frame (and saved as one unknown cell),
+  then the map's grid; ~/save_grid writes the map_server pair that loads back to the published grid.
 - pose_source: odometry with base_T_camera: the camera pose is the base pose composed with it.
 """
 
@@ -17,11 +19,12 @@ import numpy as np
 import pytest
 import rclpy
 from geometry_msgs.msg import PoseArray
-from nav_msgs.msg import Odometry
+from nav_msgs.msg import OccupancyGrid, Odometry
 from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import Trigger
 
 from mllm3d_ros.core.geometry import BODY_T_OPTICAL
+from mllm3d_ros.core.occupancy import read_map_server
 from mllm3d_ros.ros.camera_publisher import CameraPublisher
 from mllm3d_ros.ros.conversions import make_header, matrix_to_pose, pose_to_matrix
 from mllm3d_ros.ros.qos import LATCHED_QOS, SENSOR_QOS
@@ -60,6 +63,8 @@ class _Harness:
         self.odom = self.node.create_publisher(Odometry, "odom", SENSOR_QOS)
         self.keyframes: list[PoseArray] = []
         self.node.create_subscription(PoseArray, "mapping/keyframes", self.keyframes.append, LATCHED_QOS)
+        self.grids: list[OccupancyGrid] = []
+        self.node.create_subscription(OccupancyGrid, "mapping/occupancy_grid", self.grids.append, LATCHED_QOS)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -123,6 +128,15 @@ def _start_mapping(tmp_path, ns: str, *params: str):
     return proc, log
 
 
+def _wait(predicate, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
+
+
 def _assert_pose(msg_pose, expected: np.ndarray) -> None:
     np.testing.assert_allclose(pose_to_matrix(msg_pose), expected, atol=2e-3)
 
@@ -143,6 +157,12 @@ def test_tf_pose_source_pip_only_and_map_services(ros, tmp_path):
     h = _Harness("tfcase")
     try:
         assert "TF from mllm3d_ros" in log.read_text()  # the package's own listener: no tf2_ros here
+        # Before any frame: an empty grid, latched, and saving it is no error.
+        assert _wait(lambda: h.grids, 20.0), "no occupancy grid latched"
+        assert h.grids[0].info.width == 0 and h.grids[0].header.frame_id == "map"
+        early = h.call(MapFile, "/tfcase/mapping/save_grid", MapFile.Request(path=str(tmp_path / "early")))
+        assert early.success and "one unknown cell" in early.message, early.message
+        assert read_map_server(tmp_path / "early.yaml").shape == (1, 1)
         h.wait_matched("/tfcase/camera/depth/image_raw")
         for _ in range(30):  # no transform published yet: rejected and counted, never raised
             h.frame(np.eye(4), h.now_ns())
@@ -157,6 +177,18 @@ def test_tf_pose_source_pip_only_and_map_services(ros, tmp_path):
         kfs = h.wait_keyframes(2)
         for msg_pose, odom_T_base in zip(kfs.poses, ODOM_T_BASE):
             _assert_pose(msg_pose, MAP_T_ODOM @ odom_T_base @ BASE_T_CAMERA)
+        assert _wait(lambda: h.grids and h.grids[-1].info.width > 0, 20.0), "no grid of the map"
+        time.sleep(1.0)  # the map is final: the next grid is the same
+        grid = h.grids[-1]
+        assert grid.info.resolution == pytest.approx(0.05) and set(grid.data) <= {-1, 0, 100}
+        saved_grid = h.call(MapFile, "/tfcase/mapping/save_grid", MapFile.Request(path=str(tmp_path / "grid")))
+        assert saved_grid.success, saved_grid.message
+        back = read_map_server(tmp_path / "grid.yaml")
+        assert back.shape == (grid.info.height, grid.info.width)
+        np.testing.assert_array_equal(back.data.ravel(), np.asarray(grid.data, np.int8))
+        assert back.origin_xy_m == pytest.approx((grid.info.origin.position.x, grid.info.origin.position.y), abs=1e-5)
+        bad = h.call(MapFile, "/tfcase/mapping/save_grid", MapFile.Request(path=""))
+        assert not bad.success and "path is empty" in bad.message
 
         # services: save, reset (published empty), bad load (unchanged), load (restored)
         saved = h.call(MapFile, "/tfcase/mapping/save_map", MapFile.Request(path=str(tmp_path / "saved")))
@@ -233,6 +265,31 @@ def test_one_frame_stamped_an_hour_ahead_does_not_freeze_mapping(ros, tmp_path):
         kfs = h.wait_keyframes(2)
         _assert_pose(kfs.poses[1], poses[1])
         assert wait_for_log(log, "frame rejected (STAMP_OFF_CLOCK)", 10), log.read_text()
+    finally:
+        h.close()
+        stop(proc)
+
+
+def test_depth_in_metres_as_uint16_is_said_once_and_counted_not_fused(ros, tmp_path):
+    # Issue 20 item 6: such frames were counted as fused and made keyframes, with no warning.
+    import dataclasses
+    proc, log = _start_mapping(tmp_path, "metrecase", "stats_period_s:=0.5")
+    h = _Harness("metrecase")
+    try:
+        h.wait_matched("/metrecase/camera/pose")
+        pose = MAP_T_ODOM @ ODOM_T_BASE[0] @ BASE_T_CAMERA
+        for _ in range(5):
+            stamp = h.now_ns()
+            frame = SIM.render(pose, stamp).frame
+            h.camera.publish(dataclasses.replace(frame, depth_m=frame.depth_m * np.float32(1e-3)), stamp)  # 2 m -> "2 mm"
+            time.sleep(0.15)
+        assert wait_for_log(log, "'NO_DEPTH_IN_RANGE': 5", 30), log.read_text()
+        text = log.read_text()
+        assert text.count("frame rejected (NO_DEPTH_IN_RANGE)") == 1, text
+        assert "depth looks like metres written as uint16, expected millimetres" in text
+        stats = [line for line in text.splitlines() if "'NO_DEPTH_IN_RANGE': 5" in line][-1]
+        # Counted as received per input, not fused, no keyframe.
+        assert "fused=0 " in stats and "keyframes=0 " in stats and "'color': 5" in stats and "'depth': 5" in stats, stats
     finally:
         h.close()
         stop(proc)

@@ -36,7 +36,8 @@ def test_replay_skips_a_corrupt_frame_and_exits(tmp_path):
     color.write_bytes(color.read_bytes()[:60])  # truncated PNG
     log = tmp_path / "replay.log"
     proc = start("mllm3d_ros.ros.replay_node", domain_id=DOMAIN, log_path=log,
-                 ros_args=("-r", "__ns:=/replay_faults", "-p", f"path:={root}", "-p", "rate_scale:=0.0"))
+                 ros_args=("-r", "__ns:=/replay_faults", "-p", f"path:={root}", "-p", "rate_scale:=0.0",
+                           "-p", "wait_for_subscribers_s:=0.0"))
     try:
         code = _wait_exit(proc, 60)
     finally:
@@ -54,7 +55,8 @@ def test_replay_with_nothing_readable_exits_with_an_error(tmp_path):
         path.write_bytes(b"not an image")
     log = tmp_path / "replay.log"
     proc = start("mllm3d_ros.ros.replay_node", domain_id=DOMAIN, log_path=log,
-                 ros_args=("-r", "__ns:=/replay_faults", "-p", f"path:={root}", "-p", "rate_scale:=0.0"))
+                 ros_args=("-r", "__ns:=/replay_faults", "-p", f"path:={root}", "-p", "rate_scale:=0.0",
+                           "-p", "wait_for_subscribers_s:=0.0"))
     try:
         code = _wait_exit(proc, 60)
     finally:
@@ -79,3 +81,45 @@ def test_ctrl_c_ends_without_a_traceback(tmp_path, module, ready, args):
         code = stop(proc)
     text = log.read_text()
     assert code == 0 and "Traceback" not in text, text
+
+
+def test_replay_waits_for_its_subscribers_before_the_first_frame(tmp_path):
+    # Issue 20: frames published before DDS matched the mapping node's subscriptions were lost, uncounted.
+    import threading
+
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from mllm3d_ros.ros.qos import SENSOR_QOS
+
+    root = _folder(tmp_path, n=5)
+    log = tmp_path / "replay.log"
+    proc = start("mllm3d_ros.ros.replay_node", domain_id=DOMAIN, log_path=log,
+                 ros_args=("-r", "__ns:=/replay_wait", "-p", f"path:={root}", "-p", "rate_scale:=0.0"))
+    context = Context()  # its own context on the replay's domain: this process's environment is left alone
+    rclpy.init(context=context, domain_id=DOMAIN)
+    node = rclpy.create_node("replay_listener", namespace="/replay_wait", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    received: list[int] = []
+    try:
+        assert wait_for_log(log, "waiting up to", 60), log.read_text()  # nobody listens yet: it waits
+        node.create_subscription(Image, "camera/color/image_raw", lambda m: received.append(m.header.stamp.nanosec),
+                                 SENSOR_QOS)
+        for msg_type, topic in ((Image, "camera/depth/image_raw"), (CameraInfo, "camera/color/camera_info"),
+                                (PoseStamped, "camera/pose")):
+            node.create_subscription(msg_type, topic, lambda _m: None, SENSOR_QOS)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        code = _wait_exit(proc, 60)
+        assert code == 0, log.read_text()
+        assert wait_for_log(log, "5 frames published", 5)
+        time.sleep(0.5)  # the last frames in flight
+        assert len(received) == 5, (received, log.read_text())
+    finally:
+        stop(proc)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

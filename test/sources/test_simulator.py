@@ -279,3 +279,37 @@ def test_relational_trajectory_keeps_the_stated_viewer_and_sees_every_object():
         p = viewer[:3, :3].T @ (np.asarray(info.center_world_m) - viewer[:3, 3])
         u, v = 205.0 * p[0] / p[2] + 159.5, 205.0 * p[1] / p[2] + 119.5
         assert p[2] > 0.5 and 0 <= u < 320 and 0 <= v < 240, info
+
+
+def test_scene_events_move_or_remove_an_object_and_what_rests_on_it(room: Room) -> None:
+    from mllm3d_ros.sources.simulator import EventKind, SceneEvent, apply_event, render_with_events, rooms_over_time
+
+    table = next(i for i in room.instances if i.label == "Table")
+    on_table = {i.instance_id for i in room.instances if i.support_id == table.instance_id}
+    assert on_table
+    move = SceneEvent(2, table.instance_id, EventKind.MOVE, (0.3, -0.2, 0.0), math.pi / 2)
+    moved = apply_event(room, move)
+    new = moved.instance(table.instance_id)
+    np.testing.assert_allclose(new.center_world_m, np.add(table.center_world_m, (0.3, -0.2, 0.0)), atol=1e-9)
+    assert new.yaw_rad == pytest.approx(table.yaw_rad + math.pi / 2)
+    for iid in on_table:  # carried along: the same place relative to the table's centre, turned with it
+        before = np.subtract(room.instance(iid).center_world_m, table.center_world_m)
+        after = np.subtract(moved.instance(iid).center_world_m, new.center_world_m)
+        np.testing.assert_allclose(after, [-before[1], before[0], before[2]], atol=1e-9)
+    others = [i for i in room.instances if i.instance_id not in on_table | {table.instance_id}]
+    assert all(moved.instance(i.instance_id) == i for i in others)
+    removed = apply_event(room, SceneEvent(1, table.instance_id, EventKind.REMOVE))
+    gone = on_table | {table.instance_id}
+    assert not any(i.instance_id in gone for i in removed.instances)
+    assert not any(p.instance_id in gone for p in removed.primitives)
+    # Rendered: the table's pixels are there before the event's frame and moved after it.
+    cfg = SimConfig(width=80, height=60, fx=65.6, fy=65.6, cx=39.5, cy=29.5, noise=False, nthreads=1)
+    pose = look_at(np.array([table.center_world_m[0] - 2.0, table.center_world_m[1], 1.4]), table.center_world_m)
+    frames = list(render_with_events(room, [pose] * 4, [move], cfg))
+    assert [s is room for _, s in frames] == [True, True, False, False]
+    assert not np.array_equal(frames[1][0].instance_ids, frames[2][0].instance_ids)
+    assert len(rooms_over_time(room, [move, SceneEvent(3, table.instance_id, EventKind.REMOVE)])) == 3
+    with pytest.raises(ConfigError):
+        SceneEvent(0, STRUCTURE_ID)
+    with pytest.raises(KeyError):
+        apply_event(room, SceneEvent(0, 9999))
