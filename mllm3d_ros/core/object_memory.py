@@ -91,10 +91,6 @@ _MASK = (1 << _BITS) - 1
 # Key offsets of the 27 voxels of a 3x3x3 neighbourhood (the fields never carry at these magnitudes).
 _NEIGHBOUR_KEY_OFFSETS = np.array([(dx << (2 * _BITS)) + (dy << _BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
                                    for dz in (-1, 0, 1)], dtype=np.int64)
-# A moved instance's seen voxels farther than this many voxels (26-neighbourhood steps) from what its detection
-# lifted are its old place's flat remains (ObjectMemory._drop_moved): two voxels (6 cm) spare the mask's
-# eroded rim and the lifted front part's hidden back.
-_MOVED_NEAR_VOXELS = 2
 
 
 def voxel_keys(points_world_m: np.ndarray, voxel_size_m: float) -> np.ndarray:
@@ -752,9 +748,9 @@ class ObjectMemory:
         # Misses first, on the voxels as they were (`_missed`).
         inst.misses[seen_idx[missed]] += 1
         visible = seen_idx.shape[0] >= max(3, self.config.min_visible_frac * inst.keys.shape[0])
-        new_keys = np.unique(np.concatenate([p.keys for p in proposals]))
         if through_idx is not None and through_idx.shape[0]:
-            self._drop_moved(inst, seen_idx, through_idx, keyframe, new_keys)
+            self._drop_moved(inst, seen_idx, through_idx, keyframe)
+        new_keys = np.unique(np.concatenate([p.keys for p in proposals]))
         member = _sorted_member(inst.keys, new_keys)
         keys = np.concatenate([inst.keys, new_keys[~member]])
         hits = np.concatenate([inst.hits, np.zeros(int((~member).sum()), np.int32)])
@@ -793,47 +789,25 @@ class ObjectMemory:
                             keyframe.keyframe_id)
         self._cap_voxels(inst)
 
-    def _drop_moved(self, inst: _Instance, seen_idx: np.ndarray, through_idx: np.ndarray, keyframe: Keyframe,
-                    lifted_keys: np.ndarray) -> None:
-        """Issue 22: an instance detected in this view although the view sees through most of its voxels away
-        from what this detection lifted (the gone test's share, over the voxels more than `_MOVED_NEAR_VOXELS`
-        voxels from every lifted one) has moved, and this detection is of its new place: those voxels go now,
-        the ones seen through and the ones seen, so the instance does not span the old place and the new one.
-        The seen ones are the old place's flat remains, a laptop's base or a book whose top lies within the
-        depth tolerance of the table under it (the view cannot see through them; the detection put the object
-        elsewhere, so they are the table's surface now). Counted away from the detection because an object
-        moved less than its size keeps seeing most of its voxels at the overlap and on the flat parts (on the
-        simulated rooms, a laptop moved 0.28 m on its desk never passed the share over all its voxels, and its
-        old place kept 207 voxels, 15 hits each against 2 misses). Seen through against the depth
+    def _drop_moved(self, inst: _Instance, seen_idx: np.ndarray, through_idx: np.ndarray, keyframe: Keyframe) -> None:
+        """Issue 22: an instance detected in this view although the view sees through most of its voxels (the
+        gone test's share) has moved, and this detection is of its new place: the voxels seen through go now,
+        so the instance does not span the old place and the new one. Seen through against the depth
         min-filtered over 5 x 5 pixels (holes spread), for the share too: a voxel on a rim or on a thin part
         (a chair's leg, a voxel wider than it), projecting just past it onto the background, is not seen
-        through, so a still object is never taken for a moved one; and a still object with a partial mask in
-        this view is seen, not seen through, where the mask left it out."""
+        through, so a still object is never taken for a moved one."""
         cfg = self.config
-        near = lifted_keys
-        for _ in range(_MOVED_NEAR_VOXELS):
-            near = np.unique((near[:, None] + _NEIGHBOUR_KEY_OFFSETS[None, :]).ravel())
-        far_seen = ~_sorted_member(near, inst.keys[seen_idx])
-        far_through = ~_sorted_member(near, inst.keys[through_idx])
-
-        def moved(n_through: int, n_far_through: int) -> bool:
-            n_far = n_far_through + int(far_seen.sum())
-            return (n_through >= cfg.see_through_frac * (n_through + seen_idx.shape[0])
-                    or (n_far_through >= max(3, cfg.see_through_frac * n_far)
-                        and n_far >= cfg.min_visible_frac * (n_through + seen_idx.shape[0])))
-
-        if not moved(through_idx.shape[0], int(far_through.sum())):
+        if through_idx.shape[0] < cfg.see_through_frac * (through_idx.shape[0] + seen_idx.shape[0]):
             return
         depth = np.where(np.isfinite(keyframe.depth_m), keyframe.depth_m, 0.0).astype(np.float32)
         depth_min = cv2.erode(depth, np.ones((5, 5), np.uint8))
         centres = voxel_centers(inst.keys[through_idx], cfg.voxel_size_m)
         empty = project_visible(centres, keyframe.world_T_camera, keyframe.intrinsics, depth_min,
                                 cfg.depth_tolerance_m, cfg.depth_tolerance_frac).through_indices
-        if not moved(empty.shape[0], int(far_through[empty].sum())):
+        if empty.shape[0] < cfg.see_through_frac * (empty.shape[0] + seen_idx.shape[0]):
             return
         stay = np.ones(inst.keys.shape[0], dtype=bool)
         stay[through_idx[empty]] = False
-        stay[seen_idx[far_seen]] = False
         inst.keys, inst.hits, inst.misses, inst.ahits = inst.keys[stay], inst.hits[stay], inst.misses[stay], inst.ahits[stay]
 
     def _note_view(self, inst: _Instance, score: float, keyframe_id: int) -> None:

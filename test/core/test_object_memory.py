@@ -472,7 +472,7 @@ def test_an_object_moved_far_is_a_new_instance_and_the_old_one_goes():
 
 
 # A laptop-like object: a post and a flat base 3 cm thick (its voxels' centres within the depth tolerance of
-# the floor: where the base was, a view sees the floor there, it does not see through them).
+# the floor: a view sees the floor there, it does not see through them).
 POST = (np.array([0.8, -0.6, 0.0]), np.array([0.95, -0.45, 0.4]))
 BASE = (np.array([0.95, -0.7, 0.0]), np.array([1.35, -0.2, 0.03]))
 
@@ -499,18 +499,9 @@ def _post_and_base_memory(moved_by, parts_after=(0, 1)):
     return laptop[0], (post, base)
 
 
-def test_a_moved_objects_flat_part_leaves_its_old_place():
-    # Moved 0.2 m, less than its size: the views see through the old post's place (away from the new
-    # detection) and see the floor where the base was; those base voxels go with the post's (without the
-    # rule 3 stay, confirmed by the views before the move).
-    pts, (post, base) = _post_and_base_memory((0.2, 0.0))
-    new = in_box(pts, post, 0.05) | in_box(pts, base, 0.05)
-    assert not (in_box(pts, BASE, 0.0) & ~new).any()
-    assert new.mean() >= 0.8
-
-
 def test_a_still_objects_part_outside_its_mask_stays():
     # Not moved, and the last views' masks hold only the post: the base is seen outside them, away from
-    # what they lifted, but nothing of the object is seen through, so it is no moved object.
+    # what they lifted, but nothing of the object is seen through, so it is no moved object (issue 22: a
+    # rule that drops a detected instance's voxels away from its detection must keep this).
     pts, _ = _post_and_base_memory((0.0, 0.0), parts_after=(0,))
     assert in_box(pts, BASE, 0.0).sum() >= 30
