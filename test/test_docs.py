@@ -92,3 +92,17 @@ def test_interface_definitions_match_the_files():
     assert sorted(shown) == files, "docs/interfaces.md must show every interface file once"
     for path, body in shown.items():
         assert body == (ROOT / path).read_text().rstrip("\n"), f"docs/interfaces.md: {path} differs from the file"
+
+
+@pytest.mark.parametrize("node", ["mapping", "memory", "query", "segmentation"])
+def test_nodes_page_lists_what_each_node_creates(node: str):
+    """docs/nodes.md's table names exactly the private topics and services (`~/x`) the node's code creates."""
+    source = (ROOT / "mllm3d_ros" / "ros" / f"{node}_node.py").read_text()
+    created = set(re.findall(r"create_(?:publisher|service|subscription)\(\s*\w+,\s*\"~/(\w+)\"", source))
+    assert created, f"no ~/ names found in {node}_node.py: the pattern no longer matches the code"
+    table = (ROOT / "docs" / "nodes.md").read_text().split("## Behaviour")[0]
+    listed = set()
+    for names in re.findall(rf"`/mllm3d/{node}/([^`]+)`((?:, `\w+`)*)", table):
+        listed.add(names[0])
+        listed.update(re.findall(r"`(\w+)`", names[1]))
+    assert listed == created, f"docs/nodes.md lists {sorted(listed)} for {node}; the code creates {sorted(created)}"
