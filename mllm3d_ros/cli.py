@@ -10,11 +10,13 @@
   mllm3d demo                            the end-to-end demo (simulator -> map -> queries)
 
 Errors are one line on stderr ("error: ..."). Exit codes, every subcommand:
-  0  success (query/segment: an object was found; launch/replay/simulate: a clean stop, e.g. the recording ended)
-  1  answered, but not a success (query/segment: NOT_FOUND, MAP_EMPTY, ...; the status is printed);
+  0  success (query: an object was found; segment: one for every instruction; launch/replay/simulate: a clean
+     stop, e.g. the recording ended)
+  1  answered, but not a success (query/segment: NOT_FOUND, MAP_EMPTY, ... for an instruction; the status is printed);
      replay: no frame of the recording could be read; demo: the system did not come up
   2  bad usage, arguments, parameters or input (unknown option, bad dataset, wrong parameter type,
-     an instruction that is empty, over 2,000 characters or not UTF-8)
+     an instruction that is empty, over 2,000 characters or not UTF-8; segment: a missing --instructions-file,
+     a --load-map folder of another recording, other settings or another version, or corrupt)
   3  query/describe: no SegmentQuery server / DescribeScene service; segment: the backend cannot run (model missing, device absent)
   4  query: the goal was rejected (a query is running, second_goal_policy=reject)
   5  query: no result within --timeout (the goal is cancelled)
