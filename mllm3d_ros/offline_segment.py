@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import tempfile
 import time
@@ -123,7 +122,8 @@ def recording_fingerprint(dataset: str | Path, stride: int, max_frames: int | No
             "configs_sha256": hashlib.sha256(json.dumps(configs, sort_keys=True, default=str).encode()).hexdigest()}
 
 
-_FINGERPRINT_WORDS = {"recording_sha256": "the recording's files differ", "recording_files": "the recording's files differ",
+_FINGERPRINT_WORDS = {"recording_sha256": "the recording's files differ",
+                      "recording_files": "the recording's files differ",
                       "stride": "--stride differs", "max_frames": "--max-frames differs",
                       "voxel_size_m": "--voxel-size differs", "backend": "--backend differs",
                       "configs_sha256": "the map or memory configuration (defaults of this build) differs"}
