@@ -238,7 +238,8 @@ def cmd_segment(ns: argparse.Namespace) -> int:
     try:
         with stop:
             out = segment_recording(ns.dataset, ns.instruction, ns.out, backend=ns.backend, views=ns.views,
-                                    stride=ns.stride, max_frames=ns.max_frames, voxel_size_m=ns.voxel_size)
+                                    stride=ns.stride, max_frames=ns.max_frames, voxel_size_m=ns.voxel_size,
+                                    params_file=ns.params_file)
     except _Stopped:
         return stop.report("segment stopped")
     except (InputError, ConfigError, OSError) as exc:
@@ -304,7 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--voxel-size", type=float, default=0.02, help="map voxel edge, metres")
+    p.add_argument("--voxel-size", type=float, default=None,
+                   help="map voxel edge, metres (default: the mapping block of --params-file)")
+    p.add_argument("--params-file", default=None,
+                   help="parameters YAML the configs are built from, as the nodes do (default: config/perception.yaml)")
     p.add_argument("--out", required=True, help="output .ply (a .json and a .png are written next to it)")
     p.set_defaults(fn=cmd_segment)
     p = sub.add_parser("demo", help="end-to-end demo on the simulator")

@@ -27,15 +27,20 @@ from tqdm import tqdm
 from .backends.base import available_backends, build_backend
 from .core.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
 from .core.config import ConfigError, check_int
+from .core.frame_checks import FrameGateConfig
+from .core.ingest import IngestConfig
 from .core.keyframes import KeyframeConfig
 from .core.map_objects import MapObjectProposer, chain_proposers
 from .core.mapper import Mapper
 from .core.memory_query import MemoryResolver
 from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
-from .core.object_memory import ObjectMemory
+from .core.object_memory import ObjectMemory, ObjectMemoryConfig
 from .core.proposal_worker import ProposalWorker
 from .core.segmentation import SegmentationBackend
 from .core.pipeline import QueryConfig, QueryPipeline
+from .core.view_selection import ViewSelectionConfig
+from .core.voting import VotingConfig
+from .node_params import MemoryNodeConfig, check_flag, node_configs
 from .core.segmentation import normalise_instruction
 from .core.tsdf_map import TsdfMapConfig
 from .core.types import InputError, QueryResult, QueryStatus
@@ -59,7 +64,7 @@ class SegmentOutputs:
 
 
 def check_request(instruction: str, out_ply: str | Path, backend: str = "offline", views: int = 4, stride: int = 1,
-                  max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M) -> str:
+                  max_frames: int | None = None, voxel_size_m: float | None = DEFAULT_VOXEL_SIZE_M) -> str:
     """The cheap checks of a `segment` request, before any frame is read; returns the normalised instruction.
 
     InputError / ConfigError name the argument: an empty, over-long or non-UTF-8 instruction, views out of
@@ -67,14 +72,12 @@ def check_request(instruction: str, out_ply: str | Path, backend: str = "offline
     folder or whose folder cannot be written.
     """
     text = normalise_instruction(instruction)
-    check_int("--views", views, 1, 64)
+    check_flag("--views", "default_max_views", "query", views)
     check_int("--stride", stride, 1)
     if max_frames is not None:
         check_int("--max-frames", max_frames, 1)
-    try:
-        TsdfMapConfig(voxel_size_m=voxel_size_m)
-    except ConfigError as exc:
-        raise ConfigError(f"--voxel-size: {exc}") from None
+    if voxel_size_m is not None:
+        check_flag("--voxel-size", "voxel_size_m", "mapping", voxel_size_m)
     if backend not in available_backends():
         raise ConfigError(f"--backend must be one of {available_backends()}, got {backend!r}")
     out = Path(out_ply)
@@ -104,11 +107,24 @@ def _write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
     path.write_bytes(header.encode("ascii") + vertex.tobytes())
 
 
-def build_memory(mapper: Mapper, model, show_progress: bool = False, map_objects: bool = True) -> ObjectMemory:
+def session_configs(views: int = 4, voxel_size_m: float | None = None, params_file: str | Path | None = None) -> dict:
+    """The configs of `mllm3d segment`, built as the nodes build theirs: the mapping, query and memory blocks of
+    the parameters file (default: the package's config/perception.yaml), the CLI flags on top (same checks, same
+    wording). One dict by config class (the three nodes' classes do not overlap)."""
+    query = {"default_max_views": views, "max_views_limit": max(16, views)}
+    mapping = {} if voxel_size_m is None else {"voxel_size_m": voxel_size_m}
+    configs: dict = {}
+    for node, flags in (("mapping", mapping), ("query", query), ("memory", {})):
+        configs.update(node_configs(node, flags, params_file))
+    return configs
+
+
+def build_memory(mapper: Mapper, model, show_progress: bool = False, map_objects: bool = True,
+                 config: ObjectMemoryConfig | None = None) -> ObjectMemory:
     """The object memory of a built map: what the live proposal worker does as keyframes arrive, done
     once for every stored keyframe, in order. With `map_objects`, the map's class-agnostic objects are
     proposed with the model's (`MapObjectProposer`, as the memory node does)."""
-    memory = ObjectMemory()
+    memory = ObjectMemory(config)
     propose = model.propose
     if map_objects:
         propose = chain_proposers(model.propose, MapObjectProposer(mapper.snapshot).propose)
@@ -128,7 +144,7 @@ class RecordingSession:
 
     def __init__(self, dataset: str | Path, backend: str | SegmentationBackend = "offline", views: int = 4,
                  stride: int = 1, max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M,
-                 show_progress: bool = True, use_memory: bool = True) -> None:
+                 show_progress: bool = True, use_memory: bool = True, params_file: str | Path | None = None) -> None:
         """`backend`: a registry name (built here with its defaults, closed by `close`) or a backend already
         built by the caller (benchmarks.gpu: one set of GPU weights for several runs; the caller closes it)."""
         self.dataset = dataset
@@ -137,7 +153,10 @@ class RecordingSession:
         self.model = build_backend(backend) if self._owns_model else backend
         try:
             self.reject_examples: dict[str, str] = {}
-            self.mapper = Mapper(TsdfMapConfig(voxel_size_m=voxel_size_m), KeyframeConfig(), on_reject=self._rejected)
+            # The mapping node's configs (depth cut-off, block budget, keyframes, frame gate) from the same YAML.
+            c = self.configs = session_configs(views, voxel_size_m, params_file)
+            self.mapper = Mapper(c[TsdfMapConfig], c[KeyframeConfig], c[FrameGateConfig], c[IngestConfig],
+                                 on_reject=self._rejected)
             reads = ReadCounts()
             t0 = time.monotonic()
             self.frames_fused = 0
@@ -157,7 +176,7 @@ class RecordingSession:
                         self.last_world_T_camera = frame.world_T_camera
                     bar.update()
             self.occupancy = OccupancyGridSource(self.mapper)
-            self.approach_config = ApproachConfig()
+            self.approach_config = c[ApproachConfig]
             self.fuse_s = time.monotonic() - t0
             if reads.read == 0:
                 raise nothing_readable(dataset, reads)
@@ -167,15 +186,17 @@ class RecordingSession:
             self.memory_s = 0.0
             if use_memory and self.frames_fused:
                 t0 = time.monotonic()
-                self.memory = build_memory(self.mapper, self.model, show_progress)
+                self.memory = build_memory(self.mapper, self.model, show_progress, c[MemoryNodeConfig].map_objects,
+                                           c[ObjectMemoryConfig])
                 self.memory_s = time.monotonic() - t0
         except BaseException:
             if self._owns_model:
                 self.model.close()
             raise
         self.pipeline = QueryPipeline(self.mapper, self.model.segment,
-                                      QueryConfig(default_max_views=views, max_views_limit=max(16, views),
-                                                  marked_prompts=self.model.uses_marks),
+                                      dataclasses.replace(c[QueryConfig], marked_prompts=c[QueryConfig].marked_prompts
+                                                          and self.model.uses_marks),
+                                      c[VotingConfig], c[ViewSelectionConfig],
                                       resolver=MemoryResolver(self.memory, self.model.encode_text)
                                       if self.memory is not None else None,
                                       parse_fn=self.model.parse,  # the grammar when the backend cannot parse
@@ -277,8 +298,9 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
 def segment_recording(dataset: str | Path, instruction: str, out_ply: str | Path, backend: str = "offline",
                       views: int = 4, stride: int = 1, max_frames: int | None = None,
                       voxel_size_m: float = DEFAULT_VOXEL_SIZE_M,
-                      show_progress: bool = True) -> SegmentOutputs:
+                      show_progress: bool = True, params_file: str | Path | None = None) -> SegmentOutputs:
     text = check_request(instruction, out_ply, backend, views, stride, max_frames, voxel_size_m)
-    with RecordingSession(dataset, backend, views, stride, max_frames, voxel_size_m, show_progress) as session:
+    with RecordingSession(dataset, backend, views, stride, max_frames, voxel_size_m, show_progress,
+                          params_file=params_file) as session:
         result = session.query(text)
         return write_outputs(session, text, result, out_ply)
