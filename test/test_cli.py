@@ -32,7 +32,7 @@ def test_help_documents_the_exit_codes():
      "error: recording not found: /nonexistent/rec"),
     (("launch", "camera"), "error: launch arguments are name:=value, got 'camera'"),
     (("launch", "camra:=realsense"), "error: unknown launch argument(s) ['camra']"),
-    (("query", "the mug", "--views", "-1"), "error: parameter '--views': expected int in [0, 65535], got -1"),
+    (("query", "the mug", "--views", "-1"), "error: --views must be in [0, 65535]"),
     (("query", "the mug", "--target-frame", "base link"), "error: --target-frame: a frame id must be printable "
      "with no spaces"),
 ])
