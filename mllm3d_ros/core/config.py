@@ -55,12 +55,11 @@ class ParamDecl:
         """'float in [0.005, 0.5] m', "one of ['cpu', 'cuda']", 'bool (true | false)', ..."""
         if self.type is bool:
             return "bool (true | false)"
-        if self.choices and not self.pattern:
+        if self.choices:  # with a pattern, the choices name its families (cuda:N)
             return f"one of {list(self.choices)}"
         text = self.type.__name__
         if self.pattern:
-            text += f" matching {self.pattern!r}" + (f" (e.g. {', '.join(map(str, self.choices))})"
-                                                      if self.choices else "")
+            text += f" matching {self.pattern!r}"
         if self.low is not None or self.high is not None:
             lo = "-inf" if self.low is None else _num(self.low)
             hi = "inf" if self.high is None else _num(self.high)
@@ -166,7 +165,7 @@ SHARED_PARAMS: dict[str, dict] = {
     "depth_tolerance_m": dict(default=0.05, range=(0.001, 1.0), unit="m",
                               doc="Visibility test: a point is seen by a view when its depth agrees with the "
                                   "view's within max(this, depth_tolerance_frac * depth)."),
-    "map_frame": dict(default="map", pattern=r"[A-Za-z_][A-Za-z0-9_/]*",
+    "map_frame": dict(default="map",
                       doc="Fixed frame of the map (REP-105); every node of one map must name the same frame."),
     "segment_service": dict(default="segmentation/segment_views", doc="SegmentViews service of the segmentation node."),
     "heartbeat_topic": dict(default="segmentation/heartbeat", doc="Liveness topic of the segmentation node."),

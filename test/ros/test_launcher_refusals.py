@@ -24,8 +24,8 @@ def _launch(params) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("old, new, expected", [
-    ("voxel_size_m: 0.02 ", "voxel_size_m: 5.0 ", "refusing to start: parameter 'voxel_size_m' must be in [0.005, 0.5]"),
-    ("backend: offline ", "backend: gpt ", "refusing to start: parameter 'backend' must be one of"),
+    ("voxel_size_m: 0.02 ", "voxel_size_m: 5.0 ", "refusing to start: parameter 'voxel_size_m': expected float in [0.005, 0.5] m, got 5.0"),
+    ("backend: offline ", "backend: gpt ", "refusing to start: parameter 'backend': expected one of ['offline', 'transformers'], got 'gpt'"),
     ("depth_min_m: 0.2", "depth_min_m: 5.0", "refusing to start: depth_min_m must be below depth_max_m (4.0)"),
 ])
 def test_a_refused_parameter_stops_the_launch_with_one_line(tmp_path, old, new, expected):
