@@ -68,3 +68,15 @@ def test_a_node_given_a_broken_parameters_file_refuses_it_in_one_line(tmp_path):
     assert len(lines) == 1 and "refusing to start: parameters file" in lines[0] and "YAML syntax error at line 4" \
         in lines[0], out.stderr
     assert os.path.exists(params)
+
+
+def test_a_launch_argument_that_sets_a_parameter_is_refused_in_the_same_words():
+    # `mllm3d launch backend:=gpt` reaches the segmentation node as its `backend` parameter: the same line as
+    # the YAML's `backend: gpt` above (and `--ros-args -p backend:=gpt`).
+    out = subprocess.run([sys.executable, "-m", "mllm3d_ros.cli", "launch", "backend:=gpt"], env=ros_env(DOMAIN),
+                         capture_output=True, text=True, timeout=180, cwd=str(REPO_ROOT.parent))
+    both = out.stdout + out.stderr
+    assert out.returncode == 2, both
+    assert "refusing to start: parameter 'backend': expected one of ['offline', 'transformers'], got 'gpt'" \
+        in out.stderr, both
+    assert not [n for n in NOISE if n in both], both
