@@ -86,6 +86,8 @@ def _instruction(text: str) -> str | None:
 def _ros_args(params: dict[str, object]) -> list[str]:
     out = ["mllm3d", "--ros-args", "-r", "__ns:=/mllm3d"]
     for k, v in params.items():
+        if v is None:  # a flag not given: the node's declared default (node_params), not a restated one
+            continue
         out += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
     return out
 
@@ -217,15 +219,19 @@ def _run_source(main, args: list[str], what: str) -> int:
     return code
 
 
+def _float(value):
+    return None if value is None else float(value)
+
+
 def cmd_replay(ns: argparse.Namespace) -> int:
     from .ros.replay_node import main
-    return _run_source(main, _ros_args({"path": ns.path, "rate_scale": float(ns.rate_scale), "stride": ns.stride,
+    return _run_source(main, _ros_args({"path": ns.path, "rate_scale": _float(ns.rate_scale), "stride": ns.stride,
                                         "loop": ns.loop}), "replay")
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
     from .ros.simulator_node import main
-    return _run_source(main, _ros_args({"seed": ns.seed, "rate_hz": float(ns.rate_hz), "num_frames": ns.num_frames,
+    return _run_source(main, _ros_args({"seed": ns.seed, "rate_hz": _float(ns.rate_hz), "num_frames": ns.num_frames,
                                         "loop": not ns.once}), "simulator")
 
 
@@ -288,21 +294,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_describe)
     p = sub.add_parser("replay", help="publish a dataset folder or bag as camera topics")
     p.add_argument("path")
-    p.add_argument("--rate-scale", type=float, default=1.0, help="1 = recorded rate, 0 = as fast as possible")
-    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--rate-scale", type=float, default=None, help="1 = recorded rate, 0 = as fast as possible "
+                   "(default: the replay node's rate_scale, docs/parameters.md)")
+    p.add_argument("--stride", type=int, default=None, help="publish every n-th frame (default: the node's stride)")
     p.add_argument("--loop", action="store_true")
     p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("simulate", help="publish a simulated room as camera topics")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rate-hz", type=float, default=10.0)
-    p.add_argument("--num-frames", type=int, default=240)
+    # Defaults: the simulator node's declared ones (docs/parameters.md), not restated here.
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--rate-hz", type=float, default=None)
+    p.add_argument("--num-frames", type=int, default=None)
     p.add_argument("--once", action="store_true", help="stop after one loop of the trajectory")
     p.set_defaults(fn=cmd_simulate)
     p = sub.add_parser("segment", help="run the pipeline on a recording without ROS")
     p.add_argument("--dataset", required=True, help="dataset folder or ROS 2 bag")
     p.add_argument("--instruction", required=True)
     p.add_argument("--backend", default="offline")
-    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--views", type=int, default=None, help="views per instruction (default: the query block's "
+                   "default_max_views)")
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--voxel-size", type=float, default=None,

@@ -63,7 +63,7 @@ class SegmentOutputs:
     png_error: str = ""
 
 
-def check_request(instruction: str, out_ply: str | Path, backend: str = "offline", views: int = 4, stride: int = 1,
+def check_request(instruction: str, out_ply: str | Path, backend: str = "offline", views: int | None = None, stride: int = 1,
                   max_frames: int | None = None, voxel_size_m: float | None = DEFAULT_VOXEL_SIZE_M) -> str:
     """The cheap checks of a `segment` request, before any frame is read; returns the normalised instruction.
 
@@ -72,7 +72,8 @@ def check_request(instruction: str, out_ply: str | Path, backend: str = "offline
     folder or whose folder cannot be written.
     """
     text = normalise_instruction(instruction)
-    check_flag("--views", "default_max_views", "query", views)
+    if views is not None:
+        check_flag("--views", "default_max_views", "query", views)
     check_int("--stride", stride, 1)
     if max_frames is not None:
         check_int("--max-frames", max_frames, 1)
@@ -107,11 +108,13 @@ def _write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
     path.write_bytes(header.encode("ascii") + vertex.tobytes())
 
 
-def session_configs(views: int = 4, voxel_size_m: float | None = None, params_file: str | Path | None = None) -> dict:
+def session_configs(views: int | None = None, voxel_size_m: float | None = None,
+                    params_file: str | Path | None = None) -> dict:
     """The configs of `mllm3d segment`, built as the nodes build theirs: the mapping, query and memory blocks of
     the parameters file (default: the package's config/perception.yaml), the CLI flags on top (same checks, same
-    wording). One dict by config class (the three nodes' classes do not overlap)."""
-    query = {"default_max_views": views, "max_views_limit": max(16, views)}
+    wording). One dict by config class (the three nodes' classes do not overlap). `views` None: the query
+    block's default_max_views."""
+    query = {} if views is None else {"default_max_views": views, "max_views_limit": max(16, views)}
     mapping = {} if voxel_size_m is None else {"voxel_size_m": voxel_size_m}
     configs: dict = {}
     for node, flags in (("mapping", mapping), ("query", query), ("memory", {})):
@@ -142,7 +145,7 @@ class RecordingSession:
     cannot be decoded are skipped and counted (`frames_unreadable`); frames the mapper refuses are counted
     per reason (`frames_rejected`, with the first message of each in `reject_examples`)."""
 
-    def __init__(self, dataset: str | Path, backend: str | SegmentationBackend = "offline", views: int = 4,
+    def __init__(self, dataset: str | Path, backend: str | SegmentationBackend = "offline", views: int | None = None,
                  stride: int = 1, max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M,
                  show_progress: bool = True, use_memory: bool = True, params_file: str | Path | None = None) -> None:
         """`backend`: a registry name (built here with its defaults, closed by `close`) or a backend already
@@ -296,7 +299,7 @@ def write_outputs(session: RecordingSession, instruction: str, result: QueryResu
 
 
 def segment_recording(dataset: str | Path, instruction: str, out_ply: str | Path, backend: str = "offline",
-                      views: int = 4, stride: int = 1, max_frames: int | None = None,
+                      views: int | None = None, stride: int = 1, max_frames: int | None = None,
                       voxel_size_m: float = DEFAULT_VOXEL_SIZE_M,
                       show_progress: bool = True, params_file: str | Path | None = None) -> SegmentOutputs:
     text = check_request(instruction, out_ply, backend, views, stride, max_frames, voxel_size_m)
