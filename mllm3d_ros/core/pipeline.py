@@ -14,7 +14,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .config import ConfigError, check_int, check_range, param, validate_fields
+from .config import ConfigError, check_int, param, validate_fields
 from .instruction import ParsedInstruction, parse_instruction
 from .marks import MarkConfig, candidate_marks, judge_choice, object_name
 from .memory_query import MemoryPlan, MemoryResolver

@@ -1,11 +1,12 @@
-"""Declare node parameters in one place, with descriptors, ranges and validation.
+"""Declare a node's parameters (generated `ParamSpec`s, `mllm3d_ros.node_params`), with descriptors and validation.
 
-Each node lists its parameters as `ParamSpec`s; `declare_and_read` declares them (ranges go into
-the ParameterDescriptor so `ros2 param set` is refused out of range too), then validates the
-values from the YAML and raises ParameterError naming the parameter and the expected type or range.
-An integer given for a float parameter (`depth_max_m: 4`) is accepted as that float; rclpy alone
-refuses it with a type exception. `check_overrides` refuses override names no node declares,
-naming the closest known one.
+Each node's `ParamSpec`s come from the one declaration of each parameter (the core configs' `param()` fields);
+`declare_and_read` declares them (ranges go into the ParameterDescriptor so `ros2 param set` is refused out of
+range too), then validates the values from the YAML and raises ParameterError in the core's one wording
+("parameter 'voxel_size_m': expected float in [0.005, 0.5] m, got 2.0"). An integer given for a float parameter
+(`depth_max_m: 4`) is accepted as that float; rclpy alone refuses it with a type exception. `check_overrides`
+refuses override names no node declares, naming the closest known one; `check_agreement` refuses nodes of one
+map that disagree on a shared parameter (map_frame).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 
 from ..core.config import SHARED_PARAMS, ConfigError, unknown_parameter_message
-from ..node_params import ParamSpec, node_specs  # noqa: F401 (ParamSpec re-exported)
-
+from ..node_params import ParamSpec  # noqa: F401 (re-exported: nodes and tests import it from here)
 
 
 class ParameterError(ValueError):
