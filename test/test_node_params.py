@@ -108,3 +108,21 @@ def test_segment_builds_the_nodes_configs_from_the_same_yaml(tmp_path):
     # A flag overrides the YAML, checked as the parameter is.
     assert session_configs(views=6, voxel_size_m=0.05, params_file=path)[TsdfMapConfig].voxel_size_m == 0.05
     assert session_configs(views=6, params_file=path)[QueryConfig].default_max_views == 6
+
+
+def test_the_demo_reads_the_package_yaml_with_its_simulator_settings_on_top(tmp_path):
+    # One block per node (a second `/**/simulator` key would be a YAML duplicate): the demo's settings replace
+    # the generated simulator block's, everything else is the package's YAML.
+    import yaml
+
+    from mllm3d_ros.demo import _demo_params
+    from mllm3d_ros.node_params import ReplayNodeConfig, SimulatorNodeConfig
+    path = _demo_params(tmp_path, seed=5, frames=60)
+    assert path.read_text().count("/**/simulator:") == 1
+    sim = configs_from_yaml(path, "simulator")[SimulatorNodeConfig]
+    assert (sim.seed, sim.num_frames, sim.loop, sim.rate_hz) == (5, 60, False, 8.0)
+    assert sim.ground_truth_path == str(tmp_path / "ground_truth.json")
+    for node in ("mapping", "query", "memory", "segmentation"):
+        assert configs_from_yaml(path, node) == configs_from_yaml(default_params_file(), node)
+    assert configs_from_yaml(path, "replay")[ReplayNodeConfig] == ReplayNodeConfig()
+    assert yaml.safe_load(path.read_text())["/**/mapping"] == yaml.safe_load(default_params_file().read_text())["/**/mapping"]
