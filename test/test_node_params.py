@@ -15,8 +15,12 @@ from mllm3d_ros.core.object_memory import ObjectMemoryConfig
 from mllm3d_ros.core.pipeline import QueryConfig
 from mllm3d_ros.core.tsdf_map import TsdfMapConfig
 from mllm3d_ros.core.voting import VotingConfig
-from mllm3d_ros.launch_spec import default_params_file
 from mllm3d_ros.node_params import check_flag, configs_from_values, configs_from_yaml, yaml_values
+
+
+def default_params_file() -> Path:
+    return Path(__file__).resolve().parents[1] / "config" / "perception.yaml"  # the repo's, not an installed copy
+
 
 # (node, parameter, value, the one line)
 BAD = [

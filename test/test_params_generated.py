@@ -79,8 +79,7 @@ def test_a_parameter_several_configs_read_is_declared_once():
 
 @pytest.mark.parametrize("node", sorted(NODES))
 def test_the_yaml_holds_the_declared_defaults(node):
-    from mllm3d_ros.launch_spec import default_params_file
-    from_yaml = configs_from_yaml(default_params_file(), node)
+    from_yaml = configs_from_yaml(ROOT / "config" / "perception.yaml", node)  # the repo's, not an installed copy
     assert from_yaml == configs_from_values(node, {})
     for cls, config in from_yaml.items():
         assert config == cls(), cls.__name__  # the configs' own defaults: the YAML restates nothing else
