@@ -91,7 +91,7 @@ def run(rooms: int, frames: int, voxel_size_m: float | None) -> dict:
             t0 = time.perf_counter()
             memory = build_memory(mapper, model)  # as RecordingSession (the `mllm3d segment` path) does
             memory_s.append(time.perf_counter() - t0)
-            pipeline = QueryPipeline(mapper, model.segment, QueryConfig(),
+            pipeline = QueryPipeline(mapper, model.segment, QueryConfig(marked_prompts=model.uses_marks),
                                      resolver=MemoryResolver(memory, model.encode_text), recognise_fn=model.recognise)
             print(f"room {seed}: {snapshot.num_points} map points, {len(mapper.keyframes())} keyframes, "
                   f"fused in {fuse_s[-1]:.1f} s", flush=True)

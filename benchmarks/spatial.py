@@ -270,7 +270,7 @@ def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0, model=N
             describe["sim"].append(describe_score(room, memory, gt_ids))
             if model is not None:
                 memory_off = build_memory(mapper, model)
-                pipeline_off = QueryPipeline(mapper, model.segment, QueryConfig(), recognise_fn=model.recognise,
+                pipeline_off = QueryPipeline(mapper, model.segment, QueryConfig(marked_prompts=model.uses_marks), recognise_fn=model.recognise,
                                              resolver=MemoryResolver(memory_off, model.encode_text))
                 rows += run_queries(layout, mapper, memory_off, pipeline_off, gt_ids, model_name)
                 describe[model_name].append(describe_score(room, memory_off, gt_ids))

@@ -89,6 +89,8 @@ def _instruction(text: str) -> str | None:
 def _ros_args(params: dict[str, object]) -> list[str]:
     out = ["mllm3d", "--ros-args", "-r", "__ns:=/mllm3d"]
     for k, v in params.items():
+        if v is None:  # a flag not given: the node's declared default (node_params), not a restated one
+            continue
         out += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
     return out
 
@@ -220,15 +222,19 @@ def _run_source(main, args: list[str], what: str) -> int:
     return code
 
 
+def _float(value):
+    return None if value is None else float(value)
+
+
 def cmd_replay(ns: argparse.Namespace) -> int:
     from .ros.replay_node import main
-    return _run_source(main, _ros_args({"path": ns.path, "rate_scale": float(ns.rate_scale), "stride": ns.stride,
+    return _run_source(main, _ros_args({"path": ns.path, "rate_scale": _float(ns.rate_scale), "stride": ns.stride,
                                         "loop": ns.loop}), "replay")
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
     from .ros.simulator_node import main
-    return _run_source(main, _ros_args({"seed": ns.seed, "rate_hz": float(ns.rate_hz), "num_frames": ns.num_frames,
+    return _run_source(main, _ros_args({"seed": ns.seed, "rate_hz": _float(ns.rate_hz), "num_frames": ns.num_frames,
                                         "loop": not ns.once}), "simulator")
 
 
@@ -251,7 +257,7 @@ def cmd_segment(ns: argparse.Namespace) -> int:
             run = segment_recording(ns.dataset, instructions if len(instructions) > 1 else instructions[0], ns.out,
                                     backend=ns.backend, views=ns.views, stride=ns.stride, max_frames=ns.max_frames,
                                     voxel_size_m=ns.voxel_size, save_map=ns.save_map, load_map=ns.load_map,
-                                    render=not ns.no_render)
+                                    render=not ns.no_render, params_file=ns.params_file)
     except _Stopped:
         return stop.report("segment stopped")
     except (InputError, ConfigError, MapFileError, OSError) as exc:  # MapFileError: a --load-map that does not fit
@@ -312,14 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_describe)
     p = sub.add_parser("replay", help="publish a dataset folder or bag as camera topics")
     p.add_argument("path")
-    p.add_argument("--rate-scale", type=float, default=1.0, help="1 = recorded rate, 0 = as fast as possible")
-    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--rate-scale", type=float, default=None, help="1 = recorded rate, 0 = as fast as possible "
+                   "(default: the replay node's rate_scale, docs/parameters.md)")
+    p.add_argument("--stride", type=int, default=None, help="publish every n-th frame (default: the node's stride)")
     p.add_argument("--loop", action="store_true")
     p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("simulate", help="publish a simulated room as camera topics")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rate-hz", type=float, default=10.0)
-    p.add_argument("--num-frames", type=int, default=240)
+    # Defaults: the simulator node's declared ones (docs/parameters.md), not restated here.
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--rate-hz", type=float, default=None)
+    p.add_argument("--num-frames", type=int, default=None)
     p.add_argument("--once", action="store_true", help="stop after one loop of the trajectory")
     p.set_defaults(fn=cmd_simulate)
     p = sub.add_parser("segment", help="run the pipeline on a recording without ROS",
@@ -335,10 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instructions-file", default=None,
                    help="a file of instructions, one a line (blank lines and '#' comments skipped)")
     p.add_argument("--backend", default="offline")
-    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--views", type=int, default=None, help="views per instruction (default: the query block's "
+                   "default_max_views)")
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--voxel-size", type=float, default=0.02, help="map voxel edge, metres")
+    p.add_argument("--voxel-size", type=float, default=None,
+                   help="map voxel edge, metres (default: the mapping block of --params-file)")
+    p.add_argument("--params-file", default=None,
+                   help="parameters YAML the configs are built from, as the nodes do (default: config/perception.yaml)")
     p.add_argument("--out", required=True, help="output .ply (a .json and a .png are written next to it), map frame")
     p.add_argument("--save-map", default=None, metavar="DIR",
                    help="save the fused map, its keyframes and the object memory to DIR (with the recording's "

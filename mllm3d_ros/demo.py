@@ -62,11 +62,13 @@ def score_against_ground_truth(seed: int, map_points_m: np.ndarray, result_point
 
 
 def _demo_params(out: Path, seed: int, frames: int) -> Path:
-    text = default_params_file().read_text()
-    text += (f"\n/**/simulator:\n  ros__parameters:\n    seed: {seed}\n    rate_hz: 8.0\n    num_frames: {frames}\n"
-             f"    loop: false\n    ground_truth_path: {json.dumps(str(out / 'ground_truth.json'))}\n")
+    """The package's parameters file with the demo's simulator settings on top (the same YAML every node reads)."""
+    import yaml
+    data = yaml.safe_load(default_params_file().read_text())
+    sim = data.setdefault("/**/simulator", {}).setdefault("ros__parameters", {})
+    sim.update(seed=seed, rate_hz=8.0, num_frames=frames, loop=False, ground_truth_path=str(out / "ground_truth.json"))
     path = out / "demo_params.yaml"
-    path.write_text(text)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

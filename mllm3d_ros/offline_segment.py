@@ -48,23 +48,27 @@ from tqdm import tqdm
 from .backends.base import available_backends, build_backend
 from .core.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
 from .core.config import ConfigError, check_int
+from .core.frame_checks import FrameGateConfig
+from .core.ingest import IngestConfig
 from .core.keyframes import KeyframeConfig
 from .core.map_objects import MapObjectProposer, chain_proposers
 from .core.mapper import Mapper, package_version as _package_version
 from .core.memory_file import MemoryFileError, read_memory, save_memory
 from .core.memory_query import MemoryResolver
 from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
-from .core.object_memory import ObjectMemory
+from .core.object_memory import ObjectMemory, ObjectMemoryConfig
 from .core.proposal_worker import ProposalWorker
 from .core.segmentation import SegmentationBackend
 from .core.pipeline import QueryConfig, QueryPipeline
+from .core.view_selection import ViewSelectionConfig
+from .core.voting import VotingConfig
+from .node_params import MemoryNodeConfig, check_flag, node_configs
 from .core.segmentation import normalise_instruction
 from .core.tsdf_map import MapFileError, TsdfMapConfig
 from .core.types import InputError, QueryResult, QueryStatus
 from .sources.recording import ReadCounts, nothing_readable, open_recording, readable_frames
 
 
-DEFAULT_VOXEL_SIZE_M = TsdfMapConfig.voxel_size_m
 # The frame of everything `segment` writes (see the module docstring), as the nodes' `map_frame` default names it.
 MAP_FRAME = "map"
 MAP_FRAME_TEXT = ("z-up, gravity-aligned map frame (metres): the recording's world frame (its camera poses) rotated "
@@ -93,13 +97,12 @@ def world_T_map_of(recording) -> np.ndarray:
     return out
 
 
-def recording_fingerprint(dataset: str | Path, stride: int, max_frames: int | None, voxel_size_m: float,
-                          backend_name: str) -> dict:
+def recording_fingerprint(dataset: str | Path, stride: int, max_frames: int | None, backend_name: str,
+                          configs: dict) -> dict:
     """What a saved map and memory depend on: the recording's files (every file's name and size, the small
     ones' bytes: poses, intrinsics, gravity; the two parent folders' intrinsics and gravity files, which the
     dataset reader also reads), the frames taken, the map's and the memory's configs and the backend.
     `recording` (the path) is for messages only: a moved recording keeps its fingerprint."""
-    from .core.keyframes import KeyframeConfig as _Kf
     root = Path(dataset).resolve()
     digest = hashlib.sha256()
     if root.is_file():
@@ -115,18 +118,19 @@ def recording_fingerprint(dataset: str | Path, stride: int, max_frames: int | No
         digest.update(f"{rel}\0{size}\0".encode("utf-8", "surrogateescape"))
         if size <= _HASHED_FILE_BYTES:
             digest.update(f.read_bytes())
-    configs = {"map": dataclasses.asdict(TsdfMapConfig(voxel_size_m=voxel_size_m)),
-               "keyframes": dataclasses.asdict(_Kf()), "memory": dataclasses.asdict(ObjectMemory().config)}
+    # Every config the session builds (map, keyframes, frame gate, memory, and the query's, harmless to include).
+    built = {cls.__name__: dataclasses.asdict(cfg) for cls, cfg in configs.items()}
     return {"recording": str(root), "recording_sha256": digest.hexdigest(), "recording_files": len(files),
-            "stride": stride, "max_frames": max_frames, "voxel_size_m": voxel_size_m, "backend": backend_name,
-            "configs_sha256": hashlib.sha256(json.dumps(configs, sort_keys=True, default=str).encode()).hexdigest()}
+            "stride": stride, "max_frames": max_frames, "voxel_size_m": configs[TsdfMapConfig].voxel_size_m,
+            "backend": backend_name,
+            "configs_sha256": hashlib.sha256(json.dumps(built, sort_keys=True, default=str).encode()).hexdigest()}
 
 
 _FINGERPRINT_WORDS = {"recording_sha256": "the recording's files differ",
                       "recording_files": "the recording's files differ",
                       "stride": "--stride differs", "max_frames": "--max-frames differs",
                       "voxel_size_m": "--voxel-size differs", "backend": "--backend differs",
-                      "configs_sha256": "the map or memory configuration (defaults of this build) differs"}
+                      "configs_sha256": "the map or memory configuration (the parameters file or this build's defaults) differs"}
 
 
 def read_session_file(folder: str | Path) -> dict:
@@ -224,8 +228,8 @@ class SegmentOutputs:
     render_s: float = 0.0  # the PNGs (0 with render=False)
 
 
-def check_request(instruction: str, out_ply: str | Path, backend: str = "offline", views: int = 4, stride: int = 1,
-                  max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M) -> str:
+def check_request(instruction: str, out_ply: str | Path, backend: str = "offline", views: int | None = None, stride: int = 1,
+                  max_frames: int | None = None, voxel_size_m: float | None = None) -> str:
     """The cheap checks of a `segment` request, before any frame is read; returns the normalised instruction.
 
     InputError / ConfigError name the argument: an empty, over-long or non-UTF-8 instruction, views out of
@@ -233,14 +237,13 @@ def check_request(instruction: str, out_ply: str | Path, backend: str = "offline
     folder or whose folder cannot be written.
     """
     text = normalise_instruction(instruction)
-    check_int("--views", views, 1, 64)
+    if views is not None:
+        check_flag("--views", "default_max_views", "query", views)
     check_int("--stride", stride, 1)
     if max_frames is not None:
         check_int("--max-frames", max_frames, 1)
-    try:
-        TsdfMapConfig(voxel_size_m=voxel_size_m)
-    except ConfigError as exc:
-        raise ConfigError(f"--voxel-size: {exc}") from None
+    if voxel_size_m is not None:
+        check_flag("--voxel-size", "voxel_size_m", "mapping", voxel_size_m)
     if backend not in available_backends():
         raise ConfigError(f"--backend must be one of {available_backends()}, got {backend!r}")
     out = Path(out_ply)
@@ -278,9 +281,9 @@ def check_map_folders(save_map: str | Path | None, load_map: str | Path | None) 
             raise InputError(f"--save-map {folder}: cannot write there ({exc.strerror or exc})") from None
 
 
-def check_segment_request(instructions: list[str], out_ply: str | Path, backend: str = "offline", views: int = 4,
-                          stride: int = 1, max_frames: int | None = None,
-                          voxel_size_m: float = DEFAULT_VOXEL_SIZE_M, save_map: str | Path | None = None,
+def check_segment_request(instructions: list[str], out_ply: str | Path, backend: str = "offline",
+                          views: int | None = None, stride: int = 1, max_frames: int | None = None,
+                          voxel_size_m: float | None = None, save_map: str | Path | None = None,
                           load_map: str | Path | None = None) -> list[str]:
     """`check_request` for every instruction (at least one) and the map folders; the normalised instructions."""
     if not instructions:
@@ -311,11 +314,26 @@ def _write_ply(path: Path, points: np.ndarray, colors: np.ndarray, comments: tup
     path.write_bytes(header.encode("ascii") + vertex.tobytes())
 
 
-def build_memory(mapper: Mapper, model, show_progress: bool = False, map_objects: bool = True) -> ObjectMemory:
+def session_configs(views: int | None = None, voxel_size_m: float | None = None,
+                    params_file: str | Path | None = None) -> dict:
+    """The configs of `mllm3d segment`, built as the nodes build theirs: the mapping, query and memory blocks of
+    the parameters file (default: the package's config/perception.yaml), the CLI flags on top (same checks, same
+    wording). One dict by config class (the three nodes' classes do not overlap). `views` None: the query
+    block's default_max_views."""
+    query = {} if views is None else {"default_max_views": views, "max_views_limit": max(16, views)}
+    mapping = {} if voxel_size_m is None else {"voxel_size_m": voxel_size_m}
+    configs: dict = {}
+    for node, flags in (("mapping", mapping), ("query", query), ("memory", {})):
+        configs.update(node_configs(node, flags, params_file))
+    return configs
+
+
+def build_memory(mapper: Mapper, model, show_progress: bool = False, map_objects: bool = True,
+                 config: ObjectMemoryConfig | None = None) -> ObjectMemory:
     """The object memory of a built map: what the live proposal worker does as keyframes arrive, done
     once for every stored keyframe, in order. With `map_objects`, the map's class-agnostic objects are
     proposed with the model's (`MapObjectProposer`, as the memory node does)."""
-    memory = ObjectMemory()
+    memory = ObjectMemory(config)
     propose = model.propose
     if map_objects:
         propose = chain_proposers(model.propose, MapObjectProposer(mapper.snapshot).propose)
@@ -333,9 +351,10 @@ class RecordingSession:
     cannot be decoded are skipped and counted (`frames_unreadable`); frames the mapper refuses are counted
     per reason (`frames_rejected`, with the first message of each in `reject_examples`)."""
 
-    def __init__(self, dataset: str | Path, backend: str | SegmentationBackend = "offline", views: int = 4,
-                 stride: int = 1, max_frames: int | None = None, voxel_size_m: float = DEFAULT_VOXEL_SIZE_M,
-                 show_progress: bool = True, use_memory: bool = True, load_map: str | Path | None = None) -> None:
+    def __init__(self, dataset: str | Path, backend: str | SegmentationBackend = "offline", views: int | None = None,
+                 stride: int = 1, max_frames: int | None = None, voxel_size_m: float | None = None,
+                 show_progress: bool = True, use_memory: bool = True, load_map: str | Path | None = None,
+                 params_file: str | Path | None = None) -> None:
         """`backend`: a registry name (built here with its defaults, closed by `close`) or a backend already
         built by the caller (benchmarks.gpu: one set of GPU weights for several runs; the caller closes it).
         `load_map`: a folder of `save` for this recording and these settings (checked before the backend is
@@ -346,7 +365,10 @@ class RecordingSession:
         # The output frame (the map frame) in the recording's world frame: see the module docstring.
         self.world_T_map = world_T_map_of(frames)
         backend_name = backend if isinstance(backend, str) else type(backend).__name__
-        self.fingerprint = recording_fingerprint(dataset, stride, max_frames, voxel_size_m, backend_name)
+        # The nodes' configs (depth cut-off, block budget, keyframes, frame gate, memory) from the same YAML; a
+        # saved map is reused only with the configs it was built with.
+        self.configs = session_configs(views, voxel_size_m, params_file)
+        self.fingerprint = recording_fingerprint(dataset, stride, max_frames, backend_name, self.configs)
         saved = None
         if load_map is not None:
             saved = read_session_file(load_map)
@@ -358,8 +380,10 @@ class RecordingSession:
         self.model_load_s = time.monotonic() - t0
         try:
             self.reject_examples: dict[str, str] = {}
-            self.mapper = Mapper(TsdfMapConfig(voxel_size_m=voxel_size_m), KeyframeConfig(), on_reject=self._rejected)
-            self.approach_config = ApproachConfig()
+            c = self.configs
+            self.mapper = Mapper(c[TsdfMapConfig], c[KeyframeConfig], c[FrameGateConfig], c[IngestConfig],
+                                 on_reject=self._rejected)
+            self.approach_config = c[ApproachConfig]
             self.memory = None
             self.memory_s = 0.0
             self.load_s = 0.0
@@ -369,7 +393,8 @@ class RecordingSession:
                 self._fuse(frames, show_progress)
                 if use_memory and self.frames_fused:
                     t0 = time.monotonic()
-                    self.memory = build_memory(self.mapper, self.model, show_progress)
+                    self.memory = build_memory(self.mapper, self.model, show_progress,
+                                               c[MemoryNodeConfig].map_objects, c[ObjectMemoryConfig])
                     self.memory_s = time.monotonic() - t0
             self.occupancy = OccupancyGridSource(self.mapper)
         except BaseException:
@@ -377,8 +402,9 @@ class RecordingSession:
                 self.model.close()
             raise
         self.pipeline = QueryPipeline(self.mapper, self.model.segment,
-                                      QueryConfig(default_max_views=views, max_views_limit=max(16, views),
-                                                  marked_prompts=self.model.uses_marks),
+                                      dataclasses.replace(c[QueryConfig], marked_prompts=c[QueryConfig].marked_prompts
+                                                          and self.model.uses_marks),
+                                      c[VotingConfig], c[ViewSelectionConfig],
                                       resolver=MemoryResolver(self.memory, self.model.encode_text)
                                       if self.memory is not None else None,
                                       parse_fn=self.model.parse,  # the grammar when the backend cannot parse
@@ -415,7 +441,7 @@ class RecordingSession:
         t0 = time.monotonic()
         map_uid = self.mapper.load(folder)
         if use_memory and saved.get("memory"):
-            memory = ObjectMemory()
+            memory = ObjectMemory(self.configs[ObjectMemoryConfig])
             stored = read_memory(folder, memory.config, map_uid)
             memory.restore_state(stored.meta, stored.arrays)
             self.memory = memory
@@ -572,10 +598,10 @@ class SegmentRun:
 
 
 def segment_recording(dataset: str | Path, instruction: str | list[str], out_ply: str | Path, backend: str = "offline",
-                      views: int = 4, stride: int = 1, max_frames: int | None = None,
-                      voxel_size_m: float = DEFAULT_VOXEL_SIZE_M, show_progress: bool = True,
+                      views: int | None = None, stride: int = 1, max_frames: int | None = None,
+                      voxel_size_m: float | None = None, show_progress: bool = True,
                       save_map: str | Path | None = None, load_map: str | Path | None = None,
-                      render: bool = True) -> SegmentOutputs | SegmentRun:
+                      render: bool = True, params_file: str | Path | None = None) -> SegmentOutputs | SegmentRun:
     """One instruction (a str): its SegmentOutputs. Several (a list): every one answered on one map and memory,
     files per `output_paths`, a summary JSON beside them (`summary_path`), and a SegmentRun. Everything is
     checked before the recording is read; `save_map` / `load_map`: see the module docstring."""
@@ -584,7 +610,7 @@ def segment_recording(dataset: str | Path, instruction: str | list[str], out_ply
                                   max_frames, voxel_size_m, save_map, load_map)
     paths = output_paths(out_ply, texts)
     with RecordingSession(dataset, backend, views, stride, max_frames, voxel_size_m, show_progress,
-                          load_map=load_map) as session:
+                          load_map=load_map, params_file=params_file) as session:
         saved_to = session.save(save_map) if save_map is not None else None
         outputs, query_s = [], []
         for text, path in zip(texts, paths):

@@ -57,14 +57,10 @@ def test_topic_overrides_win_over_preset_and_bad_arguments_are_refused():
 
 
 def test_params_file_has_only_declared_parameters():
-    from mllm3d_ros.ros.mapping_node import MAPPING_PARAMS
-    from mllm3d_ros.ros.memory_node import MEMORY_PARAMS
-    from mllm3d_ros.ros.query_node import QUERY_PARAMS
-    from mllm3d_ros.ros.segmentation_node import SEGMENTATION_PARAMS
+    from mllm3d_ros.node_params import NODES, node_specs
     from mllm3d_ros.ros.params import check_value
 
-    declared = {"mapping": MAPPING_PARAMS, "memory": MEMORY_PARAMS, "query": QUERY_PARAMS,
-                "segmentation": SEGMENTATION_PARAMS}
+    declared = {node: node_specs(node) for node in NODES}  # the simulator and replay blocks too
     data = yaml.safe_load((REPO / "config" / "perception.yaml").read_text())
     assert {k.split("/")[-1] for k in data} == set(declared)
     presets = [yaml.safe_load((REPO / "config" / name).read_text()) for name in PRESETS.values()]

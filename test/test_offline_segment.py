@@ -135,8 +135,8 @@ def _segment(capsys, *args: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize("instruction, extra, message", [
     ("   ", (), "error: instruction is empty"),
     ("x" * 2001, (), "error: instruction is 2001 characters; the limit is 2000"),
-    ("the table", ("--views", "0"), "error: --views must be in [1, 64], got 0"),
-    ("the table", ("--voxel-size", "5"), "error: --voxel-size: voxel_size_m must be in"),
+    ("the table", ("--views", "0"), "error: --views: parameter 'default_max_views': expected int in [1, 64], got 0"),
+    ("the table", ("--voxel-size", "5"), "error: --voxel-size: parameter 'voxel_size_m': expected float in [0.005, 0.5] m, got 5.0"),
     ("the table", ("--backend", "gpt"), "error: --backend must be one of"),
 ])
 def test_segment_checks_its_arguments_before_reading_a_frame(tmp_path, capsys, monkeypatch, instruction, extra,

@@ -29,7 +29,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .config import ConfigError, check_range
+from .config import ConfigError, check_range, param, validate_fields
 from .occupancy import FREE, OCCUPIED, OccupancyGrid2D, clearance_m
 from .types import Keyframe, MapSnapshot, OrientedBox3D
 from .visibility import project_visible
@@ -42,14 +42,15 @@ class ApproachConfig:
     footprint radius, [0.05, 2]. support_gap_m: an object whose base is within this of a horizontal surface
     under it (or of the floor) stands on it, [0.01, 1]."""
 
-    standoff_m: float = 0.45
+    standoff_m: float = param(0.45, range=(0.05, 1.4), unit="m", doc="Approach pose: the nearest distance from the "
+                              "robot's centre to the object's box (at least robot_radius_m; the farthest is max_distance_m).")
     max_distance_m: float = 1.5
-    robot_radius_m: float = 0.25
+    robot_radius_m: float = param(0.25, range=(0.05, 2.0), unit="m", doc="Approach pose: the robot's footprint radius; "
+                                  "the pose has this much observed free floor around it.")
     support_gap_m: float = 0.15
 
     def __post_init__(self) -> None:
-        check_range("robot_radius_m", self.robot_radius_m, 0.05, 2.0)
-        check_range("standoff_m", self.standoff_m, 0.0, 5.0)
+        validate_fields(self)
         if self.standoff_m < self.robot_radius_m:
             raise ConfigError(f"standoff_m must be at least robot_radius_m ({self.robot_radius_m}): a robot "
                               f"standing nearer would be inside the object's box, got {self.standoff_m}")

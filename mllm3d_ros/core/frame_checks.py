@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import check_int, check_range
+from .config import param, validate_fields
 from .geometry import check_pose, rotation_angle_rad
 from .types import CameraIntrinsics, InputError, RgbdFrame
 
@@ -200,20 +200,21 @@ class FrameGateConfig:
     re-anchor the gate on them.
     """
 
-    max_stamp_skew_ns: int = 100_000_000
-    max_jump_translation_m: float = 1.0
-    max_jump_rotation_deg: float = 60.0
-    jump_reset_frames: int = 5
-    max_stamp_jump_ns: int = 5_000_000_000
-    max_clock_offset_ns: int = 10_000_000_000
+    max_stamp_skew_ns: int = param(100_000_000, range=(0, 10_000_000_000), unit="ns",
+                                   doc="Reject a frame whose colour/depth/pose stamps differ by more.")
+    max_jump_translation_m: float = param(1.0, range=(0.01, 100.0), unit="m",
+                                          doc="Reject a pose that jumps further than this in one frame.")
+    max_jump_rotation_deg: float = param(60.0, range=(1.0, 180.0), unit="deg",
+                                         doc="Reject a pose that turns more than this in one frame.")
+    jump_reset_frames: int = param(5, range=(1, 1000), doc="Consecutive mutually consistent pose/stamp jumps that "
+                                   "are taken as a relocalisation or new timeline.")
+    max_stamp_jump_ns: int = param(5_000_000_000, range=(10_000_000, 3600_000_000_000), unit="ns",
+                                   doc="Reject a frame stamped further than this from the newest accepted one.")
+    max_clock_offset_ns: int = param(10_000_000_000, range=(10_000_000, 86400_000_000_000), unit="ns",
+                                     doc="Not on sim time: reject a frame stamped further than this from the node's clock.")
 
     def __post_init__(self) -> None:
-        check_int("max_stamp_skew_ns", self.max_stamp_skew_ns, 0)
-        check_range("max_jump_translation_m", self.max_jump_translation_m, 0.0, low_inclusive=False)
-        check_range("max_jump_rotation_deg", self.max_jump_rotation_deg, 0.0, 180.0, low_inclusive=False)
-        check_int("jump_reset_frames", self.jump_reset_frames, 1)
-        check_int("max_stamp_jump_ns", self.max_stamp_jump_ns, 1)
-        check_int("max_clock_offset_ns", self.max_clock_offset_ns, 1)
+        validate_fields(self)
 
 
 def _pose_change(a_T: np.ndarray, b_T: np.ndarray) -> tuple[float, float]:

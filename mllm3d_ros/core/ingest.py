@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import check_int
+from .config import check_int, param, validate_fields
 from .frame_checks import FrameGate, FrameRejected, RejectReason
 from .keyframes import KeyframeDecision, KeyframeStore
 from .tsdf_map import TsdfMap
@@ -31,12 +31,12 @@ class IngestConfig:
     # One second at 30 Hz (30 frames, ~65 MB at 640x480): fusion keeps up with the camera on average,
     # but on 2 cores it falls behind for up to a second while the object memory integrates a keyframe
     # in the same process; 8 frames dropped some of those bursts (benchmarks.realtime).
-    queue_size: int = 30
+    queue_size: int = param(30, range=(1, 1000), doc="Frames waiting for fusion; when full the oldest is dropped.")
     # Every n-th fused frame also carves free space into the map (TsdfMap.carve); 0 = never.
     carve_every: int = 10
 
     def __post_init__(self) -> None:
-        check_int("queue_size", self.queue_size, 1, 1000)
+        validate_fields(self)
         check_int("carve_every", self.carve_every, 0, 100_000)
 
 

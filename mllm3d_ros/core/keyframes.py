@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .config import check_int, check_range
+from .config import check_int, check_range, param, shared_param, validate_fields
 from .geometry import rotation_angle_rad, transform_points, unproject_depth
 from .types import CameraIntrinsics, Keyframe, RgbdFrame
 from .visibility import project_visible, visible_mask
@@ -28,16 +28,16 @@ class KeyframeConfig:
 
     # Dense enough that table-top objects are seen from several sides (the object memory needs that);
     # 0.3 m / 20 deg / 0.2 kept 12 keyframes of the 250-frame real kitchen, these keep 37.
-    min_translation_m: float = 0.1
-    min_rotation_deg: float = 8.0
+    min_translation_m: float = param(0.1, range=(0.0, 10.0), unit="m", doc="Camera motion that makes a new keyframe candidate.")
+    min_rotation_deg: float = param(8.0, range=(0.0, 180.0), unit="deg", doc="Camera rotation that makes a new keyframe candidate.")
     min_novelty: float = 0.05
     sharpness_ratio: float = 0.5
     sharpness_window: int = 30
-    image_scale: float = 0.5
-    max_keyframes: int = 100
+    image_scale: float = param(0.5, range=(0.05, 1.0), doc="Keyframe images are stored at this scale.")
+    max_keyframes: int = param(100, range=(1, 100_000), doc="Keyframes kept (coverage-preserving eviction beyond).")
     max_bytes: int = 256 * 2 ** 20
     coverage_stride: int = 6
-    depth_tolerance_m: float = 0.05
+    depth_tolerance_m: float = shared_param("depth_tolerance_m")
     depth_tolerance_frac: float = 0.03
     # Scene change (issue 22): a frame that is not novel is still a keyframe when at least this many of its
     # depth samples show a surface where two stored keyframes saw free space (an object moved there): the
@@ -46,16 +46,12 @@ class KeyframeConfig:
     min_change_samples: int = 8
 
     def __post_init__(self) -> None:
-        check_range("min_translation_m", self.min_translation_m, 0.0)
-        check_range("min_rotation_deg", self.min_rotation_deg, 0.0, 180.0)
+        validate_fields(self)
         check_range("min_novelty", self.min_novelty, 0.0, 1.0)
         check_range("sharpness_ratio", self.sharpness_ratio, 0.0, 1.0)
         check_int("sharpness_window", self.sharpness_window, 1, 10_000)
-        check_range("image_scale", self.image_scale, 0.05, 1.0)
-        check_int("max_keyframes", self.max_keyframes, 1, 100_000)
         check_int("max_bytes", self.max_bytes, 1)
         check_int("coverage_stride", self.coverage_stride, 1, 64)
-        check_range("depth_tolerance_m", self.depth_tolerance_m, 0.0)
         check_range("depth_tolerance_frac", self.depth_tolerance_frac, 0.0, 1.0)
         check_int("min_change_samples", self.min_change_samples, 0, 1_000_000)
 

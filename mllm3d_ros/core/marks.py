@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .config import check_int, check_range
+from .config import check_int, check_range, shared_param, validate_fields
 from .instruction import Relation
 from .object_memory import MemoryObject
 from .relations import RANKING_RELATIONS, BoxGeometry, box_gap_m, relation_score
@@ -34,13 +34,13 @@ class MarkConfig:
 
     min_visible_points: int = 3
     contradiction_margin_m: float = 0.1
-    depth_tolerance_m: float = 0.05
+    depth_tolerance_m: float = shared_param("depth_tolerance_m")
     depth_tolerance_frac: float = 0.03
 
     def __post_init__(self) -> None:
         check_int("min_visible_points", self.min_visible_points, 1, 1_000_000)
         check_range("contradiction_margin_m", self.contradiction_margin_m, 0.0, 10.0)
-        check_range("depth_tolerance_m", self.depth_tolerance_m, 0.0, 1.0, low_inclusive=False)
+        validate_fields(self)
         check_range("depth_tolerance_frac", self.depth_tolerance_frac, 0.0, 1.0)
 
 

@@ -74,7 +74,7 @@ import cv2
 import numpy as np
 
 from .clustering import cluster_points
-from .config import ConfigError, check_int, check_range
+from .config import ConfigError, check_int, check_range, param, shared_param, validate_fields
 from .evidence import grow_mask
 from .geometry import transform_points, unproject_depth
 from .object_geometry import oriented_box, strip_support_surface
@@ -124,7 +124,7 @@ class ObjectMemoryConfig:
     support: the SupportMap's thresholds and bounds.
     """
 
-    voxel_size_m: float = 0.03
+    voxel_size_m: float = param(0.03, range=(0.005, 0.5), unit="m", doc="Instance voxel edge.")
     min_proposal_confidence: float = 0.3
     min_mask_pixels: int = 30
     associate_min_overlap: float = 0.3
@@ -136,21 +136,22 @@ class ObjectMemoryConfig:
     min_voxel_hit_ratio: float = 0.5
     min_voxel_hit_frac: float = 0.1
     min_visible_frac: float = 0.3
-    min_detections: int = 2
+    min_detections: int = param(2, range=(1, 1000), doc="Views that must detect an instance before queries see it.")
     min_support_ratio: float = 0.25
     see_through_frac: float = 0.5
     gone_views: int = 2
-    max_instances: int = 300
+    max_instances: int = param(300, range=(1, 100_000), doc="Instances kept (the least supported is dropped beyond).")
     max_voxels_per_instance: int = 4000
     max_best_views: int = 6
     split_every: int = 10
-    keep_apart: bool = True
-    depth_tolerance_m: float = 0.05
+    keep_apart: bool = param(True, doc="Instances of one kind detected by separate masks of a keyframe stay two "
+                             "objects (books side by side).")
+    depth_tolerance_m: float = shared_param("depth_tolerance_m")
     depth_tolerance_frac: float = 0.03
     support: SupportConfig = field(default_factory=SupportConfig)
 
     def __post_init__(self) -> None:
-        check_range("voxel_size_m", self.voxel_size_m, 0.005, 0.5)
+        validate_fields(self)
         for name in ("min_proposal_confidence", "associate_min_overlap", "associate_min_similarity",
                      "merge_min_overlap", "min_voxel_hit_ratio", "min_voxel_hit_frac", "min_visible_frac",
                      "min_support_ratio", "see_through_frac", "depth_tolerance_frac"):
@@ -161,13 +162,10 @@ class ObjectMemoryConfig:
         for name in ("strip_support", "keep_apart"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        check_int("min_detections", self.min_detections, 1, 1000)
         check_int("gone_views", self.gone_views, 1, 1000)
-        check_int("max_instances", self.max_instances, 1, 100_000)
         check_int("max_voxels_per_instance", self.max_voxels_per_instance, 8, 10_000_000)
         check_int("max_best_views", self.max_best_views, 1, 100)
         check_int("split_every", self.split_every, 0, 100_000)
-        check_range("depth_tolerance_m", self.depth_tolerance_m, 0.0, 1.0)
         if not isinstance(self.support, SupportConfig):
             raise ConfigError(f"support must be a SupportConfig, got {type(self.support).__name__}")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import ConfigError, check_int, check_range
+from .config import ConfigError, check_int, check_range, param, validate_fields
 from .types import MapSnapshot
 
 FREE, OCCUPIED, UNKNOWN = 0, 100, -1
@@ -51,16 +51,17 @@ class OccupancyConfig:
     min_occupied_points: surface points in the band that make a cell occupied, [1, 1000] (2: one stray
     point of a noisy depth edge does not block a cell)."""
 
-    resolution_m: float = 0.05
-    min_height_m: float = 0.05
-    max_height_m: float = 1.8
+    resolution_m: float = param(0.05, range=(0.01, 1.0), unit="m", doc="Occupancy grid cell size.")
+    min_height_m: float = param(0.05, range=(0.0, 5.0), unit="m", doc="Occupancy grid: surfaces from this height above "
+                                "the floor are obstacles (lower ones are driven over).")
+    max_height_m: float = param(1.8, range=(0.1, 5.0), unit="m", doc="Occupancy grid: surfaces up to this height above "
+                                "the floor are obstacles (the robot's height; higher ones are passed under).")
     floor_tolerance_m: float = 0.03
     min_floor_area_m2: float = 0.5
     min_occupied_points: int = 2
 
     def __post_init__(self) -> None:
-        check_range("resolution_m", self.resolution_m, 0.01, 1.0)
-        check_range("min_height_m", self.min_height_m, 0.0, 5.0)
+        validate_fields(self)
         check_range("max_height_m", self.max_height_m, self.min_height_m, 5.0, low_inclusive=False)
         check_range("floor_tolerance_m", self.floor_tolerance_m, 0.005, 0.2)
         check_range("min_floor_area_m2", self.min_floor_area_m2, 0.01, 100.0)

@@ -14,7 +14,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .config import ConfigError, check_int, check_range
+from .config import ConfigError, check_int, param, validate_fields
 from .instruction import ParsedInstruction, parse_instruction
 from .marks import MarkConfig, candidate_marks, judge_choice, object_name
 from .memory_query import MemoryPlan, MemoryResolver
@@ -68,23 +68,26 @@ class QueryConfig:
         and check the mark the model picks against the 3D relation. bool.
     """
 
-    default_max_views: int = 4
-    max_views_limit: int = 16
-    default_min_confidence: float = 0.2
-    timeout_s: float = 60.0
+    default_max_views: int = param(4, range=(1, 64), doc="Views per query when the goal says 0 (MLLM-For3D's "
+                                   "default); at most max_views_limit.")
+    max_views_limit: int = param(16, range=(1, 64), doc="Largest max_views a goal may ask for.")
+    default_min_confidence: float = param(0.2, range=(0.0, 1.0), doc="Objects below this confidence are dropped "
+                                          "(goal 0 = this).")
+    timeout_s: float = param(60.0, range=(1.0, 3600.0), unit="s", doc="A query running longer is aborted with TIMEOUT.")
     region_max_points: int = 20000
-    refine_views: int = 4
+    refine_views: int = param(4, range=(0, 32), doc="Second pass: up to this many more views, aimed at what the first "
+                              "vote found, are segmented and all views voted again (0 = off).")
     answer_from_memory: bool = True
-    marked_prompts: bool = False
+    # True: what the nodes always ran; a backend without marks (`uses_marks` False) ignores them.
+    marked_prompts: bool = param(True, doc="When the object memory's candidates need the 2D model, send them as "
+                                 "numbered marks with their metric geometry; the backend's pick is checked in 3D.")
 
     def __post_init__(self) -> None:
-        check_int("max_views_limit", self.max_views_limit, 1, 64)
+        validate_fields(self)
         check_int("default_max_views", self.default_max_views, 1, self.max_views_limit)
-        check_range("default_min_confidence", self.default_min_confidence, 0.0, 1.0)
-        check_range("timeout_s", self.timeout_s, 0.0, 3600.0, low_inclusive=False)
         check_int("region_max_points", self.region_max_points, 100, 1_000_000)
         check_int("refine_views", self.refine_views, 0, 32)
-        for name in ("answer_from_memory", "marked_prompts"):
+        for name in ("answer_from_memory",):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
 

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .config import check_int, check_range
+from .config import check_int, param, validate_fields
 from .object_memory import ObjectMemory
 from .segmentation import BackendUnavailable
 from .types import BackendView, Keyframe, ViewPredictions, keyframe_view
@@ -44,15 +44,13 @@ class ProposalWorkerConfig:
     added on Linux, [0, 19]: with an in-process backend the proposals then take the CPU fusion leaves
     (fusion must keep up with the camera; the memory can lag a few seconds)."""
 
-    queue_size: int = 64
-    max_retries: int = 3
-    retry_delay_s: float = 5.0
+    queue_size: int = param(64, range=(1, 10_000), doc="Keyframes waiting for proposals; when full the oldest is dropped.")
+    max_retries: int = param(3, range=(0, 100), doc="Retries of a keyframe whose proposals failed.")
+    retry_delay_s: float = param(5.0, range=(0.0, 3600.0), unit="s", doc="Wait before retrying a failed keyframe.")
     niceness: int = 10
 
     def __post_init__(self) -> None:
-        check_int("queue_size", self.queue_size, 1, 10_000)
-        check_int("max_retries", self.max_retries, 0, 100)
-        check_range("retry_delay_s", self.retry_delay_s, 0.0, 3600.0)
+        validate_fields(self)
         check_int("niceness", self.niceness, 0, 19)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import check_int
+from .config import check_int, param, validate_fields
 
 
 @dataclass(frozen=True)
@@ -32,17 +32,17 @@ class SyncConfig:
     """Inputs, tolerance and queue bound of the synchroniser."""
 
     num_inputs: int = 3
-    slop_ns: int = 20_000_000
-    queue_size: int = 10
-    max_stamp_jump_ns: int = 5_000_000_000
-    max_clock_offset_ns: int = 10_000_000_000
+    slop_ns: int = param(20_000_000, range=(0, 1_000_000_000), unit="ns", doc="Colour, depth and pose stamps must agree within this.")
+    queue_size: int = param(10, range=(1, 1000), doc="Messages kept per input while matching stamps.")
+    max_stamp_jump_ns: int = param(5_000_000_000, range=(10_000_000, 3600_000_000_000), unit="ns",
+                                   doc="Reject a frame stamped further than this from the newest accepted one.")
+    max_clock_offset_ns: int = param(10_000_000_000, range=(10_000_000, 86400_000_000_000), unit="ns",
+                                     doc="Not on sim time: reject a frame stamped further than this from the node's clock.")
 
     def __post_init__(self) -> None:
         check_int("num_inputs", self.num_inputs, 1, 16)
-        check_int("slop_ns", self.slop_ns, 0)
-        check_int("queue_size", self.queue_size, 1, 10_000)
+        validate_fields(self)
         check_int("max_stamp_jump_ns", self.max_stamp_jump_ns, max(1, self.slop_ns))
-        check_int("max_clock_offset_ns", self.max_clock_offset_ns, 1)
 
 
 @dataclass(frozen=True, eq=False)

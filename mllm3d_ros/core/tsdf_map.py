@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .config import ConfigError, check_choice, check_int, check_range
+from .config import ConfigError, check_choice, check_range, param, validate_fields
 from .geometry import check_pose, invert_transform
 from .types import CameraIntrinsics, MapSnapshot, RgbdFrame
 
@@ -41,38 +41,36 @@ class TsdfMapConfig:
 
     # 2 cm holds a mug (at 3 cm the kitchen's mugs are a few points on the table top) and still fuses
     # the real 30 Hz kitchen in real time on 2 cores (benchmarks.realtime).
-    voxel_size_m: float = 0.02
+    voxel_size_m: float = param(0.02, range=(0.005, 0.5), unit="m", doc="TSDF voxel edge.")
     sdf_trunc_m: float | None = None
     block_resolution: int = 8
-    block_budget: int = 10_000
+    # 20,000 blocks of 8^3 voxels at 2 cm: a 7-Scenes room with margin (the mapping node's value since issue 12).
+    block_budget: int = param(20_000, range=(16, 2_000_000), doc="Voxel blocks kept; the farthest from the camera "
+                              "are evicted beyond.")
     evict_to_fraction: float = 0.9
     evict_distance_m: float | None = None
-    depth_min_m: float = 0.1
-    depth_max_m: float = 4.0
-    depth_stride: int = 1
+    # 0.2 m: structured-light and stereo depth below ~0.2 m is invalid or a sensor's own housing.
+    depth_min_m: float = param(0.2, range=(0.0, 10.0), unit="m", doc="Depth below this is ignored.")
+    depth_max_m: float = param(4.0, range=(0.1, 60.0), unit="m", doc="Depth beyond this is ignored.")
+    depth_stride: int = param(1, range=(1, 8), doc="Integrate every n-th depth pixel (speed vs detail).")
     weight_threshold: float = 1.0
-    device: str = "cpu"
+    device: str = param("cpu", choices=("cpu", "cuda", "auto"), doc="Where the TSDF lives.")
     # Free-space carving (`carve`): a voxel behind which a frame sees clearly farther keeps at most this
     # weight before the free observation is averaged in, so a surface that is gone (an object moved away)
     # is erased after about this many carving frames; 0 turns carving off.
     carve_max_weight: float = 4.0
 
     def __post_init__(self) -> None:
-        check_range("voxel_size_m", self.voxel_size_m, 0.002, 1.0)
+        validate_fields(self)
         if self.sdf_trunc_m is not None:
             check_range("sdf_trunc_m", self.sdf_trunc_m, self.voxel_size_m, 20.0 * self.voxel_size_m)
         check_choice("block_resolution", self.block_resolution, (8, 16))
-        check_int("block_budget", self.block_budget, 16, 2_000_000)
         check_range("evict_to_fraction", self.evict_to_fraction, 0.1, 1.0)
         if self.evict_distance_m is not None:
             check_range("evict_distance_m", self.evict_distance_m, 0.0, low_inclusive=False)
-        check_range("depth_min_m", self.depth_min_m, 0.0, 10.0)
-        check_range("depth_max_m", self.depth_max_m, 0.0, 60.0, low_inclusive=False)
         if self.depth_min_m >= self.depth_max_m:  # blame the field that was set: the message names both
             raise ConfigError(f"depth_min_m must be below depth_max_m ({self.depth_max_m}), got {self.depth_min_m}")
-        check_int("depth_stride", self.depth_stride, 1, 8)
         check_range("weight_threshold", self.weight_threshold, 0.0)
-        check_choice("device", self.device, ("cpu", "cuda", "auto"))
         check_range("carve_max_weight", self.carve_max_weight, 0.0, 1000.0)
 
     @property

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import check_int, check_range
+from .config import check_int, check_range, shared_param, validate_fields
 from .geometry import rotation_angle_rad, transform_points, unproject_depth
 from .types import InputError, Keyframe
 from .visibility import project_to_view
@@ -48,7 +48,7 @@ class ViewSelectionConfig:
     max_views: int = 4
     observations_per_point: int = 2
     max_points: int = 20000
-    depth_tolerance_m: float = 0.05
+    depth_tolerance_m: float = shared_param("depth_tolerance_m")
     depth_tolerance_frac: float = 0.03
     duplicate_distance_m: float = 0.3
     duplicate_angle_deg: float = 20.0
@@ -60,7 +60,7 @@ class ViewSelectionConfig:
         check_int("max_views", self.max_views, 1, 64)
         check_int("observations_per_point", self.observations_per_point, 1, 8)
         check_int("max_points", self.max_points, 100)
-        check_range("depth_tolerance_m", self.depth_tolerance_m, 0.0, low_inclusive=False)
+        validate_fields(self)
         check_range("depth_tolerance_frac", self.depth_tolerance_frac, 0.0, 1.0)
         check_range("duplicate_distance_m", self.duplicate_distance_m, 0.0)
         check_range("duplicate_angle_deg", self.duplicate_angle_deg, 0.0, 180.0)

@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from .clustering import PointClusters, cluster_points
-from .config import ConfigError, check_int, check_range
+from .config import ConfigError, check_int, check_range, param, shared_param, validate_fields
 from .evidence import grow_mask, lift_masks, point_votes, token_for_query_weights, unified_query_embedding
 from .object_geometry import complete_object, oriented_box, strip_support_surface
 from .types import InputError, Keyframe, MapSnapshot, Object3D, ViewPredictions
@@ -147,11 +147,11 @@ class VotingConfig:
             Default True.
     """
 
-    min_mask_confidence: float = 0.3
+    min_mask_confidence: float = param(0.3, range=(0.0, 1.0), doc="Voting: masks below this confidence are dropped first.")
     min_mask_area_frac: float = 0.0005
     min_mask_area_pixels: int = 20
     min_mask_weight: float = 0.05
-    depth_tolerance_m: float = 0.05
+    depth_tolerance_m: float = shared_param("depth_tolerance_m")
     depth_tolerance_frac: float = 0.03
     empty_view_weight: float = 0.1
     mask_boundary_px: int = 2
@@ -162,7 +162,8 @@ class VotingConfig:
     min_visible_frac: float = 0.2
     min_mask_cover_frac: float = 0.3
     min_association_similarity: float = 0.3
-    min_support_ratio: float = 0.5
+    min_support_ratio: float = param(0.5, range=(0.0, 1.0), doc="Voting: an object must be masked in this fraction "
+                                     "of the views that see it, else it is a hallucination.")
     min_supporting_views: int = 2
     lone_support_min_weighted_ratio: float = 0.66
     confidence_prior_weight: float = 1.0
@@ -176,11 +177,10 @@ class VotingConfig:
     drop_borrowed_support: bool = True
 
     def __post_init__(self) -> None:
-        check_range("min_mask_confidence", self.min_mask_confidence, 0.0, 1.0)
+        validate_fields(self)
         check_range("min_mask_area_frac", self.min_mask_area_frac, 0.0, 1.0)
         check_int("min_mask_area_pixels", self.min_mask_area_pixels, 0)
         check_range("min_mask_weight", self.min_mask_weight, 0.0, 1.0)
-        check_range("depth_tolerance_m", self.depth_tolerance_m, 0.0, low_inclusive=False)
         check_range("depth_tolerance_frac", self.depth_tolerance_frac, 0.0, 1.0)
         check_range("empty_view_weight", self.empty_view_weight, 0.0, 1.0)
         check_range("min_positive_ratio", self.min_positive_ratio, 0.0, 1.0, low_inclusive=False)
@@ -190,7 +190,6 @@ class VotingConfig:
         check_range("min_visible_frac", self.min_visible_frac, 0.0, 1.0, low_inclusive=False)
         check_range("min_mask_cover_frac", self.min_mask_cover_frac, 0.0, 1.0, low_inclusive=False)
         check_range("min_association_similarity", self.min_association_similarity, -1.0, 1.0)
-        check_range("min_support_ratio", self.min_support_ratio, 0.0, 1.0)
         check_int("min_supporting_views", self.min_supporting_views, 1)
         check_range("lone_support_min_weighted_ratio", self.lone_support_min_weighted_ratio, 0.0, 1.0)
         check_range("confidence_prior_weight", self.confidence_prior_weight, 0.0)

@@ -30,6 +30,7 @@ Parameters: see MAPPING_PARAMS and config/perception.yaml (block `mapping`).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import threading
 import time
@@ -56,7 +57,8 @@ from ..core.types import InputError, MapSnapshot, RgbdFrame
 from ..srv import MapFile
 from .conversions import (camera_info_to_intrinsics, grid_to_msg, image_to_depth_m, image_to_rgb, make_header,
                           matrix_to_pose, points_to_cloud, pose_to_matrix, stamp_to_ns)
-from .params import ParamSpec, ParameterError, declare_and_read
+from ..node_params import configs_from_values, node_specs
+from .params import ParameterError, declare_and_read
 from .qos import LATCHED_QOS, SENSOR_QOS
 from .tf import TfLookup
 
@@ -74,48 +76,7 @@ except ImportError:
 _ONCE_REASONS = frozenset({RejectReason.NO_DEPTH_IN_RANGE})
 
 
-MAPPING_PARAMS = (
-    ParamSpec("map_frame", "map", "Fixed frame of the map (REP-105)."),
-    ParamSpec("pose_source", "pose", "Where camera poses come from.", choices=("pose", "odometry", "tf")),
-    ParamSpec("pose_convention", "optical", "Which camera frame the pose describes: 'optical' (z forward) or "
-              "'body' (camera_link, x forward).", choices=("optical", "body")),
-    ParamSpec("camera_frame", "", "TF: the camera frame looked up; '' = the colour image's frame_id."),
-    ParamSpec("base_T_camera", "", "Odometry only: the camera in the odometry's child frame as 'x y z roll pitch "
-              "yaw' (m, rad); '' = look it up in TF (child_frame_id -> camera_frame)."),
-    ParamSpec("tf_timeout_s", 0.1, "How long a frame waits for its transform before NO_TRANSFORM.", 0.0, 5.0),
-    ParamSpec("tf_cache_s", 10.0, "TF history kept for lookups at image stamps.", 1.0, 600.0),
-    ParamSpec("color_transport", "raw", "Colour as Image ('raw') or CompressedImage ('compressed').",
-              choices=("raw", "compressed")),
-    ParamSpec("sync_slop_s", 0.02, "Colour, depth and pose stamps must agree within this.", 0.0, 1.0),
-    ParamSpec("sync_queue_size", 10, "Messages kept per input while matching stamps.", 1, 1000),
-    ParamSpec("queue_size", 30, "Frames waiting for fusion (1 s at 30 Hz); when full the oldest is dropped.", 1, 1000),
-    ParamSpec("voxel_size_m", 0.02, "TSDF voxel size.", 0.005, 0.5),
-    ParamSpec("block_budget", 20000, "Max voxel blocks kept; the farthest from the camera are evicted.", 16, 2000000),
-    ParamSpec("depth_min_m", 0.2, "Depth below this is ignored.", 0.0, 10.0),
-    ParamSpec("depth_max_m", 4.0, "Depth beyond this is ignored.", 0.1, 60.0),
-    ParamSpec("depth_stride", 1, "Integrate every n-th depth pixel (speed vs detail).", 1, 8),
-    ParamSpec("device", "cpu", "Where the TSDF lives.", choices=("cpu", "cuda", "auto")),
-    ParamSpec("keyframe_min_translation_m", 0.1, "Camera motion that makes a new keyframe candidate.", 0.0, 10.0),
-    ParamSpec("keyframe_min_rotation_deg", 8.0, "Camera rotation that makes a new keyframe candidate.", 0.0, 180.0),
-    ParamSpec("keyframe_image_scale", 0.5, "Keyframe images are stored at this scale.", 0.05, 1.0),
-    ParamSpec("max_keyframes", 100, "Keyframes kept (coverage-preserving eviction beyond).", 1, 100000),
-    ParamSpec("max_stamp_skew_s", 0.1, "Reject a frame whose colour/depth/pose stamps differ by more.", 0.0, 10.0),
-    ParamSpec("max_jump_translation_m", 1.0, "Reject a pose that jumps further than this in one frame.", 0.01, 100.0),
-    ParamSpec("max_jump_rotation_deg", 60.0, "Reject a pose that turns more than this in one frame.", 1.0, 180.0),
-    ParamSpec("jump_reset_frames", 5, "Consecutive mutually consistent pose/stamp jumps that are taken as a "
-              "relocalisation or new timeline.", 1, 1000),
-    ParamSpec("max_stamp_jump_s", 5.0, "Reject a frame stamped further than this from the newest accepted one.",
-              0.01, 3600.0),
-    ParamSpec("max_clock_offset_s", 10.0, "Not on sim time: reject a frame stamped further than this from the "
-              "node's clock.", 0.01, 86400.0),
-    ParamSpec("map_publish_period_s", 2.0, "Map cloud (and occupancy grid) publishing period (0 = never).", 0.0, 3600.0),
-    ParamSpec("grid_resolution_m", 0.05, "Occupancy grid cell size.", 0.01, 1.0),
-    ParamSpec("grid_min_height_m", 0.05, "Occupancy grid: surfaces from this height above the floor are obstacles "
-              "(lower ones are driven over).", 0.04, 5.0),
-    ParamSpec("grid_max_height_m", 1.8, "Occupancy grid: surfaces up to this height above the floor are obstacles "
-              "(the robot's height; higher ones are passed under).", 0.1, 5.0),
-    ParamSpec("stats_period_s", 10.0, "Period of the ingestion statistics log line (0 = never).", 0.0, 3600.0),
-)
+MAPPING_PARAMS = node_specs("mapping")  # generated from the core configs' declarations (node_params)
 
 
 class MappingNode(Node):
@@ -125,28 +86,16 @@ class MappingNode(Node):
         super().__init__("mapping", **kwargs)
         p = declare_and_read(self, MAPPING_PARAMS)
         self._p = p
+        self.parameters = dict(p)  # read by the nodes that share this map (their shared parameters must agree)
         self._base_T_camera = _parse_base_T_camera(p["base_T_camera"])
         sim_time = bool(self.get_parameter("use_sim_time").value)
-        self.mapper = Mapper(
-            TsdfMapConfig(voxel_size_m=p["voxel_size_m"], block_budget=p["block_budget"],
-                          depth_min_m=p["depth_min_m"], depth_max_m=p["depth_max_m"],
-                          depth_stride=p["depth_stride"], device=p["device"]),
-            KeyframeConfig(min_translation_m=p["keyframe_min_translation_m"],
-                           min_rotation_deg=p["keyframe_min_rotation_deg"], image_scale=p["keyframe_image_scale"],
-                           max_keyframes=p["max_keyframes"]),
-            FrameGateConfig(max_stamp_skew_ns=int(p["max_stamp_skew_s"] * 1e9),
-                            max_jump_translation_m=p["max_jump_translation_m"],
-                            max_jump_rotation_deg=p["max_jump_rotation_deg"],
-                            jump_reset_frames=p["jump_reset_frames"],
-                            max_stamp_jump_ns=int(p["max_stamp_jump_s"] * 1e9),
-                            max_clock_offset_ns=int(p["max_clock_offset_s"] * 1e9)),
-            IngestConfig(queue_size=p["queue_size"]),
-            on_reject=self._on_reject, now_ns=None if sim_time else self._now_ns)
         try:
-            grid_config = OccupancyConfig(resolution_m=p["grid_resolution_m"], min_height_m=p["grid_min_height_m"],
-                                          max_height_m=p["grid_max_height_m"])
-        except ValueError as exc:  # the band's two edges: the message names both
-            raise ParameterError(f"occupancy grid parameters: {exc}") from None
+            c = configs_from_values("mapping", p)
+        except ValueError as exc:  # a cross-field bound (depth_min_m < depth_max_m, the grid's band): names both
+            raise ParameterError(str(exc)) from None
+        self.mapper = Mapper(c[TsdfMapConfig], c[KeyframeConfig], c[FrameGateConfig], c[IngestConfig],
+                             on_reject=self._on_reject, now_ns=None if sim_time else self._now_ns)
+        grid_config = c[OccupancyConfig]
         # The floor grid (Nav2's map), from the same cached snapshot as the map cloud; the query node
         # plans approach poses on it.
         self.occupancy = OccupancyGridSource(self.mapper, grid_config)
@@ -184,10 +133,8 @@ class MappingNode(Node):
             self._mf_sync.registerCallback(lambda *msgs: self._on_messages(msgs))
         else:
             self._sync = ApproximateTimeSync(
-                SyncConfig(num_inputs=len(inputs), slop_ns=int(p["sync_slop_s"] * 1e9),
-                           queue_size=p["sync_queue_size"],
-                           max_stamp_jump_ns=max(int(p["max_stamp_jump_s"] * 1e9), int(p["sync_slop_s"] * 1e9)),
-                           max_clock_offset_ns=int(p["max_clock_offset_s"] * 1e9)),
+                dataclasses.replace(c[SyncConfig], num_inputs=len(inputs),
+                                    max_stamp_jump_ns=max(c[SyncConfig].max_stamp_jump_ns, c[SyncConfig].slop_ns)),
                 lambda matched: self._on_messages(matched.messages), now_ns=None if sim_time else self._now_ns,
                 on_off_clock=self._on_off_clock)
             for index, ((msg_type, topic), name) in enumerate(zip(inputs, names)):

@@ -42,49 +42,27 @@ from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
 from ..msg import SegmentedObject
 from ..srv import DescribeScene
 from .conversions import box_to_msg, make_header
-from .params import ParamSpec, declare_and_read
+from ..node_params import configs_from_values, node_specs
+from .params import check_agreement, declare_and_read
 from .qos import LATCHED_QOS
 from .segment_views_client import SegmentViewsClient
 
-MEMORY_PARAMS = (
-    ParamSpec("enabled", True, "Build the object memory from proposals on every keyframe (queries use it)."),
-    ParamSpec("map_frame", "map", "Frame of the map and of the published boxes."),
-    ParamSpec("segment_service", "segmentation/segment_views", "SegmentViews service of the segmentation node."),
-    ParamSpec("voxel_size_m", 0.03, "Instance voxel edge.", 0.005, 0.5),
-    ParamSpec("min_detections", 2, "Views that must detect an instance before queries see it.", 1, 1000),
-    ParamSpec("max_instances", 300, "Instances kept (the least supported is dropped beyond).", 1, 100000),
-    ParamSpec("map_objects", True, "Class-agnostic objects from the map (what stands on the floor, table tops, counters, "
-              "shelves) are proposed with the model's on every keyframe; unlabelled until a model's proposal names "
-              "them."),
-    ParamSpec("keep_apart", True, "Instances of one kind detected by separate masks of a keyframe stay two "
-              "objects (books side by side); off for a proposer that often splits one object into disjoint boxes."),
-    ParamSpec("queue_size", 64, "Keyframes waiting for proposals; when full the oldest is dropped.", 1, 10000),
-    ParamSpec("max_retries", 3, "Retries of a keyframe whose proposals failed.", 0, 100),
-    ParamSpec("retry_delay_s", 5.0, "Wait before retrying a failed keyframe.", 0.0, 3600.0),
-    ParamSpec("call_timeout_s", 30.0, "A proposal or text call to the segmentation node fails after this.", 0.5, 600.0),
-    ParamSpec("heartbeat_topic", "segmentation/heartbeat", "Liveness topic of the segmentation node."),
-    ParamSpec("backend_timeout_s", 3.0, "The segmentation node counts as gone after this long without a heartbeat.",
-              0.5, 60.0),
-    ParamSpec("poll_period_s", 0.5, "How often new keyframes are looked for.", 0.05, 60.0),
-    ParamSpec("publish_period_s", 2.0, "Period of the ~/objects markers (0 = never).", 0.0, 3600.0),
-    ParamSpec("model_captions", True, "DescribeScene asks the segmentation node's backend for each object's "
-              "caption on its best keyframe (one model call per object, cached); geometric captions when it has "
-              "no caption mode or a call fails."),
-    ParamSpec("stats_period_s", 10.0, "Period of the memory statistics log line (0 = never).", 0.0, 3600.0),
-)
+MEMORY_PARAMS = node_specs("memory")  # generated from the core configs' declarations (node_params)
 
 
 class MemoryNode(Node):
     """Thin adapter: new keyframes of the mapper -> ProposalWorker -> ObjectMemory; markers out."""
 
-    def __init__(self, mapper, **kwargs) -> None:
+    def __init__(self, mapper, mapping_params: dict | None = None, **kwargs) -> None:
+        """`mapping_params`: the mapping node's parameters (same process); map_frame and the other shared
+        parameters must agree with them."""
         super().__init__("memory", **kwargs)
         p = declare_and_read(self, MEMORY_PARAMS)
+        check_agreement("memory", p, "mapping", mapping_params)
         self._p = p
+        c = configs_from_values("memory", p)
         self._mapper = mapper
-        self.memory = ObjectMemory(ObjectMemoryConfig(voxel_size_m=p["voxel_size_m"], min_detections=p["min_detections"],
-                                                      max_instances=p["max_instances"],
-                                                      keep_apart=p["keep_apart"]))
+        self.memory = ObjectMemory(c[ObjectMemoryConfig])
         # A call waits up to backend_timeout_s for a backend not heard yet (start-up); the proposal worker
         # waits for readiness itself, so a loading backend costs no retries.
         self._backend = SegmentViewsClient(self, p["segment_service"], p["heartbeat_topic"],
@@ -96,7 +74,7 @@ class MemoryNode(Node):
         propose = (chain_proposers(self._backend.propose, self.map_objects.propose) if self.map_objects is not None
                    else self._backend.propose)
         self.worker = ProposalWorker(self.memory, propose, mapper.keyframe_store.get,
-                                     ProposalWorkerConfig(p["queue_size"], p["max_retries"], p["retry_delay_s"]),
+                                     c[ProposalWorkerConfig],
                                      backend_ready=self._backend.ready)
         self.resolver = MemoryResolver(self.memory, self._backend.encode_text) if p["enabled"] else None
         self._submitted_up_to = -1

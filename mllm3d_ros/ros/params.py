@@ -1,43 +1,28 @@
-"""Declare node parameters in one place, with descriptors, ranges and validation.
+"""Declare a node's parameters (generated `ParamSpec`s, `mllm3d_ros.node_params`), with descriptors and validation.
 
-Each node lists its parameters as `ParamSpec`s; `declare_and_read` declares them (ranges go into
-the ParameterDescriptor so `ros2 param set` is refused out of range too), then validates the
-values from the YAML and raises ParameterError naming the parameter and the expected type or range.
-An integer given for a float parameter (`depth_max_m: 4`) is accepted as that float; rclpy alone
-refuses it with a type exception. `check_overrides` refuses override names no node declares,
-naming the closest known one.
+Each node's `ParamSpec`s come from the one declaration of each parameter (the core configs' `param()` fields);
+`declare_and_read` declares them (ranges go into the ParameterDescriptor so `ros2 param set` is refused out of
+range too), then validates the values from the YAML and raises ParameterError in the core's one wording
+("parameter 'voxel_size_m': expected float in [0.005, 0.5] m, got 2.0"). An integer given for a float parameter
+(`depth_max_m: 4`) is accepted as that float; rclpy alone refuses it with a type exception. `check_overrides`
+refuses override names no node declares, naming the closest known one; `check_agreement` refuses nodes of one
+map that disagree on a shared parameter (map_frame).
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
-_TYPE_NAMES = {bool: "a boolean (true | false)", int: "an integer", float: "a number (float)", str: "a string"}
+from ..core.config import SHARED_PARAMS, ConfigError, unknown_parameter_message
+from ..node_params import ParamSpec  # noqa: F401 (re-exported: nodes and tests import it from here)
 
 
 class ParameterError(ValueError):
     """A parameter value is refused; the message names the parameter and the allowed values."""
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    default: Any
-    description: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-    read_only: bool = True
-    # A regular expression the whole (string) value must match, checked instead of `choices` (which
-    # then only document it): for open families of values such as cuda:N.
-    pattern: str = ""
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -56,21 +41,11 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 def check_value(spec: ParamSpec, value: Any) -> None:
-    """Raise ParameterError unless `value` fits the spec's type, range and choices."""
-    expected = type(spec.default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-        raise ParameterError(f"parameter '{spec.name}' must be {_TYPE_NAMES.get(expected, expected.__name__)}, "
-                             f"got {value!r} ({type(value).__name__})")
-    if spec.pattern:
-        if re.fullmatch(spec.pattern, value) is None:
-            raise ParameterError(f"parameter '{spec.name}' must be one of {list(spec.choices)}, got {value!r}")
-    elif spec.choices and value not in spec.choices:
-        raise ParameterError(f"parameter '{spec.name}' must be one of {list(spec.choices)}, got {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
-            raise ParameterError(f"parameter '{spec.name}' must be in [{spec.low}, {spec.high}], got {value!r}")
+    """Raise ParameterError unless `value` fits the spec's type, range and choices (the core's one wording)."""
+    try:
+        spec.check(value)
+    except ConfigError as exc:
+        raise ParameterError(str(exc)) from None
 
 
 def declare_and_read(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
@@ -117,14 +92,6 @@ def _overrides(node: Node) -> dict:
     return dict(getattr(node, "_parameter_overrides", {}) or {})
 
 
-def unknown_parameter_message(name: str, node_name: str, known: Iterable[str]) -> str:
-    """'unknown parameter ...' with the closest known name (difflib), or the known names."""
-    known = sorted(set(known))
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
-    return f"unknown parameter '{name}' for node '{node_name}': {hint}"
-
-
 def check_overrides(nodes: Sequence[Node]) -> None:
     """Raise ParameterError for an override that no node of this process declares.
 
@@ -137,3 +104,14 @@ def check_overrides(nodes: Sequence[Node]) -> None:
                 continue
             raise ParameterError(unknown_parameter_message(
                 name, node.get_name(), node.list_parameters([], 0).names))
+
+
+def check_agreement(node: str, values: dict[str, Any], other: str, other_values: dict[str, Any] | None) -> None:
+    """Raise ParameterError when a parameter several nodes read (`core.config.SHARED_PARAMS`: map_frame,
+    depth_tolerance_m, ...) differs between two nodes that share one map (`other_values` None: nothing to check)."""
+    if other_values is None:
+        return
+    for name in SHARED_PARAMS:
+        if name in values and name in other_values and values[name] != other_values[name]:
+            raise ParameterError(f"parameter '{name}': node {node} has {values[name]!r} but node {other} has "
+                                 f"{other_values[name]!r}; nodes that share one map must agree")

@@ -26,11 +26,12 @@ def main(args: list[str] | None = None) -> int:
         return nodes["mapping"]
 
     def memory():
-        nodes["memory"] = MemoryNode(nodes["mapping"].mapper)
+        nodes["memory"] = MemoryNode(nodes["mapping"].mapper, mapping_params=nodes["mapping"].parameters)
         return nodes["memory"]
 
     def query():
-        return QueryNode(nodes["mapping"].mapper, resolver=nodes["memory"].resolver, occupancy=nodes["mapping"].occupancy)
+        return QueryNode(nodes["mapping"].mapper, resolver=nodes["memory"].resolver, occupancy=nodes["mapping"].occupancy,
+                         mapping_params=nodes["mapping"].parameters)
 
     factories = [mapping, memory, query]
     if in_process_backend:

@@ -47,47 +47,13 @@ from ..core.view_selection import ViewSelectionConfig
 from ..core.voting import VotingConfig
 from ..msg import SegmentedObject
 from .conversions import approach_to_msg, box_to_msg, make_header, points_to_cloud
-from .params import ParamSpec, ParameterError, declare_and_read
+from ..node_params import configs_from_values, node_specs
+from .params import ParameterError, check_agreement, declare_and_read
 from .qos import LATCHED_QOS, RELIABLE_QOS
 from .segment_views_client import SegmentViewsClient
 from .tf import TfLookup
 
-QUERY_PARAMS = (
-    ParamSpec("map_frame", "map", "Frame of the map, of the RViz topics and of results whose goal has no "
-              "target_frame."),
-    ParamSpec("tf_timeout_s", 0.2, "A goal's target_frame: how long the lookup of target_frame <- map_frame "
-              "waits before the goal fails with INVALID_GOAL.", 0.0, 5.0),
-    ParamSpec("default_max_views", 4, "Views per query when the goal says 0 (MLLM-For3D default).", 1, 32),
-    ParamSpec("max_views_limit", 16, "Largest max_views a goal may ask for.", 1, 64),
-    ParamSpec("refine_views", 4, "Second pass: up to this many more views, aimed at what the first vote found, "
-              "are segmented and all views voted again (0 = off; costs up to this many more 2D model calls).",
-              0, 32),
-    ParamSpec("default_min_confidence", 0.2, "Objects below this confidence are dropped (goal 0 = this).", 0.0, 1.0),
-    ParamSpec("timeout_s", 60.0, "A query running longer is aborted with TIMEOUT.", 1.0, 3600.0),
-    ParamSpec("second_goal_policy", "reject", "A goal arriving while one runs: 'reject' it or 'preempt' the "
-              "running one.", choices=("reject", "preempt")),
-    ParamSpec("segment_service", "segmentation/segment_views", "SegmentViews service of the segmentation node."),
-    ParamSpec("heartbeat_topic", "segmentation/heartbeat", "Liveness topic of the segmentation node."),
-    ParamSpec("backend_timeout_s", 3.0, "The backend counts as gone after this long without a heartbeat.",
-              0.5, 60.0),
-    ParamSpec("service_wait_s", 2.0, "How long a call waits for a segmentation node not heard yet (or just "
-              "activated) to become ready; one that is loading its model fails at once.", 0.0, 60.0),
-    ParamSpec("min_mask_confidence", 0.3, "Voting: masks below this confidence are dropped first.", 0.0, 1.0),
-    ParamSpec("min_support_ratio", 0.5, "Voting: an object must be masked in this fraction of the views that "
-              "see it, else it is a hallucination.", 0.0, 1.0),
-    ParamSpec("depth_tolerance_m", 0.05, "Voting/visibility: depth agreement for a point to count as visible.",
-              0.001, 1.0),
-    ParamSpec("marked_prompts", True, "When the object memory's candidates need the 2D model, send them as numbered "
-              "marks with their metric geometry; the backend's pick is checked in 3D (backends without marks ignore them)."),
-    ParamSpec("model_parsing", True, "Ask the segmentation node's model to parse the instruction (SegmentViews mode "
-              "PARSE); the grammar when it cannot (asked once per backend) or the call fails (noted in the result)."),
-    ParamSpec("robot_frame", "base_link", "The robot's frame in TF: its position (map <- robot_frame) is where the "
-              "approach pose must be reachable from; missing, the pose is given unchecked (said in the result)."),
-    ParamSpec("robot_radius_m", 0.25, "Approach pose: the robot's footprint radius; the pose has this much observed "
-              "free floor around it.", 0.05, 2.0),
-    ParamSpec("approach_standoff_m", 0.45, "Approach pose: the nearest distance from the robot's centre to the "
-              "object's box (at least robot_radius_m); the farthest is 1.5 m.", 0.05, 1.4),
-)
+QUERY_PARAMS = node_specs("query")  # generated from the core configs' declarations (node_params)
 
 
 RESULT_TIMEOUT_S = 10
@@ -173,15 +139,19 @@ class QueryNode(Node):
     """Thin adapter: goals -> QueryPipeline -> results, feedback and RViz topics."""
 
     def __init__(self, map_source: MapSource, resolver: MemoryResolver | None = None,
-                 occupancy: OccupancyGridSource | None = None, **kwargs) -> None:
+                 occupancy: OccupancyGridSource | None = None, mapping_params: dict | None = None, **kwargs) -> None:
+        """`mapping_params`: the mapping node's parameters (same process); map_frame and the other shared
+        parameters must agree with them."""
         super().__init__("query", **kwargs)
         p = declare_and_read(self, QUERY_PARAMS)
+        check_agreement("query", p, "mapping", mapping_params)
         self._frame = p["map_frame"]
         self._robot_frame = p["robot_frame"]
         try:
-            self._approach_config = ApproachConfig(standoff_m=p["approach_standoff_m"], robot_radius_m=p["robot_radius_m"])
-        except ValueError as exc:  # standoff below the radius: the message names both
-            raise ParameterError(f"parameter 'approach_standoff_m': {exc}") from None
+            c = configs_from_values("query", p)
+        except ValueError as exc:  # a cross-field bound (standoff below the radius, max views): names both
+            raise ParameterError(str(exc)) from None
+        self._approach_config = c[ApproachConfig]
         # The floor grid the approach poses are planned on: the mapping node's (same process), else our own.
         self._occupancy = occupancy or OccupancyGridSource(map_source)
         self._tf_timeout_s = p["tf_timeout_s"]
@@ -194,14 +164,8 @@ class QueryNode(Node):
         self._segmenter = SegmentViewsClient(self, p["segment_service"], p["heartbeat_topic"],
                                              backend_timeout_s=p["backend_timeout_s"],
                                              service_wait_s=p["service_wait_s"], callback_group=ReentrantCallbackGroup())
-        voting = VotingConfig(min_mask_confidence=p["min_mask_confidence"], min_support_ratio=p["min_support_ratio"],
-                              depth_tolerance_m=p["depth_tolerance_m"])
-        self.pipeline = QueryPipeline(
-            map_source, self._segmenter,
-            QueryConfig(default_max_views=p["default_max_views"], max_views_limit=p["max_views_limit"],
-                        default_min_confidence=p["default_min_confidence"], timeout_s=p["timeout_s"],
-                        refine_views=p["refine_views"], marked_prompts=p["marked_prompts"]),
-            voting, ViewSelectionConfig(depth_tolerance_m=p["depth_tolerance_m"]), resolver)
+        self.pipeline = QueryPipeline(map_source, self._segmenter, c[QueryConfig], c[VotingConfig],
+                                      c[ViewSelectionConfig], resolver)
         # Single-goal pattern (ros2/examples action_server single_goal): `_busy` counts the queries
         # accepted and not finished (goals and instructions); it is claimed in the goal callback under
         # `_goal_lock`, so two goals arriving together cannot both pass `reject`. `_run_lock` lets one

@@ -23,20 +23,10 @@ from rclpy.node import Node
 from ..core.types import InputError
 from ..sources.recording import ReadCounts, nothing_readable, open_recording, readable_frames
 from .camera_publisher import CameraPublisher
-from .params import ParamSpec, ParameterError, declare_and_read
+from ..node_params import node_specs
+from .params import ParameterError, declare_and_read
 
-REPLAY_PARAMS = (
-    ParamSpec("path", "", "Dataset folder (7-Scenes/3DMatch or TUM layout) or ROS 2 bag (folder/.db3/.mcap)."),
-    ParamSpec("rate_scale", 1.0, "1 = recorded rate, 2 = twice as fast, 0 = as fast as possible.", 0.0, 100.0),
-    ParamSpec("stride", 1, "Publish every n-th frame.", 1, 1000),
-    ParamSpec("max_frames", 0, "Stop after this many frames (0 = all).", 0, 10_000_000),
-    ParamSpec("loop", False, "Start again at the end."),
-    ParamSpec("camera_frame", "camera_color_optical_frame", "frame_id of the images."),
-    ParamSpec("map_frame", "map", "frame_id of the poses."),
-    ParamSpec("shutdown_when_done", True, "Exit the process when the recording ends (and loop is false)."),
-    ParamSpec("wait_for_subscribers_s", 10.0, "Before the first frame, wait up to this long for a subscriber on every "
-              "camera topic (frames sent earlier are lost to it); 0 = start at once.", 0.0, 3600.0),
-)
+REPLAY_PARAMS = node_specs("replay")  # generated from the declarations in node_params
 
 
 class ReplayNode(Node):

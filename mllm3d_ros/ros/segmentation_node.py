@@ -35,40 +35,11 @@ from ..core.types import BackendView, InputError, SegmentationResult
 from ..srv import SegmentViews
 from .conversions import (camera_info_to_intrinsics, image_to_depth_m, image_to_rgb, marks_from_request,
                           pose_to_matrix, prediction_to_msg)
-from .params import ParamSpec, declare_and_read
+from ..node_params import node_specs
+from .params import declare_and_read
 from .qos import RELIABLE_QOS
 
-SEGMENTATION_PARAMS = (
-    ParamSpec("backend", "offline", "Backend name from the registry.", choices=("offline", "transformers")),
-    # auto and bfloat16: a 7B VLM takes ~16 GB in bfloat16 on the GPU when there is one, and never the
-    # ~33 GB of float32 in host memory when there is not (bfloat16 runs on CPUs too, slowly).
-    ParamSpec("device", "auto", "transformers backend: where the models run; auto = cuda when available.",
-              choices=("auto", "cpu", "cuda", "cuda:N"), pattern=r"auto|cpu|cuda(:[0-9]+)?"),
-    ParamSpec("dtype", "bfloat16", "transformers backend: model dtype (float16 on CPU falls back to float32).",
-              choices=("float32", "float16", "bfloat16")),
-    ParamSpec("vlm_model", "", "transformers backend: HF id or local path of the VLM (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."),
-    ParamSpec("sam_model", "", "transformers backend: HF id or local path of the SAM-family model."),
-    ParamSpec("sam_kind", "auto", "transformers backend: SAM generation; auto = from the checkpoint's model_type "
-              "(sam, sam2, sam2_video).", choices=("auto", "sam", "sam2")),
-    ParamSpec("coord_format", "auto", "transformers backend: how the VLM writes coordinates; auto = from its "
-              "model_type (README, Backends); pixels = of the resized image, norm1000 = 0-1000.",
-              choices=("auto", "pixels", "norm1000")),
-    ParamSpec("max_pixels", 307200, "transformers backend: VLM image size bound in pixels (640x480 = 307200, "
-              "~300-400 image tokens); the checkpoint's own bound if lower.", 3136, 67108864),
-    ParamSpec("max_new_tokens", 384, "transformers backend: bound on the VLM's answer length (Qwen writes each "
-              "digit as a token: 3 targets with marks ~130-175).", 8, 4096),
-    ParamSpec("batch_size", 4, "transformers backend: views per generate call (halved on out-of-memory).", 1, 64),
-    ParamSpec("load_in_4bit", False, "transformers backend: 4-bit weights (bitsandbytes + accelerate, CUDA)."),
-    ParamSpec("load_in_8bit", False, "transformers backend: 8-bit weights (bitsandbytes + accelerate, CUDA)."),
-    ParamSpec("local_files_only", False, "transformers backend: never contact the model hub."),
-    ParamSpec("score_threshold", 0.3, "offline backend: detector score threshold.", 0.0, 1.0),
-    ParamSpec("num_threads", 2, "offline backend: CPU threads of the detector.", 1, 64),
-    ParamSpec("detector_model", "", "transformers backend: HF id or local path of the OWLv2 open-vocabulary detector "
-              "of proposal mode (the object memory's input), e.g. google/owlv2-base-patch16-ensemble; '' = none."),
-    ParamSpec("proposal_score_threshold", 0.1, "transformers backend: detector score a proposal needs.", 0.0, 1.0),
-    ParamSpec("max_proposals_per_view", 20, "transformers backend: proposals kept per keyframe.", 1, 256),
-    ParamSpec("autostart", True, "Configure and activate on start-up."),
-)
+SEGMENTATION_PARAMS = node_specs("segmentation")  # generated from the declarations in node_params
 
 
 def backend_kwargs(p: dict) -> dict:

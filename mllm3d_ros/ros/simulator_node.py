@@ -21,18 +21,10 @@ from rclpy.node import Node
 
 from ..sources.simulator import SimConfig, Simulator, generate_room, trajectory
 from .camera_publisher import CameraPublisher
-from .params import ParamSpec, declare_and_read
+from ..node_params import node_specs
+from .params import declare_and_read
 
-SIMULATOR_PARAMS = (
-    ParamSpec("seed", 0, "Room layout seed.", 0, 2**31 - 1),
-    ParamSpec("rate_hz", 10.0, "Frames per second.", 0.1, 120.0),
-    ParamSpec("num_frames", 240, "Frames along one loop of the trajectory.", 2, 100000),
-    ParamSpec("loop", True, "Start the trajectory again at its end (else stop publishing)."),
-    ParamSpec("noise", True, "Realistic depth noise, holes and colour noise."),
-    ParamSpec("camera_frame", "camera_color_optical_frame", "frame_id of the images."),
-    ParamSpec("map_frame", "map", "frame_id of the poses."),
-    ParamSpec("ground_truth_path", "", "Evaluation only: write the room's instance table here as JSON."),
-)
+SIMULATOR_PARAMS = node_specs("simulator")  # generated from the declarations in node_params
 
 
 def write_ground_truth(path: Path, seed: int, room) -> None:

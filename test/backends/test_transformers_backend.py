@@ -122,12 +122,12 @@ def test_qwen25_uses_pixel_coordinates(qwen25: TransformersBackend) -> None:
 
 @pytest.mark.parametrize("field, value, message", [
     ("device", "tpu", "device must be one of"),
-    ("dtype", "int8", "dtype must be one of"),
-    ("batch_size", 0, "batch_size must be in"),
-    ("max_new_tokens", 1.5, "max_new_tokens must be an integer"),
-    ("min_confidence", 2.0, "min_confidence must be in"),
-    ("sam_kind", "sam9", "sam_kind must be one of"),
-    ("coord_format", "polar", "coord_format must be one of"),
+    ("dtype", "int8", r"parameter 'dtype': expected one of \['float32', 'float16', 'bfloat16'\], got 'int8'"),
+    ("batch_size", 0, r"parameter 'batch_size': expected int in \[1, 256\], got 0"),
+    ("max_new_tokens", 1.5, r"parameter 'max_new_tokens': expected int in \[1, 4096\], got 1.5"),
+    ("min_confidence", 2.0, r"parameter 'min_confidence': expected float in \[0.0, 1.0\], got 2.0"),
+    ("sam_kind", "sam9", r"parameter 'sam_kind': expected one of \["),
+    ("coord_format", "polar", r"parameter 'coord_format': expected one of \["),
     ("vlm_model", "  ", "vlm_model must be"),
 ])
 def test_config_errors_name_the_field(field: str, value, message: str) -> None:
@@ -526,9 +526,9 @@ def test_without_detector_proposals_are_a_clear_error(qwen3: TransformersBackend
     ("proposal_vocabulary", ("chair", " "), r"proposal_vocabulary\[1\] must be a phrase"),
     ("proposal_vocabulary", ("chair", "x" * 65), r"proposal_vocabulary\[1\] must be a phrase"),
     ("proposal_vocabulary", ("Chair", "chair"), r"proposal_vocabulary\[1\] 'chair' is a duplicate"),
-    ("proposal_score_threshold", 1.5, "proposal_score_threshold must be in"),
-    ("proposal_nms_iou", 0.0, r"proposal_nms_iou must be in \(0.0"),
-    ("max_proposals_per_view", 0, "max_proposals_per_view must be in"),
+    ("proposal_score_threshold", 1.5, r"parameter 'proposal_score_threshold': expected float in \[0.0, 1.0\]"),
+    ("proposal_nms_iou", 0.0, r"parameter 'proposal_nms_iou': expected float in \(0.0, 1.0\], got 0.0"),
+    ("max_proposals_per_view", 0, r"parameter 'max_proposals_per_view': expected int in \["),
 ])
 def test_proposal_config_errors_name_the_field(field: str, value, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -691,7 +691,7 @@ def test_max_pixels_bounds_the_image_tokens_as_smart_resize_does(tiny_dir: Path,
     assert small._preprocess(_view(0, w=1280, h=960), "x").model_wh == (w, h) and w * h <= 100_000
     # A bound above the checkpoint's own (the tiny Qwen2.5-VL stops at 9408 px) keeps the checkpoint's.
     assert _backend(tiny_dir, "qwen2_5_vl", "sam")._preprocess(_view(), "x").model_wh == (112, 84)
-    with pytest.raises(ConfigError, match="max_pixels must be in"):
+    with pytest.raises(ConfigError, match=r"parameter 'max_pixels': expected int in \[3136, 67108864\], got 100"):
         TransformersBackendConfig("a/b", "c/d", max_pixels=100)
 
 

@@ -24,8 +24,8 @@ def _launch(params) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("old, new, expected", [
-    ("voxel_size_m: 0.02 ", "voxel_size_m: 5.0 ", "refusing to start: parameter 'voxel_size_m' must be in [0.005, 0.5]"),
-    ("backend: offline ", "backend: gpt ", "refusing to start: parameter 'backend' must be one of"),
+    ("voxel_size_m: 0.02 ", "voxel_size_m: 5.0 ", "refusing to start: parameter 'voxel_size_m': expected float in [0.005, 0.5] m, got 5.0"),
+    ("backend: offline ", "backend: gpt ", "refusing to start: parameter 'backend': expected one of ['offline', 'transformers'], got 'gpt'"),
     ("depth_min_m: 0.2", "depth_min_m: 5.0", "refusing to start: depth_min_m must be below depth_max_m (4.0)"),
 ])
 def test_a_refused_parameter_stops_the_launch_with_one_line(tmp_path, old, new, expected):
@@ -68,3 +68,15 @@ def test_a_node_given_a_broken_parameters_file_refuses_it_in_one_line(tmp_path):
     assert len(lines) == 1 and "refusing to start: parameters file" in lines[0] and "YAML syntax error at line 4" \
         in lines[0], out.stderr
     assert os.path.exists(params)
+
+
+def test_a_launch_argument_that_sets_a_parameter_is_refused_in_the_same_words():
+    # `mllm3d launch backend:=gpt` reaches the segmentation node as its `backend` parameter: the same line as
+    # the YAML's `backend: gpt` above (and `--ros-args -p backend:=gpt`).
+    out = subprocess.run([sys.executable, "-m", "mllm3d_ros.cli", "launch", "backend:=gpt"], env=ros_env(DOMAIN),
+                         capture_output=True, text=True, timeout=180, cwd=str(REPO_ROOT.parent))
+    both = out.stdout + out.stderr
+    assert out.returncode == 2, both
+    assert "refusing to start: parameter 'backend': expected one of ['offline', 'transformers'], got 'gpt'" \
+        in out.stderr, both
+    assert not [n for n in NOISE if n in both], both

@@ -252,7 +252,7 @@ def test_bad_device_names_the_parameter(device):
     context = Context()
     rclpy.init(context=context)
     try:
-        with pytest.raises(ParameterError, match=r"parameter 'device' must be one of \['auto', 'cpu', 'cuda', 'cuda:N'\]"):
+        with pytest.raises(ParameterError, match=r"parameter 'device': expected one of \['auto', 'cpu', 'cuda', 'cuda:N'\], got"):
             SegmentationNode(context=context, namespace="/seg_params",
                              parameter_overrides=[Parameter("autostart", value=False), Parameter("device", value=device)])
     finally:
