@@ -68,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_memory:
         from mllm3d_ros.backends import build_backend
         backend = build_backend("offline")
+        from mllm3d_ros.core.map_objects import MapObjectProposer, chain_proposers
         memory = ObjectMemory()
-        worker = ProposalWorker(memory, backend.propose, mapper.keyframe_store.get)
+        # As the memory node wires it: the detector's proposals and the map's class-agnostic objects.
+        worker = ProposalWorker(memory, chain_proposers(backend.propose, MapObjectProposer(mapper.snapshot).propose),
+                                mapper.keyframe_store.get)
         worker.start()
     query_state = {"target": 0, "segmenter": SimSegmenter(seed=0)}
 

@@ -28,6 +28,7 @@ from .backends.base import available_backends, build_backend
 from .core.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
 from .core.config import ConfigError, check_int
 from .core.keyframes import KeyframeConfig
+from .core.map_objects import MapObjectProposer, chain_proposers
 from .core.mapper import Mapper
 from .core.memory_query import MemoryResolver
 from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
@@ -103,11 +104,15 @@ def _write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
     path.write_bytes(header.encode("ascii") + vertex.tobytes())
 
 
-def build_memory(mapper: Mapper, model, show_progress: bool = False) -> ObjectMemory:
+def build_memory(mapper: Mapper, model, show_progress: bool = False, map_objects: bool = True) -> ObjectMemory:
     """The object memory of a built map: what the live proposal worker does as keyframes arrive, done
-    once for every stored keyframe, in order."""
+    once for every stored keyframe, in order. With `map_objects`, the map's class-agnostic objects are
+    proposed with the model's (`MapObjectProposer`, as the memory node does)."""
     memory = ObjectMemory()
-    worker = ProposalWorker(memory, model.propose, mapper.keyframe_store.get)
+    propose = model.propose
+    if map_objects:
+        propose = chain_proposers(model.propose, MapObjectProposer(mapper.snapshot).propose)
+    worker = ProposalWorker(memory, propose, mapper.keyframe_store.get)
     for kf in tqdm(mapper.keyframes(), desc="object memory", unit="keyframe", disable=not show_progress):
         worker.process_one(kf.keyframe_id)
     return memory

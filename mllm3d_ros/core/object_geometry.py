@@ -88,7 +88,8 @@ def complete_object(points_world_m: np.ndarray, object_idx: np.ndarray, unseen_i
 
 
 def strip_support_surface(points_world_m: np.ndarray, object_idx: np.ndarray, voxel_size_m: float,
-                          ring_m: float, min_support_frac: float, min_points: int) -> np.ndarray:
+                          ring_m: float, min_support_frac: float, min_points: int, keep_flat: bool = True
+                          ) -> np.ndarray:
     """object_idx without the surface the object stands on, (K,) int64.
 
     2D masks spill onto the floor or table top around an object's base, and every view that sees the
@@ -97,7 +98,9 @@ def strip_support_surface(points_world_m: np.ndarray, object_idx: np.ndarray, vo
     (at least `min_support_frac` of the ring's cells: the test of `complete_object`), the object's points
     within a quarter voxel of that surface's height are dropped, and of what remains, the largest
     26-connected part is kept. The object is returned unchanged when that would leave fewer than
-    `min_points` points (an object flat on its support cannot be told apart from it).
+    `min_points` points (an object flat on its support cannot be told apart from it), unless `keep_flat`
+    is False: then what is left is returned, possibly nothing (the object memory: a mask that lifted
+    only the table top around a mug whose own depth the sensor missed is no view of the mug).
     """
     pts = np.asarray(points_world_m, dtype=np.float32)
     obj = pts[object_idx]
@@ -116,7 +119,7 @@ def strip_support_surface(points_world_m: np.ndarray, object_idx: np.ndarray, vo
     # sides continue right above it.
     rest = np.flatnonzero(np.abs(obj_z - surface_z) > voxel_size_m / 4.0)
     if rest.shape[0] < min_points:
-        return object_idx
+        return object_idx if keep_flat else object_idx[rest].astype(np.int64)
     labels = cluster_points(obj[rest], voxel_size_m, 1).labels
     return object_idx[rest[labels == 0]].astype(np.int64)
 

@@ -8,9 +8,10 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
   1. each proposal mask (label, confidence alpha, embedding e), eroded, is lifted with the keyframe's
      depth into voxels of `voxel_size_m`; the support surface it spilled onto (floor, table top) is
      stripped and, of its 26-connected parts, the nearest large one kept (spill onto a wall behind it
-     is not part of it);
+     is not part of it); a mask that lifted nothing but that surface is ignored;
   2. every instance is projected into the view once (`visibility.project_visible`, the project's one
-     visibility test): which of its voxels the view sees, and which it sees *through*;
+     visibility test): which of its voxels the view sees, and which it sees *through* (over the voxel's
+     whole footprint: a voxel centre on a small object's silhouette projects just past it);
   3. association: a proposal joins the instance whose seen voxels its mask covers, whose seen voxels in
      the mask explain much of what the mask lifted, or which holds its voxels: the best such instance
      (at least `associate_min_overlap`) among those whose embedding agrees with its own
@@ -19,17 +20,38 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
      pixels, is not a candidate: two separate detections are two objects (books side by side, whose
      masks spill onto the neighbour and whose voxels touch);
   4. evidence (visibility-aware): a detected instance gains a detection, its voxels inside the mask a
-     hit, its seen voxels outside every mask of the view (beyond `mask_boundary_px`) a miss; an instance
+     hit, its seen voxels outside every mask of the view (beyond `mask_boundary_px`) a miss, and so are
+     those a separate detection of the view (another object) lifted, outside this object's masks (what a
+     chair's mask lifts is not the table's, even where a wrong "table" box once took it in); an instance
      the view sees (`min_visible_frac` of its voxels) but no proposal matched gains a "seen, not
      detected"; a view that cannot see an instance says nothing about it;
-  5. an instance seen through (`see_through_frac` of its voxels in front of the observed surface) in
-     `gone_views` views and not detected since is removed: the object is gone; one that is detected
-     although the view sees through that share of it has moved: the voxels seen through go (issue 22);
+  5. an instance seen through (`see_through_frac` of the voxels a view observes in front of the observed
+     surface) in `gone_views` views and not detected since is removed: the object is gone; one that is
+     detected although the view sees through that share of it has moved: the voxels seen through go (issue
+     22). A detection of its kind over it whose mask lifted nothing usable (the sensor returned no depth on
+     the object, or the mask only the support around it) is no view through it;
   6. instances updated in this view merge with an instance they overlap (`merge_min_overlap` of the
      smaller) when their embeddings agree, unless (`keep_apart`) more views detected the two by
      separate masks than saw one mask cover both alone (an occluded table's two halves, then the whole
      table, do merge); every `split_every` keyframes an instance whose kept voxels
      fall apart into separate parts is split.
+
+Class-agnostic proposals (issue 19; label `types.UNLABELLED`: objects from the map, `map_objects`, or SAM's
+masks) take the same path with these differences: their embedding is not used; they join an instance by
+overlap alone, both ways (the instance's seen voxels mostly in the mask and the mask mostly the instance's:
+min(cover, explained), or the voxels' IoU, at least `associate_min_overlap`), and a mask over two instances
+the memory holds apart (voxels sharing under a quarter) is an under-segmentation and is not used; a mask
+rendered from the map (`geometric`) is lifted as it is (no erosion, no support to strip). They count as
+class-agnostic detections and hits, kept apart from the detector's (a voxel is kept when either source's
+masks agree on it): a detector's proposal that lands on an instance no detector named yet (mutual overlap
+at least 0.5, one kind of name a view) gives it its label, and its label, confidence and confirmation
+still rest on the detector's detections alone, over the views that saw it by the rule above from its
+first detection on. An instance is confirmed by either kind of detections; one confirmed by class-agnostic detections only is reported unlabelled (`UNLABELLED`,
+`MemoryObject.unlabelled`), with the detector's unconfirmed labels as `label_hints`. Instances merge with a
+class-agnostic one when they share `merge_min_overlap` of the smaller's voxels and a quarter of the larger's
+(a mug never merges into the table instance its box masks spilled onto). The support surfaces the map's
+proposer finds come with its proposals (`ViewPredictions.supports`) and are kept in a `SupportMap`:
+`supports()`, and each object's `support`.
 
 Queries read `objects()`: the confirmed instances (detected in `min_detections` views and in at least
 `min_support_ratio` of the views that saw them), each with its kept voxels (hit ratio >=
@@ -37,8 +59,8 @@ Queries read `objects()`: the confirmed instances (detected in `min_detections` 
 gravity-aligned box (world z up).
 
 Bounds: at most `max_instances` instances (the least supported is dropped when a new one needs room)
-of at most `max_voxels_per_instance` voxels each (the least hit are dropped), 16 bytes a voxel:
-300 x 4000 x 16 B = 19 MB at the defaults, plus one (D,) embedding per instance. Thread-safe.
+of at most `max_voxels_per_instance` voxels each (the least hit are dropped), 20 bytes a voxel:
+300 x 4000 x 20 B = 24 MB at the defaults, plus one (D,) embedding per instance. Thread-safe.
 """
 
 from __future__ import annotations
@@ -56,7 +78,8 @@ from .config import ConfigError, check_int, check_range
 from .evidence import grow_mask
 from .geometry import transform_points, unproject_depth
 from .object_geometry import oriented_box, strip_support_surface
-from .types import InputError, Keyframe, OrientedBox3D, Prediction2D, SupportRef
+from .supports import SupportConfig, SupportMap, SupportSurface
+from .types import UNLABELLED, InputError, Keyframe, OrientedBox3D, Prediction2D, SupportRef
 from .visibility import project_visible
 
 # Voxel keys pack three 21-bit signed cell indices: +-1e6 cells, i.e. +-20 km at 2 cm.
@@ -98,6 +121,7 @@ class ObjectMemoryConfig:
     max_instances, max_voxels_per_instance, max_best_views: bounds. split_every: keyframes between
     split checks (0 = never). keep_apart: instances of one kind detected by separate masks of a
     view are kept apart (bool). depth_tolerance_m / depth_tolerance_frac: the visibility test's.
+    support: the SupportMap's thresholds and bounds.
     """
 
     voxel_size_m: float = 0.03
@@ -123,6 +147,7 @@ class ObjectMemoryConfig:
     keep_apart: bool = True
     depth_tolerance_m: float = 0.05
     depth_tolerance_frac: float = 0.03
+    support: SupportConfig = field(default_factory=SupportConfig)
 
     def __post_init__(self) -> None:
         check_range("voxel_size_m", self.voxel_size_m, 0.005, 0.5)
@@ -143,6 +168,8 @@ class ObjectMemoryConfig:
         check_int("max_best_views", self.max_best_views, 1, 100)
         check_int("split_every", self.split_every, 0, 100_000)
         check_range("depth_tolerance_m", self.depth_tolerance_m, 0.0, 1.0)
+        if not isinstance(self.support, SupportConfig):
+            raise ConfigError(f"support must be a SupportConfig, got {type(self.support).__name__}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,7 +180,11 @@ class MemoryObject:
     label_scores: (label, share) pairs, best first, shares summing to 1. mean_color_rgb in [0, 255].
     confidence in [0, 1]: the geometric mean of the mean detection confidence and detections / (views
     that saw it + 1), the share of the views that could see it that detected it, shrunk so that one
-    unopposed view is not certainty (MLLM-For3D's support ratio).
+    unopposed view is not certainty (MLLM-For3D's support ratio). An unlabelled object (confirmed by
+    class-agnostic detections only): label UNLABELLED, label_scores ((UNLABELLED, 1.0),), a zero embedding,
+    detections and confidence from its class-agnostic detections; label_hints: labels a detector gave it in
+    too few of the views to confirm any, (label, share of that weight), best first (unconfirmed: never an
+    answer by themselves).
     """
 
     instance_id: int
@@ -172,6 +203,7 @@ class MemoryObject:
     unlabelled: bool = False
     # The support surface it stands on, when known.
     support: SupportRef | None = None
+    label_hints: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +222,8 @@ class MemoryStats:
     removed_gone: int
     evicted: int
     nbytes: int
+    unlabelled: int = 0
+    supports: int = 0
 
 
 @dataclass(eq=False)
@@ -211,6 +245,20 @@ class _Instance:
     # Per instance of its kind: views that detected the two by separate masks, less views in which one
     # mask covered both. Positive: two objects, never merged (keep_apart).
     apart: dict[int, int] = field(default_factory=dict)
+    agnostic_detections: int = 0  # views in which a class-agnostic proposal matched it
+    agnostic_confidence_sum: float = 0.0
+    ahits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (V,) the hits of class-agnostic masks
+    # Views that saw it as the detector's evidence counts them, from its first detection on: a detector named
+    # it, or min_visible_frac of its voxels were in view (views_seen also counts every class-agnostic match).
+    label_views: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ahits.shape != self.hits.shape:
+            self.ahits = np.zeros(self.hits.shape, np.int32)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.label_weight)
 
     @property
     def embedding(self) -> np.ndarray:
@@ -223,8 +271,14 @@ class _Instance:
         rule is MLLM-For3D's consistency across views for the voxels of one instance: what one view's
         mask spilled onto is not confirmed by the others."""
         total = self.hits + self.misses
-        need = max(1, int(np.ceil(min_hit_frac * self.detections)))
-        return (self.hits >= need) & (self.hits >= min_hit_ratio * total)
+        agreed = self.hits >= min_hit_ratio * total
+        # Each source's share of its own detections: a detector's masks and the map's class-agnostic ones
+        # cover an object differently, and either may confirm a voxel.
+        by_detector = (self.hits - self.ahits >= max(1, int(np.ceil(min_hit_frac * self.detections)))
+                       if self.detections else np.zeros(total.shape[0], dtype=bool))
+        by_map = (self.ahits >= max(1, int(np.ceil(min_hit_frac * self.agnostic_detections)))
+                  if self.agnostic_detections else np.zeros(total.shape[0], dtype=bool))
+        return agreed & (by_detector | by_map)
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,7 +286,73 @@ class _Proposal:
     prediction: Prediction2D
     keys: np.ndarray  # (K,) int64 sorted unique voxels of its largest part
     colors_mean: np.ndarray  # (3,) float64
+    embedding: np.ndarray  # (D,) float32 normalised; (0,) for a class-agnostic proposal
+    agnostic: bool = False  # label UNLABELLED
+
+
+@dataclass(frozen=True)
+class _Unlifted:
+    """A confident detection whose mask lifted nothing usable: its kind (embedding) and where it is: the
+    detector's box (pixels), else its mask's bounding box (its mask may hold only the table beside it)."""
+
     embedding: np.ndarray  # (D,) float32 normalised
+    rows: tuple[float, float]  # top and bottom
+    cols: tuple[float, float]  # left and right
+
+    @staticmethod
+    def of(pred: Prediction2D) -> "_Unlifted":
+        if pred.box_xyxy is not None:
+            x0, y0, x1, y1 = (float(v) for v in pred.box_xyxy)
+            return _Unlifted(_normalised(pred.embedding), (y0, y1), (x0, x1))
+        mask = np.asarray(pred.mask, dtype=bool)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        return _Unlifted(_normalised(pred.embedding), (float(rows[0]), float(rows[-1]) + 1.0),
+                         (float(cols[0]), float(cols[-1]) + 1.0))
+
+
+def _detected_unlifted(inst: "_Instance", unlifted: list[_Unlifted], keyframe: Keyframe,
+                       config: "ObjectMemoryConfig") -> bool:
+    """Whether a detection of the instance's kind that lifted nothing usable lies over the instance's centre in
+    this view: the detector saw it there even though the depth could not place it, so it is not gone."""
+    if not unlifted:
+        return False
+    centre = voxel_centers(inst.keys, config.voxel_size_m).mean(axis=0)
+    camera_T_world = np.linalg.inv(keyframe.world_T_camera)
+    x, y, z = camera_T_world[:3, :3] @ centre + camera_T_world[:3, 3]
+    if z <= 0:
+        return False
+    col = keyframe.intrinsics.fx * x / z + keyframe.intrinsics.cx
+    row = keyframe.intrinsics.fy * y / z + keyframe.intrinsics.cy
+    emb = inst.embedding
+    return any(u.rows[0] <= row <= u.rows[1] and u.cols[0] <= col <= u.cols[1] and emb.shape == u.embedding.shape
+               and float(emb @ u.embedding) >= config.associate_min_similarity for u in unlifted)
+
+
+def _seen_through_whole(centres: np.ndarray, idx: np.ndarray, keyframe: Keyframe,
+                        config: "ObjectMemoryConfig") -> np.ndarray:
+    """Of the voxels `idx` (into `centres`, (N, 3) world) seen through at their centre's pixel, those that the
+    view sees through over their whole footprint (half the voxel edge around that pixel): the nearest valid
+    depth there lies behind the voxel by more than the tolerance. A voxel centre on a small object's
+    silhouette is up to half a voxel outside it and projects onto the background just beside it; the
+    object itself, within the footprint, says the voxel is not free space (a 3 cm voxel is a third of a mug)."""
+    if idx.shape[0] == 0:
+        return idx
+    intr = keyframe.intrinsics
+    camera_T_world = np.linalg.inv(keyframe.world_T_camera)
+    pts = centres[idx].astype(np.float64) @ camera_T_world[:3, :3].T + camera_T_world[:3, 3]
+    z = pts[:, 2]  # > 0: project_visible only reports points in front of the camera
+    col = np.clip(np.rint(pts[:, 0] / z * intr.fx + intr.cx).astype(np.int64), 0, intr.width - 1)
+    row = np.clip(np.rint(pts[:, 1] / z * intr.fy + intr.cy).astype(np.int64), 0, intr.height - 1)
+    depth = np.where(np.asarray(keyframe.depth_m) > 0, keyframe.depth_m, np.inf).astype(np.float32)
+    # Bounded for cost: 16 px is a 3 cm voxel at 0.3 m with a 320-px-wide camera's focal length.
+    radius = np.clip(np.ceil(0.5 * config.voxel_size_m * max(intr.fx, intr.fy) / z).astype(np.int64), 1, 16)
+    clear = np.zeros(idx.shape[0], dtype=bool)
+    for r in np.unique(radius):
+        sel = radius == r
+        nearest = cv2.erode(depth, np.ones((2 * r + 1, 2 * r + 1), np.uint8))[row[sel], col[sel]]
+        tol = np.maximum(config.depth_tolerance_m, config.depth_tolerance_frac * nearest)
+        clear[sel] = np.isfinite(nearest) & (z[sel] < nearest - tol)
+    return idx[clear]
 
 
 class _SeparateMasks:
@@ -296,6 +416,24 @@ def _front_part(labels: np.ndarray, depth_m: np.ndarray, min_share: float = 0.15
     return labels == nearest
 
 
+def _add_embeddings(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum of two embedding sums, either of which may be empty (an instance no detector named yet)."""
+    if a.shape[0] == 0:
+        return b.copy()
+    if b.shape[0] == 0:
+        return a
+    return a + b
+
+
+def _spans_apart(instances: list["_Instance"]) -> bool:
+    """Whether some two of the instances are separate objects: their voxels share under a quarter of the smaller's."""
+    for i, a in enumerate(instances):
+        for b in instances[i + 1:]:
+            if int(_sorted_member(a.keys, b.keys).sum()) < 0.25 * min(a.keys.shape[0], b.keys.shape[0]):
+                return True
+    return False
+
+
 def _vote_apart(a: "_Instance", b: "_Instance", votes: int) -> None:
     a.apart[b.instance_id] = a.apart.get(b.instance_id, 0) + votes
     b.apart[a.instance_id] = b.apart.get(a.instance_id, 0) + votes
@@ -318,38 +456,63 @@ class ObjectMemory:
         self._instances: dict[int, _Instance] = {}
         self._next_id = 0
         self._version = 0
-        self._counts = dict(keyframes=0, used=0, ignored=0, created=0, merged=0, split=0, gone=0, evicted=0)
+        self._counts = dict(keyframes=0, used=0, ignored=0, created=0, merged=0, split=0, gone=0, evicted=0,
+                            undersegmented=0)
         self._cache: tuple[int, tuple[MemoryObject, ...]] | None = None
+        self._supports = SupportMap(self.config.support)
+        self._embedding_dim = 0  # of the detector's embeddings, once one was seen (unlabelled objects get zeros)
 
     # --- writing -------------------------------------------------------------------------------
-    def integrate(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]) -> None:
-        """Fold one keyframe's proposals into the memory (InputError for masks of the wrong size)."""
+    def integrate(self, keyframe: Keyframe, predictions: Sequence[Prediction2D],
+                  supports: Sequence[SupportSurface] = ()) -> None:
+        """Fold one keyframe's proposals, and the support surfaces found in it, into the memory (InputError
+        for masks of the wrong size)."""
         cfg = self.config
-        proposals, ignored = self._lift(keyframe, predictions)
+        proposals, ignored, unlifted = self._lift(keyframe, predictions)
         with self._lock:
+            if supports:
+                self._supports.update(supports)
+            for p in proposals:
+                if not p.agnostic and p.embedding.shape[0]:
+                    self._embedding_dim = self._embedding_dim or int(p.embedding.shape[0])
             self._counts["ignored"] += ignored
             instances = list(self._instances.values())
             seen, through, pixels = self._project_instances(instances, keyframe)
             separate = _SeparateMasks()
             matched = self._associate(instances, proposals, seen, pixels, separate)
+            # Misses are voxels seen outside every detector mask of the view and outside the instance's own
+            # class-agnostic masks (another object's class-agnostic mask says nothing about this one).
             union = np.zeros(keyframe.depth_m.shape, dtype=bool)
             for p in proposals:
-                union |= p.prediction.mask
+                if not p.agnostic:
+                    union |= p.prediction.mask
             near = grow_mask(union, cfg.mask_boundary_px).ravel() if cfg.mask_boundary_px else union.ravel()
             touched: list[_Instance] = []
             for inst in instances:
                 v_idx = seen[inst.instance_id]
                 mine = [p for p, target in matched if target is inst]
                 if mine:
-                    self._update(inst, mine, v_idx, pixels[inst.instance_id], near, keyframe,
-                                 through[inst.instance_id])
+                    own = [p.prediction.mask for p in mine if p.agnostic]
+                    inst_near = near
+                    if own:
+                        grown = grow_mask(np.logical_or.reduce(own), cfg.mask_boundary_px) if cfg.mask_boundary_px \
+                            else np.logical_or.reduce(own)
+                        inst_near = near | grown.ravel()
+                    missed = self._missed(inst, mine, proposals, v_idx, pixels[inst.instance_id], inst_near, separate,
+                                          keyframe.depth_m.shape)
+                    self._update(inst, mine, v_idx, missed, keyframe, through[inst.instance_id])
                     touched.append(inst)
                     continue
                 n_vis = v_idx.shape[0]
                 if n_vis >= max(3, cfg.min_visible_frac * inst.keys.shape[0]):
                     inst.views_seen += 1  # saw it, did not detect it
+                    inst.label_views += 1 if inst.detections else 0
                 n_through = through[inst.instance_id].shape[0]
-                if n_through and n_through >= cfg.see_through_frac * max(1, n_through + n_vis):
+                # Not gone where the view's detector put a box of its kind over it that lifted nothing usable:
+                # a close-up whose depth missed a glossy white mug sees through a few of its rim voxels, and
+                # its mug box lifted only the table around the mug.
+                if (n_through and n_through >= cfg.see_through_frac * max(1, n_through + n_vis)
+                        and not _detected_unlifted(inst, unlifted, keyframe, cfg)):
                     inst.gone_count += 1
                     inst.misses[through[inst.instance_id]] += 1
                     if inst.gone_count >= cfg.gone_views:
@@ -374,11 +537,14 @@ class ObjectMemory:
                     self._split(inst)
             self._version += 1
 
-    def _lift(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]) -> tuple[list[_Proposal], int]:
-        """The usable proposals, lifted (outside the lock: this is the costly part), and how many were not."""
+    def _lift(self, keyframe: Keyframe, predictions: Sequence[Prediction2D]
+              ) -> tuple[list[_Proposal], int, list[_Unlifted]]:
+        """The usable proposals, lifted (outside the lock: this is the costly part), how many were not, and
+        the confident detections that lifted nothing usable (no depth on them, or only the support)."""
         cfg = self.config
         shape = keyframe.depth_m.shape
         out = []
+        unlifted = []
         ignored = 0
         view_points = None  # the whole view's surface, for the support test: computed once, when needed
         for pred in predictions:
@@ -389,11 +555,26 @@ class ObjectMemory:
                     or np.count_nonzero(mask) < cfg.min_mask_pixels):
                 ignored += 1
                 continue
+            agnostic = pred.label == UNLABELLED
+            if pred.geometric:
+                # Rendered from the map's objects with a depth test: the object's own pixels, lifted as they are.
+                points_camera, pix = unproject_depth(keyframe.depth_m, keyframe.intrinsics, mask=mask)
+                if points_camera.shape[0] < cfg.min_mask_pixels:
+                    ignored += 1
+                    continue
+                world = transform_points(keyframe.world_T_camera, points_camera.astype(np.float64)).astype(np.float32)
+                keys = np.unique(voxel_keys(world, cfg.voxel_size_m))
+                colors = keyframe.color_rgb.reshape(-1, 3)[pix[:, 0] * shape[1] + pix[:, 1]]
+                embedding = np.zeros(0, np.float32) if agnostic else _normalised(pred.embedding)
+                out.append(_Proposal(pred, keys, colors.mean(axis=0).astype(np.float64), embedding, agnostic))
+                continue
             # Eroded first: box-refined masks spill a few pixels onto whatever is behind the object's rim.
             core = erode_keeping_core(mask, cfg.mask_erosion_px)
             points_camera, pix = unproject_depth(keyframe.depth_m, keyframe.intrinsics, mask=core)
             if points_camera.shape[0] < cfg.min_mask_pixels:
                 ignored += 1
+                if not agnostic:
+                    unlifted.append(_Unlifted.of(pred))
                 continue
             world = transform_points(keyframe.world_T_camera, points_camera.astype(np.float64)).astype(np.float32)
             # The floor or table top the mask spilled onto is stripped (the voting's test, against the
@@ -404,12 +585,17 @@ class ObjectMemory:
                 if view_points is None:
                     view_points = self._view_points(keyframe)
                 context = np.concatenate([world, view_points])
-                # min_points=1: a mask that is mostly floor leaves too little and is ignored below (the
-                # voting keeps such an object whole; the memory would learn a floor patch).
-                rest = strip_support_surface(context, np.arange(n), 2 * cfg.voxel_size_m, 0.3, 0.25, 1)
+                # keep_flat=False: a mask that is only floor or table top leaves too little and is ignored
+                # below (the voting keeps such an object whole; the memory would learn a floor patch: on
+                # the real kitchen, close-ups of a white mug whose walls the Kinect misses lift only the
+                # table around and inside it, and made a table-level "mug").
+                rest = strip_support_surface(context, np.arange(n), 2 * cfg.voxel_size_m, 0.3, 0.25, 1,
+                                            keep_flat=False)
                 rest = rest[rest < n]
                 if rest.shape[0] < cfg.min_mask_pixels:
                     ignored += 1
+                    if not agnostic:
+                        unlifted.append(_Unlifted.of(pred))
                     continue
             else:
                 rest = np.arange(n)
@@ -420,8 +606,9 @@ class ObjectMemory:
             keys = np.unique(voxel_keys(world[part], cfg.voxel_size_m))
             flat = pix[part, 0] * shape[1] + pix[part, 1]
             colors = keyframe.color_rgb.reshape(-1, 3)[flat]
-            out.append(_Proposal(pred, keys, colors.mean(axis=0).astype(np.float64), _normalised(pred.embedding)))
-        return out, ignored
+            embedding = np.zeros(0, np.float32) if agnostic else _normalised(pred.embedding)
+            out.append(_Proposal(pred, keys, colors.mean(axis=0).astype(np.float64), embedding, agnostic))
+        return out, ignored, unlifted
 
     @staticmethod
     def _view_points(keyframe: Keyframe) -> np.ndarray:
@@ -443,12 +630,13 @@ class ObjectMemory:
         proj = project_visible(centres, keyframe.world_T_camera, keyframe.intrinsics, keyframe.depth_m,
                               cfg.depth_tolerance_m, cfg.depth_tolerance_frac, keyframe.keyframe_id)
         owner_seen = np.searchsorted(starts, proj.visible_indices, side="right") - 1
-        owner_through = np.searchsorted(starts, proj.through_indices, side="right") - 1
+        through_idx = _seen_through_whole(centres, proj.through_indices, keyframe, cfg)
+        owner_through = np.searchsorted(starts, through_idx, side="right") - 1
         for k, inst in enumerate(instances):
             sel = owner_seen == k
             seen[inst.instance_id] = proj.visible_indices[sel] - starts[k]
             pixels[inst.instance_id] = proj.pixel_index[sel]
-            through[inst.instance_id] = proj.through_indices[owner_through == k] - starts[k]
+            through[inst.instance_id] = through_idx[owner_through == k] - starts[k]
         return seen, through, pixels
 
     def _associate(self, instances: list[_Instance], proposals: list[_Proposal], seen, pixels,
@@ -457,27 +645,52 @@ class ObjectMemory:
         out = []
         claimed: dict[int, list[_Proposal]] = {}  # instance id -> the proposals of this view it took
         joined: list[tuple[_Proposal, list[_Instance]]] = []  # a proposal and the instances of its kind it covers
-        for p in sorted(proposals, key=lambda q: -q.prediction.confidence):
+        # The detector's proposals first: a class-agnostic mask of the same object then finds its instance.
+        for p in sorted(proposals, key=lambda q: (q.agnostic, -q.prediction.confidence)):
             best, best_score = None, cfg.associate_min_overlap
             flat_mask = p.prediction.mask.ravel()
             covered = []
+            spanned = []  # class-agnostic: confirmed instances whose seen voxels the mask covers
             for inst in instances:
-                if float(inst.embedding @ p.embedding) < cfg.associate_min_similarity:
+                # Overlap both ways, no embedding: a class-agnostic proposal, or an instance no detector named.
+                mutual = p.agnostic or not inst.labelled
+                if not mutual and float(inst.embedding @ p.embedding) < cfg.associate_min_similarity:
                     continue
-                if cfg.keep_apart and any(separate(q, p) for q in claimed.get(inst.instance_id, ())):
+                mine = [q for q in claimed.get(inst.instance_id, ()) if q.agnostic == p.agnostic]
+                if p.agnostic and mine:
+                    continue  # class-agnostic masks of one view are disjoint: another object's
+                if mutual and not p.agnostic and any(float(q.embedding @ p.embedding) < cfg.associate_min_similarity
+                                                     for q in mine):
+                    continue  # an unnamed instance takes one kind of name a view (the first, most confident)
+                if not p.agnostic and cfg.keep_apart and any(separate(q, p) for q in mine):
                     continue  # a separate mask of this view took it: this one is another object
                 pix = pixels[inst.instance_id]
                 n_in = int(flat_mask[pix].sum())
                 # The instance's seen voxels fall in the mask (cover), or explain much of what the mask
                 # lifted (a bloated instance, another side of the object), or hold the lifted voxels.
                 cover = n_in / pix.shape[0] if pix.shape[0] >= 3 else 0.0
-                if cover >= 0.5:
-                    covered.append(inst)
-                explained = n_in / max(1, p.keys.shape[0])
-                inside = float(_sorted_member(inst.keys, p.keys).mean()) if p.keys.shape[0] else 0.0
-                score = max(cover, min(1.0, explained), inside)
+                explained = min(1.0, n_in / max(1, p.keys.shape[0]))
+                if mutual:
+                    if n_in == 0:
+                        continue
+                    shared = int(_sorted_member(inst.keys, p.keys).sum())
+                    iou = shared / max(1, inst.keys.shape[0] + p.keys.shape[0] - shared)
+                    score = max(min(cover, explained), iou)
+                    if not p.agnostic and score < 0.5:
+                        continue  # a name lands on an unnamed object only where mask and object match well
+                    if p.agnostic and cover >= 0.5 and self._confirmed(inst):
+                        spanned.append(inst)
+                else:
+                    if cover >= 0.5:
+                        covered.append(inst)
+                    inside = float(_sorted_member(inst.keys, p.keys).mean()) if p.keys.shape[0] else 0.0
+                    score = max(cover, explained, inside)
                 if score >= best_score:
                     best, best_score = inst, score
+            if p.agnostic and _spans_apart(spanned):
+                self._counts["undersegmented"] += 1
+                self._counts["ignored"] += 1
+                continue  # the map's cluster joins objects the memory holds apart (a mug touching the box)
             if best is not None:
                 claimed.setdefault(best.instance_id, []).append(p)
             if len(covered) > 1:
@@ -498,14 +711,43 @@ class ObjectMemory:
         sim = self.config.associate_min_similarity
         for i, (p, a) in enumerate(assigned):
             for q, b in assigned[i + 1:]:
-                if (a is not b and float(p.embedding @ q.embedding) >= sim
+                if (a is not b and not p.agnostic and not q.agnostic and float(p.embedding @ q.embedding) >= sim
                         and separate(p, q)):
                     _vote_apart(a, b, 1)
 
-    def _update(self, inst: _Instance, proposals: list[_Proposal], seen_idx: np.ndarray, seen_pix: np.ndarray,
-                near: np.ndarray, keyframe: Keyframe, through_idx: np.ndarray | None = None) -> None:
-        # Misses first, on the voxels as they were: seen, but outside every mask (and its boundary band).
-        inst.misses[seen_idx[~near[seen_pix]]] += 1
+    def _missed(self, inst: _Instance, mine: list[_Proposal], proposals: list[_Proposal], seen_idx: np.ndarray,
+                seen_pix: np.ndarray, near: np.ndarray, separate: _SeparateMasks, shape: tuple[int, int]) -> np.ndarray:
+        """(S,) bool over the instance's seen voxels: a miss in this view, which detected it with `mine`.
+
+        Seen outside every detector mask and its own masks (the boundary band `near`, flat), or lifted by a
+        separate detection of this view (another object: a detector's mask sharing under half of each of
+        `mine`) while outside the masks of this object (its own, and any mask not separate from them: the same
+        object under another label; a class-agnostic mask says nothing about another object).
+        MLLM-For3D counts a point outside the target's mask as negative evidence; the second rule applies it
+        where another object's detection claims the voxel in 3D, not where a mask only spilled over it in
+        2D: on the real kitchen, chairs the detector called "Table" in a few views put their backrests into
+        the table, and the chairs' own masks, which held them in every other view, hid them from misses.
+        """
+        cfg = self.config
+        missed = ~near[seen_pix]
+        others = [q for q in proposals if all(q is not p for p in mine)]
+        apart = [q for q in others if not q.agnostic and all(separate(p, q) for p in mine)]
+        if not apart or seen_idx.shape[0] == 0:
+            return missed
+        claimed = _sorted_member(np.unique(np.concatenate([q.keys for q in apart])), inst.keys[seen_idx])
+        if not claimed.any():
+            return missed
+        own = np.zeros(shape, dtype=bool)
+        for q in mine + [q for q in others if not any(q is a for a in apart)]:
+            own |= q.prediction.mask
+        own_near = grow_mask(own, cfg.mask_boundary_px).ravel() if cfg.mask_boundary_px else own.ravel()
+        return missed | (claimed & ~own_near[seen_pix])
+
+    def _update(self, inst: _Instance, proposals: list[_Proposal], seen_idx: np.ndarray, missed: np.ndarray,
+                keyframe: Keyframe, through_idx: np.ndarray | None = None) -> None:
+        # Misses first, on the voxels as they were (`_missed`).
+        inst.misses[seen_idx[missed]] += 1
+        visible = seen_idx.shape[0] >= max(3, self.config.min_visible_frac * inst.keys.shape[0])
         if through_idx is not None and through_idx.shape[0]:
             self._drop_moved(inst, seen_idx, through_idx, keyframe)
         new_keys = np.unique(np.concatenate([p.keys for p in proposals]))
@@ -513,22 +755,38 @@ class ObjectMemory:
         keys = np.concatenate([inst.keys, new_keys[~member]])
         hits = np.concatenate([inst.hits, np.zeros(int((~member).sum()), np.int32)])
         misses = np.concatenate([inst.misses, np.zeros(int((~member).sum()), np.int32)])
+        ahits = np.concatenate([inst.ahits, np.zeros(int((~member).sum()), np.int32)])
         order = np.argsort(keys, kind="stable")
-        inst.keys, inst.hits, inst.misses = keys[order], hits[order], misses[order]
+        inst.keys, inst.hits, inst.misses, inst.ahits = keys[order], hits[order], misses[order], ahits[order]
         inst.hits[np.searchsorted(inst.keys, new_keys)] += 1
+        agnostic_keys = [p.keys for p in proposals if p.agnostic]
+        if agnostic_keys:
+            inst.ahits[np.searchsorted(inst.keys, np.unique(np.concatenate(agnostic_keys)))] += 1
         for p in proposals:
             conf = float(p.prediction.confidence)
-            inst.label_weight[p.prediction.label] = inst.label_weight.get(p.prediction.label, 0.0) + conf
-            inst.embedding_sum = inst.embedding_sum + conf * p.embedding.astype(np.float64)
+            if not p.agnostic:
+                inst.label_weight[p.prediction.label] = inst.label_weight.get(p.prediction.label, 0.0) + conf
+                inst.embedding_sum = _add_embeddings(inst.embedding_sum, conf * p.embedding.astype(np.float64))
             inst.color_sum = inst.color_sum + p.colors_mean
             inst.color_count += 1
         best_conf = max(float(p.prediction.confidence) for p in proposals)
-        inst.confidence_sum += best_conf
-        inst.detections += 1
+        labelled = [float(p.prediction.confidence) for p in proposals if not p.agnostic]
+        if labelled:
+            inst.confidence_sum += max(labelled)
+            inst.detections += 1
+        # Counted from the detector's first detection on: before it the instance did not exist for it.
+        if labelled or (visible and inst.detections):
+            inst.label_views += 1
+        if len(labelled) < len(proposals):
+            inst.agnostic_confidence_sum += max(float(p.prediction.confidence) for p in proposals if p.agnostic)
+            inst.agnostic_detections += 1
         inst.views_seen += 1
         inst.gone_count = 0
         inst.last_seen_stamp_ns = keyframe.stamp_ns
-        self._note_view(inst, best_conf * (seen_idx.shape[0] + new_keys.shape[0]), keyframe.keyframe_id)
+        # The views a detector named it in rank first: they are the ones a query's 2D model is shown.
+        if labelled or not inst.labelled:
+            self._note_view(inst, (max(labelled) if labelled else best_conf) * (seen_idx.shape[0] + new_keys.shape[0]),
+                            keyframe.keyframe_id)
         self._cap_voxels(inst)
 
     def _drop_moved(self, inst: _Instance, seen_idx: np.ndarray, through_idx: np.ndarray, keyframe: Keyframe) -> None:
@@ -550,7 +808,7 @@ class ObjectMemory:
             return
         stay = np.ones(inst.keys.shape[0], dtype=bool)
         stay[through_idx[empty]] = False
-        inst.keys, inst.hits, inst.misses = inst.keys[stay], inst.hits[stay], inst.misses[stay]
+        inst.keys, inst.hits, inst.misses, inst.ahits = inst.keys[stay], inst.hits[stay], inst.misses[stay], inst.ahits[stay]
 
     def _note_view(self, inst: _Instance, score: float, keyframe_id: int) -> None:
         inst.best_views = sorted([v for v in inst.best_views if v[1] != keyframe_id] + [(score, keyframe_id)],
@@ -561,18 +819,26 @@ class ObjectMemory:
         if inst.keys.shape[0] <= cap:
             return
         keep = np.sort(np.argsort(-(inst.hits - inst.misses), kind="stable")[:cap])
-        inst.keys, inst.hits, inst.misses = inst.keys[keep], inst.hits[keep], inst.misses[keep]
+        inst.keys, inst.hits, inst.misses, inst.ahits = inst.keys[keep], inst.hits[keep], inst.misses[keep], inst.ahits[keep]
 
     def _create(self, p: _Proposal, keyframe: Keyframe) -> _Instance:
         if len(self._instances) >= self.config.max_instances:
-            victim = min(self._instances.values(), key=lambda i: (i.detections, i.last_seen_stamp_ns))
+            victim = min(self._instances.values(),
+                         key=lambda i: (i.detections + i.agnostic_detections, i.last_seen_stamp_ns))
             del self._instances[victim.instance_id]
             self._counts["evicted"] += 1
         conf = float(p.prediction.confidence)
-        inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
-                         np.zeros(p.keys.shape[0], np.int32), {p.prediction.label: conf},
-                         conf * p.embedding.astype(np.float64), p.colors_mean.copy(), 1, conf, 1, 1,
-                         last_seen_stamp_ns=keyframe.stamp_ns)
+        if p.agnostic:
+            inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
+                             np.zeros(p.keys.shape[0], np.int32), {}, np.zeros(0, np.float64), p.colors_mean.copy(),
+                             1, 0.0, 0, 1, last_seen_stamp_ns=keyframe.stamp_ns, agnostic_detections=1,
+                             agnostic_confidence_sum=conf, ahits=np.ones(p.keys.shape[0], np.int32))
+        else:
+            inst = _Instance(self._next_id, p.keys.copy(), np.ones(p.keys.shape[0], np.int32),
+                             np.zeros(p.keys.shape[0], np.int32), {p.prediction.label: conf},
+                             conf * p.embedding.astype(np.float64), p.colors_mean.copy(), 1, conf, 1, 1,
+                             last_seen_stamp_ns=keyframe.stamp_ns, label_views=1,
+                             ahits=np.zeros(p.keys.shape[0], np.int32))
         self._note_view(inst, conf * p.keys.shape[0], keyframe.keyframe_id)
         self._cap_voxels(inst)
         self._instances[inst.instance_id] = inst
@@ -583,11 +849,16 @@ class ObjectMemory:
     def _merge_overlapping(self, inst: _Instance) -> None:
         cfg = self.config
         for other in list(self._instances.values()):
-            if (other is inst or inst.apart.get(other.instance_id, 0) > 0
-                    or float(other.embedding @ inst.embedding) < cfg.associate_min_similarity):
+            if other is inst or inst.apart.get(other.instance_id, 0) > 0:
+                continue
+            both_named = inst.labelled and other.labelled
+            if both_named and float(other.embedding @ inst.embedding) < cfg.associate_min_similarity:
                 continue
             shared = int(_sorted_member(other.keys, inst.keys).sum())
             if shared < cfg.merge_min_overlap * min(inst.keys.shape[0], other.keys.shape[0]):
+                continue
+            # With a class-agnostic instance, a quarter of the larger too: the mug is not the table it is on.
+            if not both_named and shared < 0.25 * max(inst.keys.shape[0], other.keys.shape[0]):
                 continue
             self._absorb(inst, other)
             del self._instances[other.instance_id]
@@ -596,18 +867,23 @@ class ObjectMemory:
     def _absorb(self, inst: _Instance, other: _Instance) -> None:
         keys = np.concatenate([inst.keys, other.keys])
         hits = np.concatenate([inst.hits, other.hits])
+        ahits = np.concatenate([inst.ahits, other.ahits])
         misses = np.concatenate([inst.misses, other.misses])
         inst.keys, inverse = np.unique(keys, return_inverse=True)
         inst.hits = np.bincount(inverse, weights=hits, minlength=inst.keys.shape[0]).astype(np.int32)
+        inst.ahits = np.bincount(inverse, weights=ahits, minlength=inst.keys.shape[0]).astype(np.int32)
         inst.misses = np.bincount(inverse, weights=misses, minlength=inst.keys.shape[0]).astype(np.int32)
         for label, w in other.label_weight.items():
             inst.label_weight[label] = inst.label_weight.get(label, 0.0) + w
-        inst.embedding_sum = inst.embedding_sum + other.embedding_sum
+        inst.embedding_sum = _add_embeddings(inst.embedding_sum, other.embedding_sum)
         inst.color_sum = inst.color_sum + other.color_sum
         inst.color_count += other.color_count
         inst.confidence_sum += other.confidence_sum
         inst.detections += other.detections
+        inst.agnostic_detections += other.agnostic_detections
+        inst.agnostic_confidence_sum += other.agnostic_confidence_sum
         inst.views_seen += other.views_seen
+        inst.label_views += other.label_views
         inst.last_seen_stamp_ns = max(inst.last_seen_stamp_ns, other.last_seen_stamp_ns)
         for other_id, votes in other.apart.items():
             if other_id != inst.instance_id and other_id in self._instances:
@@ -637,6 +913,7 @@ class ObjectMemory:
         for c in big[1:]:
             part = kept[part_of == c]
             new = dataclasses.replace(inst, instance_id=self._next_id, keys=inst.keys[part], hits=inst.hits[part],
+                                      ahits=inst.ahits[part],
                                       misses=inst.misses[part], label_weight=dict(inst.label_weight),
                                       best_views=list(inst.best_views), apart=dict(inst.apart))
             self._instances[new.instance_id] = new
@@ -647,19 +924,30 @@ class ObjectMemory:
             self._counts["split"] += 1
         stay = np.ones(inst.keys.shape[0], dtype=bool)
         stay[kept[part_of != 0]] = False
-        inst.keys, inst.hits, inst.misses = inst.keys[stay], inst.hits[stay], inst.misses[stay]
+        inst.keys, inst.hits, inst.misses, inst.ahits = inst.keys[stay], inst.hits[stay], inst.misses[stay], inst.ahits[stay]
 
     def reset(self) -> None:
         """Forget every instance (a map reset); counters are kept."""
         with self._lock:
             self._instances.clear()
+            self._supports.reset()
             self._version += 1
 
     # --- reading -------------------------------------------------------------------------------
-    def _confirmed(self, inst: _Instance) -> bool:
+    def _named(self, inst: _Instance) -> bool:
+        """Confirmed by the detector's detections (its label is an answer)."""
         cfg = self.config
         return (inst.detections >= cfg.min_detections
-                and inst.detections >= cfg.min_support_ratio * inst.views_seen)
+                and inst.detections >= cfg.min_support_ratio * inst.label_views)
+
+    def _found(self, inst: _Instance) -> bool:
+        """Confirmed by class-agnostic detections."""
+        cfg = self.config
+        return (inst.agnostic_detections >= cfg.min_detections
+                and inst.agnostic_detections >= cfg.min_support_ratio * inst.views_seen)
+
+    def _confirmed(self, inst: _Instance) -> bool:
+        return self._named(inst) or self._found(inst)
 
     def objects(self) -> tuple[MemoryObject, ...]:
         """The confirmed instances, most confident first (cached until the memory changes)."""
@@ -668,8 +956,10 @@ class ObjectMemory:
             if self._cache is not None and self._cache[0] == self._version:
                 return self._cache[1]
             out = []
+            surfaces = self._supports.surfaces()
             for inst in self._instances.values():
-                if not self._confirmed(inst):
+                named = self._named(inst)
+                if not named and not self._found(inst):
                     continue
                 keys = inst.keys[inst.kept(cfg.min_voxel_hit_ratio, cfg.min_voxel_hit_frac)]
                 if keys.shape[0] == 0:
@@ -678,15 +968,35 @@ class ObjectMemory:
                 total = sum(inst.label_weight.values())
                 scores = tuple(sorted(((lab, w / total) for lab, w in inst.label_weight.items()), key=lambda x: -x[1]))
                 color = inst.color_sum / max(1, inst.color_count)
-                ratio = inst.detections / (inst.views_seen + 1.0)
-                confidence = float(np.sqrt(ratio * inst.confidence_sum / inst.detections))
-                out.append(MemoryObject(inst.instance_id, scores[0][0], scores, inst.embedding, points,
-                                        oriented_box(points), (float(color[0]), float(color[1]), float(color[2])),
-                                        inst.detections, inst.views_seen, float(confidence),
-                                        tuple(kf for _, kf in inst.best_views), inst.last_seen_stamp_ns))
+                box = oriented_box(points)
+                common = dict(points_world_m=points, box=box,
+                              mean_color_rgb=(float(color[0]), float(color[1]), float(color[2])),
+                              best_keyframe_ids=tuple(kf for _, kf in inst.best_views),
+                              last_seen_stamp_ns=inst.last_seen_stamp_ns,
+                              support=self._supports.support_of(box, surfaces))
+                if named:
+                    ratio = inst.detections / (inst.label_views + 1.0)
+                    confidence = float(np.sqrt(ratio * inst.confidence_sum / inst.detections))
+                    out.append(MemoryObject(inst.instance_id, scores[0][0], scores, inst.embedding,
+                                            detections=inst.detections, views_seen=inst.label_views,
+                                            confidence=confidence, **common))
+                else:
+                    ratio = inst.agnostic_detections / (inst.views_seen + 1.0)
+                    confidence = float(np.sqrt(ratio * inst.agnostic_confidence_sum / inst.agnostic_detections))
+                    out.append(MemoryObject(inst.instance_id, UNLABELLED, ((UNLABELLED, 1.0),),
+                                            np.zeros(self._embedding_dim, np.float32),
+                                            detections=inst.agnostic_detections, views_seen=inst.views_seen,
+                                            confidence=confidence,
+                                            unlabelled=True, label_hints=scores, **common))
             result = tuple(sorted(out, key=lambda o: -o.confidence))
             self._cache = (self._version, result)
             return result
+
+    def supports(self) -> tuple[SupportSurface, ...]:
+        """The support surfaces seen so far (floor, table tops, counters, shelves), lowest first, with
+        stable ids (`MemoryObject.support.support_id`), kind, height and footprint."""
+        with self._lock:
+            return self._supports.surfaces()
 
     @property
     def version(self) -> int:
@@ -699,10 +1009,13 @@ class ObjectMemory:
         with self._lock:
             insts = list(self._instances.values())
             voxels = sum(i.keys.shape[0] for i in insts)
-            nbytes = sum(i.keys.nbytes + i.hits.nbytes + i.misses.nbytes + i.embedding_sum.nbytes for i in insts)
+            nbytes = sum(i.keys.nbytes + i.hits.nbytes + i.misses.nbytes + i.ahits.nbytes + i.embedding_sum.nbytes
+                         for i in insts)
+            nbytes += self._supports.nbytes
             c = self._counts
             return MemoryStats(len(insts), sum(self._confirmed(i) for i in insts), voxels, c["keyframes"], c["used"],
-                               c["ignored"], c["created"], c["merged"], c["split"], c["gone"], c["evicted"], nbytes)
+                               c["ignored"], c["created"], c["merged"], c["split"], c["gone"], c["evicted"], nbytes,
+                               sum(self._found(i) and not self._named(i) for i in insts), len(self._supports))
 
     def __len__(self) -> int:
         with self._lock:

@@ -8,6 +8,10 @@ failing backend (model error, out of memory) is logged and counted, and the keyf
 ready (`backend_ready()` false: still loading its model, restarting, gone) is no failure: the worker
 waits for it, and a call refused as BackendUnavailable puts its keyframe back at the front of the queue
 without spending a retry (counted in `backend_unavailable`, logged once per outage).
+
+Every proposal source goes through the one `propose_fn` (`map_objects.chain_proposers` joins a detector's
+and the map's class-agnostic proposer) and the one `ObjectMemory.integrate`, with the support surfaces a
+proposer found in the view.
 """
 
 from __future__ import annotations
@@ -118,7 +122,7 @@ class ProposalWorker:
         with self._integrate_lock:
             if generation != self._generation:  # the map was reset or loaded meanwhile
                 return True
-            self.memory.integrate(keyframe, views[0].predictions)
+            self.memory.integrate(keyframe, views[0].predictions, views[0].supports)
         with self._cond:
             self._counts["integrated"] += 1
             if submitted_at is not None:

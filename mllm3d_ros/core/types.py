@@ -116,6 +116,9 @@ class Prediction2D:
     mask (h, w) bool at the view's image resolution; confidence alpha in [0, 1];
     embedding (D,) float32 L2-normalised (the segmentation token's embedding e_i);
     box_xyxy in pixels or None; mark_id: the view's GeometryMark the model chose for it, None if none.
+    A class-agnostic proposal (SAM's masks, objects from the map) has label UNLABELLED; its embedding is
+    not used. geometric: the mask was rendered from the map's 3D objects with a depth test (it holds no
+    spill onto the support or the background to strip).
     """
 
     mask: np.ndarray
@@ -124,14 +127,17 @@ class Prediction2D:
     label: str = ""
     box_xyxy: tuple[float, float, float, float] | None = None
     mark_id: int | None = None
+    geometric: bool = False
 
 
 @dataclass(frozen=True, eq=False)
 class ViewPredictions:
-    """All predictions of a backend for one keyframe."""
+    """All predictions of a backend for one keyframe; `supports`: the support surfaces a proposer found in
+    the view (`core.supports.SupportSurface`, from the map's class-agnostic proposer), for the memory."""
 
     keyframe_id: int
     predictions: tuple[Prediction2D, ...] = ()
+    supports: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,8 +2,9 @@
 
 Runs in the perception process (it needs the keyframes at memory speed). A timer notices new
 keyframes in the mapper and hands their ids to the core's ProposalWorker, whose thread asks the
-segmentation node for proposals (SegmentViews mode PROPOSE) and folds them into the ObjectMemory;
-fusion never waits for it. Queries reach the memory through `resolver` (phrases are embedded by the
+segmentation node for proposals (SegmentViews mode PROPOSE), adds the map's class-agnostic objects
+(`map_objects`: what stands on the support surfaces, core/map_objects.py) and folds both into the
+ObjectMemory through one path; fusion never waits for it. Queries reach the memory through `resolver` (phrases are embedded by the
 segmentation node, mode ENCODE_TEXT).
 
 Service:         ~/describe_scene (mllm3d_ros/srv/DescribeScene): the memory's objects, each with a caption
@@ -26,6 +27,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.colours import colour_profile
 from ..core.describe import describe_objects
+from ..core.map_objects import MapObjectProposer, chain_proposers
 from ..core.memory_query import MemoryResolver
 from ..core.object_memory import ObjectMemory, ObjectMemoryConfig, VoxelIndex
 from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
@@ -43,6 +45,9 @@ MEMORY_PARAMS = (
     ParamSpec("voxel_size_m", 0.03, "Instance voxel edge.", 0.005, 0.5),
     ParamSpec("min_detections", 2, "Views that must detect an instance before queries see it.", 1, 1000),
     ParamSpec("max_instances", 300, "Instances kept (the least supported is dropped beyond).", 1, 100000),
+    ParamSpec("map_objects", True, "Class-agnostic objects from the map (what stands on the floor, table tops, counters, "
+              "shelves) are proposed with the model's on every keyframe; unlabelled until a model's proposal names "
+              "them."),
     ParamSpec("keep_apart", True, "Instances of one kind detected by separate masks of a keyframe stay two "
               "objects (books side by side); off for a proposer that often splits one object into disjoint boxes."),
     ParamSpec("queue_size", 64, "Keyframes waiting for proposals; when full the oldest is dropped.", 1, 10000),
@@ -78,7 +83,11 @@ class MemoryNode(Node):
                                            backend_timeout_s=p["backend_timeout_s"],
                                            service_wait_s=p["backend_timeout_s"], call_timeout_s=p["call_timeout_s"],
                                            callback_group=MutuallyExclusiveCallbackGroup())
-        self.worker = ProposalWorker(self.memory, self._backend.propose, mapper.keyframe_store.get,
+        # The map's proposer runs on the worker's thread too: the snapshot it takes is the mapper's cached one.
+        self.map_objects = MapObjectProposer(mapper.snapshot) if p["map_objects"] else None
+        propose = (chain_proposers(self._backend.propose, self.map_objects.propose) if self.map_objects is not None
+                   else self._backend.propose)
+        self.worker = ProposalWorker(self.memory, propose, mapper.keyframe_store.get,
                                      ProposalWorkerConfig(p["queue_size"], p["max_retries"], p["retry_delay_s"]),
                                      backend_ready=self._backend.ready)
         self.resolver = MemoryResolver(self.memory, self._backend.encode_text) if p["enabled"] else None
@@ -109,6 +118,8 @@ class MemoryNode(Node):
             self._keyframes_before_reset = self.memory.stats.keyframes_integrated
         # The queue and the memory; a proposal in flight for the old map is dropped, not integrated.
         self.worker.reset(then=counted)
+        if self.map_objects is not None:
+            self.map_objects.reset()
         self._captions.clear()
         self._submitted_up_to = -1
 
@@ -187,9 +198,13 @@ class MemoryNode(Node):
 
     def log_stats(self) -> str:
         m, w = self.memory.stats, self.worker.stats
-        return (f"memory instances={m.instances} confirmed={m.confirmed} keyframes={self.keyframes_in_memory(m)} "
-                f"proposal_lag_p50={w.lag_ms_p50:.0f} ms dropped={w.dropped_queue_full} failures={w.failures} "
-                f"backend_unavailable={w.backend_unavailable} backend={self._backend.status().state.value}")
+        line = (f"memory instances={m.instances} confirmed={m.confirmed} unlabelled={m.unlabelled} supports={m.supports} "
+                f"keyframes={self.keyframes_in_memory(m)} proposal_lag_p50={w.lag_ms_p50:.0f} ms "
+                f"dropped={w.dropped_queue_full} failures={w.failures} backend_unavailable={w.backend_unavailable} "
+                f"backend={self._backend.status().state.value}")
+        if self.map_objects is not None:
+            line += f" map_objects_ms_p50={self.map_objects.stats.ms_p50:.0f}"
+        return line
 
     def shutdown_core(self) -> None:
         self.worker.stop()

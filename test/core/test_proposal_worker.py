@@ -6,7 +6,7 @@ import threading
 
 from mllm3d_ros.core.object_memory import ObjectMemory
 from mllm3d_ros.core.proposal_worker import ProposalWorker, ProposalWorkerConfig
-from mllm3d_ros.core.types import ViewPredictions
+from mllm3d_ros.core.types import UNLABELLED, ViewPredictions
 from test_object_memory import EYES, proposal, view
 
 
@@ -83,6 +83,41 @@ def test_a_keyframe_evicted_before_its_turn_is_counted_not_failed():
     worker = ProposalWorker(ObjectMemory(), lambda views: [], lambda i: None)
     assert worker.process_one(7)
     assert worker.stats.evicted_before_proposal == 1 and worker.stats.failures == 0
+
+
+def test_the_maps_class_agnostic_proposals_run_on_the_worker_and_never_block_the_caller():
+    # The map's proposer (slow: it waits for the snapshot) chained with a detector, as the memory node wires
+    # them: submit and the memory's readers go on while it works; its objects and surfaces arrive after.
+    from test_map_objects import _box_views
+
+    from cloud_scene import snapshot
+    from mllm3d_ros.core.map_objects import MapObjectProposer, chain_proposers
+
+    cloud, views = _box_views([(-0.6, 0.0, 1.3), (0.0, -1.6, 1.2), (2.6, -1.2, 1.3)])
+    kfs = {kf.keyframe_id: (kf, box_id) for kf, box_id in views}
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_snapshot():
+        entered.set()
+        release.wait(10.0)
+        return snapshot(cloud)
+
+    detector = lambda vs: [ViewPredictions(v.keyframe_id, (proposal(kfs[v.keyframe_id][1] == 0, "cube"),)) for v in vs]
+    memory = ObjectMemory()
+    worker = ProposalWorker(memory, chain_proposers(detector, MapObjectProposer(slow_snapshot).propose),
+                            lambda i: kfs[i][0])
+    worker.start()
+    assert worker.submit(0)
+    assert entered.wait(10.0)  # the worker is inside the map's proposer now
+    assert worker.submit(1) and worker.submit(2)  # the caller (the ingest thread) is not held
+    assert memory.objects() == () and memory.stats.keyframes_integrated == 0  # readers are not held either
+    release.set()
+    assert worker.wait_idle(30.0)
+    worker.stop()
+    objects = sorted(memory.objects(), key=lambda o: float(o.box.center_world_m[1]))
+    assert [(o.label, o.unlabelled) for o in objects] == [("cube", False), (UNLABELLED, True)]
+    assert memory.stats.instances == 2 and all(o.support is not None for o in objects)
+    assert worker.stats.integrated == 3 and worker.stats.failures == 0
 
 
 def test_a_backend_that_is_not_ready_is_waited_for_not_counted_as_failures():

@@ -541,6 +541,9 @@ def test_strip_support_surface_by_hand():
     # An object flat on its support cannot be told apart from it: returned unchanged.
     plate = np.flatnonzero(np.all(np.abs(floor[:, :2] - [0.9, 0.8]) < 0.15, axis=1)) + n_cube + n_small
     np.testing.assert_array_equal(strip_support_surface(pts, plate, 0.06, 0.3, 0.25, 20), plate)
+    # ... unless the caller asks for what is left above the support (the object memory): nothing.
+    assert strip_support_surface(pts, plate, 0.06, 0.3, 0.25, 1, keep_flat=False).shape == (0,)
+    assert set(strip_support_surface(pts, obj, 0.06, 0.3, 0.25, 20, keep_flat=False).tolist()) == set(kept.tolist())
     # Without a surface reaching beyond it (a cube in the air), nothing is stripped.
     lone = cube.astype(np.float32)
     np.testing.assert_array_equal(strip_support_surface(lone, np.arange(n_cube), 0.06, 0.3, 0.25, 20),

@@ -1,4 +1,4 @@
-"""ros/memory_node.py in process: its parameters reach the object memory's config."""
+"""ros/memory_node.py in process: its parameters reach the object memory's config and the map's proposer."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from mllm3d_ros.ros.memory_node import MemoryNode
 pytestmark = pytest.mark.ros
 
 
-def _memory_config(**overrides) -> ObjectMemoryConfig:
+def _memory_config(**overrides) -> tuple[ObjectMemoryConfig, bool]:
+    """The memory's config, and whether the map's class-agnostic proposer is on."""
     context = Context()
     rclpy.init(context=context)
     try:
         node = MemoryNode(Mapper(), context=context, namespace="/memtest",
                           parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         try:
-            return node.memory.config
+            return node.memory.config, node.map_objects is not None
         finally:
             node.shutdown_core()
             node.destroy_node()
@@ -30,10 +31,12 @@ def _memory_config(**overrides) -> ObjectMemoryConfig:
 
 
 def test_memory_parameters_reach_the_object_memory():
-    default = _memory_config()
-    assert default.keep_apart is True and default.min_detections == 2 and default.voxel_size_m == 0.03
-    config = _memory_config(keep_apart=False, min_detections=3, voxel_size_m=0.05, max_instances=50)
+    default, map_objects = _memory_config()
+    assert default.keep_apart is True and default.min_detections == 2 and default.voxel_size_m == 0.03 and map_objects
+    config, map_objects = _memory_config(keep_apart=False, min_detections=3, voxel_size_m=0.05, max_instances=50,
+                                         map_objects=False)
     assert (config.keep_apart, config.min_detections, config.voxel_size_m, config.max_instances) == (False, 3, 0.05, 50)
+    assert not map_objects
 
 
 def test_describe_after_a_map_reset_reports_the_current_memory():
