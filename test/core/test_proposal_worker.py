@@ -99,7 +99,7 @@ def test_the_maps_class_agnostic_proposals_run_on_the_worker_and_never_block_the
 
     def slow_snapshot():
         entered.set()
-        release.wait(10.0)
+        release.wait(60.0)
         return snapshot(cloud)
 
     detector = lambda vs: [ViewPredictions(v.keyframe_id, (proposal(kfs[v.keyframe_id][1] == 0, "cube"),)) for v in vs]
@@ -108,7 +108,7 @@ def test_the_maps_class_agnostic_proposals_run_on_the_worker_and_never_block_the
                             lambda i: kfs[i][0])
     worker.start()
     assert worker.submit(0)
-    assert entered.wait(10.0)  # the worker is inside the map's proposer now
+    assert entered.wait(60.0)  # the worker is inside the map's proposer now
     assert worker.submit(1) and worker.submit(2)  # the caller (the ingest thread) is not held
     assert memory.objects() == () and memory.stats.keyframes_integrated == 0  # readers are not held either
     release.set()
