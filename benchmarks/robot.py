@@ -16,7 +16,8 @@ laptops or books to another spot of their table or desk. Then:
       places (ground truth: the noise-free render of the new state); at the end, "the <class>" through
       `QueryPipeline` + `MemoryResolver`: the new place is returned (a returned object with point IoU >= 0.5
       against the new place's map points) and the old one never (no returned object with half of its
-      points in the old box and not in the new). False removals: static objects the memory held when the
+      points in the old box and not in the new); also apart, the moves whose new and old places were each seen
+      by two keyframes or more after the event (the memory's min_detections and gone_views). False removals: static objects the memory held when the
       events happened and no longer holds at the end;
   (b) the grid (`build_occupancy_grid` of the final map) against the final room: ground-truth free floor
       cells = cells where the sensor saw the floor (valid depth <= depth_max on the floor, any frame) and no
@@ -347,6 +348,10 @@ def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3, ablate:
             "evaluated": both is not None and int(np.count_nonzero(gt_ids == e.instance_id)) >= MIN_GT_POINTS,
             "keyframes_after_event": len(tl), "first_both_seen": both, "memory_ok_from": ok_from,
             "keyframes_needed": needed,
+            # Keyframes after the event that saw each place: the memory confirms a place by min_detections
+            # views and removes an undetected instance after gone_views views (both 2), so a place seen once
+            # cannot be shown / removed by design.
+            "new_seen_keyframes": sum(r["new_seen"] for r in tl), "old_seen_keyframes": sum(r["old_seen"] for r in tl),
             "new_gt_points": int(np.count_nonzero(gt_ids == e.instance_id)),
             "timeline": "".join(("B" if r["new_seen"] and r["old_seen"] else "n" if r["new_seen"] else "o" if r["old_seen"]
                                  else "-") + ("+" if r["new_ok"] else ".") + ("X" if r["old_present"] else "_") + " "
@@ -628,6 +633,7 @@ def summarise(rooms: list[dict]) -> dict:
     approach = [a for r in rooms for a in r["approach"] if a["status"] == "SUCCESS"]
     posed = [a for a in approach if a.get("approach_status") == "OK"]
     needed = [m["keyframes_needed"] for m in moves if m["keyframes_needed"] is not None]
+    twice = [m for m in moves if m["new_seen_keyframes"] >= 2 and m["old_seen_keyframes"] >= 2]
 
     def pooled(key):
         cells = sum(r["grid"][key]["cells"] for r in rooms)
@@ -640,6 +646,9 @@ def summarise(rooms: list[dict]) -> dict:
         "moves_pass_rate": round(sum(m["pass"] for m in moves) / max(1, len(moves)), 4),
         "moves_returning_old": sum(m["returns_old"] for m in moves),
         "keyframes_needed_median": float(np.median(needed)) if needed else None,
+        # The scored moves whose new and old places were each seen by at least two keyframes after the event.
+        "moves_seen_twice": len(twice), "moves_seen_twice_pass": sum(m["pass"] for m in twice),
+        "moves_seen_twice_pass_rate": round(sum(m["pass"] for m in twice) / max(1, len(twice)), 4),
         "keyframes_needed_max": max(needed) if needed else None,
         "false_removals": sum(len(r["false_removals"]) for r in rooms),
         "static_objects_held": sum(r["static_held"] for r in rooms),
