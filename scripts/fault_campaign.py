@@ -801,7 +801,10 @@ def group_b(c: Campaign, work: Path, queries: int) -> None:
         c.run(44, "query: two goals sent at the same instant (reject)", "", c44)
 
         def c45():
-            accepted, result = client.send(TWO_D, max_views=16, cancel_after_s=0.3, timeout_s=120.0)
+            segmenting = threading.Event()  # cancelled while the 2D model works (a feedback stage), not after a guess
+            accepted, result = client.send(TWO_D, max_views=16, timeout_s=120.0, cancel_when=segmenting,
+                                           feedback=lambda s, _p: segmenting.set() if s.startswith("segmenting view")
+                                           else None)
             check(accepted and result.error_code == QueryStatus.CANCELED, f"{status_name.get(result.error_code)}: "
                   f"{result.error_message}")
             return result.error_message[:100]

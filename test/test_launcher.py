@@ -9,7 +9,8 @@ import pytest
 from mllm3d_ros import launcher
 from mllm3d_ros.launcher import RestartPolicy, launch
 
-FAST = RestartPolicy(max_restarts=3, window_s=60.0, backoff_s=0.05, max_backoff_s=0.2)
+# A window far longer than the crash loop takes, even where each Python start takes seconds (a loaded machine).
+FAST = RestartPolicy(max_restarts=3, window_s=600.0, backoff_s=0.05, max_backoff_s=0.2)
 
 
 def _fake(monkeypatch, tmp_path, scripts: dict[str, str]) -> None:
@@ -28,10 +29,29 @@ def _starts(tmp_path, name: str) -> int:
 
 
 def test_crashed_segmentation_is_restarted_up_to_the_limit_while_perception_runs(monkeypatch, tmp_path, capsys):
+    pids = tmp_path / "segmentation_pids"
+    last = 1 + FAST.max_restarts
     _fake(monkeypatch, tmp_path, {
-        "segmentation_node": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
-        # perception outlives the crash loop, then fails: that ends the launch with its code
-        "perception_node": "import time, sys; time.sleep(4.0); sys.exit(7)",
+        "segmentation_node": f"import os, signal; open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); "
+                             "os.kill(os.getpid(), signal.SIGKILL)",
+        # perception outlives the crash loop, then fails: that ends the launch with its code. "Outlives" is an
+        # event, not a duration: it exits once the launcher has reaped the last segmentation start (its pid is
+        # gone), which is where the launcher decides to leave it down. Its own deadline only ends a broken loop.
+        "perception_node": (
+            "import os, sys, time\n"
+            "def reaped(pid):\n"
+            "    try:\n"
+            "        os.kill(pid, 0)\n"
+            "    except ProcessLookupError:\n"
+            "        return True\n"
+            "    return False\n"
+            "end = time.monotonic() + 300\n"
+            f"while time.monotonic() < end:\n"
+            f"    seen = open({str(pids)!r}).read().split() if os.path.exists({str(pids)!r}) else []\n"
+            f"    if len(seen) >= {last} and reaped(int(seen[{last - 1}])):\n"
+            "        break\n"
+            "    time.sleep(0.05)\n"
+            "sys.exit(7)\n"),
     })
     assert launch({}, policy=FAST) == 7
     out = capsys.readouterr().out

@@ -71,12 +71,15 @@ class QueryClient:
 
     def send(self, instruction: str, max_views: int = 0, min_confidence: float = 0.0,
              feedback: Callable[[str, float], None] | None = None, timeout_s: float = 120.0,
-             cancel_after_s: float | None = None, target_frame: str = "", stop: threading.Event | None = None):
+             cancel_after_s: float | None = None, target_frame: str = "", stop: threading.Event | None = None,
+             cancel_when: threading.Event | None = None):
         """Send a goal and wait for its result. Returns (accepted, result or None).
 
         `target_frame`: frame of the returned geometry ("" = the map frame). When `stop` is set or
         `timeout_s` passes, the goal is cancelled before Interrupted / TimeoutError is raised (the
-        exception's `goal_canceled` says whether the server accepted the cancel)."""
+        exception's `goal_canceled` says whether the server accepted the cancel). `cancel_when`: the goal is
+        cancelled once this event is set, e.g. by `feedback` at a stage (an event, where `cancel_after_s`
+        guesses how far the server got)."""
         goal = SegmentQuery.Goal(instruction=instruction, max_views=max_views, min_confidence=min_confidence,
                                  target_frame=target_frame)
         fb = (lambda m: feedback(m.feedback.stage, m.feedback.progress)) if feedback else None
@@ -95,6 +98,13 @@ class QueryClient:
         if cancel_after_s is not None:
             time.sleep(cancel_after_s)
             self._wait(handle.cancel_goal_async(), 10.0)
+        if cancel_when is not None:
+            end = time.monotonic() + timeout_s
+            while not cancel_when.wait(0.05) and not result_future.done() and time.monotonic() < end \
+                    and not (stop is not None and stop.is_set()):
+                pass
+            if cancel_when.is_set() and not result_future.done():
+                self._wait(handle.cancel_goal_async(), 10.0)
         try:
             return True, self._wait(result_future, timeout_s, stop).result
         except (Interrupted, TimeoutError) as exc:

@@ -58,7 +58,7 @@ def test_a_restarted_instance_must_settle_again():
 
 
 def test_wait_returns_when_the_predicate_holds_or_at_the_timeout():
-    live = BackendLiveness(LivenessConfig(settle_beats=1))
+    live, _clock = _liveness(settle_beats=1)  # the hand clock: no silence however slow this machine is
     live.on_heartbeat("offline active a1")
     assert live.wait(lambda s: s.state is BackendState.READY, 5.0).state is BackendState.READY
     assert live.wait(lambda s: s.instance == "other", 0.0).instance == "a1"

@@ -87,7 +87,7 @@ def test_lookup_waits_for_a_transform_that_arrives_within_the_timeout():
     tf.set_transform("odom", "base", 1 * S, (0, 0, 0), (0, 0, 0, 1))
     later = threading.Timer(0.05, lambda: tf.set_transform("odom", "base", 3 * S, (2, 0, 0), _yaw(30)))
     later.start()
-    out = tf.lookup("odom", "base", 2 * S, timeout_s=5.0)
+    out = tf.lookup("odom", "base", 2 * S, timeout_s=60.0)  # returns at the event: the transform's arrival
     later.join()
     np.testing.assert_allclose(out[:3, 3], [1.0, 0, 0], atol=1e-9)
     assert abs(math.degrees(rotation_angle_rad(out[:3, :3])) - 15.0) < 1e-6

@@ -1,7 +1,9 @@
 """An in-process graph for query-node tests: the QueryNode over a hand-built map, a scripted
 SegmentViews service with a heartbeat, and an action client, spun by one multi-threaded executor.
 
-Every graph gets its own namespace, so tests of several worktrees on one domain do not meet.
+Every graph gets its own namespace, so tests of several worktrees on one domain do not meet. Waits are
+for events (a future done, a message seen) with generous timeouts (EVENT_S): waiting longer costs nothing
+when the event comes early, and a loaded 2-core machine can be slow to discover or to schedule a thread.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from mllm3d_ros.ros.query_node import QueryNode  # noqa: E402
 from mllm3d_ros.srv import SegmentViews  # noqa: E402
 
 _COUNTER = itertools.count()
+EVENT_S = 60.0  # the timeout of a wait for an event
 
 
 class SceneMap:
@@ -165,8 +168,12 @@ class Graph:
                 self.executor.add_node(node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
-        assert self.action.wait_for_server(timeout_sec=20.0), "action server not found"
-        wait_until(lambda: self._instruction.get_subscription_count() > 0, 10.0)
+        assert self.action.wait_for_server(timeout_sec=EVENT_S), "action server not found"
+        assert wait_until(lambda: self._instruction.get_subscription_count() > 0, EVENT_S), "instruction not matched"
+        if self.segmentation is not None:
+            # The query node waits only `service_wait_s` for a backend it has not heard yet: tests start once
+            # it has (heartbeats settled, service discovered), however slow discovery is on this machine.
+            assert wait_until(self.query._segmenter.ready, EVENT_S), self.query._segmenter.status()
 
     def send(self, instruction: str = "the cube"):
         """A goal-handle future."""
@@ -195,12 +202,12 @@ def wait_until(predicate, timeout_s: float) -> bool:
     return predicate()
 
 
-def wait_future(future, timeout_s: float = 30.0):
+def wait_future(future, timeout_s: float = EVENT_S):
     assert wait_until(future.done, timeout_s), f"no answer within {timeout_s} s"
     return future.result()
 
 
-def result_of(goal_handle, timeout_s: float = 30.0):
+def result_of(goal_handle, timeout_s: float = EVENT_S):
     """(GoalStatus code, SegmentQuery.Result) of an accepted goal."""
     wrapped = wait_future(goal_handle.get_result_async(), timeout_s)
     return wrapped.status, wrapped.result

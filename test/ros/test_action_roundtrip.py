@@ -22,7 +22,7 @@ from mllm3d_ros.action import SegmentQuery
 rclpy.init()
 node = rclpy.create_node("test_client")
 client = ActionClient(node, SegmentQuery, "/mllm3d/segment_query")
-assert client.wait_for_server(timeout_sec=30.0), "action server not found"
+assert client.wait_for_server(timeout_sec=60.0), "action server not found"
 out = []
 for text in sys.argv[1:]:
     goal = SegmentQuery.Goal(instruction=text)
@@ -44,7 +44,7 @@ def perception(tmp_path_factory):
     log = tmp_path_factory.mktemp("roundtrip") / "node.log"
     node = start("mllm3d_ros.ros.perception_node", domain_id=DOMAIN, log_path=log, ros_args=("-r", "__ns:=/mllm3d"))
     try:
-        assert wait_for_log(log, "SegmentQuery action", 60), log.read_text()
+        assert wait_for_log(log, "SegmentQuery action", 180), log.read_text()
         yield node, log
     finally:
         code = stop(node)
@@ -52,7 +52,7 @@ def perception(tmp_path_factory):
 
 
 def _python(*args: str, domain: int = DOMAIN) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], env=ros_env(domain), capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, *args], env=ros_env(domain), capture_output=True, text=True, timeout=180,
                           cwd=str(REPO_ROOT.parent))
 
 

@@ -68,7 +68,7 @@ def test_gpu_preset_starts_the_segmentation_node_to_active(tmp_path):
     node.create_subscription(String, f"/{NAMESPACE}/segmentation/heartbeat", lambda m: beats.append(m.data), 10)
     try:
         # Loading tiny models takes seconds; the bound is generous for a loaded 2-core CI machine.
-        deadline = time.monotonic() + 120.0
+        deadline = time.monotonic() + 240.0
         while time.monotonic() < deadline and not any(b.startswith("transformers active") for b in beats) \
                 and proc.poll() is None:
             executor.spin_once(timeout_sec=0.2)

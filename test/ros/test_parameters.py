@@ -15,7 +15,7 @@ pytestmark = pytest.mark.ros
 def _run(module: str, *ros_args: str, params=PARAMS) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, "--ros-args", "-r", "__ns:=/mllm3d_badparams",
                            "--params-file", str(params), *ros_args], env=ros_env(102), capture_output=True,
-                          text=True, timeout=60, cwd=str(REPO_ROOT.parent))
+                          text=True, timeout=180, cwd=str(REPO_ROOT.parent))
 
 
 @pytest.mark.parametrize("module, override, expected", [

@@ -15,7 +15,7 @@ from mllm3d_ros.core.geometry import invert_transform, rigid_transform
 from mllm3d_ros.core.types import OrientedBox3D, QueryStatus
 from mllm3d_ros.ros.conversions import pose_to_matrix
 from mllm3d_ros.ros.tf import TfPublisher, transform_msg
-from querygraph import Graph, result_of, wait_future, wait_until
+from querygraph import EVENT_S, Graph, result_of, wait_future, wait_until
 
 pytestmark = pytest.mark.ros
 
@@ -58,10 +58,10 @@ def test_approach_pose_with_and_without_the_robot_in_tf(graph):
     heading = math.atan2(map_T_pose[1, 0], map_T_pose[0, 0])
     bearing = math.atan2(box.center_world_m[1] - map_T_pose[1, 3], box.center_world_m[0] - map_T_pose[0, 3])
     assert abs(math.remainder(heading - bearing, 2 * math.pi)) < 1e-3
-    assert wait_until(lambda: graph.results, 10.0)
+    assert wait_until(lambda: graph.results, EVENT_S)
     summary = graph.results[-1]["approach"]
     assert summary["status"] == "OK" and summary["position_m"][:2] == pytest.approx(map_T_pose[:2, 3], abs=1e-3)
-    assert wait_until(lambda: any(m.ns == "mllm3d/approach" for a in graph.markers for m in a.markers), 10.0)
+    assert wait_until(lambda: any(m.ns == "mllm3d/approach" for a in graph.markers for m in a.markers), EVENT_S)
 
     # The robot's pose arrives in TF: the pose is checked reachable from it, and comes in the goal's frame.
     TfPublisher(graph.client_node).send([transform_msg("map", ROBOT, 0, MAP_T_ROBOT)], static=True)
@@ -73,7 +73,7 @@ def test_approach_pose_with_and_without_the_robot_in_tf(graph):
             return False
         return True
 
-    assert wait_until(tf_ready, 10.0), "static transform not received"
+    assert wait_until(tf_ready, EVENT_S), "static transform not received"
     checked = _send(graph)
     assert checked.approach_status == SegmentQuery.Result.APPROACH_OK, checked.approach_message
     assert checked.approach_reachability_checked and "reachable from the robot" in checked.approach_message

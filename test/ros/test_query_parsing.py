@@ -13,7 +13,7 @@ import pytest
 from mllm3d_ros.core.instruction import parse_instruction, parsed_to_json
 from mllm3d_ros.core.open_set import Recognition, RecognitionStatus
 from mllm3d_ros.core.types import QueryStatus
-from querygraph import Graph, result_of, wait_future, wait_until
+from querygraph import EVENT_S, Graph, result_of, wait_future, wait_until
 
 pytestmark = pytest.mark.ros
 
@@ -35,7 +35,7 @@ def test_unsupported_is_asked_once_and_the_grammar_is_used_silently(graph):
     assert "used the grammar" not in _query(graph) and "used the grammar" not in _query(graph)
     assert graph.segmentation.parse_calls == 1 and graph.segmentation.calls >= 2
     # A heartbeat naming another backend (the segmentation node restarted with a model): asked again.
-    assert wait_until(lambda: graph.query._segmenter.status().backend == "scripted", 5.0)
+    assert wait_until(lambda: graph.query._segmenter.status().backend == "scripted", EVENT_S)
     graph.query._segmenter.liveness.on_heartbeat("transformers active")
     _query(graph)
     assert graph.segmentation.parse_calls == 2
@@ -65,7 +65,7 @@ def test_a_target_the_backend_does_not_recognise_is_not_found_without_a_model_ca
     _query(graph)  # UNSUPPORTED (an older segmentation node): asked once, phrases go on as before
     _query(graph)
     assert graph.segmentation.recognise_calls == 1
-    assert wait_until(lambda: graph.query._segmenter.status().backend == "scripted", 5.0)
+    assert wait_until(lambda: graph.query._segmenter.status().backend == "scripted", EVENT_S)
     graph.query._segmenter.liveness.on_heartbeat("offline active")  # another backend: asked again
     graph.segmentation.recognise_answer = Recognition(
         RecognitionStatus.UNKNOWN, "umbrella", nearest=("Box", "Chair"), model="the scripted model").to_json()

@@ -16,7 +16,7 @@ from mllm3d_ros.core.geometry import invert_transform, rigid_transform, transfor
 from mllm3d_ros.core.types import QueryStatus
 from mllm3d_ros.ros.conversions import cloud_to_arrays, pose_to_matrix
 from mllm3d_ros.ros.tf import TfPublisher, transform_msg
-from querygraph import Graph, result_of, wait_future, wait_until
+from querygraph import EVENT_S, Graph, result_of, wait_future, wait_until
 
 pytestmark = pytest.mark.ros
 
@@ -51,7 +51,7 @@ def test_result_geometry_comes_back_in_the_target_frame(graph):
     status, in_map = _send(graph, "")
     assert in_map.error_code == QueryStatus.SUCCESS, in_map.error_message
     TfPublisher(graph.client_node).send([transform_msg("map", BASE, 0, MAP_T_BASE)], static=True)
-    assert wait_until(lambda: _tf_ready(graph), 10.0), "static transform not received"
+    assert wait_until(lambda: _tf_ready(graph), EVENT_S), "static transform not received"
 
     status, in_base = _send(graph, BASE)
     assert in_base.error_code == QueryStatus.SUCCESS and status == GoalStatus.STATUS_SUCCEEDED, in_base.error_message
@@ -78,7 +78,7 @@ def test_result_geometry_comes_back_in_the_target_frame(graph):
     assert in_base.points.header.frame_id == BASE
     np.testing.assert_allclose(cloud_to_arrays(in_base.points)[0], cloud_to_arrays(in_base.objects[0].points)[0])
     # RViz keeps the map frame (its fixed frame), whatever the goal asked.
-    assert wait_until(lambda: len(graph.markers) >= 2 and len(graph.clouds) >= 2, 10.0)
+    assert wait_until(lambda: len(graph.markers) >= 2 and len(graph.clouds) >= 2, EVENT_S)
     assert {m.header.frame_id for m in graph.markers[-1].markers[1:]} == {"map"}
     assert graph.clouds[-1].header.frame_id == "map"
     np.testing.assert_allclose(cloud_to_arrays(graph.clouds[-1])[0], cloud_to_arrays(in_map.points)[0])

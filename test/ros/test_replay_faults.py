@@ -39,7 +39,7 @@ def test_replay_skips_a_corrupt_frame_and_exits(tmp_path):
                  ros_args=("-r", "__ns:=/replay_faults", "-p", f"path:={root}", "-p", "rate_scale:=0.0",
                            "-p", "wait_for_subscribers_s:=0.0"))
     try:
-        code = _wait_exit(proc, 60)
+        code = _wait_exit(proc, 120)
     finally:
         stop(proc)
     text = log.read_text()
@@ -58,7 +58,7 @@ def test_replay_with_nothing_readable_exits_with_an_error(tmp_path):
                  ros_args=("-r", "__ns:=/replay_faults", "-p", f"path:={root}", "-p", "rate_scale:=0.0",
                            "-p", "wait_for_subscribers_s:=0.0"))
     try:
-        code = _wait_exit(proc, 60)
+        code = _wait_exit(proc, 120)
     finally:
         stop(proc)
     text = log.read_text()
@@ -75,8 +75,8 @@ def test_ctrl_c_ends_without_a_traceback(tmp_path, module, ready, args):
     log = tmp_path / "node.log"
     proc = start(module, domain_id=DOMAIN, log_path=log, ros_args=("-r", "__ns:=/replay_faults", *extra, *args))
     try:
-        assert wait_for_log(log, ready, 60), log.read_text()
-        time.sleep(1.5)  # publishing
+        assert wait_for_log(log, ready, 120), log.read_text()
+        time.sleep(1.5)  # publishing (Ctrl-C at any point must end cleanly: no ordering is asserted)
     finally:
         code = stop(proc)
     text = log.read_text()
@@ -97,8 +97,11 @@ def test_replay_waits_for_its_subscribers_before_the_first_frame(tmp_path):
 
     root = _folder(tmp_path, n=5)
     log = tmp_path / "replay.log"
+    # It waits for its subscribers (an event) up to wait_for_subscribers_s: long, so that a slow discovery on a
+    # loaded machine is waited for; a replay that does not wait publishes before them and the frames are lost.
     proc = start("mllm3d_ros.ros.replay_node", domain_id=DOMAIN, log_path=log,
-                 ros_args=("-r", "__ns:=/replay_wait", "-p", f"path:={root}", "-p", "rate_scale:=0.0"))
+                 ros_args=("-r", "__ns:=/replay_wait", "-p", f"path:={root}", "-p", "rate_scale:=0.0",
+                           "-p", "wait_for_subscribers_s:=300.0"))
     context = Context()  # its own context on the replay's domain: this process's environment is left alone
     rclpy.init(context=context, domain_id=DOMAIN)
     node = rclpy.create_node("replay_listener", namespace="/replay_wait", context=context)
@@ -106,17 +109,19 @@ def test_replay_waits_for_its_subscribers_before_the_first_frame(tmp_path):
     executor.add_node(node)
     received: list[int] = []
     try:
-        assert wait_for_log(log, "waiting up to", 60), log.read_text()  # nobody listens yet: it waits
+        assert wait_for_log(log, "waiting up to", 120), log.read_text()  # nobody listens yet: it waits
         node.create_subscription(Image, "camera/color/image_raw", lambda m: received.append(m.header.stamp.nanosec),
                                  SENSOR_QOS)
         for msg_type, topic in ((Image, "camera/depth/image_raw"), (CameraInfo, "camera/color/camera_info"),
                                 (PoseStamped, "camera/pose")):
             node.create_subscription(msg_type, topic, lambda _m: None, SENSOR_QOS)
         threading.Thread(target=executor.spin, daemon=True).start()
-        code = _wait_exit(proc, 60)
+        code = _wait_exit(proc, 120)
         assert code == 0, log.read_text()
-        assert wait_for_log(log, "5 frames published", 5)
-        time.sleep(0.5)  # the last frames in flight
+        assert wait_for_log(log, "5 frames published", 30)
+        deadline = time.monotonic() + 30  # the last frames in flight: until all five are here
+        while len(received) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(received) == 5, (received, log.read_text())
     finally:
         stop(proc)

@@ -24,7 +24,7 @@ rclpy.shutdown()
 
 
 def test_core_log_records_go_through_the_ros_logger():
-    out = subprocess.run([sys.executable, "-c", CODE], env=ros_env(110), capture_output=True, text=True, timeout=60,
+    out = subprocess.run([sys.executable, "-c", CODE], env=ros_env(110), capture_output=True, text=True, timeout=180,
                          cwd=str(REPO_ROOT.parent))
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
     assert out.returncode == 0, lines
