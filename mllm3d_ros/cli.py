@@ -121,7 +121,7 @@ def cmd_query(ns: argparse.Namespace) -> int:
               f"{ns.views}, {ns.min_confidence}, {ns.timeout}", file=sys.stderr)
         return EXIT_USAGE
     if ns.target_frame:
-        from .core.tf_buffer import check_frame_id
+        from .core.mapping.tf_buffer import check_frame_id
         try:
             check_frame_id("--target-frame", ns.target_frame)
         except ValueError as exc:
@@ -241,7 +241,7 @@ def cmd_simulate(ns: argparse.Namespace) -> int:
 def cmd_segment(ns: argparse.Namespace) -> int:
     from .backends.base import BackendError
     from .core.config import ConfigError
-    from .core.tsdf_map import MapFileError
+    from .core.mapping.tsdf_map import MapFileError
     from .core.types import InputError
     from .offline_segment import read_instructions_file, segment_recording
     stop = StopSignals(raise_in_main=True)

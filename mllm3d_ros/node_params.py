@@ -14,20 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .core.approach import ApproachConfig
+from .core.query.approach import ApproachConfig
 from .core.config import (ConfigError, ParamDecl, declared, param, refusal, shared_param, unknown_parameter_message,
                           validate_fields)
-from .core.frame_checks import FrameGateConfig
-from .core.ingest import IngestConfig
-from .core.keyframes import KeyframeConfig
-from .core.object_memory import ObjectMemoryConfig
-from .core.occupancy import OccupancyConfig
-from .core.pipeline import QueryConfig
-from .core.proposal_worker import ProposalWorkerConfig
-from .core.sync import SyncConfig
-from .core.tsdf_map import TsdfMapConfig
-from .core.view_selection import ViewSelectionConfig
-from .core.voting import VotingConfig
+from .core.mapping.frame_checks import FrameGateConfig
+from .core.mapping.ingest import IngestConfig
+from .core.mapping.keyframes import KeyframeConfig
+from .core.memory.object_memory import ObjectMemoryConfig
+from .core.mapping.occupancy import OccupancyConfig
+from .core.query.pipeline import QueryConfig
+from .core.memory.proposal_worker import ProposalWorkerConfig
+from .core.mapping.sync import SyncConfig
+from .core.mapping.tsdf_map import TsdfMapConfig
+from .core.query.view_selection import ViewSelectionConfig
+from .core.query.voting import VotingConfig
 
 
 @dataclass(frozen=True)

@@ -46,25 +46,25 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends.base import available_backends, build_backend
-from .core.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
+from .core.query.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
 from .core.config import ConfigError, check_int
-from .core.frame_checks import FrameGateConfig
-from .core.ingest import IngestConfig
-from .core.keyframes import KeyframeConfig
-from .core.map_objects import MapObjectProposer, chain_proposers
-from .core.mapper import Mapper, package_version as _package_version
-from .core.memory_file import MemoryFileError, read_memory, save_memory
-from .core.memory_query import MemoryResolver
-from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
-from .core.object_memory import ObjectMemory, ObjectMemoryConfig
-from .core.proposal_worker import ProposalWorker
+from .core.mapping.frame_checks import FrameGateConfig
+from .core.mapping.ingest import IngestConfig
+from .core.mapping.keyframes import KeyframeConfig
+from .core.memory.map_objects import MapObjectProposer, chain_proposers
+from .core.mapping.mapper import Mapper, package_version as _package_version
+from .core.memory.memory_file import MemoryFileError, read_memory, save_memory
+from .core.query.memory_query import MemoryResolver
+from .core.mapping.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
+from .core.memory.object_memory import ObjectMemory, ObjectMemoryConfig
+from .core.memory.proposal_worker import ProposalWorker
 from .core.segmentation import SegmentationBackend
-from .core.pipeline import QueryConfig, QueryPipeline
-from .core.view_selection import ViewSelectionConfig
-from .core.voting import VotingConfig
+from .core.query.pipeline import QueryConfig, QueryPipeline
+from .core.query.view_selection import ViewSelectionConfig
+from .core.query.voting import VotingConfig
 from .node_params import MemoryNodeConfig, check_flag, node_configs
 from .core.segmentation import normalise_instruction
-from .core.tsdf_map import MapFileError, TsdfMapConfig
+from .core.mapping.tsdf_map import MapFileError, TsdfMapConfig
 from .core.types import InputError, QueryResult, QueryStatus
 from .sources.recording import ReadCounts, nothing_readable, open_recording, readable_frames
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from mllm3d_ros.core.config import ConfigError
-from mllm3d_ros.core.keyframes import KeyframeConfig
-from mllm3d_ros.core.object_memory import ObjectMemoryConfig
-from mllm3d_ros.core.pipeline import QueryConfig
-from mllm3d_ros.core.tsdf_map import TsdfMapConfig
-from mllm3d_ros.core.voting import VotingConfig
+from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
+from mllm3d_ros.core.memory.object_memory import ObjectMemoryConfig
+from mllm3d_ros.core.query.pipeline import QueryConfig
+from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
+from mllm3d_ros.core.query.voting import VotingConfig
 from mllm3d_ros.node_params import check_flag, configs_from_values, configs_from_yaml, yaml_values
 
 
@@ -75,15 +75,15 @@ def test_an_int_for_a_float_is_that_float():
 
 
 def test_seconds_reach_the_nanosecond_fields():
-    from mllm3d_ros.core.frame_checks import FrameGateConfig
-    from mllm3d_ros.core.sync import SyncConfig
+    from mllm3d_ros.core.mapping.frame_checks import FrameGateConfig
+    from mllm3d_ros.core.mapping.sync import SyncConfig
     c = configs_from_values("mapping", {"max_stamp_jump_s": 2.5, "sync_slop_s": 0.03})
     assert c[FrameGateConfig].max_stamp_jump_ns == c[SyncConfig].max_stamp_jump_ns == 2_500_000_000
     assert c[SyncConfig].slop_ns == 30_000_000
 
 
 def test_one_parameter_reaches_every_config_that_reads_it():
-    from mllm3d_ros.core.view_selection import ViewSelectionConfig
+    from mllm3d_ros.core.query.view_selection import ViewSelectionConfig
     q = configs_from_values("query", {"depth_tolerance_m": 0.08})
     assert q[VotingConfig].depth_tolerance_m == q[ViewSelectionConfig].depth_tolerance_m == 0.08
     assert configs_from_values("mapping", {"depth_tolerance_m": 0.08})[KeyframeConfig].depth_tolerance_m == 0.08

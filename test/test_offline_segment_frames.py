@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mllm3d_ros.cli import main as mllm3d
-from mllm3d_ros.core.mapper import read_saved_keyframes
+from mllm3d_ros.core.mapping.mapper import read_saved_keyframes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "core"))
 from rgbd_scene import INTRINSICS, orbit_poses, room_frame  # noqa: E402

@@ -60,7 +60,9 @@ def test_every_spec_is_its_core_fields_declaration(node):
 def test_a_parameter_several_configs_read_is_declared_once():
     # Every config field named like a shared parameter takes that one declaration (depth_tolerance_m in the
     # keyframe store, voting, view selection, the object memory and the marks).
-    from mllm3d_ros.core import keyframes, marks, object_memory, view_selection, voting
+    from mllm3d_ros.core.mapping import keyframes
+    from mllm3d_ros.core.query import marks, view_selection, voting
+    from mllm3d_ros.core.memory import object_memory
     holders = [keyframes.KeyframeConfig, voting.VotingConfig, view_selection.ViewSelectionConfig,
                object_memory.ObjectMemoryConfig, marks.MarkConfig]
     decls = {(d.default, d.low, d.high, d.unit) for cls in holders for n, d in declared(cls).items()

@@ -12,11 +12,11 @@ import rclpy
 from rclpy.context import Context
 from rclpy.parameter import Parameter
 
-from mllm3d_ros.core.mapper import Mapper
+from mllm3d_ros.core.mapping.mapper import Mapper
 from mllm3d_ros.ros.memory_node import MemoryNode
 from mllm3d_ros.srv import DescribeScene
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "core" / stage) for stage in ("mapping", "memory", "query")]
 from rgbd_scene import orbit_poses, room_frame  # noqa: E402
 from test_object_memory import EYES, proposal, view  # noqa: E402
 

@@ -99,9 +99,9 @@ def test_the_node_builds_the_configs_the_cli_builds_from_one_yaml(make_node, tmp
     # give equal config objects from one YAML.
     import yaml
 
-    from mllm3d_ros.core.pipeline import QueryConfig
-    from mllm3d_ros.core.tsdf_map import TsdfMapConfig
-    from mllm3d_ros.core.voting import VotingConfig
+    from mllm3d_ros.core.query.pipeline import QueryConfig
+    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
+    from mllm3d_ros.core.query.voting import VotingConfig
     from mllm3d_ros.launch_spec import default_params_file
     from mllm3d_ros.node_params import configs_from_values
     from mllm3d_ros.offline_segment import session_configs
