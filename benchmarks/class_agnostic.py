@@ -74,7 +74,7 @@ def match(pred_sets: list[np.ndarray], gt_sets: list[np.ndarray], threshold: flo
 
 
 def _memory_sets(memory, snapshot):
-    from mllm3d_ros.core.memory_query import MemoryResolver
+    from mllm3d_ros.core.query.memory_query import MemoryResolver
 
     objects = memory.objects()
     resolver = MemoryResolver(memory, lambda texts: np.zeros((len(texts), 1), np.float32))
@@ -127,13 +127,13 @@ def _summary(rooms: list[dict]) -> dict:
 
 
 def run_sim(furnished: int, relational: int, offline: bool) -> dict:
-    from mllm3d_ros.core.keyframes import KeyframeConfig
-    from mllm3d_ros.core.mapper import Mapper
-    from mllm3d_ros.core.map_objects import MapObjectProposer
-    from mllm3d_ros.core.object_memory import ObjectMemory
-    from mllm3d_ros.core.proposal_worker import ProposalWorker
-    from mllm3d_ros.core.map_objects import chain_proposers
-    from mllm3d_ros.core.tsdf_map import TsdfMapConfig
+    from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
+    from mllm3d_ros.core.mapping.mapper import Mapper
+    from mllm3d_ros.core.memory.map_objects import MapObjectProposer
+    from mllm3d_ros.core.memory.object_memory import ObjectMemory
+    from mllm3d_ros.core.memory.proposal_worker import ProposalWorker
+    from mllm3d_ros.core.memory.map_objects import chain_proposers
+    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
     from mllm3d_ros.sources.simulator import (SimConfig, Simulator, generate_relational_room, generate_room,
                                               relational_trajectory, trajectory)
 

@@ -31,9 +31,9 @@ import open3d as o3d
 import open3d.core as o3c
 
 from mllm3d_ros.core.geometry import invert_transform
-from mllm3d_ros.core.ingest import IngestWorker
-from mllm3d_ros.core.keyframes import KeyframeStore
-from mllm3d_ros.core.tsdf_map import TsdfMap, TsdfMapConfig
+from mllm3d_ros.core.mapping.ingest import IngestWorker
+from mllm3d_ros.core.mapping.keyframes import KeyframeStore
+from mllm3d_ros.core.mapping.tsdf_map import TsdfMap, TsdfMapConfig
 from mllm3d_ros.core.types import CameraIntrinsics, RgbdFrame
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

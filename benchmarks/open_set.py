@@ -41,7 +41,7 @@ ABSENT: tuple[tuple[str, str], ...] = (
 
 
 def calibrate(backend, items: dict) -> dict:
-    from mllm3d_ros.core.instruction import parse_instruction
+    from mllm3d_ros.core.query.instruction import parse_instruction
 
     rows = []
     for kind in ("paraphrases", "unknown"):

@@ -56,12 +56,12 @@ def _answer_all(pipeline, annotations, fallback_snapshot) -> list[dict]:
 
 def run(dataset: Path, offline_reference: bool = True) -> dict:
     from mllm3d_ros.backends import build_backend
-    from mllm3d_ros.core.map_objects import MapObjectProposer, chain_proposers
-    from mllm3d_ros.core.mapper import Mapper
-    from mllm3d_ros.core.memory_query import MemoryResolver
-    from mllm3d_ros.core.object_memory import ObjectMemory
-    from mllm3d_ros.core.pipeline import QueryPipeline
-    from mllm3d_ros.core.proposal_worker import ProposalWorker
+    from mllm3d_ros.core.memory.map_objects import MapObjectProposer, chain_proposers
+    from mllm3d_ros.core.mapping.mapper import Mapper
+    from mllm3d_ros.core.query.memory_query import MemoryResolver
+    from mllm3d_ros.core.memory.object_memory import ObjectMemory
+    from mllm3d_ros.core.query.pipeline import QueryPipeline
+    from mllm3d_ros.core.memory.proposal_worker import ProposalWorker
     from mllm3d_ros.sources.dataset import open_dataset
 
     recording = open_dataset(dataset)

@@ -215,16 +215,16 @@ def _place_state(objects, new_box, old_box) -> tuple[bool, bool]:
 
 
 def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3, ablate: tuple[str, ...] = ()) -> dict:
-    from mllm3d_ros.core.approach import ApproachConfig, camera_height_above_floor, plan_approach
-    from mllm3d_ros.core.ingest import IngestConfig
-    from mllm3d_ros.core.keyframes import KeyframeConfig
-    from mllm3d_ros.core.mapper import Mapper
-    from mllm3d_ros.core.memory_query import MemoryQueryConfig, MemoryResolver
-    from mllm3d_ros.core.object_memory import ObjectMemory, voxel_keys
-    from mllm3d_ros.core.occupancy import FREE, OCCUPIED, OccupancyConfig, build_occupancy_grid
-    from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
-    from mllm3d_ros.core.proposal_worker import ProposalWorker
-    from mllm3d_ros.core.tsdf_map import TsdfMapConfig
+    from mllm3d_ros.core.query.approach import ApproachConfig, camera_height_above_floor, plan_approach
+    from mllm3d_ros.core.mapping.ingest import IngestConfig
+    from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
+    from mllm3d_ros.core.mapping.mapper import Mapper
+    from mllm3d_ros.core.query.memory_query import MemoryQueryConfig, MemoryResolver
+    from mllm3d_ros.core.memory.object_memory import ObjectMemory, voxel_keys
+    from mllm3d_ros.core.mapping.occupancy import FREE, OCCUPIED, OccupancyConfig, build_occupancy_grid
+    from mllm3d_ros.core.query.pipeline import QueryConfig, QueryPipeline
+    from mllm3d_ros.core.memory.proposal_worker import ProposalWorker
+    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
     from mllm3d_ros.eval.metrics import point_iou
     from mllm3d_ros.eval.sim_segmenter import SimSegmenter, SimSegmenterConfig
     from mllm3d_ros.sources.simulator import render_with_events
@@ -399,7 +399,7 @@ def grid_scores(grid, room, floor_hits: np.ndarray, obstacle_hits: np.ndarray, c
     import cv2
     import open3d as o3d
 
-    from mllm3d_ros.core.occupancy import FREE, OCCUPIED
+    from mllm3d_ros.core.mapping.occupancy import FREE, OCCUPIED
 
     h, w = grid.shape
     scene = obstacle_scene(room)
@@ -499,7 +499,7 @@ def _facing_error_deg(box, xy: np.ndarray, yaw_rad: float) -> float:
 
 def check_pose(pose, obj, snapshot, gt_ids, room, scene, walk, robot_xy, a_cfg, occ_cfg, floor_z) -> dict:
     """The target's four checks of one approach pose against the ground truth."""
-    from mllm3d_ros.core.approach import footprint_distance_m
+    from mllm3d_ros.core.query.approach import footprint_distance_m
     from mllm3d_ros.eval.metrics import point_iou
 
     row = {"approach_status": pose.status.name, "approach_message": pose.message}
@@ -538,8 +538,8 @@ def kitchen(dataset: str) -> dict:
     import cv2
 
     from benchmarks.real_annotations import load_annotations
-    from mllm3d_ros.core.approach import ApproachConfig, camera_height_above_floor, footprint_distance_m, plan_approach
-    from mllm3d_ros.core.occupancy import FREE, OccupancyConfig, build_occupancy_grid, clearance_m
+    from mllm3d_ros.core.query.approach import ApproachConfig, camera_height_above_floor, footprint_distance_m, plan_approach
+    from mllm3d_ros.core.mapping.occupancy import FREE, OccupancyConfig, build_occupancy_grid, clearance_m
     from mllm3d_ros.offline_segment import RecordingSession
 
     if not os.path.isdir(dataset):

@@ -57,9 +57,9 @@ QUERIES = (
 
 def _session(voxel_size_m: float | None):
     """A Mapper as RecordingSession builds it (its map and keyframe defaults; keyframes at full scale)."""
-    from mllm3d_ros.core.keyframes import KeyframeConfig
-    from mllm3d_ros.core.mapper import Mapper
-    from mllm3d_ros.core.tsdf_map import TsdfMapConfig
+    from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
+    from mllm3d_ros.core.mapping.mapper import Mapper
+    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
 
     map_config = TsdfMapConfig() if voxel_size_m is None else TsdfMapConfig(voxel_size_m=voxel_size_m)
     return Mapper(map_config, KeyframeConfig(image_scale=1.0))
@@ -67,8 +67,8 @@ def _session(voxel_size_m: float | None):
 
 def run(rooms: int, frames: int, voxel_size_m: float | None) -> dict:
     from mllm3d_ros.backends.base import build_backend
-    from mllm3d_ros.core.memory_query import MemoryResolver
-    from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
+    from mllm3d_ros.core.query.memory_query import MemoryResolver
+    from mllm3d_ros.core.query.pipeline import QueryConfig, QueryPipeline
     from mllm3d_ros.offline_segment import build_memory
 
     t_start = time.perf_counter()

@@ -29,13 +29,13 @@ import cv2
 import numpy as np
 
 from benchmarks.fusion import STREAM_FRAMES, STREAM_PERIOD_NS, machine, rss_mb
-from mllm3d_ros.core.frame_checks import FrameGateConfig
-from mllm3d_ros.core.keyframes import KeyframeConfig
-from mllm3d_ros.core.mapper import Mapper
-from mllm3d_ros.core.object_memory import ObjectMemory
-from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
-from mllm3d_ros.core.proposal_worker import ProposalWorker
-from mllm3d_ros.core.tsdf_map import TsdfMapConfig
+from mllm3d_ros.core.mapping.frame_checks import FrameGateConfig
+from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
+from mllm3d_ros.core.mapping.mapper import Mapper
+from mllm3d_ros.core.memory.object_memory import ObjectMemory
+from mllm3d_ros.core.query.pipeline import QueryConfig, QueryPipeline
+from mllm3d_ros.core.memory.proposal_worker import ProposalWorker
+from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
 from mllm3d_ros.core.types import RgbdFrame
 from mllm3d_ros.eval.sim_segmenter import SimSegmenter, SimView
 from mllm3d_ros.sources.simulator import SimConfig, Simulator, generate_room, trajectory
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_memory:
         from mllm3d_ros.backends import build_backend
         backend = build_backend("offline")
-        from mllm3d_ros.core.map_objects import MapObjectProposer, chain_proposers
+        from mllm3d_ros.core.memory.map_objects import MapObjectProposer, chain_proposers
         memory = ObjectMemory()
         # As the memory node wires it: the detector's proposals and the map's class-agnostic objects.
         worker = ProposalWorker(memory, chain_proposers(backend.propose, MapObjectProposer(mapper.snapshot).propose),

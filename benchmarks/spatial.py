@@ -66,7 +66,7 @@ class _GtMemory:
 
 def _gt_objects(room, proposer):
     """MemoryObjects of the room's instances: ground-truth box and points, the class's embedding."""
-    from mllm3d_ros.core.object_memory import MemoryObject
+    from mllm3d_ros.core.memory.object_memory import MemoryObject
     from mllm3d_ros.core.types import OrientedBox3D
     from mllm3d_ros.sources.simulator import instance_points
 
@@ -93,9 +93,9 @@ def _yawed(world_T_camera: np.ndarray, yaw_deg: float) -> np.ndarray:
 def resolver_on_gt(layout, proposer, viewer_yaw_deg: float = 0.0) -> list[dict]:
     """(a): the parser and resolver alone, on ground-truth boxes, from the layout's stated viewer (turned
     by viewer_yaw_deg: the layouts' answers hold within 30 degrees of it)."""
-    from mllm3d_ros.core.instruction import parse_instruction
-    from mllm3d_ros.core.memory_query import MemoryResolver
-    from mllm3d_ros.core.object_memory import ObjectMemoryConfig
+    from mllm3d_ros.core.query.instruction import parse_instruction
+    from mllm3d_ros.core.query.memory_query import MemoryResolver
+    from mllm3d_ros.core.memory.object_memory import ObjectMemoryConfig
     from mllm3d_ros.core.types import Keyframe, MapSnapshot
 
     objects, points = _gt_objects(layout.room, proposer)
@@ -151,7 +151,7 @@ def run_queries(layout, mapper, memory, pipeline, gt_ids, backend: str) -> list[
 
 def describe_score(room, memory, gt_ids) -> dict:
     """(e): GT objects with enough map points named by a caption of their class within DESCRIBE_RADIUS_M."""
-    from mllm3d_ros.core.describe import describe_objects
+    from mllm3d_ros.core.query.describe import describe_objects
 
     objects = {o.instance_id: o for o in memory.objects()}
     captions = describe_objects(tuple(objects.values()))
@@ -196,9 +196,9 @@ def _proposer(room, sim_config: SimConfig, segmenter_config, seed: int):
 
 def describe_furnished(seeds, segmenter_config) -> list[dict]:
     """(e) on furnished rooms: the memory from the simulated proposer, scored as on the relational rooms."""
-    from mllm3d_ros.core.keyframes import KeyframeConfig
-    from mllm3d_ros.core.mapper import Mapper
-    from mllm3d_ros.core.tsdf_map import TsdfMapConfig
+    from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
+    from mllm3d_ros.core.mapping.mapper import Mapper
+    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
     from mllm3d_ros.offline_segment import build_memory
     from mllm3d_ros.sources.simulator import generate_room, trajectory
 
@@ -224,11 +224,11 @@ def run(rooms: int, frames: int, offline: bool, describe_rooms: int = 0, model=N
     """The benchmark; (c) with the offline backend when `offline`, or with `model` (a backend built by the
     caller and left open, reported under `model_name`: benchmarks.gpu). `queries_per_room` keeps the first
     n instructions of each room (a quick run)."""
-    from mllm3d_ros.core.keyframes import KeyframeConfig
-    from mllm3d_ros.core.mapper import Mapper
-    from mllm3d_ros.core.memory_query import MemoryResolver
-    from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
-    from mllm3d_ros.core.tsdf_map import TsdfMapConfig
+    from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
+    from mllm3d_ros.core.mapping.mapper import Mapper
+    from mllm3d_ros.core.query.memory_query import MemoryResolver
+    from mllm3d_ros.core.query.pipeline import QueryConfig, QueryPipeline
+    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
     from mllm3d_ros.eval.sim_segmenter import SimSegmenterConfig
     from mllm3d_ros.offline_segment import build_memory
 

@@ -38,13 +38,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
-from mllm3d_ros.core.tsdf_map import TsdfMap, TsdfMapConfig
+from mllm3d_ros.core.query.pipeline import QueryConfig, QueryPipeline
+from mllm3d_ros.core.mapping.tsdf_map import TsdfMap, TsdfMapConfig
 from mllm3d_ros.core.types import Keyframe, MapSnapshot, QueryResult, ViewPredictions
-from mllm3d_ros.core.view_selection import ViewSelectionConfig, select_views
-from mllm3d_ros.core.evidence import lift_masks
+from mllm3d_ros.core.query.view_selection import ViewSelectionConfig, select_views
+from mllm3d_ros.core.memory.evidence import lift_masks
 from mllm3d_ros.core.visibility import project_to_view
-from mllm3d_ros.core.voting import MultiViewVoter
+from mllm3d_ros.core.query.voting import MultiViewVoter
 from mllm3d_ros.eval.metrics import instance_scores, point_iou, summarize
 from mllm3d_ros.eval.sim_segmenter import SimSegmenter, SimSegmenterConfig, SimView
 from mllm3d_ros.sources.simulator import STRUCTURE_ID, SimConfig, Simulator, generate_room, trajectory

@@ -116,7 +116,7 @@ def cmd_query(ns: argparse.Namespace) -> int:
               f"{ns.views}, {ns.min_confidence}, {ns.timeout}", file=sys.stderr)
         return EXIT_USAGE
     if ns.target_frame:
-        from .core.tf_buffer import check_frame_id
+        from .core.mapping.tf_buffer import check_frame_id
         try:
             check_frame_id("--target-frame", ns.target_frame)
         except ValueError as exc:

@@ -103,7 +103,7 @@ def render_action_result(path: Path, instruction: str, result, map_points_m: np.
 
 
 def run_demo(out_dir: str, seed: int = 3, frames: int = 120) -> int:
-    from .core.mapper import read_saved_keyframes
+    from .core.mapping.mapper import read_saved_keyframes
     from .ros.client import QueryClient, with_ros
     from .ros.conversions import cloud_to_arrays
 

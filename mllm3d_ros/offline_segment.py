@@ -25,19 +25,19 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends.base import available_backends, build_backend
-from .core.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
+from .core.query.approach import ApproachConfig, approach_summary, camera_height_above_floor, plan_approach
 from .core.config import ConfigError, check_int
-from .core.keyframes import KeyframeConfig
-from .core.map_objects import MapObjectProposer, chain_proposers
-from .core.mapper import Mapper
-from .core.memory_query import MemoryResolver
-from .core.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
-from .core.object_memory import ObjectMemory
-from .core.proposal_worker import ProposalWorker
+from .core.mapping.keyframes import KeyframeConfig
+from .core.memory.map_objects import MapObjectProposer, chain_proposers
+from .core.mapping.mapper import Mapper
+from .core.query.memory_query import MemoryResolver
+from .core.mapping.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
+from .core.memory.object_memory import ObjectMemory
+from .core.memory.proposal_worker import ProposalWorker
 from .core.segmentation import SegmentationBackend
-from .core.pipeline import QueryConfig, QueryPipeline
+from .core.query.pipeline import QueryConfig, QueryPipeline
 from .core.segmentation import normalise_instruction
-from .core.tsdf_map import TsdfMapConfig
+from .core.mapping.tsdf_map import TsdfMapConfig
 from .core.types import InputError, QueryResult, QueryStatus
 from .sources.recording import ReadCounts, nothing_readable, open_recording, readable_frames
 

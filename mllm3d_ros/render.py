@@ -594,11 +594,11 @@ def _to_png(bbox, height_px: int) -> tuple[float, float, float, float]:
 def render_grid(path: str | Path, grid, objects: Sequence[tuple[OrientedBox3D, str]] = (), approach=None,
                 title: str = "", robot_xy_m: tuple[float, float] | None = None) -> Path:
     """Top view of a floor grid (occupancy.OccupancyGrid2D: free white, occupied black, unknown grey) with the
-    objects' box footprints, the approach pose (core.approach.ApproachPose: a dot, its heading and its
+    objects' box footprints, the approach pose (core.query.approach.ApproachPose: a dot, its heading and its
     clearance) and the robot's position (issue 22)."""
     from matplotlib.patches import Circle, FancyArrow
 
-    from .core.occupancy import FREE, OCCUPIED
+    from .core.mapping.occupancy import FREE, OCCUPIED
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.real_annotations import REDKITCHEN_JSON, gt_masks, load_annotations  # noqa: E402
 from mllm3d_ros.core.geometry import invert_transform, transform_points  # noqa: E402
-from mllm3d_ros.core.tsdf_map import TsdfMap, TsdfMapConfig  # noqa: E402
+from mllm3d_ros.core.mapping.tsdf_map import TsdfMap, TsdfMapConfig  # noqa: E402
 from mllm3d_ros.render import box_corners  # noqa: E402
 from mllm3d_ros.sources.dataset import open_dataset  # noqa: E402
 

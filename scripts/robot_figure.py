@@ -26,13 +26,13 @@ def main(argv=None) -> int:
 
     from benchmarks.robot import SIM
     from benchmarks.spatial import _proposer, _unavailable
-    from mllm3d_ros.core.approach import camera_height_above_floor, plan_approach
-    from mllm3d_ros.core.keyframes import KeyframeConfig
-    from mllm3d_ros.core.mapper import Mapper
-    from mllm3d_ros.core.memory_query import MemoryResolver
-    from mllm3d_ros.core.occupancy import build_occupancy_grid
-    from mllm3d_ros.core.pipeline import QueryConfig, QueryPipeline
-    from mllm3d_ros.core.tsdf_map import TsdfMapConfig
+    from mllm3d_ros.core.query.approach import camera_height_above_floor, plan_approach
+    from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
+    from mllm3d_ros.core.mapping.mapper import Mapper
+    from mllm3d_ros.core.query.memory_query import MemoryResolver
+    from mllm3d_ros.core.mapping.occupancy import build_occupancy_grid
+    from mllm3d_ros.core.query.pipeline import QueryConfig, QueryPipeline
+    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
     from mllm3d_ros.eval.sim_segmenter import SimSegmenterConfig
     from mllm3d_ros.offline_segment import build_memory
     from mllm3d_ros.render import render_grid

@@ -15,9 +15,9 @@ import open3d as o3d
 import pytest
 
 from mllm3d_ros.cli import main as mllm3d
-from mllm3d_ros.core.approach import ApproachStatus
+from mllm3d_ros.core.query.approach import ApproachStatus
 from mllm3d_ros.core.geometry import invert_transform, transform_points
-from mllm3d_ros.core.occupancy import read_map_server
+from mllm3d_ros.core.mapping.occupancy import read_map_server
 from mllm3d_ros.core.types import CameraIntrinsics
 from mllm3d_ros.sources.dataset import open_dataset
 

@@ -14,12 +14,12 @@ Optional capabilities: `uses_marks` (the backend reads `BackendView.marks`, numb
 3D map, and may answer with the mark it chose: `Prediction2D.mark_id`), and `caption(view, mark)` (a
 short description of the marked object, for dense captions), and `parse(instruction)` (the instruction
 split into target, attributes, relation and anchors by the model; callers fall back to the grammar,
-`core.instruction.parse_instruction`). A mode a backend lacks raises
+`core.query.instruction.parse_instruction`). A mode a backend lacks raises
 `ModeUnsupported`, so callers can tell "cannot" from "failed".
 
-What a backend can recognise: `vocabulary()` (`core.open_set.Vocabulary`: a closed list of concepts
+What a backend can recognise: `vocabulary()` (`core.query.open_set.Vocabulary`: a closed list of concepts
 with their phrases and nouns, or an open vocabulary) and `recognise(phrase)`, the open-set gate on it
-(`core.open_set.OpenSetGate` with the backend's own text model): a query about anything outside the
+(`core.query.open_set.OpenSetGate` with the backend's own text model): a query about anything outside the
 vocabulary is NOT_FOUND, never answered with the nearest class.
 """
 
@@ -30,8 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .instruction import ParsedInstruction
-from .open_set import OpenSetGate, Recognition, Vocabulary
+from .query.instruction import ParsedInstruction
+from .query.open_set import OpenSetGate, Recognition, Vocabulary
 from .types import BackendView, GeometryMark, InputError, SegmentationResult, ViewPredictions
 
 MAX_INSTRUCTION_CHARS = 2000

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .approach import ApproachPose
+    from .query.approach import ApproachPose
 
 
 class InputError(ValueError):
@@ -133,7 +133,7 @@ class Prediction2D:
 @dataclass(frozen=True, eq=False)
 class ViewPredictions:
     """All predictions of a backend for one keyframe; `supports`: the support surfaces a proposer found in
-    the view (`core.supports.SupportSurface`, from the map's class-agnostic proposer), for the memory."""
+    the view (`core.memory.supports.SupportSurface`, from the map's class-agnostic proposer), for the memory."""
 
     keyframe_id: int
     predictions: tuple[Prediction2D, ...] = ()

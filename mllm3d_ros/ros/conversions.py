@@ -13,7 +13,7 @@ from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from ..core.frame_checks import decode_color, decode_compressed_color, decode_depth, intrinsics_from_k
+from ..core.mapping.frame_checks import decode_color, decode_compressed_color, decode_depth, intrinsics_from_k
 from ..core.geometry import matrix_to_quaternion, rigid_transform
 from ..core.segmentation import BackendError, ModeUnsupported
 from ..core.types import CameraIntrinsics, GeometryMark, InputError, Prediction2D, ViewPredictions
@@ -252,7 +252,7 @@ def approach_to_msg(approach, header: Header, frame_T_map: np.ndarray | None = N
     """(PoseStamped, status, message, reachability checked) of a core ApproachPose (None: no object)."""
     from geometry_msgs.msg import PoseStamped
 
-    from ..core.approach import ApproachStatus
+    from ..core.query.approach import ApproachStatus
 
     if approach is None:
         return PoseStamped(), int(ApproachStatus.NO_OBJECT), "no object to approach", False

@@ -42,14 +42,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
 from ..core.geometry import BODY_T_OPTICAL
-from ..core.frame_checks import FrameGateConfig, FrameRejected, RejectReason
-from ..core.ingest import IngestConfig
-from ..core.keyframes import KeyframeConfig
-from ..core.mapper import Mapper
-from ..core.occupancy import OccupancyConfig, OccupancyGridSource, save_map_server
-from ..core.sync import ApproximateTimeSync, SyncConfig
-from ..core.tf_buffer import TransformUnavailable
-from ..core.tsdf_map import MapFileError, TsdfMapConfig
+from ..core.mapping.frame_checks import FrameGateConfig, FrameRejected, RejectReason
+from ..core.mapping.ingest import IngestConfig
+from ..core.mapping.keyframes import KeyframeConfig
+from ..core.mapping.mapper import Mapper
+from ..core.mapping.occupancy import OccupancyConfig, OccupancyGridSource, save_map_server
+from ..core.mapping.sync import ApproximateTimeSync, SyncConfig
+from ..core.mapping.tf_buffer import TransformUnavailable
+from ..core.mapping.tsdf_map import MapFileError, TsdfMapConfig
 from ..core.types import InputError, MapSnapshot, RgbdFrame
 from ..srv import MapFile
 from .conversions import (camera_info_to_intrinsics, grid_to_msg, image_to_depth_m, image_to_rgb, make_header,

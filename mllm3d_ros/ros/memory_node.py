@@ -3,7 +3,7 @@
 Runs in the perception process (it needs the keyframes at memory speed). A timer notices new
 keyframes in the mapper and hands their ids to the core's ProposalWorker, whose thread asks the
 segmentation node for proposals (SegmentViews mode PROPOSE), adds the map's class-agnostic objects
-(`map_objects`: what stands on the support surfaces, core/map_objects.py) and folds both into the
+(`map_objects`: what stands on the support surfaces, core/memory/map_objects.py) and folds both into the
 ObjectMemory through one path; fusion never waits for it. Queries reach the memory through `resolver` (phrases are embedded by the
 segmentation node, mode ENCODE_TEXT).
 
@@ -25,12 +25,12 @@ from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ..core.colours import colour_profile
-from ..core.describe import describe_objects
-from ..core.map_objects import MapObjectProposer, chain_proposers
-from ..core.memory_query import MemoryResolver
-from ..core.object_memory import ObjectMemory, ObjectMemoryConfig, VoxelIndex
-from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
+from ..core.query.colours import colour_profile
+from ..core.query.describe import describe_objects
+from ..core.memory.map_objects import MapObjectProposer, chain_proposers
+from ..core.query.memory_query import MemoryResolver
+from ..core.memory.object_memory import ObjectMemory, ObjectMemoryConfig, VoxelIndex
+from ..core.memory.proposal_worker import ProposalWorker, ProposalWorkerConfig
 from ..msg import SegmentedObject
 from ..srv import DescribeScene
 from .conversions import box_to_msg, make_header
@@ -183,7 +183,7 @@ class MemoryNode(Node):
         return stats.keyframes_integrated - self._keyframes_before_reset
 
     def _colour_fn(self):
-        """An object's colours from the map's fused colours in its voxels (`core/colours.py`), or None before
+        """An object's colours from the map's fused colours in its voxels (`core/query/colours.py`), or None before
         the map has points."""
         snapshot = self._mapper.snapshot()
         if snapshot.num_points == 0:

@@ -35,16 +35,16 @@ from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..action import SegmentQuery
-from ..core.approach import (ApproachConfig, ApproachPose, approach_summary, camera_height_above_floor,
+from ..core.query.approach import (ApproachConfig, ApproachPose, approach_summary, camera_height_above_floor,
                              plan_approach)
 from ..core.geometry import transform_box, transform_points
-from ..core.memory_query import MemoryResolver
-from ..core.occupancy import OccupancyGridSource
-from ..core.pipeline import MapSource, QueryConfig, QueryPipeline
-from ..core.tf_buffer import TransformUnavailable, check_frame_id
+from ..core.query.memory_query import MemoryResolver
+from ..core.mapping.occupancy import OccupancyGridSource
+from ..core.query.pipeline import MapSource, QueryConfig, QueryPipeline
+from ..core.mapping.tf_buffer import TransformUnavailable, check_frame_id
 from ..core.types import InputError, QueryResult, QueryStatus
-from ..core.view_selection import ViewSelectionConfig
-from ..core.voting import VotingConfig
+from ..core.query.view_selection import ViewSelectionConfig
+from ..core.query.voting import VotingConfig
 from ..msg import SegmentedObject
 from .conversions import approach_to_msg, box_to_msg, make_header, points_to_cloud
 from .params import ParamSpec, ParameterError, declare_and_read

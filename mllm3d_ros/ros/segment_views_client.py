@@ -23,9 +23,9 @@ from rclpy.node import Node
 from std_msgs.msg import String
 
 from ..core.backend_liveness import BackendLiveness, BackendState, BackendStatus, LivenessConfig
-from ..core.instruction import ParsedInstruction, parsed_from_json
-from ..core.open_set import Recognition, open_recognition
-from ..core.pipeline import QueryCanceled
+from ..core.query.instruction import ParsedInstruction, parsed_from_json
+from ..core.query.open_set import Recognition, open_recognition
+from ..core.query.pipeline import QueryCanceled
 from ..core.segmentation import BackendUnavailable, ModeUnsupported
 from ..core.types import BackendView, GeometryMark, SegmentationResult, ViewPredictions
 from ..srv import SegmentViews

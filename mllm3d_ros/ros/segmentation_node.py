@@ -29,7 +29,7 @@ from std_msgs.msg import Header, String
 
 from ..backends.base import build_backend
 from ..core.geometry import check_pose
-from ..core.instruction import parsed_to_json
+from ..core.query.instruction import parsed_to_json
 from ..core.segmentation import ModeUnsupported, normalise_instruction
 from ..core.types import BackendView, InputError, SegmentationResult
 from ..srv import SegmentViews

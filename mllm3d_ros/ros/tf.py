@@ -17,7 +17,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
 from ..core.geometry import matrix_to_quaternion, rigid_transform
-from ..core.tf_buffer import TfBufferConfig, TransformBuffer, TransformUnavailable
+from ..core.mapping.tf_buffer import TfBufferConfig, TransformBuffer, TransformUnavailable
 from .conversions import make_header, stamp_to_ns
 from .qos import TF_QOS, TF_STATIC_QOS
 

@@ -21,7 +21,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from ..core import frame_checks
+from ..core.mapping import frame_checks
 from ..core.config import check_choice, check_range
 from ..core.geometry import BODY_T_OPTICAL, matrix_to_quaternion, rigid_transform
 from ..core.types import CameraIntrinsics, InputError, RgbdFrame

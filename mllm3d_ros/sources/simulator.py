@@ -819,7 +819,7 @@ def generate_relational_room(seed: int) -> RelationalRoom:
     """A table with a row of mugs, a bottle and a laptop on it, a mug on one of two floor boxes of
     different sizes, a chair in front of the table and one behind it; mirrored left/right by seed.
 
-    Answers come from the construction (which mug was placed where), never from `core.relations`, so
+    Answers come from the construction (which mug was placed where), never from `core.query.relations`, so
     the resolver is checked against them. Spacing leaves margins larger than box noise: the mug meant
     by "next to the laptop" is >= 8 cm nearer to it than any other, the one farthest from the bottle
     >= 40 cm farther than any other; neighbours on the table are >= 12 cm apart; the two boxes differ

@@ -140,7 +140,7 @@ def test_closed_backend_says_so(offline_detector_assets):
 
 def test_segment_looks_only_for_what_the_gate_recognises(backend, redkitchen_dir):
     """"The umbrella" is not the nearest class (a chair) to the offline model: nothing is looked for."""
-    from mllm3d_ros.core.open_set import RecognitionStatus
+    from mllm3d_ros.core.query.open_set import RecognitionStatus
 
     assert backend.recognise("umbrella").status is RecognitionStatus.UNKNOWN
     assert backend.vocabulary().concept("Box").shape == "box-shaped" and not backend.vocabulary().open

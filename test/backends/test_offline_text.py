@@ -61,7 +61,7 @@ def test_prompt_injection_maps_to_classes_normally(classifier):
 @pytest.fixture(scope="module")
 def gate(classifier):
     from mllm3d_ros.backends.offline.text import CLASS_NOUNS, CLASS_SHAPES, gate_phrases
-    from mllm3d_ros.core.open_set import Concept, OpenSetGate, Vocabulary
+    from mllm3d_ros.core.query.open_set import Concept, OpenSetGate, Vocabulary
 
     vocabulary = Vocabulary("the offline model", tuple(Concept(label, gate_phrases(label), CLASS_NOUNS.get(label, ()),
                                                                CLASS_SHAPES.get(label, ""))
@@ -95,8 +95,8 @@ def test_the_calibration_sets_unknown_nouns_are_not_in_the_background(gate):
     import json
     from pathlib import Path
 
-    from mllm3d_ros.core.instruction import parse_instruction
-    from mllm3d_ros.core.open_set import BACKGROUND_CONCEPTS, FUNCTIONAL_HEADS, GENERIC_WORDS, head_words, words_of
+    from mllm3d_ros.core.query.instruction import parse_instruction
+    from mllm3d_ros.core.query.open_set import BACKGROUND_CONCEPTS, FUNCTIONAL_HEADS, GENERIC_WORDS, head_words, words_of
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "open_set_calibration.json"
     items = json.loads(path.read_text())

@@ -25,7 +25,7 @@ from mllm3d_ros.backends.mllm import backend as backend_mod  # noqa: E402
 from mllm3d_ros.backends.transformers_backend import (TransformersBackend,  # noqa: E402
                                                       TransformersBackendConfig)
 from mllm3d_ros.core.config import ConfigError  # noqa: E402
-from mllm3d_ros.core.instruction import STRUCTURED_KEYS, Relation, parse_instruction  # noqa: E402
+from mllm3d_ros.core.query.instruction import STRUCTURED_KEYS, Relation, parse_instruction  # noqa: E402
 from mllm3d_ros.core.types import (BackendView, CameraIntrinsics, GeometryMark, InputError,  # noqa: E402
                                    SegmentationResult)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: the benchmarks package
 
 from benchmarks.open_set import ABSENT, CALIBRATION, calibrate  # noqa: E402
-from mllm3d_ros.core.open_set import Recognition, RecognitionStatus  # noqa: E402
+from mllm3d_ros.core.query.open_set import Recognition, RecognitionStatus  # noqa: E402
 
 
 class _Backend:

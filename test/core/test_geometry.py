@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from mllm3d_ros.core.geometry import invert_transform, rigid_transform, transform_box, transform_points
-from mllm3d_ros.core.object_geometry import oriented_box
+from mllm3d_ros.core.memory.object_geometry import oriented_box
 from mllm3d_ros.core.types import OrientedBox3D
 
 

@@ -16,7 +16,7 @@ import pytest
 import rclpy
 from std_msgs.msg import String
 
-from mllm3d_ros.core.mapper import read_saved_keyframes
+from mllm3d_ros.core.mapping.mapper import read_saved_keyframes
 from mllm3d_ros.demo import render_action_result, score_against_ground_truth, wait_for_map
 from mllm3d_ros.ros.client import QueryClient
 from mllm3d_ros.ros.conversions import cloud_to_arrays

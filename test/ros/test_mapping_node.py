@@ -24,7 +24,7 @@ from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import Trigger
 
 from mllm3d_ros.core.geometry import BODY_T_OPTICAL
-from mllm3d_ros.core.occupancy import read_map_server
+from mllm3d_ros.core.mapping.occupancy import read_map_server
 from mllm3d_ros.ros.camera_publisher import CameraPublisher
 from mllm3d_ros.ros.conversions import make_header, matrix_to_pose, pose_to_matrix
 from mllm3d_ros.ros.qos import LATCHED_QOS, SENSOR_QOS

@@ -7,8 +7,8 @@ import rclpy
 from rclpy.context import Context
 from rclpy.parameter import Parameter
 
-from mllm3d_ros.core.mapper import Mapper
-from mllm3d_ros.core.object_memory import ObjectMemoryConfig
+from mllm3d_ros.core.mapping.mapper import Mapper
+from mllm3d_ros.core.memory.object_memory import ObjectMemoryConfig
 from mllm3d_ros.ros.memory_node import MemoryNode
 
 pytestmark = pytest.mark.ros

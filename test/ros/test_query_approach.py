@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mllm3d_ros.action import SegmentQuery
-from mllm3d_ros.core.approach import footprint_distance_m
+from mllm3d_ros.core.query.approach import footprint_distance_m
 from mllm3d_ros.core.geometry import invert_transform, rigid_transform
 from mllm3d_ros.core.types import OrientedBox3D, QueryStatus
 from mllm3d_ros.ros.conversions import pose_to_matrix

@@ -10,8 +10,8 @@ import dataclasses
 
 import pytest
 
-from mllm3d_ros.core.instruction import parse_instruction, parsed_to_json
-from mllm3d_ros.core.open_set import Recognition, RecognitionStatus
+from mllm3d_ros.core.query.instruction import parse_instruction, parsed_to_json
+from mllm3d_ros.core.query.open_set import Recognition, RecognitionStatus
 from mllm3d_ros.core.types import QueryStatus
 from querygraph import Graph, result_of, wait_future, wait_until
 

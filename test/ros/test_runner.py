@@ -17,8 +17,8 @@ import logging, rclpy
 from mllm3d_ros.ros.runner import bridge_python_logging
 rclpy.init()
 bridge_python_logging()
-logging.getLogger("mllm3d_ros.core.proposal_worker").warning("proposals wait for the backend: %s", "loading")
-logging.getLogger("mllm3d_ros.core.frame_checks").info("frame gate re-anchored")
+logging.getLogger("mllm3d_ros.core.memory.proposal_worker").warning("proposals wait for the backend: %s", "loading")
+logging.getLogger("mllm3d_ros.core.mapping.frame_checks").info("frame gate re-anchored")
 rclpy.shutdown()
 """
 

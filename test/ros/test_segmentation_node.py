@@ -14,8 +14,8 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
-from mllm3d_ros.core.instruction import parse_instruction, parsed_from_json
-from mllm3d_ros.core.open_set import Concept, Recognition, RecognitionStatus, Vocabulary
+from mllm3d_ros.core.query.instruction import parse_instruction, parsed_from_json
+from mllm3d_ros.core.query.open_set import Concept, Recognition, RecognitionStatus, Vocabulary
 from mllm3d_ros.core.segmentation import SegmentationBackend
 from mllm3d_ros.core.types import CameraIntrinsics, GeometryMark, Prediction2D, SegmentationResult, ViewPredictions
 from mllm3d_ros.ros import segmentation_node

@@ -39,8 +39,8 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 
 from ...core.config import ConfigError, check_choice, check_int, check_range
-from ...core.instruction import (ParsedInstruction, Relation, Superlative, parsed_from_structured)
-from ...core.open_set import Vocabulary
+from ...core.query.instruction import (ParsedInstruction, Relation, Superlative, parsed_from_structured)
+from ...core.query.open_set import Vocabulary
 from ...core.types import (BackendView, GeometryMark, InputError, Prediction2D, SegmentationResult,
                            ViewPredictions)
 from ..base import BackendError, SegmentationBackend, normalise_instruction

@@ -135,7 +135,7 @@ def build_caption_prompt(mark: GeometryMark, fmt: CoordinateFormat, image_wh: tu
 
 def build_parse_prompt(instruction: str, relations: Sequence[str], superlatives: Sequence[str]) -> ChatPrompt:
     """The instruction-parsing prompt (text only): one JSON object with the keys of
-    `core.instruction.STRUCTURED_KEYS`, relations and superlatives named from the given closed lists."""
+    `core.query.instruction.STRUCTURED_KEYS`, relations and superlatives named from the given closed lists."""
     system = (
         "You are the language module of a robot. Split the user's instruction, which names an object to find, "
         "into its parts. Answer ONLY with one JSON object with exactly these keys:\n"

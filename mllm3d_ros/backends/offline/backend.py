@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from ...core.config import ConfigError, check_int, check_range
-from ...core.instruction import parse_instruction
-from ...core.open_set import Concept, OpenSetGate, RecognitionStatus, Vocabulary
+from ...core.query.instruction import parse_instruction
+from ...core.query.open_set import Concept, OpenSetGate, RecognitionStatus, Vocabulary
 from ...core.types import BackendView, InputError, Prediction2D, SegmentationResult, ViewPredictions
 from ..base import BackendError, SegmentationBackend, normalise_instruction
 from .assets import check_detector_assets, locate_text_model
@@ -154,7 +154,7 @@ class OfflineBackend(SegmentationBackend):
         self._open_set_gate = OpenSetGate(self.vocabulary(), self._classifier.embed)
 
     def recognise(self, phrase: str):
-        """The open-set gate on this backend's vocabulary (`core.open_set`); BackendError once closed."""
+        """The open-set gate on this backend's vocabulary (`core.query.open_set`); BackendError once closed."""
         with self._lock:
             self._check_open()
             return self._open_set_gate.recognise(phrase)

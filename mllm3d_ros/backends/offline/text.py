@@ -9,7 +9,7 @@ similarity between the instruction and one of its phrases. The target classes ar
 every other class scoring within `class_margin` of it, at most `max_target_classes` of them, best
 first (so "a cup I can drink from" selects both Mug and Coffee cup). What the classes and their
 phrases and nouns (`CLASS_NOUNS`) do not cover is outside this backend's vocabulary: `vocabulary()`
-declares it, and the core's open-set gate (`core/open_set.py`) answers an instruction about anything
+declares it, and the core's open-set gate (`core/query/open_set.py`) answers an instruction about anything
 else NOT_FOUND before this classifier would pick its nearest classes.
 """
 
@@ -106,7 +106,7 @@ CLASS_NOUNS: dict[str, tuple[str, ...]] = {
     "Car": ("car", "automobile"),
 }
 
-# The shape the object memory can check for a class (`core/shapes.py`): an unlabelled object of that shape may
+# The shape the object memory can check for a class (`core/query/shapes.py`): an unlabelled object of that shape may
 # stand in for it, flagged unconfirmed ("the plastic box on the table" -> the box-shaped object on it).
 CLASS_SHAPES: dict[str, str] = {"Box": "box-shaped", "Book": "flat", "Laptop": "flat", "Bottle": "tall"}
 

@@ -1,0 +1,1 @@
+"""Instructions to answers: parsing, open-set gate, memory resolver, views, voting, relations."""

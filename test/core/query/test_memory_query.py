@@ -1,0 +1,450 @@
+"""Queries planned from the object memory, and the pipeline answering from it (or falling back)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mllm3d_ros.core.query.instruction import parse_instruction
+from mllm3d_ros.core.query.memory_query import MemoryQueryConfig, MemoryResolver, colour_name
+from mllm3d_ros.core.memory.object_memory import ObjectMemory
+from mllm3d_ros.core.query.pipeline import QueryPipeline
+from mllm3d_ros.core.types import QueryStatus, SegmentationResult, ViewPredictions
+from test_object_memory import EYES, proposal, view
+from test_voting import BOX_A, BOX_B, ORTHO, Q, make_scene
+
+TABLE = np.eye(8, dtype=np.float32)[3]
+PHRASES = {"cube": Q, "crate": ORTHO, "table": TABLE, "plastic cube": Q, "red cube or crate": (Q + ORTHO) / np.sqrt(2)}
+
+
+def encode(texts):
+    return np.stack([PHRASES.get(t, np.eye(8, dtype=np.float32)[7]) for t in texts])
+
+
+def coloured_scene(colors=((200, 200, 200), (200, 30, 30))):
+    """make_scene with the fused colours a map would hold: box A and box B in `colors`, the floor grey."""
+    scene = make_scene()
+    rgb = np.full(scene.points_world_m.shape, 120, np.uint8)
+    for (lo, hi), colour in zip((BOX_A, BOX_B), colors):
+        inside = np.all((scene.points_world_m >= np.asarray(lo) - 1e-3) & (scene.points_world_m <= np.asarray(hi) + 1e-3),
+                        axis=1)
+        rgb[inside] = colour
+    return type(scene)(scene.points_world_m, rgb, None, 0)
+
+
+class Source:
+    def __init__(self, keyframes):
+        self._snapshot = coloured_scene()
+        self._keyframes = tuple(keyframes)
+
+    def snapshot(self):
+        return self._snapshot
+
+    def keyframes(self):
+        return self._keyframes
+
+
+def built_memory(colors=((200, 200, 200), (200, 30, 30))):
+    memory = ObjectMemory()
+    keyframes = []
+    for k, eye in enumerate(EYES[:4]):
+        kf, box_id = view(k, eye)
+        color = kf.color_rgb.copy()
+        color[box_id == 0], color[box_id == 1] = colors
+        kf = type(kf)(kf.keyframe_id, kf.stamp_ns, kf.world_T_camera, kf.intrinsics, color, kf.depth_m)
+        memory.integrate(kf, [proposal(box_id == 0, "cube", Q), proposal(box_id == 1, "crate", ORTHO)])
+        keyframes.append(kf)
+    return memory, keyframes
+
+
+def test_plan_picks_the_instance_of_the_target_and_maps_it_onto_the_map():
+    memory, keyframes = built_memory()
+    source = Source(keyframes)
+    plan = MemoryResolver(memory, encode).plan(parse_instruction("the crate"), source.snapshot(), keyframes)
+    assert [c.label for c in plan.candidates] == ["crate"]
+    (obj,) = plan.answer
+    pts = source.snapshot().points_world_m[obj.point_indices]
+    lo, hi = BOX_B
+    assert np.all((pts >= lo - 0.04) & (pts <= hi + 0.04))  # the map's points of cube B, nothing else
+    assert obj.point_indices.size > 100 and obj.supporting_views == 4
+    # A memory answer carries the same gravity-aligned box as a voted object: yaw only, z up, around its points.
+    np.testing.assert_allclose(obj.box.world_R_box[:, 2], [0, 0, 1])
+    np.testing.assert_allclose(obj.box.center_world_m[2], (pts[:, 2].min() + pts[:, 2].max()) / 2, atol=1e-6)
+    assert set(plan.keyframe_ids) == {0, 1, 2, 3}
+
+
+def test_colour_attribute_is_checked_on_the_instances():
+    assert colour_name((200, 30, 30)) == "red" and colour_name((230, 230, 230)) == "white"
+    memory, keyframes = built_memory()
+    snapshot = Source(keyframes).snapshot()
+    plan = MemoryResolver(memory, encode).plan(parse_instruction("the red cube or crate"), snapshot, keyframes)
+    assert [c.label for c in plan.candidates] == ["crate"] and plan.answer is not None
+
+
+def test_unknown_target_and_missing_anchor_say_so():
+    memory, keyframes = built_memory()
+    snapshot = Source(keyframes).snapshot()
+    resolver = MemoryResolver(memory, encode)
+    plan = resolver.plan(parse_instruction("the unicorn"), snapshot, keyframes)
+    assert plan.candidates == () and plan.answer is None and "no object in the memory" in plan.notes[0]
+    plan = resolver.plan(parse_instruction("the cube on the table"), snapshot, keyframes)
+    assert [c.label for c in plan.candidates] == ["cube"] and plan.answer is None  # left to the 2D model
+    assert "not in the map" in " ".join(plan.notes)
+
+
+def test_relation_between_instances_decides_in_3d():
+    memory, keyframes = built_memory()
+    snapshot = Source(keyframes).snapshot()
+    resolver = MemoryResolver(memory, encode, MemoryQueryConfig(min_similarity=0.5))
+    plan = resolver.plan(parse_instruction("the cube next to the crate"), snapshot, keyframes)
+    assert [c.label for c in plan.candidates] == ["cube"] and plan.anchor.label == "crate"
+    assert plan.answer is not None
+    # The result names the relation and the anchor it used: its id and box.
+    centre = ", ".join(f"{v:.2f}" for v in plan.anchor.box.center_world_m)
+    assert any(n.startswith(f"relation 'near' decided in 3D against anchor #{plan.anchor.instance_id} 'crate' "
+                            f"(box centre {centre} m") for n in plan.notes)
+
+
+def test_pipeline_answers_plain_queries_from_memory_without_the_2d_model():
+    memory, keyframes = built_memory()
+
+    def never(views, text):
+        raise AssertionError("the 2D model must not be called")
+
+    result = QueryPipeline(Source(keyframes), never, resolver=MemoryResolver(memory, encode)).run("the cube")
+    assert result.status is QueryStatus.SUCCESS and result.views_used == 0
+    assert "object memory" in result.message and result.objects[0].label == "cube"
+
+
+def test_pipeline_falls_back_to_the_query_time_path_when_the_memory_is_empty():
+    _, keyframes = built_memory()
+    calls = []
+
+    def segment(views, text):
+        calls.append(views[0].keyframe_id)
+        return SegmentationResult("cube", Q, (ViewPredictions(views[0].keyframe_id, ()),))
+
+    result = QueryPipeline(Source(keyframes), segment, resolver=MemoryResolver(ObjectMemory(), encode)).run("the cube")
+    assert calls and result.status is QueryStatus.NOT_FOUND
+    assert "object memory is empty" in result.message
+
+
+def test_pipeline_aims_the_2d_model_at_the_candidates_best_views():
+    memory, keyframes = built_memory()
+    calls = []
+
+    def segment(views, text):
+        calls.append(views[0].keyframe_id)
+        return SegmentationResult("cube", Q, (ViewPredictions(views[0].keyframe_id, ()),))
+
+    # "plastic" cannot be checked by the memory: the 2D model decides, on the cube's best keyframes.
+    QueryPipeline(Source(keyframes), segment, resolver=MemoryResolver(memory, encode)).run("the plastic cube", 2)
+    best = next(o for o in memory.objects() if o.label == "cube").best_keyframe_ids
+    assert calls[:2] == list(best[:2])
+
+
+def test_a_repeated_query_is_answered_from_the_cache_until_the_memory_changes():
+    memory, keyframes = built_memory()
+    snapshot = Source(keyframes).snapshot()
+    calls = []
+
+    def counting(texts):
+        calls.append(tuple(texts))
+        return encode(texts)
+
+    resolver = MemoryResolver(memory, counting)
+    first = resolver.plan(parse_instruction("the crate"), snapshot, keyframes)
+    again = resolver.plan(parse_instruction("the crate"), snapshot, keyframes)
+    assert again is first and calls == [("crate",)]
+    kf, box_id = view(9, EYES[4])
+    memory.integrate(kf, [proposal(box_id == 1, "crate", ORTHO)])
+    changed = resolver.plan(parse_instruction("the crate"), snapshot, keyframes)
+    assert changed is not first and changed.candidates[0].detections == 5
+    assert calls == [("crate",)]  # the phrase's embedding is kept; only the plan was redone
+
+
+def test_a_backend_gone_while_the_memory_embeds_the_phrase_stops_the_query():
+    from mllm3d_ros.core.segmentation import BackendError, BackendUnavailable
+    memory, keyframes = built_memory()
+
+    def gone(texts):
+        raise BackendUnavailable("segmentation service is not available")
+
+    def never(views, text):
+        raise AssertionError("the 2D model must not be called")
+
+    result = QueryPipeline(Source(keyframes), never, resolver=MemoryResolver(memory, gone)).run("the cube")
+    assert result.status is QueryStatus.BACKEND_UNAVAILABLE and "not available" in result.message
+
+    def no_text_model(texts):  # a backend without encode_text: the query-time path answers instead
+        raise BackendError("backend 'x' cannot embed text")
+
+    calls = []
+
+    def segment(views, text):
+        calls.append(views[0].keyframe_id)
+        return SegmentationResult("cube", Q, (ViewPredictions(views[0].keyframe_id, ()),))
+
+    result = QueryPipeline(Source(keyframes), segment, resolver=MemoryResolver(memory, no_text_model)).run("the cube")
+    assert calls and "object memory not used" in result.message
+
+
+class _Objects:
+    """An object memory stand-in: fixed MemoryObjects on boxes (what the resolver reads)."""
+
+    def __init__(self, objects):
+        from mllm3d_ros.core.memory.object_memory import ObjectMemoryConfig
+
+        self._objects, self.config, self.version = tuple(objects), ObjectMemoryConfig(), 0
+
+    def objects(self):
+        return self._objects
+
+
+def _object(instance_id, label, center, size):
+    from mllm3d_ros.core.memory.object_memory import MemoryObject
+    from mllm3d_ros.core.types import OrientedBox3D
+
+    center, size = np.asarray(center, float), np.asarray(size, float)
+    points = (center + (np.random.default_rng(instance_id).random((200, 3)) - 0.5) * size).astype(np.float32)
+    return MemoryObject(instance_id, label, ((label, 1.0),), encode([label])[0], points,
+                        OrientedBox3D(center, np.eye(3), size), (200.0, 200.0, 200.0), 10, 10, 0.9, (), 0)
+
+
+def _plan(objects, text):
+    from mllm3d_ros.core.types import MapSnapshot
+
+    cloud = np.concatenate([o.points_world_m for o in objects])
+    snapshot = MapSnapshot(cloud, np.zeros(cloud.shape, np.uint8), None, 0)
+    return MemoryResolver(_Objects(objects), encode).plan(parse_instruction(text), snapshot, ())
+
+
+def test_between_tries_every_pair_of_matching_anchors():
+    # Two crates: the cube between the table and the *far* crate is the answer, whichever crate embeds best.
+    objects = [_object(1, "table", (0, 0, 0.4), (0.6, 0.6, 0.8)), _object(2, "crate", (-1.5, 0, 0.2), (0.4, 0.4, 0.4)),
+               _object(3, "crate", (3.0, 0, 0.2), (0.4, 0.4, 0.4)), _object(4, "cube", (1.5, 0.1, 0.1), (0.2,) * 3),
+               _object(5, "cube", (0.0, 2.0, 0.1), (0.2, 0.2, 0.2))]
+    plan = _plan(objects, "the cube between the table and the crate")
+    assert plan.candidates[0].instance_id == 4 and plan.answer is not None
+
+
+def test_not_the_one_next_to_excludes_the_nearest_candidate_only():
+    objects = [_object(1, "table", (0, 0, 0.4), (0.6, 0.6, 0.8)), _object(2, "cube", (0.5, 0, 0.1), (0.2, 0.2, 0.2)),
+               _object(3, "cube", (2.0, 0, 0.1), (0.2, 0.2, 0.2))]
+    plan = _plan(objects, "the cube, not the one next to the table")
+    assert [c.instance_id for c in plan.candidates] == [3]
+
+
+def test_a_candidate_on_the_voxels_of_a_better_supported_instance_of_another_kind_is_dropped():
+    # A "cube" proposal hallucinated on the crate started an instance on the crate's voxels: one object,
+    # one class; the crate (detected 10 times to the ghost's 2) keeps them.
+    from mllm3d_ros.core.memory.object_memory import MemoryObject
+
+    crate = _object(2, "crate", (1.0, 0, 0.2), (0.4, 0.4, 0.4))
+    ghost = MemoryObject(3, "cube", (("cube", 1.0),), encode(["cube"])[0], crate.points_world_m[:120], crate.box,
+                         (200.0, 200.0, 200.0), 2, 8, 0.4, (), 0)
+    objects = [crate, ghost, _object(4, "cube", (-1.0, 0, 0.1), (0.2, 0.2, 0.2))]
+    plan = _plan(objects, "the rightmost cube")
+    assert [c.instance_id for c in plan.candidates] == [4] and "on the voxels of #2" in " ".join(plan.notes)
+    # A cube inside a bloated crate instance (its mask spilled over the cube) shares the voxels but is
+    # not the same object: kept.
+    small = MemoryObject(5, "cube", (("cube", 1.0),), encode(["cube"])[0], crate.points_world_m[:30], crate.box,
+                         (200.0, 200.0, 200.0), 3, 8, 0.6, (), 0)
+    plan = _plan([crate, small], "the cube")
+    assert [c.instance_id for c in plan.candidates] == [5]
+    # The detector torn between two labels for one object (the crate 10 times, "cube" 6): both answers
+    # are fair, the queried one stays.
+    torn = MemoryObject(6, "cube", (("cube", 1.0),), encode(["cube"])[0], crate.points_world_m[:120], crate.box,
+                        (200.0, 200.0, 200.0), 6, 8, 0.6, (), 0)
+    plan = _plan([crate, torn], "the cube")
+    assert [c.instance_id for c in plan.candidates] == [6]
+
+
+# --- open set, naming by geometry, colours, lists (issue 19) ----------------------------------------------
+from mllm3d_ros.core.query.open_set import InstructionRecognition, Recognition, RecognitionStatus  # noqa: E402
+from mllm3d_ros.core.types import MapSnapshot, OrientedBox3D  # noqa: E402
+
+KNOWN, UNKNOWN, GENERIC = RecognitionStatus.KNOWN, RecognitionStatus.UNKNOWN, RecognitionStatus.GENERIC
+
+
+def _solid(instance_id, label, lo, hi, colour=(200, 200, 200), labels=None, unlabelled=False, detections=10,
+           step=0.03):
+    """A memory object filling the box lo..hi with voxel centres (a solid block), and its map points."""
+    from mllm3d_ros.core.memory.object_memory import MemoryObject
+
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    axes = [np.arange(a + step / 2, b, step) for a, b in zip(lo, hi)]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+    box = OrientedBox3D((lo + hi) / 2, np.eye(3), hi - lo)
+    obj = MemoryObject(instance_id, label, tuple(labels or ((label, 1.0),)), encode([label])[0], pts, box,
+                       tuple(float(c) for c in colour), detections, detections, 0.8, (), 0, unlabelled=unlabelled)
+    return obj, np.tile(np.asarray(colour, np.uint8), (pts.shape[0], 1))
+
+
+def _scene(*made):
+    objects = [m[0] for m in made]
+    snapshot = MapSnapshot(np.concatenate([o.points_world_m for o in objects]),
+                           np.concatenate([m[1] for m in made]), None, 0)
+    return objects, snapshot
+
+
+def _rec(target, *anchors):
+    return InstructionRecognition(target, tuple(anchors))
+
+
+def _known(phrase, *concepts, shape=""):
+    return Recognition(KNOWN, phrase, concepts, model="the test model", shape=shape)
+
+
+def _unknown(phrase):
+    return Recognition(UNKNOWN, phrase, (), ("Table", "Mug"), model="the test model")
+
+
+def _generic(phrase):
+    return Recognition(GENERIC, phrase, model="the test model")
+
+
+TABLE_TOP = ((0.0, 0.0, 0.70), (1.2, 0.8, 0.76))
+
+
+def _kitchen():
+    """A free-standing table (a top), a counter (a solid block) the detector also called "table", a mug and an
+    unlabelled red box on the table, an unlabelled flat magazine on the table, an unlabelled chair-sized thing on
+    the floor."""
+    return _scene(_solid(1, "Table", *TABLE_TOP, colour=(194, 176, 158), detections=30),
+                  _solid(2, "Table", (2.0, 0.0, 0.0), (3.5, 0.6, 0.9), colour=(113, 62, 63), detections=30),
+                  _solid(3, "Mug", (0.1, 0.1, 0.76), (0.19, 0.19, 0.88), colour=(225, 225, 225), detections=8),
+                  _solid(4, "object", (0.5, 0.2, 0.76), (0.8, 0.44, 0.97), colour=(200, 30, 30), unlabelled=True),
+                  _solid(5, "object", (0.85, 0.3, 0.76), (1.15, 0.6, 0.78), colour=(30, 60, 220), unlabelled=True),
+                  _solid(6, "object", (-1.0, 0.0, 0.0), (-0.55, 0.45, 0.5), colour=(90, 90, 90), unlabelled=True))
+
+
+def _ask(text, rec, made=None):
+    objects, snapshot = made or _kitchen()
+    return MemoryResolver(_Objects(objects), encode).plan(parse_instruction(text), snapshot, (), rec)
+
+
+def test_an_answer_rests_on_evidence_for_the_asked_class_not_the_nearest():
+    # "the cup" is a Mug: the mug answers; a Table with a tenth of its labels "Mug" does not.
+    mixed = _solid(7, "Table", (1.5, 2.0, 0.0), (2.0, 2.5, 0.7), labels=(("Table", 0.9), ("Mug", 0.1)))
+    plan = _ask("the cup", _rec(_known("cup", "Mug")), _scene(*_kitchen_made(), mixed))
+    assert [c.instance_id for c in plan.candidates] == [3] and plan.answer and not plan.answer[0].unconfirmed
+    # A known class the memory does not hold is no answer from the memory (the 2D model may look for it).
+    plan = _ask("the laptop", _rec(_known("laptop", "Laptop")))
+    assert plan.candidates == () and plan.answer is None and not plan.refusal
+    assert "no laptop in the object memory" in plan.notes
+
+
+def _kitchen_made():
+    objects, snapshot = _kitchen()
+    sizes = [o.points_world_m.shape[0] for o in objects]
+    colours = np.split(snapshot.colors_rgb, np.cumsum(sizes)[:-1])
+    return list(zip(objects, colours))
+
+
+def test_an_unknown_target_is_refused_unless_the_instruction_pins_an_unlabelled_object():
+    plan = _ask("the umbrella", _rec(_unknown("umbrella")))
+    assert plan.refusal.startswith("'umbrella' is not something the test model recognises; nearest known: table, mug")
+    assert plan.answer is None and plan.candidates == ()
+    # Pinned by a relation to a known anchor and a colour: only unlabelled objects, flagged unconfirmed.
+    plan = _ask("the red umbrella on the table", _rec(_unknown("umbrella"), _known("table", "Table")))
+    assert [c.instance_id for c in plan.candidates] == [4] and plan.unconfirmed
+    (obj,) = plan.answer
+    assert obj.unconfirmed and obj.confidence == pytest.approx(0.8 * 0.5) and "label unconfirmed" in obj.detail
+    assert "red" in obj.detail
+
+
+def test_generic_targets_are_named_by_relation_colour_size_and_shape():
+    on_table = _rec(_generic("thing"), _known("table", "Table"))
+    plan = _ask("the thing on the table", on_table)
+    assert {c.instance_id for c in plan.candidates} == {3, 4, 5}  # the mug (labelled) and two unlabelled
+    assert {o.unconfirmed for o in plan.answer} == {True, False}
+    assert [c.instance_id for c in _ask("the red object on the table", on_table).candidates] == [4]
+    assert [c.instance_id for c in _ask("the biggest object on the table", on_table).candidates] == [4]
+    assert [c.instance_id for c in _ask("the flat object on the table", on_table).candidates] == [5]
+    assert [c.instance_id for c in _ask("the box-shaped one on the table", on_table).candidates] == [4]
+    # Nothing that pins it: refused, with what to say instead.
+    plan = _ask("the object", _rec(_generic("object")))
+    assert "names no kind of object" in plan.refusal and plan.answer is None
+    # Pins that fit nothing: refused, never the nearest object.
+    assert _ask("the green object on the table", on_table).refusal
+
+
+def test_a_known_class_may_be_an_unlabelled_object_of_its_shape_flagged():
+    box = _known("plastic box", "Box", shape="box-shaped")
+    plan = _ask("the plastic box on the table", _rec(box, _known("table", "Table")))
+    assert [c.instance_id for c in plan.candidates] == [4] and plan.answer[0].unconfirmed
+    assert any("'plastic'" in n and "not checked" in n for n in plan.notes)
+    # Without a pin the class's shape alone is not enough: the memory has no box.
+    assert _ask("the box", _rec(box)).candidates == ()
+
+
+def test_an_unknown_or_absent_anchor_is_said_never_substituted():
+    plan = _ask("the mug near the window", _rec(_known("mug", "Mug"), _unknown("window")))
+    assert plan.anchor is None and plan.answer is None  # the relation is left undecided, not applied to a table
+    assert any("the anchor 'window' is not something the test model recognises" in n for n in plan.notes)
+    assert "relation 'near' not applied" in plan.unresolved_anchor
+    plan = _ask("the mug near the laptop", _rec(_known("mug", "Mug"), _known("laptop", "Laptop")))
+    assert plan.anchor is None and any("no laptop in the object memory" in n for n in plan.notes)
+    # A generic target pinned only by an unknown anchor is refused.
+    assert _ask("the thing near the window", _rec(_generic("thing"), _unknown("window"))).refusal
+
+
+def test_the_list_holds_only_free_standing_tables():
+    plan = _ask("the table", _rec(_known("table", "Table")))
+    assert [c.instance_id for c in plan.candidates] == [1]  # the counter (a solid block) is dropped
+    assert any("not free-standing" in n and "#2" in n for n in plan.notes)
+    # As an anchor too: "on the table" is decided against the table, not the counter.
+    plan = _ask("the mug on the table", _rec(_known("mug", "Mug"), _known("table", "Table")))
+    assert plan.anchor.instance_id == 1
+
+
+def test_a_fragment_inside_a_better_candidate_is_dropped_from_the_list():
+    chair = _solid(1, "Chair", (0, 0, 0), (0.5, 0.5, 0.9), detections=20)
+    back = _solid(2, "Chair", (0.05, 0.4, 0.6), (0.45, 0.5, 0.9), detections=6)
+    other = _solid(3, "Chair", (2, 0, 0), (2.5, 0.5, 0.9), detections=12)
+    plan = _ask("the chair", _rec(_known("chair", "Chair")), _scene(chair, back, other))
+    assert [c.instance_id for c in plan.candidates] == [1, 3]
+
+
+def test_colours_of_labelled_objects_come_from_the_fused_map():
+    plan = _ask("the white mug", _rec(_known("mug", "Mug")))
+    assert [c.instance_id for c in plan.candidates] == [3]
+    plan = _ask("the red mug", _rec(_known("mug", "Mug")))  # no red mug: kept, and said
+    assert [c.instance_id for c in plan.candidates] == [3] and any("looks red" in n for n in plan.notes)
+
+
+def test_the_pipeline_says_not_found_for_an_unknown_target_without_asking_the_2d_model():
+    memory, keyframes = built_memory()
+
+    def never(views, text):
+        raise AssertionError("the 2D model must not be asked about what the backend does not recognise")
+
+    def recognise(phrase):
+        return _unknown(phrase) if phrase == "umbrella" else Recognition(RecognitionStatus.OPEN, phrase)
+
+    pipeline = QueryPipeline(Source(keyframes), never, resolver=MemoryResolver(memory, encode), recognise_fn=recognise)
+    result = pipeline.run("bring me the umbrella")
+    assert result.status is QueryStatus.NOT_FOUND and result.objects == ()
+    assert result.message.startswith("'umbrella' is not something the test model recognises; nearest known: ")
+    # Without a memory as well.
+    result = QueryPipeline(Source(keyframes), never, recognise_fn=recognise).run("the umbrella")
+    assert result.status is QueryStatus.NOT_FOUND and "umbrella" in result.message
+
+
+def test_the_pipeline_does_not_answer_a_relation_it_cannot_check():
+    """A closed-vocabulary model segments the target alone: with the anchor unknown the relation cannot be
+    checked, so the mug is not handed over as "the mug next to the umbrella"."""
+    memory, keyframes = built_memory()
+
+    def never(views, text):
+        raise AssertionError("the 2D model cannot check the relation")
+
+    def recognise(phrase):
+        return _unknown(phrase) if phrase == "umbrella" else Recognition(KNOWN, phrase, ("cube",), model="m")
+
+    pipeline = QueryPipeline(Source(keyframes), never, resolver=MemoryResolver(memory, encode), recognise_fn=recognise)
+    result = pipeline.run("the cube next to the umbrella")
+    assert result.status is QueryStatus.NOT_FOUND and result.objects == ()
+    assert "not answered: the anchor 'umbrella' is not something the test model recognises" in result.message
+    assert pipeline.run("the cube").status is QueryStatus.SUCCESS
