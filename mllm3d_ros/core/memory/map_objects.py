@@ -51,8 +51,7 @@ import numpy as np
 
 from ..clustering import _connected_components
 from ..config import check_int, check_range
-from ..geometry import invert_transform, unproject_depth
-from .object_memory import voxel_keys
+from ..geometry import NEIGHBOUR_KEY_OFFSETS, invert_transform, unproject_depth, voxel_keys
 from .supports import (SupportConfig, SupportDetection, SupportSurface, cell_keys, find_supports, grow_cells, in_cells,
                        lowest_floor_candidate)
 from ..types import (UNLABELLED, BackendView, InputError, MapSnapshot, Prediction2D, SupportKind, ViewPredictions)
@@ -554,10 +553,8 @@ def render_masks(view: BackendView, points: np.ndarray, segmentation: MapSegment
     # unless the pixel is on a support or a wall.
     rest = np.flatnonzero(~exact & ~in_cells(blocked, pixel_keys))
     if rest.shape[0]:
-        from .object_memory import _NEIGHBOUR_KEY_OFFSETS
-
-        grown = (keys[:, None] + _NEIGHBOUR_KEY_OFFSETS[None, :]).ravel()
-        grown_labels = np.repeat(labels, _NEIGHBOUR_KEY_OFFSETS.shape[0])
+        grown = (keys[:, None] + NEIGHBOUR_KEY_OFFSETS[None, :]).ravel()
+        grown_labels = np.repeat(labels, NEIGHBOUR_KEY_OFFSETS.shape[0])
         order = np.argsort(grown, kind="stable")
         grown, grown_labels = grown[order], grown_labels[order]
         pos = np.minimum(np.searchsorted(grown, pixel_keys[rest]), grown.shape[0] - 1)

@@ -15,10 +15,10 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..config import ConfigError, check_int, check_range
+from ..geometry import voxel_keys
 from .instruction import ParsedInstruction, parse_instruction
 from .marks import MarkConfig, candidate_marks, judge_choice, object_name
 from .memory_query import MemoryPlan, MemoryResolver
-from ..memory.object_memory import voxel_keys
 from .open_set import InstructionRecognition, Recognition, RecognitionStatus
 from .relations import relation_score
 from ..segmentation import BackendError, BackendUnavailable, ModeUnsupported, normalise_instruction
