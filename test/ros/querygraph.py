@@ -25,7 +25,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "core" / stage) for stage in ("mapping", "memory", "query")]
 from test_voting import EYES, Q, make_scene, make_views  # noqa: E402  (the hand-built two-cube scene)
 
 from mllm3d_ros.action import SegmentQuery  # noqa: E402

@@ -43,7 +43,7 @@ def test_describe_after_a_map_reset_reports_the_current_memory():
     # Issue 20 item 8: after ~/reset, describe said "0 of 0 confirmed objects (100 keyframes in the memory)".
     import sys
     from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "core" / stage) for stage in ("mapping", "memory", "query")]
     from test_object_memory import EYES, proposal, view
 
     from mllm3d_ros.srv import DescribeScene
