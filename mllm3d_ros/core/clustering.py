@@ -29,6 +29,23 @@ def _connected_components(num_nodes: int, edge_a: np.ndarray, edge_b: np.ndarray
             parent = grand
 
 
+def voxel_edges(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The voxels of (N, 3) int64 cells, each index >= 1 (so a -1 neighbour stays >= 0): (keys sorted, cell ->
+    voxel index, edge_a, edge_b), one edge per pair of 26-neighbour voxels. Shared by `cluster_points` and the
+    map's class-agnostic objects (`memory.map_objects`)."""
+    dims = cell.max(axis=0) + 2
+    keys = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
+    voxel_keys, voxel_of_cell = np.unique(keys, return_inverse=True)
+    edge_a, edge_b = [], []
+    for off in _HALF_NEIGHBOURS:
+        neighbour = voxel_keys + (off[0] * dims[1] + off[1]) * dims[2] + off[2]
+        pos = np.minimum(np.searchsorted(voxel_keys, neighbour), voxel_keys.shape[0] - 1)
+        found = voxel_keys[pos] == neighbour
+        edge_a.append(np.flatnonzero(found))
+        edge_b.append(pos[found])
+    return voxel_keys, voxel_of_cell, np.concatenate(edge_a), np.concatenate(edge_b)
+
+
 @dataclass(frozen=True, eq=False)
 class PointClusters:
     """Connected components of points: labels (M,) int64 0..C-1 ordered by size (largest first),
@@ -49,17 +66,8 @@ def cluster_points(points_world_m: np.ndarray, voxel_size_m: float, min_points: 
     if pts.shape[0] == 0:
         return PointClusters(np.zeros(0, dtype=np.int64), 0, 0)
     cell = np.floor((pts - pts.min(axis=0)) / voxel_size_m).astype(np.int64) + 1  # +1: room for -1 neighbours
-    dims = cell.max(axis=0) + 2
-    keys = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
-    voxel_keys, voxel_of_point = np.unique(keys, return_inverse=True)
-    edge_a, edge_b = [], []
-    for off in _HALF_NEIGHBOURS:
-        neighbour = voxel_keys + (off[0] * dims[1] + off[1]) * dims[2] + off[2]
-        pos = np.minimum(np.searchsorted(voxel_keys, neighbour), voxel_keys.shape[0] - 1)
-        found = voxel_keys[pos] == neighbour
-        edge_a.append(np.flatnonzero(found))
-        edge_b.append(pos[found])
-    root = _connected_components(voxel_keys.shape[0], np.concatenate(edge_a), np.concatenate(edge_b))
+    voxel_keys, voxel_of_point, edge_a, edge_b = voxel_edges(cell)
+    root = _connected_components(voxel_keys.shape[0], edge_a, edge_b)
     _, point_comp, sizes = np.unique(root[voxel_of_point], return_inverse=True, return_counts=True)
     big = sizes >= min_points
     order = np.argsort(-sizes, kind="stable")

@@ -146,3 +146,28 @@ def gravity_alignment(gravity_world: np.ndarray) -> np.ndarray:
     kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
     out[:3, :3] = np.eye(3) + s * kx + (1.0 - c) * (kx @ kx)  # Rodrigues
     return out
+
+
+# Voxel keys (the object memory's instances, the map's class-agnostic objects, the query's "on" checks) pack
+# three 21-bit signed cell indices: +-1e6 cells, i.e. +-20 km at 2 cm.
+_BITS = 21
+_OFFSET = 1 << (_BITS - 1)
+_MASK = (1 << _BITS) - 1
+
+
+# Key offsets of the 27 voxels of a 3x3x3 neighbourhood (the fields never carry at these magnitudes).
+NEIGHBOUR_KEY_OFFSETS = np.array([(dx << (2 * _BITS)) + (dy << _BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+                                  for dz in (-1, 0, 1)], dtype=np.int64)
+
+
+def voxel_keys(points_world_m: np.ndarray, voxel_size_m: float) -> np.ndarray:
+    """(N,) int64 key of the voxel holding each point."""
+    cell = np.floor(np.asarray(points_world_m, dtype=np.float64) / voxel_size_m).astype(np.int64) + _OFFSET
+    return (cell[:, 0] << (2 * _BITS)) | (cell[:, 1] << _BITS) | cell[:, 2]
+
+
+def voxel_centers(keys: np.ndarray, voxel_size_m: float) -> np.ndarray:
+    """(N, 3) float32 world centres of the voxels `keys`."""
+    keys = np.asarray(keys, dtype=np.int64)
+    cell = np.stack([(keys >> (2 * _BITS)) & _MASK, (keys >> _BITS) & _MASK, keys & _MASK], axis=1) - _OFFSET
+    return ((cell.astype(np.float64) + 0.5) * voxel_size_m).astype(np.float32)

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from mllm3d_ros.core.geometry import invert_transform, rigid_transform, transform_box, transform_points
+from mllm3d_ros.core.geometry import (NEIGHBOUR_KEY_OFFSETS, invert_transform, rigid_transform, transform_box,
+                                      transform_points, voxel_centers, voxel_keys)
 from mllm3d_ros.core.memory.object_geometry import oriented_box
 from mllm3d_ros.core.types import OrientedBox3D
 
@@ -54,3 +55,15 @@ def test_transform_box_agrees_with_the_box_of_the_transformed_points_for_a_yaw()
     direct = oriented_box(transform_points(b_T_map, pts_map))
     np.testing.assert_allclose(moved.center_world_m, direct.center_world_m, atol=1e-9)
     np.testing.assert_allclose(np.sort(_corners(moved), axis=0), np.sort(_corners(direct), axis=0), atol=1e-9)
+
+
+def test_voxel_keys_name_cells_and_their_neighbours():
+    pts = np.array([[0.01, 0.02, 0.02], [0.029, 0.0, 0.0], [-0.01, 5.0, -3.0], [0.031, 0.0, 0.0]])
+    keys = voxel_keys(pts, 0.03)
+    assert keys.dtype == np.int64
+    assert keys[0] == keys[1] and keys[1] != keys[3]  # same 3 cm cell, then the next one along x
+    np.testing.assert_allclose(voxel_centers(keys, 0.03), np.floor(pts / 0.03) * 0.03 + 0.015, atol=1e-6)
+    # The 27 offsets reach exactly the cells one step away in each axis (the centre included).
+    around = voxel_centers(keys[0] + NEIGHBOUR_KEY_OFFSETS, 0.03)
+    steps = np.round((around - voxel_centers(keys[:1], 0.03)) / 0.03).astype(int)
+    assert sorted(map(tuple, steps)) == [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]

@@ -49,10 +49,9 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from ..clustering import _connected_components
+from ..clustering import _connected_components, voxel_edges
 from ..config import check_int, check_range
-from ..geometry import invert_transform, unproject_depth
-from .object_memory import voxel_keys
+from ..geometry import NEIGHBOUR_KEY_OFFSETS, invert_transform, unproject_depth, voxel_keys
 from .supports import (SupportConfig, SupportDetection, SupportSurface, cell_keys, find_supports, grow_cells, in_cells,
                        lowest_floor_candidate)
 from ..types import (UNLABELLED, BackendView, InputError, MapSnapshot, Prediction2D, SupportKind, ViewPredictions)
@@ -62,9 +61,7 @@ _LOG = logging.getLogger(__name__)
 SnapshotFn = Callable[[], MapSnapshot]
 ProposeFn = Callable[[Sequence[BackendView]], Sequence[ViewPredictions]]
 
-# Half of the 26 neighbour offsets (the other half are the same edges seen from the other side).
-_HALF = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
-                  if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
+# The 26 neighbour offsets.
 _ALL = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
                  if (dx, dy, dz) != (0, 0, 0)], dtype=np.int64)
 
@@ -252,17 +249,7 @@ def _voxel_graph(points: np.ndarray, voxel_m: float):
     """Voxels of the points: (keys sorted, point -> voxel index, edge_a, edge_b) over 26-neighbourhoods."""
     cell = np.floor(points / voxel_m).astype(np.int64)
     cell -= cell.min(axis=0) - 1
-    dims = cell.max(axis=0) + 2
-    keys = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
-    vkeys, inverse = np.unique(keys, return_inverse=True)
-    edge_a, edge_b = [], []
-    for off in _HALF:
-        neighbour = vkeys + (off[0] * dims[1] + off[1]) * dims[2] + off[2]
-        pos = np.minimum(np.searchsorted(vkeys, neighbour), vkeys.shape[0] - 1)
-        found = vkeys[pos] == neighbour
-        edge_a.append(np.flatnonzero(found))
-        edge_b.append(pos[found])
-    return vkeys, inverse, np.concatenate(edge_a), np.concatenate(edge_b)
+    return voxel_edges(cell)
 
 
 def _standing_components(n: int, weights: np.ndarray, ea: np.ndarray, eb: np.ndarray, cut: np.ndarray,
@@ -554,10 +541,8 @@ def render_masks(view: BackendView, points: np.ndarray, segmentation: MapSegment
     # unless the pixel is on a support or a wall.
     rest = np.flatnonzero(~exact & ~in_cells(blocked, pixel_keys))
     if rest.shape[0]:
-        from .object_memory import _NEIGHBOUR_KEY_OFFSETS
-
-        grown = (keys[:, None] + _NEIGHBOUR_KEY_OFFSETS[None, :]).ravel()
-        grown_labels = np.repeat(labels, _NEIGHBOUR_KEY_OFFSETS.shape[0])
+        grown = (keys[:, None] + NEIGHBOUR_KEY_OFFSETS[None, :]).ravel()
+        grown_labels = np.repeat(labels, NEIGHBOUR_KEY_OFFSETS.shape[0])
         order = np.argsort(grown, kind="stable")
         grown, grown_labels = grown[order], grown_labels[order]
         pos = np.minimum(np.searchsorted(grown, pixel_keys[rest]), grown.shape[0] - 1)

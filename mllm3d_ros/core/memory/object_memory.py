@@ -76,35 +76,12 @@ import numpy as np
 from ..clustering import cluster_points
 from ..config import ConfigError, check_int, check_range, param, shared_param, validate_fields
 from .evidence import grow_mask
-from ..geometry import transform_points, unproject_depth
+from ..geometry import NEIGHBOUR_KEY_OFFSETS as _NEIGHBOUR_KEY_OFFSETS
+from ..geometry import transform_points, unproject_depth, voxel_centers, voxel_keys  # noqa: F401 (re-exported)
 from .object_geometry import oriented_box, strip_support_surface
 from .supports import SupportConfig, SupportMap, SupportSurface
 from ..types import UNLABELLED, InputError, Keyframe, OrientedBox3D, Prediction2D, SupportRef
 from ..visibility import project_visible
-
-# Voxel keys pack three 21-bit signed cell indices: +-1e6 cells, i.e. +-20 km at 2 cm.
-_BITS = 21
-_OFFSET = 1 << (_BITS - 1)
-_MASK = (1 << _BITS) - 1
-
-
-# Key offsets of the 27 voxels of a 3x3x3 neighbourhood (the fields never carry at these magnitudes).
-_NEIGHBOUR_KEY_OFFSETS = np.array([(dx << (2 * _BITS)) + (dy << _BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
-                                   for dz in (-1, 0, 1)], dtype=np.int64)
-
-
-def voxel_keys(points_world_m: np.ndarray, voxel_size_m: float) -> np.ndarray:
-    """(N,) int64 key of the voxel holding each point."""
-    cell = np.floor(np.asarray(points_world_m, dtype=np.float64) / voxel_size_m).astype(np.int64) + _OFFSET
-    return (cell[:, 0] << (2 * _BITS)) | (cell[:, 1] << _BITS) | cell[:, 2]
-
-
-def voxel_centers(keys: np.ndarray, voxel_size_m: float) -> np.ndarray:
-    """(N, 3) float32 world centres of the voxels `keys`."""
-    keys = np.asarray(keys, dtype=np.int64)
-    cell = np.stack([(keys >> (2 * _BITS)) & _MASK, (keys >> _BITS) & _MASK, keys & _MASK], axis=1) - _OFFSET
-    return ((cell.astype(np.float64) + 0.5) * voxel_size_m).astype(np.float32)
-
 
 @dataclass(frozen=True)
 class ObjectMemoryConfig:

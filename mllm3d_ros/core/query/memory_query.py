@@ -42,7 +42,8 @@ from .colours import ColourProfile, canonical_colour, colour_name, colour_profil
 from ..config import check_int, check_range
 from .instruction import ParsedInstruction, Relation, Superlative
 from ..memory.object_geometry import oriented_box, strip_support_surface
-from ..memory.object_memory import MemoryObject, ObjectMemory, VoxelIndex, voxel_keys
+from ..geometry import voxel_keys
+from ..memory.object_memory import MemoryObject, ObjectMemory, VoxelIndex
 from .open_set import InstructionRecognition, Recognition, RecognitionStatus
 from .relations import RANKING_RELATIONS, BoxGeometry, relation_score, superlative_order
 from .shapes import canonical_shape, shape_words

@@ -15,10 +15,10 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..config import ConfigError, check_int, param, validate_fields
+from ..geometry import voxel_keys
 from .instruction import ParsedInstruction, parse_instruction
 from .marks import MarkConfig, candidate_marks, judge_choice, object_name
 from .memory_query import MemoryPlan, MemoryResolver
-from ..memory.object_memory import voxel_keys
 from .open_set import InstructionRecognition, Recognition, RecognitionStatus
 from .relations import relation_score
 from ..segmentation import BackendError, BackendUnavailable, ModeUnsupported, normalise_instruction
@@ -184,6 +184,41 @@ def _rank_choice(objects: tuple[Object3D, ...], snapshot: MapSnapshot, plan: Mem
     return own + ranked
 
 
+@dataclass(eq=False)
+class _Query:
+    """One query's state, handed from step to step of `QueryPipeline.run` (each step fills its part)."""
+
+    t0: float
+    segment_fn: SegmentFn
+    progress: ProgressFn
+    is_canceled: Callable[[], bool]
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    # _check_goal
+    text: str = ""
+    max_views: int = 0
+    min_confidence: float = 0.0
+    deadline: float = 0.0
+    # _read_map (t_select: when view selection started, for select_views_ms)
+    t_select: float = 0.0
+    snapshot: MapSnapshot | None = None
+    keyframes: dict[int, Keyframe] = dataclasses.field(default_factory=dict)
+    # _understand
+    parsed: ParsedInstruction | None = None
+    notes: tuple[str, ...] = ()
+    plan: MemoryPlan | None = None
+    # _choose_views, _segment_and_vote
+    chosen: tuple[int, ...] = ()
+    use_marks: bool = False
+    anchors: tuple = ()
+    marks_by_view: dict[int, tuple[GeometryMark, ...]] = dataclasses.field(default_factory=dict)
+    results: list[SegmentationResult] = dataclasses.field(default_factory=list)
+    vote: object = None
+
+    def done(self, status: QueryStatus, message: str, **kw) -> QueryResult:
+        return QueryResult(status=status, message=message, elapsed_s=time.monotonic() - self.t0,
+                           timings_ms=self.timings, **kw)
+
+
 class QueryPipeline:
     """Runs queries against a map source with a segmentation function and a voter."""
 
@@ -217,191 +252,213 @@ class QueryPipeline:
         A target the backend does not recognise (the open-set gate) is NOT_FOUND with the reason and the
         nearest concepts it knows, unless the object memory names an unlabelled object the instruction
         pins down (flagged unconfirmed); it never goes to the 2D model as its nearest class.
+
+        The steps, each of which may end the query with its answer: check the goal, read the map, understand
+        the instruction (parse, open-set gate, object memory), choose the first views, segment them and vote
+        (with a second pass of views aimed at what the first found), then answer.
         """
-        t0 = time.monotonic()
-        segment_fn = segment_fn or self.segment_fn
-        progress = progress or (lambda stage, frac: None)
-        is_canceled = is_canceled or (lambda: False)
-        timings: dict[str, float] = {}
+        q = _Query(t0=time.monotonic(), segment_fn=segment_fn or self.segment_fn,
+                   progress=progress or (lambda stage, frac: None), is_canceled=is_canceled or (lambda: False))
+        stopped = (self._check_goal(q, instruction, max_views, min_confidence) or self._read_map(q)
+                   or self._understand(q, parse_fn or self.parse_fn, recognise_fn or self.recognise_fn)
+                   or self._choose_views(q) or self._segment_and_vote(q))
+        return stopped or self._answer(q)
 
-        def done(status: QueryStatus, message: str, **kw) -> QueryResult:
-            return QueryResult(status=status, message=message, elapsed_s=time.monotonic() - t0,
-                               timings_ms=timings, **kw)
-
+    def _check_goal(self, q: _Query, instruction: str | bytes, max_views: int,
+                    min_confidence: float) -> QueryResult | None:
+        """The instruction's text and the goal's view budget and confidence floor (0 = the configured default)."""
         try:
-            text = normalise_instruction(instruction)
+            q.text = normalise_instruction(instruction)
         except InputError as exc:
-            return done(QueryStatus.INVALID_INSTRUCTION, str(exc))
+            return q.done(QueryStatus.INVALID_INSTRUCTION, str(exc))
         if max_views < 0 or max_views > self.config.max_views_limit:
-            return done(QueryStatus.INVALID_GOAL,
-                        f"max_views must be in [0, {self.config.max_views_limit}] (0 = default), got {max_views}")
+            return q.done(QueryStatus.INVALID_GOAL,
+                          f"max_views must be in [0, {self.config.max_views_limit}] (0 = default), got {max_views}")
         if not (0.0 <= min_confidence <= 1.0) or not np.isfinite(min_confidence):
-            return done(QueryStatus.INVALID_GOAL, f"min_confidence must be in [0, 1], got {min_confidence}")
-        max_views = max_views or self.config.default_max_views
-        min_confidence = min_confidence or self.config.default_min_confidence
-        deadline = t0 + self.config.timeout_s
+            return q.done(QueryStatus.INVALID_GOAL, f"min_confidence must be in [0, 1], got {min_confidence}")
+        q.max_views = max_views or self.config.default_max_views
+        q.min_confidence = min_confidence or self.config.default_min_confidence
+        q.deadline = q.t0 + self.config.timeout_s
+        return None
 
-        progress("selecting views", 0.0)
-        t = time.monotonic()
-        snapshot = self.map_source.snapshot()
-        if snapshot.num_points == 0:
-            return done(QueryStatus.MAP_EMPTY, "map is empty: no RGB-D frames have been fused yet "
-                        "(check the colour, depth, camera_info and pose topics)")
-        keyframes = {kf.keyframe_id: kf for kf in self.map_source.keyframes()}
-        if not keyframes:
-            return done(QueryStatus.NO_VIEWS, "no keyframes stored yet: move the camera to build the map")
+    def _read_map(self, q: _Query) -> QueryResult | None:
+        """One snapshot of the map and its keyframes for the whole query."""
+        q.progress("selecting views", 0.0)
+        q.t_select = time.monotonic()
+        q.snapshot = self.map_source.snapshot()
+        if q.snapshot.num_points == 0:
+            return q.done(QueryStatus.MAP_EMPTY, "map is empty: no RGB-D frames have been fused yet "
+                          "(check the colour, depth, camera_info and pose topics)")
+        q.keyframes = {kf.keyframe_id: kf for kf in self.map_source.keyframes()}
+        if not q.keyframes:
+            return q.done(QueryStatus.NO_VIEWS, "no keyframes stored yet: move the camera to build the map")
+        return None
+
+    def _understand(self, q: _Query, parse_fn: ParseFn, recognise_fn: RecogniseFn | None) -> QueryResult | None:
+        """Parse, the open-set gate, the object memory's plan: answers from the memory, refusals, or on."""
         try:
-            parsed = _parse(parse_fn or self.parse_fn, text)
+            q.parsed = parsed = _parse(parse_fn, q.text)
         except QueryCanceled:
-            return done(QueryStatus.CANCELED, "canceled while the backend was parsing the instruction")
+            return q.done(QueryStatus.CANCELED, "canceled while the backend was parsing the instruction")
         t_gate = time.monotonic()
         try:
-            recognition, gate_note = _recognise(recognise_fn or self.recognise_fn, parsed)
+            recognition, gate_note = _recognise(recognise_fn, parsed)
         except QueryCanceled:
-            return done(QueryStatus.CANCELED, "canceled while the backend checked the instruction's phrases")
+            return q.done(QueryStatus.CANCELED, "canceled while the backend checked the instruction's phrases")
         except BackendUnavailable as exc:
-            return done(QueryStatus.BACKEND_UNAVAILABLE, str(exc))
-        timings["recognise_ms"] = (time.monotonic() - t_gate) * 1e3
+            return q.done(QueryStatus.BACKEND_UNAVAILABLE, str(exc))
+        q.timings["recognise_ms"] = (time.monotonic() - t_gate) * 1e3
         target = recognition.target
-        plan = None
-        notes: tuple[str, ...] = parsed.notes + ((gate_note,) if gate_note else ())
+        q.notes = parsed.notes + ((gate_note,) if gate_note else ())
         if self.resolver is not None:
             t_mem = time.monotonic()
             try:
-                plan = self.resolver.plan(parsed, snapshot, tuple(keyframes.values()), recognition)
+                q.plan = self.resolver.plan(parsed, q.snapshot, tuple(q.keyframes.values()), recognition)
             except BackendUnavailable as exc:  # the same backend serves the query-time path: stop now
-                return done(QueryStatus.BACKEND_UNAVAILABLE, str(exc))
+                return q.done(QueryStatus.BACKEND_UNAVAILABLE, str(exc))
             except (BackendError, InputError) as exc:  # the text model failed: the query-time path still works
-                notes += (f"object memory not used: {exc}",)
-            timings["memory_ms"] = (time.monotonic() - t_mem) * 1e3
+                q.notes += (f"object memory not used: {exc}",)
+            q.timings["memory_ms"] = (time.monotonic() - t_mem) * 1e3
+            plan = q.plan
             if plan is None:
-                notes += ("the object memory is empty: views chosen to cover the map",)
+                q.notes += ("the object memory is empty: views chosen to cover the map",)
             else:
-                notes = plan.notes + ((gate_note,) if gate_note else ())
+                q.notes = notes = plan.notes + ((gate_note,) if gate_note else ())
                 if plan.refusal:
-                    return done(QueryStatus.NOT_FOUND, _with_notes(plan.refusal, notes), target_phrase=parsed.target)
+                    return q.done(QueryStatus.NOT_FOUND, _with_notes(plan.refusal, notes), target_phrase=parsed.target)
                 if plan.unresolved_anchor and not target.open_vocabulary:
                     # A closed-vocabulary model segments the target alone: it cannot check the relation, and
                     # answering without it would hand over an object the instruction did not ask for.
-                    return done(QueryStatus.NOT_FOUND, _with_notes(
+                    return q.done(QueryStatus.NOT_FOUND, _with_notes(
                         f"'{parsed.text}' not answered: {plan.unresolved_anchor}",
                         [n for n in notes if n != plan.unresolved_anchor]), target_phrase=parsed.target)
                 if plan.answer and self.config.answer_from_memory:
-                    objects = tuple(o for o in plan.answer if o.confidence >= min_confidence)
+                    objects = tuple(o for o in plan.answer if o.confidence >= q.min_confidence)
                     if objects:
-                        progress("done", 1.0)
+                        q.progress("done", 1.0)
                         unconfirmed = sum(o.unconfirmed for o in objects)
                         flag = (f" (label unconfirmed for {unconfirmed}: unlabelled object(s) named by their geometry)"
                                 if unconfirmed else "")
-                        return done(QueryStatus.SUCCESS, _with_notes(
+                        return q.done(QueryStatus.SUCCESS, _with_notes(
                             f"found {len(objects)} object(s) for '{plan.target_phrase}' in the object memory{flag}",
-                            notes), target_phrase=plan.target_phrase, objects=objects, snapshot=snapshot)
+                            notes), target_phrase=plan.target_phrase, objects=objects, snapshot=q.snapshot)
         # What the 2D model cannot look for ends here: a target outside a closed vocabulary, or one that names
         # no kind of object, is never sent to the model as its nearest class.
         if target.status is RecognitionStatus.UNKNOWN:
-            return done(QueryStatus.NOT_FOUND, _with_notes(target.message(), notes), target_phrase=parsed.target)
+            return q.done(QueryStatus.NOT_FOUND, _with_notes(target.message(), q.notes), target_phrase=parsed.target)
         if target.status is RecognitionStatus.GENERIC and not target.open_vocabulary:
-            return done(QueryStatus.NOT_FOUND, _with_notes(
+            return q.done(QueryStatus.NOT_FOUND, _with_notes(
                 f"'{parsed.target}' names no kind of object and nothing in the object memory fits what the "
-                "instruction says of it", notes), target_phrase=parsed.target)
-        chosen = self._first_views(keyframes, snapshot, plan, max_views)
-        timings["select_views_ms"] = (time.monotonic() - t) * 1e3
-        if not chosen:
-            return done(QueryStatus.NO_VIEWS, "no keyframe sees the mapped surface")
+                "instruction says of it", q.notes), target_phrase=parsed.target)
+        return None
 
-        results: list[SegmentationResult] = []
-        marks_by_view: dict[int, tuple[GeometryMark, ...]] = {}
-        use_marks = self.config.marked_prompts and plan is not None and bool(plan.candidates)
-        anchors = ((object_name(plan.anchor), plan.anchor.box),) if use_marks and plan.anchor is not None else ()
+    def _choose_views(self, q: _Query) -> QueryResult | None:
+        """The first pass's keyframes, and whether (and around which anchor) the memory's candidates are marked."""
+        q.chosen = self._first_views(q.keyframes, q.snapshot, q.plan, q.max_views)
+        q.timings["select_views_ms"] = (time.monotonic() - q.t_select) * 1e3
+        if not q.chosen:
+            return q.done(QueryStatus.NO_VIEWS, "no keyframe sees the mapped surface")
+        plan = q.plan
+        q.use_marks = self.config.marked_prompts and plan is not None and bool(plan.candidates)
+        q.anchors = ((object_name(plan.anchor), plan.anchor.box),) if q.use_marks and plan.anchor is not None else ()
+        return None
 
-        def view_of(kf_id: int) -> BackendView:
-            """The keyframe as the backend sees it, with the memory's candidates marked when marks are used."""
-            if not use_marks:
-                return keyframe_view(keyframes[kf_id])
-            if kf_id not in marks_by_view:
-                t_marks = time.monotonic()
-                marks_by_view[kf_id] = candidate_marks(plan.candidates, keyframes[kf_id], anchors, self.marks)
-                timings["marks_ms"] = timings.get("marks_ms", 0.0) + (time.monotonic() - t_marks) * 1e3
-            return keyframe_view(keyframes[kf_id], marks_by_view[kf_id])
+    def _view_of(self, q: _Query, kf_id: int) -> BackendView:
+        """The keyframe as the backend sees it, with the memory's candidates marked when marks are used."""
+        if not q.use_marks:
+            return keyframe_view(q.keyframes[kf_id])
+        if kf_id not in q.marks_by_view:
+            t_marks = time.monotonic()
+            q.marks_by_view[kf_id] = candidate_marks(q.plan.candidates, q.keyframes[kf_id], q.anchors, self.marks)
+            q.timings["marks_ms"] = q.timings.get("marks_ms", 0.0) + (time.monotonic() - t_marks) * 1e3
+        return keyframe_view(q.keyframes[kf_id], q.marks_by_view[kf_id])
 
-        def segment(kf_ids: Sequence[int], span: tuple[float, float]) -> QueryResult | None:
-            """Run the backend on each keyframe, appending to `results`; a QueryResult if the query must stop
-            (checked before every view and once more after the last, i.e. before the vote that follows)."""
-            t_seg, total = time.monotonic(), len(results) + len(kf_ids)
-            try:
-                for i, kf_id in enumerate(kf_ids):
-                    used = len(results)
-                    if is_canceled():
-                        return done(QueryStatus.CANCELED, f"canceled after {used} views", views_used=used)
-                    if time.monotonic() > deadline:
-                        return done(QueryStatus.TIMEOUT, f"timed out after {self.config.timeout_s:.0f} s "
-                                    f"({used} views segmented)", views_used=used)
-                    progress(f"segmenting view {used + 1}/{total}", span[0] + (span[1] - span[0]) * i / len(kf_ids))
-                    results.append(segment_fn([view_of(kf_id)], text))
-            except QueryCanceled:
-                return done(QueryStatus.CANCELED, "canceled while the backend was segmenting", views_used=len(results))
-            except TimeoutError as exc:
-                return done(QueryStatus.TIMEOUT, f"backend timed out: {exc}", views_used=len(results))
-            except BackendUnavailable as exc:
-                return done(QueryStatus.BACKEND_UNAVAILABLE, str(exc), views_used=len(results))
-            except InputError as exc:
-                return done(QueryStatus.INVALID_INSTRUCTION, str(exc), views_used=len(results))
-            except BackendError as exc:
-                return done(QueryStatus.BACKEND_ERROR, f"backend failed: {exc}", views_used=len(results))
-            finally:
-                timings["segment_ms"] = timings.get("segment_ms", 0.0) + (time.monotonic() - t_seg) * 1e3
-            if is_canceled():  # a cancel during the last view must not be answered with a vote
-                return done(QueryStatus.CANCELED, f"canceled before voting ({len(results)} views segmented)",
-                            views_used=len(results))
-            return None
+    def _segment(self, q: _Query, kf_ids: Sequence[int], span: tuple[float, float]) -> QueryResult | None:
+        """Run the backend on each keyframe, appending to `q.results`; a QueryResult if the query must stop
+        (checked before every view and once more after the last, i.e. before the vote that follows)."""
+        results = q.results
+        t_seg, total = time.monotonic(), len(results) + len(kf_ids)
+        try:
+            for i, kf_id in enumerate(kf_ids):
+                used = len(results)
+                if q.is_canceled():
+                    return q.done(QueryStatus.CANCELED, f"canceled after {used} views", views_used=used)
+                if time.monotonic() > q.deadline:
+                    return q.done(QueryStatus.TIMEOUT, f"timed out after {self.config.timeout_s:.0f} s "
+                                  f"({used} views segmented)", views_used=used)
+                q.progress(f"segmenting view {used + 1}/{total}", span[0] + (span[1] - span[0]) * i / len(kf_ids))
+                results.append(q.segment_fn([self._view_of(q, kf_id)], q.text))
+        except QueryCanceled:
+            return q.done(QueryStatus.CANCELED, "canceled while the backend was segmenting", views_used=len(results))
+        except TimeoutError as exc:
+            return q.done(QueryStatus.TIMEOUT, f"backend timed out: {exc}", views_used=len(results))
+        except BackendUnavailable as exc:
+            return q.done(QueryStatus.BACKEND_UNAVAILABLE, str(exc), views_used=len(results))
+        except InputError as exc:
+            return q.done(QueryStatus.INVALID_INSTRUCTION, str(exc), views_used=len(results))
+        except BackendError as exc:
+            return q.done(QueryStatus.BACKEND_ERROR, f"backend failed: {exc}", views_used=len(results))
+        finally:
+            q.timings["segment_ms"] = q.timings.get("segment_ms", 0.0) + (time.monotonic() - t_seg) * 1e3
+        if q.is_canceled():  # a cancel during the last view must not be answered with a vote
+            return q.done(QueryStatus.CANCELED, f"canceled before voting ({len(results)} views segmented)",
+                          views_used=len(results))
+        return None
 
-        def vote_all(fraction: float):
-            progress("voting", fraction)
-            return self.voter.vote(snapshot, [keyframes[i] for i in chosen], [v for r in results for v in r.views],
-                                   _merge_embeddings(results))
+    def _vote_all(self, q: _Query, fraction: float):
+        q.progress("voting", fraction)
+        return self.voter.vote(q.snapshot, [q.keyframes[i] for i in q.chosen], [v for r in q.results for v in r.views],
+                               _merge_embeddings(q.results))
 
+    def _segment_and_vote(self, q: _Query) -> QueryResult | None:
+        """Segment the first views and vote; then, with `refine_views`, views aimed at what the vote found."""
         first_end = 0.45 if self.config.refine_views else 0.85
-        stopped = segment(chosen, (0.1, first_end))
+        stopped = self._segment(q, q.chosen, (0.1, first_end))
         if stopped is not None:
             return stopped
-        vote = vote_all(first_end)
+        vote = self._vote_all(q, first_end)
         if self.config.refine_views and vote.candidate_indices.shape[0]:
             # Second pass: views aimed at what the first pass found (see QueryConfig.refine_views).
-            rest = tuple(kf for kf_id, kf in keyframes.items() if kf_id not in chosen)
-            candidates = _evenly(snapshot.points_world_m[vote.candidate_indices], self.config.region_max_points)
+            rest = tuple(kf for kf_id, kf in q.keyframes.items() if kf_id not in q.chosen)
+            candidates = _evenly(q.snapshot.points_world_m[vote.candidate_indices], self.config.region_max_points)
             extra = select_views(rest, candidates,
                                  dataclasses.replace(self.view_selection, max_views=self.config.refine_views))
             if extra:
-                stopped = segment(extra, (first_end, 0.85))
+                stopped = self._segment(q, extra, (first_end, 0.85))
                 if stopped is not None:
                     return stopped
-                chosen = chosen + tuple(extra)
-                timings["first_vote_ms"] = vote.timings.total_ms
-                vote = vote_all(0.85)
-        timings["vote_ms"] = vote.timings.total_ms
+                q.chosen = q.chosen + tuple(extra)
+                q.timings["first_vote_ms"] = vote.timings.total_ms
+                vote = self._vote_all(q, 0.85)
+        q.timings["vote_ms"] = vote.timings.total_ms
+        q.vote = vote
+        return None
 
-        phrase = next((r.target_phrase for r in results if r.target_phrase), text)
-        objects = tuple(o for o in vote.objects if o.confidence >= min_confidence)
+    def _answer(self, q: _Query) -> QueryResult:
+        """The vote's objects above the confidence floor, ordered by the memory's plan and the model's mark."""
+        vote, plan, results, notes = q.vote, q.plan, q.results, q.notes
+        phrase = next((r.target_phrase for r in results if r.target_phrase), q.text)
+        objects = tuple(o for o in vote.objects if o.confidence >= q.min_confidence)
         if plan is not None:
-            viewer = tuple(keyframes.values())[-1].world_T_camera
-            objects = _follow_plan(objects, snapshot, plan, parsed.relation, viewer)
-            choice = (judge_choice([v for r in results for v in r.views], marks_by_view, plan.candidates,
-                                   parsed.relation, plan.anchor, viewer, self.marks) if use_marks else None)
+            viewer = tuple(q.keyframes.values())[-1].world_T_camera
+            objects = _follow_plan(objects, q.snapshot, plan, q.parsed.relation, viewer)
+            choice = (judge_choice([v for r in results for v in r.views], q.marks_by_view, plan.candidates,
+                                   q.parsed.relation, plan.anchor, viewer, self.marks) if q.use_marks else None)
             if choice is not None:
                 notes = tuple(notes) + (choice.message,)
                 if choice.preferred_index is not None:
-                    objects = _rank_choice(objects, snapshot, plan, choice.preferred_index, self.resolver,
-                                           min_confidence)
-        progress("done", 1.0)
+                    objects = _rank_choice(objects, q.snapshot, plan, choice.preferred_index, self.resolver,
+                                           q.min_confidence)
+        q.progress("done", 1.0)
         if not objects:
             d = vote.diagnostics
-            return done(QueryStatus.NOT_FOUND, _with_notes(
-                        f"no object matching '{phrase}' is consistent across views: {d.masks_in} masks in "
-                        f"{len(chosen)} views, {d.masks_used} used, {d.hypotheses} 3D hypotheses, "
-                        f"{d.hypotheses_rejected_unsupported} rejected as unsupported by the views that see them",
-                        notes), target_phrase=phrase, views_used=len(chosen))
-        return done(QueryStatus.SUCCESS, _with_notes(f"found {len(objects)} object(s) for '{phrase}'", notes),
-                    target_phrase=phrase, objects=objects, views_used=len(chosen), snapshot=snapshot)
+            return q.done(QueryStatus.NOT_FOUND, _with_notes(
+                          f"no object matching '{phrase}' is consistent across views: {d.masks_in} masks in "
+                          f"{len(q.chosen)} views, {d.masks_used} used, {d.hypotheses} 3D hypotheses, "
+                          f"{d.hypotheses_rejected_unsupported} rejected as unsupported by the views that see them",
+                          notes), target_phrase=phrase, views_used=len(q.chosen))
+        return q.done(QueryStatus.SUCCESS, _with_notes(f"found {len(objects)} object(s) for '{phrase}'", notes),
+                      target_phrase=phrase, objects=objects, views_used=len(q.chosen), snapshot=q.snapshot)
 
     def _first_views(self, keyframes: dict[int, Keyframe], snapshot: MapSnapshot, plan: MemoryPlan | None,
                      max_views: int) -> tuple[int, ...]:
