@@ -472,6 +472,8 @@ class MemoryResolver:
                 candidates = candidates[:1]
         if strict and not pinned:
             reason = (target.message() if target.status is RecognitionStatus.UNKNOWN else
+                      f"no {' or '.join(c.lower() for c in target.concepts)} was detected and no unlabelled object "
+                      "of its size or shape is pinned down" if target.status is RecognitionStatus.KNOWN else
                       f"'{parsed.target}' names no kind of object")
             return refused(reason + "; nothing the memory can check pins it down (" + "; ".join(notes[-2:]) + ")")
         if not strict and candidates:

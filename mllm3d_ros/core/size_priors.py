@@ -52,6 +52,9 @@ class SizePrior:
     flat: bool = False
     elongated: bool = False
     portable: bool = True
+    # The smallest side's allowed ranges when the class has distinct states (a laptop closed 1.5-4 cm thick or
+    # open with its lid up, 0.18-0.29 m): () = any up to smallest_max.
+    smallest_ranges: tuple[tuple[float, float], ...] = ()
 
     @property
     def typical_m(self) -> float:
@@ -64,7 +67,7 @@ SIZE_PRIORS: dict[str, SizePrior] = {
     "mug": SizePrior((0.07, 0.16), 0.13, 0.13, never_flat=True),
     "coffee cup": SizePrior((0.05, 0.18), 0.15, 0.12, never_flat=True),
     "bottle": SizePrior((0.12, 0.45), 0.15, 0.15, never_flat=True, elongated=True),
-    "laptop": SizePrior((0.26, 0.42), 0.30, 0.30),
+    "laptop": SizePrior((0.26, 0.42), 0.30, 0.30, smallest_ranges=((0.0, 0.04), (0.18, 0.30))),
     "book": SizePrior((0.11, 0.40), 0.32, 0.08, flat=True),
     "box": SizePrior((0.15, 0.70), 0.60, 0.60),
     "computer mouse": SizePrior((0.08, 0.13), 0.08, 0.05),
@@ -103,6 +106,8 @@ def consistent(prior: SizePrior, size_m: Sequence[float], tolerance_m: float, la
         return False
     if labelled:
         return True
+    if prior.smallest_ranges and not any(lo - t <= e3 <= hi + t for lo, hi in prior.smallest_ranges):
+        return False
     if prior.never_flat and e3 <= FLAT_RATIO * e2:
         return False
     if prior.flat and e3 > FLAT_RATIO * e2:
