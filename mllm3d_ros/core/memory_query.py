@@ -353,7 +353,8 @@ class MemoryResolver:
             superlative = _SIZE_WORDS[size_word]  # "the small mug": the smallest of the candidates
         unchecked = [a for a in parsed.attributes
                      if not canonical_colour(a) and not canonical_shape(a) and a not in _SIZE_WORDS]
-        instruction_pins = bool(parsed.relation or colours or shapes or superlative)
+        # An exclusion ("the mug, not the one on the table") is a relation the memory checks too.
+        instruction_pins = bool(parsed.relation or colours or shapes or superlative or parsed.excluded is not None)
         # Candidates of the asked kind; `strict`: every pin must hold (objects no detector named: what the
         # instruction says of them is all there is to go on).
         strict, unconfirmed = False, False
@@ -457,7 +458,11 @@ class MemoryResolver:
             if ok and anchor is not None:
                 checked.append(f"{parsed.relation.value} {anchor.label.lower()} #{anchor.instance_id}")
         if parsed.excluded is not None and candidates:
+            before = len(candidates)
             candidates = self._exclude(parsed, rec, candidates, objects, emb, viewer, notes)
+            if len(candidates) < before:
+                pinned = True
+                checked.append(f"not {parsed.excluded[0].value} {parsed.excluded[1]}")
         if superlative is not None and candidates:
             ranked = superlative_order([c.box for c in candidates], superlative, viewer)
             candidates = [candidates[i] for i in ranked]

@@ -555,3 +555,15 @@ def test_support_surfaces_are_anchors_a_counter_by_its_height():
     # "on the floor": the floor surface.
     plan = _ask_supported("the chair on the floor", _rec(chair, _unknown("floor")), made)
     assert {c.instance_id for c in plan.candidates} == {1, 2} and plan.anchor.label == "floor"
+
+
+def test_an_exclusion_pins_unlabelled_stand_ins():
+    mug = _known("mug", "Mug")
+    table = _known("table", "Table")
+    scene = [m for m in _box_scene(box_support=False) if m[0].label != "Mug"]  # no mug was detected
+    other = _on(_solid(9, "object", (2.2, 0.2, 0.9), (2.3, 0.3, 1.0), unlabelled=True), COUNTER)
+    rec = InstructionRecognition(mug, (), excluded=table)
+    plan = _ask_supported("the mug, not the one on the table", rec, [*scene, other])
+    assert [c.instance_id for c in plan.candidates] == [9] and plan.answer[0].unconfirmed
+    # The bare noun: nothing pins a mug-sized object down.
+    assert _ask_supported("the mug", _rec(mug), [*scene, other]).candidates == ()
