@@ -9,13 +9,22 @@
   is close to the target phrase's (cosine within `similarity_margin` of the best and at least
   `min_similarity`). A GENERIC target ("the thing", "the red one") takes every object; an UNKNOWN one
   none of the labelled objects;
+- a label rests on geometry too: a labelled instance whose size cannot be of the class (`core/size_priors.py`:
+  larger than the class ever is, or a crumb of it), or a portable thing (a box, a mug) that stands on no
+  support surface (a "Box" at a chair's back height), or one lying on the voxels of an instance of another kind
+  detected twice as often, is no candidate (said in the notes);
 - naming by geometry: the memory's unlabelled (class-agnostic) objects answer only when the instruction
-  pins them down with what the memory can check: a relation to an anchor it holds, a colour
-  (`core/colours.py`), a shape (`core/shapes.py`) or a size word / superlative; for a KNOWN class only
-  when it declares a shape the object has ("the plastic box on the table" -> the box-shaped unlabelled
-  object on the table). Such answers are flagged unconfirmed (the message, each object's `unconfirmed`
-  and `detail`) and their confidence is scaled by `unconfirmed_factor`. A GENERIC or UNKNOWN target with
-  nothing that pins it is refused (`MemoryPlan.refusal`: the query ends NOT_FOUND with the reason);
+  pins them down with what the memory can check: a relation to an anchor it holds, an exclusion, a colour
+  (`core/colours.py`), a shape (`core/shapes.py`) or a size word / superlative; for a KNOWN class when the
+  object has the class's declared shape or fits its size prior ("the plastic box on the table" -> the
+  box-sized unlabelled object on the table), and only when no labelled candidate holds the relation (or, for
+  "next to", none is next to the anchor at all: `next_to`); one stand-in, the most typical size, is answered.
+  Such answers are flagged unconfirmed (the message, each object's `unconfirmed` and `detail`) and their
+  confidence is scaled by `unconfirmed_factor`. A bare noun never lets an unlabelled object answer. A GENERIC
+  or UNKNOWN target with nothing that pins it is refused (`MemoryPlan.refusal`: the query ends NOT_FOUND with
+  the reason);
+- support surfaces are anchors: "the counter" (an elevated surface at a worktop's height), "the shelf", "the
+  floor" name the memory's support surfaces (`SUPPORT_NOUNS`), no detector class needed;
 - colours are checked on the object's fused map colours, shapes on its box and voxels, a relation ("on
   the table", "next to the box") on gravity-aligned boxes (`relations`) against anchors found by the
   same rules (an unknown or absent anchor is said, never replaced by the nearest class), seen from the
