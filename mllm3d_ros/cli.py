@@ -5,15 +5,18 @@
   mllm3d describe [--max N]              list the object memory's objects with a description each
   mllm3d replay PATH [--rate-scale X]    publish a dataset folder or bag as camera topics
   mllm3d simulate [--seed N]             publish a simulated room as camera topics
-  mllm3d segment --dataset PATH --instruction TEXT --out OUT.ply   the pipeline without ROS
+  mllm3d segment --dataset PATH --instruction TEXT [--instruction ...] --out OUT.ply [--save-map DIR | --load-map DIR]
+                                         the pipeline without ROS; output in the z-up map frame (JSON: world_T_map)
   mllm3d demo                            the end-to-end demo (simulator -> map -> queries)
 
 Errors are one line on stderr ("error: ..."). Exit codes, every subcommand:
-  0  success (query/segment: an object was found; launch/replay/simulate: a clean stop, e.g. the recording ended)
-  1  answered, but not a success (query/segment: NOT_FOUND, MAP_EMPTY, ...; the status is printed);
+  0  success (query: an object was found; segment: one for every instruction; launch/replay/simulate: a clean
+     stop, e.g. the recording ended)
+  1  answered, but not a success (query/segment: NOT_FOUND, MAP_EMPTY, ... for an instruction; the status is printed);
      replay: no frame of the recording could be read; demo: the system did not come up
   2  bad usage, arguments, parameters or input (unknown option, bad dataset, wrong parameter type,
-     an instruction that is empty, over 2,000 characters or not UTF-8)
+     an instruction that is empty, over 2,000 characters or not UTF-8; segment: a missing --instructions-file,
+     a --load-map folder of another recording, other settings or another version, or corrupt)
   3  query/describe: no SegmentQuery server / DescribeScene service; segment: the backend cannot run (model missing, device absent)
   4  query: the goal was rejected (a query is running, second_goal_policy=reject)
   5  query: no result within --timeout (the goal is cancelled)
@@ -232,33 +235,55 @@ def cmd_simulate(ns: argparse.Namespace) -> int:
 def cmd_segment(ns: argparse.Namespace) -> int:
     from .backends.base import BackendError
     from .core.config import ConfigError
+    from .core.tsdf_map import MapFileError
     from .core.types import InputError
-    from .offline_segment import segment_recording
+    from .offline_segment import read_instructions_file, segment_recording
     stop = StopSignals(raise_in_main=True)
     try:
+        instructions = list(ns.instruction or [])
+        if ns.instructions_file is not None:
+            instructions += read_instructions_file(ns.instructions_file)
+        if not instructions:
+            print("error: give an instruction: --instruction TEXT (repeatable) or --instructions-file FILE",
+                  file=sys.stderr)
+            return EXIT_USAGE
         with stop:
-            out = segment_recording(ns.dataset, ns.instruction, ns.out, backend=ns.backend, views=ns.views,
-                                    stride=ns.stride, max_frames=ns.max_frames, voxel_size_m=ns.voxel_size)
+            run = segment_recording(ns.dataset, instructions if len(instructions) > 1 else instructions[0], ns.out,
+                                    backend=ns.backend, views=ns.views, stride=ns.stride, max_frames=ns.max_frames,
+                                    voxel_size_m=ns.voxel_size, save_map=ns.save_map, load_map=ns.load_map,
+                                    render=not ns.no_render)
     except _Stopped:
         return stop.report("segment stopped")
-    except (InputError, ConfigError, OSError) as exc:
+    except (InputError, ConfigError, MapFileError, OSError) as exc:  # MapFileError: a --load-map that does not fit
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BackendError as exc:
         print(f"error: backend '{ns.backend}' cannot run: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    r = out.result
-    print(f"{r.status.name}: {r.message}")
-    for i, obj in enumerate(r.objects):
-        c = obj.box.center_world_m
-        print(f"  {i + 1}. {obj.label} confidence {obj.confidence:.2f} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m, "
-              f"{obj.point_indices.size} points, views {obj.supporting_views}/{obj.visible_views}"
-              + (f"; {obj.detail}" if obj.detail else "") + ("" if obj.detail or not obj.unconfirmed else
-                                                              "; label unconfirmed"))
-    print(f"wrote {', '.join(str(p) for p in (out.ply_path, out.json_path, out.png_path) if p is not None)}")
-    if out.png_error:
-        print(f"warning: the PNG render was not written: {out.png_error}", file=sys.stderr)
-    return EXIT_OK if r.objects else EXIT_FAILED
+    outputs = getattr(run, "outputs", (run,))
+    found = True
+    for k, out in enumerate(outputs, start=1):
+        r = out.result
+        found &= bool(r.objects)
+        if len(outputs) > 1:
+            print(f"[{k}/{len(outputs)}] {r.status.name}: {r.message}")
+        else:
+            print(f"{r.status.name}: {r.message}")
+        for i, obj in enumerate(r.objects):
+            c = obj.box.center_world_m
+            print(f"  {i + 1}. {obj.label} confidence {obj.confidence:.2f} at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) m "
+                  f"(map frame), {obj.point_indices.size} points, views {obj.supporting_views}/{obj.visible_views}"
+                  + (f"; {obj.detail}" if obj.detail else "") + ("" if obj.detail or not obj.unconfirmed else
+                                                                  "; label unconfirmed"))
+        print(f"wrote {', '.join(str(p) for p in (out.ply_path, out.json_path, out.png_path) if p is not None)}")
+        if out.png_error:
+            print(f"warning: the PNG render was not written: {out.png_error}", file=sys.stderr)
+    if getattr(run, "summary_path", None) is not None:
+        print(f"wrote {run.summary_path}")
+    if getattr(run, "saved_to", None) is not None:
+        print(f"saved the map and the object memory to {run.saved_to} (answer again with --load-map)")
+    # 0 only when every instruction found an object.
+    return EXIT_OK if found else EXIT_FAILED
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
@@ -297,15 +322,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=int, default=240)
     p.add_argument("--once", action="store_true", help="stop after one loop of the trajectory")
     p.set_defaults(fn=cmd_simulate)
-    p = sub.add_parser("segment", help="run the pipeline on a recording without ROS")
+    p = sub.add_parser("segment", help="run the pipeline on a recording without ROS",
+                       description="Fuse a recording, build the object memory and answer instructions without ROS. "
+                       "Everything written (PLY points, boxes, approach pose, floor grid) is in the map frame: "
+                       "z up, metres, gravity-aligned: the recording's world frame (its camera poses) rotated so "
+                       "that z points up where the recording gives gravity-direction.txt, else the same frame. "
+                       "The JSON states \"frame\": \"map\" and world_T_map (4x4): p_world = world_T_map @ p_map.")
     p.add_argument("--dataset", required=True, help="dataset folder or ROS 2 bag")
-    p.add_argument("--instruction", required=True)
+    p.add_argument("--instruction", action="append", default=None,
+                   help="what to find; repeat it to answer several on one map (files OUT_<k>_<words>.*, "
+                   "OUT_summary.json)")
+    p.add_argument("--instructions-file", default=None,
+                   help="a file of instructions, one a line (blank lines and '#' comments skipped)")
     p.add_argument("--backend", default="offline")
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--voxel-size", type=float, default=0.02, help="map voxel edge, metres")
-    p.add_argument("--out", required=True, help="output .ply (a .json and a .png are written next to it)")
+    p.add_argument("--out", required=True, help="output .ply (a .json and a .png are written next to it), map frame")
+    p.add_argument("--save-map", default=None, metavar="DIR",
+                   help="save the fused map, its keyframes and the object memory to DIR (with the recording's "
+                   "fingerprint)")
+    p.add_argument("--load-map", default=None, metavar="DIR",
+                   help="answer from a map saved by --save-map for this recording and these settings: no fusion, no "
+                   "proposals (refused when the recording, --stride, --max-frames, --voxel-size or --backend differ)")
+    p.add_argument("--no-render", action="store_true", help="skip the PNG renders (about a second each)")
     p.set_defaults(fn=cmd_segment)
     p = sub.add_parser("demo", help="end-to-end demo on the simulator")
     p.add_argument("--out", default="out/demo")

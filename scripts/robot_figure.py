@@ -1,4 +1,4 @@
-"""The README's picture of issue 22: a simulated room's floor grid with a query's box and its approach pose.
+"""Draw the floor-grid picture of docs/benchmarks.md: a simulated room's floor grid with a query's box and its approach pose.
 
     python scripts/robot_figure.py [--seed 0] [--instruction "the chair"] [--out docs/images/approach_grid.png]
 

@@ -8,6 +8,13 @@ keyframe metadata), `tsdf.npz` (Open3D's VoxelBlockGrid.save) and `keyframes.npz
 file leaves the running map as it was: the format version (a map of another version is refused naming
 the version and the build that wrote it), every zip member's CRC (bytes flipped inside an .npz), and
 every array's shape and dtype. Both hold the ingestion worker between frames.
+
+State bound to the map may be saved and loaded with it (issue 23): `add_reset_listener(listener, save=,
+load=)`. Every save writes a fresh `map_uid` into map.json and calls `save(folder, map_uid)` while the
+folder is still being written (a failing saver fails the save, nothing half-written appears); a load
+calls `load(folder, map_uid)` instead of `listener()` (e.g. the object memory read back beside the map,
+which falls back to a reset itself when its file does not fit). `map_uid` is None for a map written
+before the ids existed.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import logging
 import os
 import shutil
 import threading
+import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +43,9 @@ _LOG = logging.getLogger(__name__)
 MAP_FORMAT = "mllm3d_ros.map"
 MAP_FORMAT_VERSION = 1
 _META, _TSDF, _KEYFRAMES = "map.json", "tsdf.npz", "keyframes.npz"
+# State bound to the map, saved into / loaded from its folder: (folder, map_uid).
+SaveHook = Callable[[Path, str], None]
+LoadHook = Callable[[Path, "str | None"], None]
 
 
 def package_version() -> str:
@@ -73,7 +84,8 @@ class Mapper:
         self._snapshot_lock = threading.Lock()
         self._snapshot: MapSnapshot | None = None
         self._snapshot_key: tuple[int, int] | None = None
-        self._reset_listeners: list[Callable[[], None]] = []
+        self._reset_listeners: list[tuple[Callable[[], None], SaveHook | None, LoadHook | None]] = []
+        self.map_uid: str | None = None  # of the map last saved or loaded (None: built here, never saved)
         self._generation = 0  # bumped by reset/load: the snapshot cache key alone could repeat
 
     def start(self) -> None:
@@ -107,19 +119,25 @@ class Mapper:
             return self._generation
 
     # --- reset, save, load -----------------------------------------------------------------------
-    def add_reset_listener(self, listener: Callable[[], None]) -> None:
-        """Call `listener()` after every reset or load (state bound to the map must be dropped too)."""
-        self._reset_listeners.append(listener)
+    def add_reset_listener(self, listener: Callable[[], None], save: SaveHook | None = None,
+                           load: LoadHook | None = None) -> None:
+        """Call `listener()` after every reset or load (state bound to the map must be dropped too). With
+        `save`, `save(folder, map_uid)` writes that state into every saved map folder; with `load`, a load
+        calls `load(folder, map_uid)` instead of `listener()` (see the module docstring)."""
+        self._reset_listeners.append((listener, save, load))
 
-    def _changed(self) -> None:
+    def _changed(self, loaded: tuple[Path, str | None] | None = None) -> None:
         with self._snapshot_lock:
             self._generation += 1
             self._snapshot = None
-        for listener in list(self._reset_listeners):
+        for listener, _, load in list(self._reset_listeners):
             try:
-                listener()
+                if loaded is not None and load is not None:
+                    load(*loaded)
+                else:
+                    listener()
             except Exception:  # one broken listener must not leave the others stale
-                _LOG.exception("map reset listener %r failed", listener)
+                _LOG.exception("map reset listener %r failed", load if loaded is not None and load else listener)
 
     def reset(self) -> None:
         """Drop the map, the keyframes and the gate's last stamp and pose; queued frames are kept."""
@@ -129,8 +147,9 @@ class Mapper:
             self.gate.reset()
             self._changed()
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the map and keyframes to the folder `path` (replaced if it exists); returns it."""
+    def save(self, path: str | os.PathLike, extra: SaveHook | None = None) -> Path:
+        """Write the map and keyframes to the folder `path` (replaced if it exists); returns it. The registered
+        save hooks, then `extra(folder, map_uid)`, write their state into it before it appears."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise MapFileError(f"cannot save the map to {path}: it exists and is not a folder")
@@ -141,8 +160,9 @@ class Mapper:
             with self.worker.paused():
                 keyframes = self.keyframe_store.keyframes
                 has_blocks = self.map.save(partial / _TSDF)
+                map_uid = uuid.uuid4().hex
                 meta = {"format": MAP_FORMAT, "version": MAP_FORMAT_VERSION,
-                        "written_by": f"mllm3d_ros {package_version()}",
+                        "written_by": f"mllm3d_ros {package_version()}", "map_uid": map_uid,
                         "voxel_size_m": self.map.config.voxel_size_m,
                         "block_resolution": self.map.config.block_resolution,
                         "frames_integrated": self.map.frames_integrated, "last_stamp_ns": self.map.last_stamp_ns,
@@ -157,16 +177,21 @@ class Mapper:
                                                                                   kf.depth_m)
             np.savez(partial / _KEYFRAMES, **arrays)
             (partial / _META).write_text(json.dumps(meta, indent=1))
+            for save in [h for _, h, _ in self._reset_listeners] + [extra]:
+                if save is not None:
+                    save(partial, map_uid)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         if path.exists():
             shutil.rmtree(path)
         partial.rename(path)
+        self.map_uid = map_uid
         return path
 
-    def load(self, path: str | os.PathLike) -> None:
-        """Replace the map and keyframes by the ones saved at `path`; MapFileError leaves them untouched."""
+    def load(self, path: str | os.PathLike) -> str | None:
+        """Replace the map and keyframes by the ones saved at `path`; MapFileError leaves them untouched.
+        Returns the loaded map's `map_uid` (None for a map saved before the ids existed)."""
         path = Path(path)
         meta = self._read_meta(path)
         for name, what in (((_TSDF, "TSDF file"),) if meta["tsdf_file"] else ()) + ((_KEYFRAMES, "keyframes file"),):
@@ -179,7 +204,10 @@ class Mapper:
                           last_stamp_ns=int(meta.get("last_stamp_ns", 0)))
             self.keyframe_store.replace(keyframes)
             self.gate.reset()
-            self._changed()
+            uid = meta.get("map_uid") if isinstance(meta.get("map_uid"), str) else None
+            self.map_uid = uid
+            self._changed(loaded=(path, uid))
+        return uid
 
     def _read_meta(self, path: Path) -> dict:
         meta = _read_meta(path)

@@ -461,6 +461,8 @@ class ObjectMemory:
         self._cache: tuple[int, tuple[MemoryObject, ...]] | None = None
         self._supports = SupportMap(self.config.support)
         self._embedding_dim = 0  # of the detector's embeddings, once one was seen (unlabelled objects get zeros)
+        # Keyframes folded in since the last reset: a memory restored with its map proposes only the others.
+        self._keyframe_ids: set[int] = set()
 
     # --- writing -------------------------------------------------------------------------------
     def integrate(self, keyframe: Keyframe, predictions: Sequence[Prediction2D],
@@ -530,6 +532,7 @@ class ObjectMemory:
                 if inst.instance_id in self._instances:
                     self._merge_overlapping(inst)
             self._counts["keyframes"] += 1
+            self._keyframe_ids.add(int(keyframe.keyframe_id))
             if cfg.split_every and self._counts["keyframes"] % cfg.split_every == 0:
                 for inst in list(self._instances.values()):
                     # Forget instances merged, removed or evicted since (the dict stays bounded).
@@ -931,7 +934,73 @@ class ObjectMemory:
         with self._lock:
             self._instances.clear()
             self._supports.reset()
+            self._keyframe_ids.clear()
             self._version += 1
+
+    # --- persistence (the file format is `memory_file`'s) -----------------------------------------------
+    _SCALARS = ("color_count", "confidence_sum", "detections", "views_seen", "gone_count", "last_seen_stamp_ns",
+                "agnostic_detections", "agnostic_confidence_sum", "label_views")
+    _ARRAYS = (("keys", np.int64), ("hits", np.int32), ("misses", np.int32), ("ahits", np.int32),
+               ("embedding_sum", np.float64), ("color_sum", np.float64))
+
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The whole memory (instances with their evidence, counters, support surfaces, the keyframes folded
+        in), as JSON-able metadata and named arrays, taken under the lock: one consistent state."""
+        with self._lock:
+            instances, arrays = [], {}
+            for k, inst in enumerate(self._instances.values()):
+                entry = {"id": inst.instance_id, "label_weight": dict(inst.label_weight),
+                         "best_views": [[float(s), int(kf)] for s, kf in inst.best_views],
+                         "apart": [[int(i), int(v)] for i, v in inst.apart.items()]}
+                entry.update({name: getattr(inst, name) for name in self._SCALARS})
+                instances.append(entry)
+                for name, _ in self._ARRAYS:
+                    arrays[f"inst_{k}_{name}"] = getattr(inst, name)
+            supports_meta, support_arrays = self._supports.export_state()
+            arrays.update(support_arrays)
+            meta = {"next_id": self._next_id, "counts": dict(self._counts), "embedding_dim": self._embedding_dim,
+                    "keyframe_ids": sorted(self._keyframe_ids), "instances": instances, "supports": supports_meta}
+            return meta, arrays
+
+    def restore_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Replace the memory by a state of `export_state` (read and checked by `memory_file.read_memory`:
+        shapes and dtypes; KeyError / ValueError / TypeError here mean a malformed state and change nothing)."""
+        instances = {}
+        for k, e in enumerate(meta["instances"]):
+            fields = {}
+            for name, dtype in self._ARRAYS:
+                array = np.asarray(arrays[f"inst_{k}_{name}"])
+                if array.dtype != dtype or array.ndim != 1:
+                    raise ValueError(f"instance {e['id']}: {name} is {array.dtype} {array.shape}, expected 1-D {np.dtype(dtype)}")
+                fields[name] = array.copy()
+            n = fields["keys"].shape[0]
+            if any(fields[name].shape != (n,) for name in ("hits", "misses", "ahits")) or fields["color_sum"].shape != (3,):
+                raise ValueError(f"instance {e['id']}: arrays of different lengths")
+            inst = _Instance(int(e["id"]), fields["keys"], fields["hits"], fields["misses"],
+                             {str(lab): float(w) for lab, w in e["label_weight"].items()}, fields["embedding_sum"],
+                             fields["color_sum"], int(e["color_count"]), float(e["confidence_sum"]),
+                             int(e["detections"]), int(e["views_seen"]), int(e["gone_count"]),
+                             [(float(s), int(kf)) for s, kf in e["best_views"]], int(e["last_seen_stamp_ns"]),
+                             {int(i): int(v) for i, v in e["apart"]}, int(e["agnostic_detections"]),
+                             float(e["agnostic_confidence_sum"]), fields["ahits"], int(e["label_views"]))
+            instances[inst.instance_id] = inst
+        supports = SupportMap(self.config.support)
+        supports.restore_state(meta["supports"], arrays)
+        counts = {name: int(meta["counts"][name]) for name in self._counts}
+        with self._lock:
+            self._instances = instances
+            self._supports = supports
+            self._next_id = int(meta["next_id"])
+            self._counts = counts
+            self._embedding_dim = int(meta["embedding_dim"])
+            self._keyframe_ids = {int(i) for i in meta["keyframe_ids"]}
+            self._version += 1
+
+    @property
+    def keyframe_ids(self) -> frozenset[int]:
+        """The keyframes folded in since the last reset (or restored with the memory)."""
+        with self._lock:
+            return frozenset(self._keyframe_ids)
 
     # --- reading -------------------------------------------------------------------------------
     def _named(self, inst: _Instance) -> bool:

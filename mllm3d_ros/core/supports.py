@@ -388,6 +388,21 @@ class SupportMap:
     def reset(self) -> None:
         self._surfaces.clear()
 
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Everything the map holds, as JSON-able metadata and named arrays (`memory_file` saves them)."""
+        meta = {"next_id": self._next_id, "updates": self._updates,
+                "surfaces": [{"id": r.support_id, "height_m": r.height_m, "tilt_deg": r.tilt_deg, "weight": r.weight,
+                              "last_update": r.last_update} for r in self._surfaces.values()]}
+        return meta, {f"support_{k}_keys": r.keys for k, r in enumerate(self._surfaces.values())}
+
+    def restore_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Replace the surfaces by those of `export_state` (checked by the caller: `memory_file`)."""
+        self._surfaces = {int(e["id"]): _Registered(int(e["id"]), float(e["height_m"]),
+                                                   np.asarray(arrays[f"support_{k}_keys"], dtype=np.int64),
+                                                   float(e["tilt_deg"]), float(e["weight"]), int(e["last_update"]))
+                          for k, e in enumerate(meta["surfaces"])}
+        self._next_id, self._updates = int(meta["next_id"]), int(meta["updates"])
+
     def __len__(self) -> int:
         return len(self._surfaces)
 

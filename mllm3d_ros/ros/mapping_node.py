@@ -19,8 +19,10 @@ Published:
                 unknown -1, free 0 (floor observed), occupied 100 (a surface in the height band)
 Services:
   ~/reset       std_srvs/Trigger: empty the map and keyframes (and state bound to them)
-  ~/save_map    mllm3d_ros/srv/MapFile: write map + keyframes to the folder `path`
-  ~/load_map    mllm3d_ros/srv/MapFile: replace them by a saved folder (left untouched on failure)
+  ~/save_map    mllm3d_ros/srv/MapFile: write map + keyframes to the folder `path` (and the object memory: the
+                memory node of the same process saves it beside them, memory.json + memory.npz)
+  ~/load_map    mllm3d_ros/srv/MapFile: replace them by a saved folder (left untouched on failure); the memory
+                node restores the memory saved with it, or proposes every keyframe again when it does not fit
   ~/save_grid   mllm3d_ros/srv/MapFile: write the grid as map_server's `path`.yaml + `path`.pgm (Nav2's map)
 Parameters: see MAPPING_PARAMS and config/perception.yaml (block `mapping`).
 """

@@ -14,9 +14,16 @@ Subscribed:      segmentation/heartbeat (std_msgs/String) -- liveness and state 
 Published:       ~/objects (visualization_msgs/MarkerArray, latched): the confirmed instances' boxes
                  and labels, every publish_period_s when the memory changed
 Parameters:      see MEMORY_PARAMS and config/perception.yaml (block `memory`).
+
+Saved with the map: the mapping node's ~/save_map writes the memory into the map folder (`memory.json`,
+`memory.npz`: core/memory_file.py) and ~/load_map restores it, so only keyframes the memory had not
+folded in are proposed again. A memory file that does not fit (another map's, another config's or
+version's, corrupt, missing) is logged as a warning and every keyframe of the loaded map is proposed again.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 from geometry_msgs.msg import Point
@@ -28,6 +35,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from ..core.colours import colour_profile
 from ..core.describe import describe_objects
 from ..core.map_objects import MapObjectProposer, chain_proposers
+from ..core.memory_file import MemoryFileError, has_memory, read_memory, save_memory
 from ..core.memory_query import MemoryResolver
 from ..core.object_memory import ObjectMemory, ObjectMemoryConfig, VoxelIndex
 from ..core.proposal_worker import ProposalWorker, ProposalWorkerConfig
@@ -96,8 +104,12 @@ class MemoryNode(Node):
         # from the last reset (what describe_scene and the statistics line report).
         self._keyframes_before_reset = 0
         self._captions: dict[tuple, str] = {}  # model captions per (instance, keyframe, label)
-        # A map reset or load drops the memory; after a load its keyframes are proposed again.
-        mapper.add_reset_listener(self._on_map_reset)
+        # Keyframes restored with a loaded memory: not proposed again.
+        self._restored: frozenset[int] = frozenset()
+        self._poll_lock = threading.Lock()
+        # A map reset drops the memory; a load restores the memory saved beside it, or drops it and its
+        # keyframes are proposed again.
+        mapper.add_reset_listener(self._on_map_reset, save=self._save_with_map, load=self._load_with_map)
         self._published_version = -1
         self._markers = self.create_publisher(MarkerArray, "~/objects", LATCHED_QOS)
         self.create_service(DescribeScene, "~/describe_scene", self._on_describe,
@@ -113,21 +125,48 @@ class MemoryNode(Node):
                                   callback_group=timers)
         self.get_logger().info(f"object memory {'on' if p['enabled'] else 'off'} at {p['voxel_size_m'] * 100:.1f} cm")
 
-    def _on_map_reset(self) -> None:
+    def _on_map_reset(self, saved=None) -> None:
+        """Drop the memory (a map reset), or replace it by `saved` (a SavedMemory, with a map load)."""
         def counted() -> None:
-            self._keyframes_before_reset = self.memory.stats.keyframes_integrated
-        # The queue and the memory; a proposal in flight for the old map is dropped, not integrated.
-        self.worker.reset(then=counted)
-        if self.map_objects is not None:
-            self.map_objects.reset()
-        self._captions.clear()
-        self._submitted_up_to = -1
+            if saved is not None:
+                self.memory.restore_state(saved.meta, saved.arrays)
+                self._keyframes_before_reset = self.memory.stats.keyframes_integrated - len(saved.keyframe_ids)
+            else:
+                self._keyframes_before_reset = self.memory.stats.keyframes_integrated
+        # One step for the poll timer (its lock): it never submits a keyframe of the new map before the
+        # memory and the restored keyframes are in place.
+        with self._poll_lock:
+            # The queue and the memory; a proposal in flight for the old map is dropped, not integrated.
+            self.worker.reset(then=counted)
+            if self.map_objects is not None:
+                self.map_objects.reset()
+            self._captions.clear()
+            self._restored = frozenset(saved.keyframe_ids) if saved is not None else frozenset()
+            self._submitted_up_to = -1
+
+    def _save_with_map(self, folder, map_uid: str) -> None:
+        save_memory(self.memory, folder, map_uid)
+
+    def _load_with_map(self, folder, map_uid: str | None) -> None:
+        """The map was loaded from `folder`: restore the memory saved with it, else drop it (re-propose)."""
+        try:
+            saved = read_memory(folder, self.memory.config, map_uid)
+        except MemoryFileError as exc:
+            why = str(exc) if has_memory(folder) else f"no object memory was saved with the map in {folder}"
+            self.get_logger().warning(f"{why}; proposing every keyframe of the loaded map again")
+            self._on_map_reset()
+            return
+        self._on_map_reset(saved)
+        self.get_logger().info(f"object memory restored with the map: {saved.instances} instances, "
+                               f"{len(saved.keyframe_ids)} keyframes (not proposed again)")
 
     def _poll(self) -> None:
-        for kf in self._mapper.keyframes():
-            if kf.keyframe_id > self._submitted_up_to:
-                self.worker.submit(kf.keyframe_id)
-                self._submitted_up_to = kf.keyframe_id
+        with self._poll_lock:
+            for kf in self._mapper.keyframes():
+                if kf.keyframe_id > self._submitted_up_to:
+                    if kf.keyframe_id not in self._restored:
+                        self.worker.submit(kf.keyframe_id)
+                    self._submitted_up_to = kf.keyframe_id
 
     def _publish(self) -> None:
         version = self.memory.version
