@@ -100,7 +100,10 @@ def consistent(prior: SizePrior, size_m: Sequence[float], tolerance_m: float, la
     crumb: a "chair" 0.3 m long is a piece of something else)."""
     e1, e2, e3 = sorted_extents(size_m)
     t = float(tolerance_m)
-    if e1 > prior.largest[1] + t or e2 > prior.middle_max + t or e3 > prior.smallest_max + t:
+    # A detected piece of furniture takes in what its masks spill onto (the table a chair is pushed under, the
+    # floor): its box may be larger than the class; a detected portable thing's may not.
+    upper = not (labelled and not prior.portable)
+    if upper and (e1 > prior.largest[1] + t or e2 > prior.middle_max + t or e3 > prior.smallest_max + t):
         return False
     if e1 < (0.5 if labelled else 1.0) * prior.largest[0] - t:
         return False

@@ -32,3 +32,10 @@ def test_a_laptop_is_closed_or_open_not_in_between():
     assert not consistent(laptop, (0.42, 0.33, 0.09), 0.01)  # a 9 cm tall tray-sized box is neither
     assert not consistent(laptop, (0.40, 0.28, 0.09), 0.01)
     assert consistent(laptop, (0.40, 0.28, 0.09), 0.01, labelled=True)  # a detected laptop may be seen in part
+
+
+def test_a_detected_piece_of_furniture_may_be_larger_than_its_class_a_portable_thing_not():
+    chair, box = SIZE_PRIORS["chair"], SIZE_PRIORS["box"]
+    assert consistent(chair, (1.54, 0.75, 0.56), 0.03, labelled=True)  # a chair with the table it is under
+    assert not consistent(chair, (1.54, 0.75, 0.56), 0.03)
+    assert not consistent(box, (1.54, 0.75, 0.56), 0.03, labelled=True)
