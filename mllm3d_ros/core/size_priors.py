@@ -52,6 +52,7 @@ class SizePrior:
     flat: bool = False
     elongated: bool = False
     portable: bool = True
+    spills: bool = False  # a detected instance's box may take in a neighbour (a chair pushed under a table)
     # The smallest side's allowed ranges when the class has distinct states (a laptop closed 1.5-4 cm thick or
     # open with its lid up, 0.18-0.29 m): () = any up to smallest_max.
     smallest_ranges: tuple[tuple[float, float], ...] = ()
@@ -76,7 +77,7 @@ SIZE_PRIORS: dict[str, SizePrior] = {
     "footwear": SizePrior((0.20, 0.33), 0.18, 0.14),
     "boot": SizePrior((0.22, 0.50), 0.35, 0.14),
     "high heels": SizePrior((0.20, 0.30), 0.15, 0.12),
-    "chair": SizePrior((0.70, 1.10), 0.70, 0.70, portable=False),
+    "chair": SizePrior((0.70, 1.10), 0.70, 0.70, portable=False, spills=True),
     "table": SizePrior((0.60, 3.00), 1.50, 1.10, portable=False),
     "desk": SizePrior((0.80, 2.20), 1.00, 0.80, portable=False),
 }
@@ -100,9 +101,9 @@ def consistent(prior: SizePrior, size_m: Sequence[float], tolerance_m: float, la
     crumb: a "chair" 0.3 m long is a piece of something else)."""
     e1, e2, e3 = sorted_extents(size_m)
     t = float(tolerance_m)
-    # A detected piece of furniture takes in what its masks spill onto (the table a chair is pushed under, the
-    # floor): its box may be larger than the class; a detected portable thing's may not.
-    upper = not (labelled and not prior.portable)
+    # A detected chair takes in what its masks spill onto (the table it is pushed under): its box may be larger
+    # than a chair (`spills`); a detected table's, desk's or portable thing's may not.
+    upper = not (labelled and prior.spills)
     if upper and (e1 > prior.largest[1] + t or e2 > prior.middle_max + t or e3 > prior.smallest_max + t):
         return False
     if e1 < (0.5 if labelled else 1.0) * prior.largest[0] - t:
