@@ -9,13 +9,22 @@
   is close to the target phrase's (cosine within `similarity_margin` of the best and at least
   `min_similarity`). A GENERIC target ("the thing", "the red one") takes every object; an UNKNOWN one
   none of the labelled objects;
+- a label rests on geometry too: a labelled instance whose size cannot be of the class (`core/query/size_priors.py`:
+  larger than the class ever is, or a crumb of it), or a portable thing (a box, a mug) that stands on no
+  support surface (a "Box" at a chair's back height), or one lying on the voxels of an instance of another kind
+  detected twice as often, is no candidate (said in the notes);
 - naming by geometry: the memory's unlabelled (class-agnostic) objects answer only when the instruction
-  pins them down with what the memory can check: a relation to an anchor it holds, a colour
-  (`core/query/colours.py`), a shape (`core/query/shapes.py`) or a size word / superlative; for a KNOWN class only
-  when it declares a shape the object has ("the plastic box on the table" -> the box-shaped unlabelled
-  object on the table). Such answers are flagged unconfirmed (the message, each object's `unconfirmed`
-  and `detail`) and their confidence is scaled by `unconfirmed_factor`. A GENERIC or UNKNOWN target with
-  nothing that pins it is refused (`MemoryPlan.refusal`: the query ends NOT_FOUND with the reason);
+  pins them down with what the memory can check: a relation to an anchor it holds, an exclusion, a colour
+  (`core/query/colours.py`), a shape (`core/query/shapes.py`) or a size word / superlative; for a KNOWN class when the
+  object has the class's declared shape or fits its size prior ("the plastic box on the table" -> the
+  box-sized unlabelled object on the table), and only when no labelled candidate holds the relation (or, for
+  "next to", none is next to the anchor at all: `next_to`); one stand-in, the most typical size, is answered.
+  Such answers are flagged unconfirmed (the message, each object's `unconfirmed` and `detail`) and their
+  confidence is scaled by `unconfirmed_factor`. A bare noun never lets an unlabelled object answer. A GENERIC
+  or UNKNOWN target with nothing that pins it is refused (`MemoryPlan.refusal`: the query ends NOT_FOUND with
+  the reason);
+- support surfaces are anchors: "the counter" (an elevated surface at a worktop's height), "the shelf", "the
+  floor" name the memory's support surfaces (`SUPPORT_NOUNS`), no detector class needed;
 - colours are checked on the object's fused map colours, shapes on its box and voxels, a relation ("on
   the table", "next to the box") on gravity-aligned boxes (`relations`) against anchors found by the
   same rules (an unknown or absent anchor is said, never replaced by the nearest class), seen from the
@@ -44,10 +53,12 @@ from .instruction import ParsedInstruction, Relation, Superlative
 from ..memory.object_geometry import oriented_box, strip_support_surface
 from ..geometry import voxel_keys
 from ..memory.object_memory import MemoryObject, ObjectMemory, VoxelIndex
-from .open_set import InstructionRecognition, Recognition, RecognitionStatus
-from .relations import RANKING_RELATIONS, BoxGeometry, relation_score, superlative_order
+from .open_set import InstructionRecognition, Recognition, RecognitionStatus, head_words, singular
+from .relations import RANKING_RELATIONS, BoxGeometry, box_gap_m, relation_score, superlative_order
 from .shapes import canonical_shape, shape_words
-from ..types import UNLABELLED, Keyframe, MapSnapshot, Object3D
+from .size_priors import consistent, prior_of, typicality
+from ..memory.supports import SupportSurface, cell_indices
+from ..types import UNLABELLED, Keyframe, MapSnapshot, Object3D, OrientedBox3D, SupportKind
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
 
@@ -62,6 +73,19 @@ BODY_DEPTH_M = 0.15
 FLOOR_SPILL_M = 0.1
 FREE_STANDING_MAX_BODY = {"table": 0.5, "dining table": 0.5, "coffee table": 0.5, "kitchen table": 0.5}
 MIN_TOP_SIDE_M = 0.25  # a table top narrower than this is not a table
+# Support surfaces an instruction may name as anchors ("the chair by the counter", "the box on the floor"): the
+# memory's support surfaces (`core/memory/supports.py`), no detector class needed. A counter (worktop) is an elevated
+# surface at a worktop's height above the floor: EN 1116 ("Kitchen furniture - Co-ordinating sizes") gives
+# 850-950 mm, widened by SURFACE_HEIGHT_TOL_M for the map's height error; a dining table stands at 720-760 mm
+# and a seat at 400-480 mm (Neufert, "Architects' Data"), so neither is taken for a counter. A shelf is any
+# elevated surface, the floor the surfaces of the floor's height. A surface is split into tiles of at most
+# SURFACE_TILE_M a side, each an anchor box (an L-shaped worktop's bounding box would hold the whole kitchen):
+# the relation takes the tile that fits best; a counter's tiles reach down to the floor (a built-in block).
+SUPPORT_NOUNS = {"counter": "counter", "countertop": "counter", "worktop": "counter", "worksurface": "counter",
+                 "shelf": "shelf", "shelve": "shelf", "floor": "floor", "ground": "floor"}
+COUNTER_HEIGHT_M = (0.85, 0.95)
+SURFACE_HEIGHT_TOL_M = 0.05
+SURFACE_TILE_M = 0.5
 _SIZE_WORDS = {"big": Superlative.BIGGEST, "large": Superlative.BIGGEST, "huge": Superlative.BIGGEST,
                "small": Superlative.SMALLEST, "little": Superlative.SMALLEST, "tiny": Superlative.SMALLEST}
 
@@ -151,6 +175,13 @@ def body_fraction(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> flo
     return float(np.mean(z < top - BODY_DEPTH_M))
 
 
+def next_to(a: OrientedBox3D, b: OrientedBox3D) -> bool:
+    """Whether two boxes are next to each other: their gap at most the larger one's largest side. Nearness
+    scales with the things (a mug 1 m from a box is not next to it, a car 1 m from a house is): the ranking
+    relation "next to" only says which is nearest, this says whether the nearest is near at all."""
+    return box_gap_m(BoxGeometry.of(a), BoxGeometry.of(b)) <= max(float(np.max(a.size_m)), float(np.max(b.size_m)))
+
+
 def _footprint_inside(a: MemoryObject, b: MemoryObject) -> float:
     """Share of a's ground footprint inside b's, when their height ranges overlap (else 0)."""
     ga, gb = BoxGeometry.of(a.box), BoxGeometry.of(b.box)
@@ -233,6 +264,57 @@ class MemoryResolver:
                 scored.append((share * o.confidence * (1.0 - np.exp(-dets / cfg.evidence_views)), o))
         return [o for _, o in sorted(scored, key=lambda s: -s[0])]
 
+    def _has_supports(self) -> bool:
+        """Whether the memory knows support surfaces (a memory without the map's proposer has none: then no
+        object's `support` says anything)."""
+        supports = getattr(self.memory, "supports", None)
+        return bool(supports is not None and len(supports()) > 0)
+
+    def misfit(self, obj: MemoryObject, concepts: Sequence[str], labelled: bool = True) -> str:
+        """Why the object's geometry cannot be one of `concepts` ('' when it can, or no concept has a size
+        prior, `core/query/size_priors.py`): its size (a labelled instance: only too large; an unlabelled one: the
+        whole prior with its shape bounds), or a portable thing that stands on no support surface (a "box" at a
+        chair's back height: when the memory knows its supports)."""
+        priors = prior_of(concepts)
+        if not priors:
+            return ""
+        tolerance = self.memory.config.voxel_size_m
+        size = np.asarray(obj.box.size_m, dtype=np.float64)
+        if not any(consistent(p, size, tolerance, labelled) for p in priors):
+            kind = " or ".join(c.lower() for c in concepts)
+            return f"its size ({' x '.join(f'{v:.2f}' for v in sorted(size, reverse=True))} m) is not a {kind}'s"
+        if all(p.portable for p in priors) and obj.support is None and self._has_supports():
+            return "it stands on no support surface (floor, table top, counter, shelf)"
+        return ""
+
+    def _fitting(self, candidates: list[MemoryObject], concepts: Sequence[str], notes: list[str]) -> list[MemoryObject]:
+        """The labelled candidates whose geometry may be of the class (`misfit`); the others are said."""
+        kept, dropped = [], []
+        for c in candidates:
+            why = self.misfit(c, concepts)
+            if why:
+                dropped.append(f"#{c.instance_id} ('{c.label}': {why})")
+            else:
+                kept.append(c)
+        if dropped:
+            notes.append(f"labelled but not consistent with a {' or '.join(k.lower() for k in concepts)}: "
+                         f"{'; '.join(dropped)} dropped")
+        return kept
+
+    def stand_ins(self, target: Recognition, unlabelled: Sequence[MemoryObject]) -> list[MemoryObject]:
+        """Unlabelled objects that may stand in for a KNOWN class (naming by geometry, flagged unconfirmed by
+        the caller): of the class's checkable shape (`Recognition.shape`), or consistent with its size prior
+        (and standing on a support when it is a portable thing); ranked by how typical their size is of the
+        class (`size_priors.typicality`), the shaped ones without a prior last."""
+        priors = prior_of(target.concepts)
+        out = []
+        for o in unlabelled:
+            if priors and not self.misfit(o, target.concepts, labelled=False):
+                out.append((min(typicality(p, o.box.size_m) for p in priors), o))
+            elif target.shape and target.shape in self._shapes(o):
+                out.append((np.inf, o))
+        return [o for _, o in sorted(out, key=lambda x: x[0])]
+
     def _by_embedding(self, phrase_emb: np.ndarray, phrase: str, objects: Sequence[MemoryObject],
                       notes: list[str]) -> list[MemoryObject]:
         """Instances whose embedding is close to the phrase's (the open-vocabulary rule), ranked by
@@ -281,19 +363,27 @@ class MemoryResolver:
             superlative = _SIZE_WORDS[size_word]  # "the small mug": the smallest of the candidates
         unchecked = [a for a in parsed.attributes
                      if not canonical_colour(a) and not canonical_shape(a) and a not in _SIZE_WORDS]
-        instruction_pins = bool(parsed.relation or colours or shapes or superlative)
+        # An exclusion ("the mug, not the one on the table") is a relation the memory checks too.
+        instruction_pins = bool(parsed.relation or colours or shapes or superlative or parsed.excluded is not None)
         # Candidates of the asked kind; `strict`: every pin must hold (objects no detector named: what the
         # instruction says of them is all there is to go on).
         strict, unconfirmed = False, False
+        stand_ins: list[MemoryObject] = []
         if target.status is RecognitionStatus.KNOWN:
-            candidates = self._with_evidence(target.concepts, labelled)
+            candidates = self._fitting(self._with_evidence(target.concepts, labelled), target.concepts, notes)
+            # keep_one=False: a class's only instance lying on the voxels of another kind's is no answer ("the
+            # box" is not a chair's back the detector once called "Box"); stand-ins or the 2D model may be.
+            candidates = self._drop_relabelled(candidates[: cfg.max_candidates], objects, notes, keep_one=False)
+            kind = " or ".join(c.lower() for c in target.concepts)
+            # Only an instruction that pins an object down lets an unlabelled one answer for a class, never a
+            # bare noun ("the mug on the table": a mug-sized object on the table, flagged unconfirmed).
+            stand_ins = self.stand_ins(target, unlabelled) if instruction_pins else []
             if not candidates:
-                kind = " or ".join(c.lower() for c in target.concepts)
-                shaped = [o for o in unlabelled if target.shape and target.shape in self._shapes(o)]
-                if shaped and instruction_pins:
-                    candidates, strict, unconfirmed = shaped, True, True
-                    notes.append(f"no {kind} was detected: unlabelled {target.shape} object(s) considered, "
-                                 "label unconfirmed")
+                if stand_ins:
+                    candidates, strict, unconfirmed = stand_ins, True, True
+                    stand_ins = []
+                    notes.append(f"no {kind} was detected: unlabelled object(s) of a {kind}'s size or shape "
+                                 "considered, label unconfirmed")
                 else:
                     notes.append(f"no {kind} in the object memory")
         elif target.status is RecognitionStatus.OPEN:
@@ -318,7 +408,9 @@ class MemoryResolver:
                 return refused(target.message() + "; no unlabelled object in the memory fits the instruction")
             return MemoryPlan(parsed.target_text, (), None, empty, (), None, tuple(notes))
         # Strict candidates are cut to max_candidates only once the pins have chosen among them.
-        candidates = self._drop_relabelled(candidates if strict else candidates[: cfg.max_candidates], objects, notes)
+        if target.status is not RecognitionStatus.KNOWN:  # a KNOWN target's were checked above
+            candidates = self._drop_relabelled(candidates if strict else candidates[: cfg.max_candidates], objects,
+                                               notes)
         pinned, decided = False, True
         checked: list[str] = []
         if colours:
@@ -350,14 +442,37 @@ class MemoryResolver:
         anchor = None
         unresolved = ""
         if parsed.relation is not None and candidates:
+            labelled_notes = len(notes)
             candidates, anchor, ok, unresolved = self._apply_relation(parsed, rec, candidates, objects, emb, viewer,
                                                                       notes, strict)
+            if stand_ins and not unresolved:
+                # The labelled candidates fail the relation, or (a ranking relation) an unlabelled stand-in of
+                # the class holds it better: the pinned unlabelled objects answer, flagged unconfirmed.
+                alt_notes: list[str] = []
+                alt, alt_anchor, alt_ok, _ = self._apply_relation(parsed, rec, stand_ins, objects, emb, viewer,
+                                                                  alt_notes, True)
+                better = (alt_ok and alt and (not ok or (
+                    parsed.relation in (Relation.NEAR, Relation.NEAREST_TO) and anchor is not None
+                    and not next_to(candidates[0].box, anchor.box)
+                    and relation_score(alt[0].box, [alt_anchor.box], parsed.relation, viewer)
+                    > relation_score(candidates[0].box, [anchor.box], parsed.relation, viewer))))
+                if better:
+                    del notes[labelled_notes:]
+                    notes.append(f"no detected {parsed.target} holds the relation as well as an unlabelled object "
+                                 f"of a {parsed.target}'s size or shape: label unconfirmed")
+                    notes.extend(alt_notes)
+                    candidates, anchor, ok, strict, unconfirmed = alt, alt_anchor, alt_ok, True, True
+                    decided = decided or not unchecked or not target.open_vocabulary
             decided = decided and ok
             pinned = pinned or ok
             if ok and anchor is not None:
                 checked.append(f"{parsed.relation.value} {anchor.label.lower()} #{anchor.instance_id}")
         if parsed.excluded is not None and candidates:
+            before = len(candidates)
             candidates = self._exclude(parsed, rec, candidates, objects, emb, viewer, notes)
+            if len(candidates) < before:
+                pinned = True
+                checked.append(f"not {parsed.excluded[0].value} {parsed.excluded[1]}")
         if superlative is not None and candidates:
             ranked = superlative_order([c.box for c in candidates], superlative, viewer)
             candidates = [candidates[i] for i in ranked]
@@ -372,6 +487,8 @@ class MemoryResolver:
                 candidates = candidates[:1]
         if strict and not pinned:
             reason = (target.message() if target.status is RecognitionStatus.UNKNOWN else
+                      f"no {' or '.join(c.lower() for c in target.concepts)} was detected and no unlabelled object "
+                      "of its size or shape is pinned down" if target.status is RecognitionStatus.KNOWN else
                       f"'{parsed.target}' names no kind of object")
             return refused(reason + "; nothing the memory can check pins it down (" + "; ".join(notes[-2:]) + ")")
         if not strict and candidates:
@@ -379,6 +496,12 @@ class MemoryResolver:
         if strict and not candidates:
             reason = (target.message() + "; " if target.status is RecognitionStatus.UNKNOWN else "")
             return refused(reason + f"no object in the memory fits '{parsed.text}'")
+        if unconfirmed and target.status is RecognitionStatus.KNOWN and len(candidates) > 1:
+            # Stand-ins for a class: the one whose size is the most typical of it (see `stand_ins`), the others
+            # said; a list of unconfirmed guesses is not what a robot should be handed as "the box".
+            notes.append(f"{len(candidates) - 1} other unlabelled object(s) fit too: "
+                         f"{', '.join(f'#{c.instance_id}' for c in candidates[1:6])}")
+            candidates = candidates[:1]
         candidates = candidates[: cfg.max_candidates]
         if target.status is RecognitionStatus.UNKNOWN:
             notes.insert(0, target.message() + ": only unlabelled objects that fit what the instruction says can be "
@@ -474,7 +597,7 @@ class MemoryResolver:
         return kept or candidates[:1]
 
     def _drop_relabelled(self, candidates: list[MemoryObject], objects: Sequence[MemoryObject],
-                         notes: list[str]) -> list[MemoryObject]:
+                         notes: list[str], keep_one: bool = True) -> list[MemoryObject]:
         """Candidates on the same voxels (IoU >= 0.5) as an instance of another kind detected at least twice
         as often are dropped: one object has one class, and a proposal with a wrong label on it (a
         hallucination on another object) starts an instance of its own on the same voxels. At least
@@ -502,27 +625,77 @@ class MemoryResolver:
             else:
                 notes.append(f"#{c.instance_id} ('{c.label}') is on the voxels of #{owner.instance_id} "
                              f"('{owner.label}', detected {owner.detections} times to its {c.detections}): dropped")
-        return kept or candidates
+        return kept or (candidates if keep_one else [])
+
+    def surface_anchors(self, phrase: str, notes: list[str]) -> tuple[list[MemoryObject], str] | None:
+        """The support surfaces a phrase names (`SUPPORT_NOUNS`) as anchor objects, one per tile, and why there
+        are none; None when the phrase names no support surface."""
+        nouns = [SUPPORT_NOUNS[w] for word in head_words(phrase) for w in singular(word) if w in SUPPORT_NOUNS]
+        if not nouns:
+            return None
+        kind = nouns[-1]
+        supports = getattr(self.memory, "supports", None)
+        surfaces: Sequence[SupportSurface] = supports() if supports is not None else ()
+        floors = [s for s in surfaces if s.kind is SupportKind.FLOOR]
+        if not surfaces:
+            return [], f"no support surfaces in the map to be the {kind} ('{phrase}')"
+        if kind != "floor" and not floors:
+            return [], f"no floor in the map to tell a {kind} by its height ('{phrase}')"
+        floor_z = max(floors, key=lambda s: s.area_m2).height_m if floors else 0.0
+        if kind == "floor":
+            chosen = floors
+        elif kind == "counter":
+            lo, hi = COUNTER_HEIGHT_M[0] - SURFACE_HEIGHT_TOL_M, COUNTER_HEIGHT_M[1] + SURFACE_HEIGHT_TOL_M
+            chosen = [s for s in surfaces if s.kind is SupportKind.ELEVATED and lo <= s.height_m - floor_z <= hi]
+        else:
+            chosen = [s for s in surfaces if s.kind is SupportKind.ELEVATED]
+        if not chosen:
+            return [], f"no {kind} among the map's support surfaces ('{phrase}')"
+        out = []
+        for s in chosen:
+            cells = cell_indices(s.cell_keys)
+            tiles = np.floor(cells * s.cell_m / SURFACE_TILE_M).astype(np.int64)
+            _, tile_of = np.unique(tiles, axis=0, return_inverse=True)
+            bottom = floor_z if kind == "counter" else s.height_m - s.cell_m
+            for t in range(int(tile_of.max()) + 1):
+                c = cells[tile_of.ravel() == t]
+                lo_xy, hi_xy = c.min(axis=0) * s.cell_m, (c.max(axis=0) + 1) * s.cell_m
+                lo3 = np.array([lo_xy[0], lo_xy[1], bottom])
+                hi3 = np.array([hi_xy[0], hi_xy[1], s.height_m])
+                centres = (c + 0.5) * s.cell_m
+                pts = np.column_stack([centres, np.full(len(c), s.height_m)]).astype(np.float32)
+                out.append(MemoryObject(-(1 + s.support_id * 1000 + t), kind, ((kind, 1.0),), np.zeros(1, np.float32),
+                                        pts, OrientedBox3D((lo3 + hi3) / 2, np.eye(3), hi3 - lo3), (0.0, 0.0, 0.0),
+                                        0, 0, 1.0, (), 0, unlabelled=True))
+        heights = ", ".join(f"#{s.support_id} at {s.height_m - floor_z:.2f} m" for s in chosen[:6])
+        notes.append(f"the anchor '{phrase}' is the map's {kind} surface(s) ({heights} above the floor)")
+        return out, ""
 
     def _anchors(self, phrase: str, recognition: Recognition, emb: dict, objects: Sequence[MemoryObject],
                  exclude: set[int], notes: list[str]) -> tuple[list[MemoryObject], str]:
         """Objects that may be the anchor `phrase`, and why there are none ('' when there are)."""
         cfg = self.config
+        surfaces = self.surface_anchors(phrase, notes)
+        if surfaces is not None:
+            return surfaces
         pool = [o for o in objects if o.instance_id not in exclude]
         if recognition.status is RecognitionStatus.UNKNOWN:
             return [], f"the anchor {recognition.message()}"
         if recognition.status is RecognitionStatus.GENERIC:
             return sorted(pool, key=lambda o: -o.confidence), ""
         if recognition.status is RecognitionStatus.KNOWN:
-            found = self._with_evidence(recognition.concepts, [o for o in pool if not o.unlabelled])
+            quiet: list[str] = []
+            found = self._fitting(self._with_evidence(recognition.concepts, [o for o in pool if not o.unlabelled]),
+                                  recognition.concepts, quiet)
+            found = self._drop_relabelled(found, objects, quiet, keep_one=False) if found else found
             kind = " or ".join(c.lower() for c in recognition.concepts)
             if found:
                 # The anchor is held to the same standard as an answer: "the table" is not a counter.
                 return self._trustworthy(found, recognition, phrase, []), ""
-            shaped = [o for o in pool if o.unlabelled and recognition.shape and recognition.shape in self._shapes(o)]
+            shaped = self.stand_ins(recognition, [o for o in pool if o.unlabelled])
             if shaped:
-                notes.append(f"no {kind} was detected: the anchor '{phrase}' is an unlabelled "
-                             f"{recognition.shape} object (label unconfirmed)")
+                notes.append(f"no {kind} was detected: the anchor '{phrase}' is an unlabelled object of a {kind}'s "
+                             "size or shape (label unconfirmed)")
                 return shaped, ""
             return [], f"no {kind} in the object memory to be the anchor '{phrase}'"
         labelled = [o for o in pool if not o.unlabelled]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -384,8 +386,12 @@ def test_an_unknown_or_absent_anchor_is_said_never_substituted():
     assert plan.anchor is None and plan.answer is None  # the relation is left undecided, not applied to a table
     assert any("the anchor 'window' is not something the test model recognises" in n for n in plan.notes)
     assert "relation 'near' not applied" in plan.unresolved_anchor
+    # No bottle was detected and no unlabelled object has a bottle's size (tall and narrow): said, not replaced.
+    plan = _ask("the mug near the bottle", _rec(_known("mug", "Mug"), _known("bottle", "Bottle")))
+    assert plan.anchor is None and any("no bottle in the object memory" in n for n in plan.notes)
+    # An unlabelled object of a laptop's size may be the anchor "laptop", and the result says so.
     plan = _ask("the mug near the laptop", _rec(_known("mug", "Mug"), _known("laptop", "Laptop")))
-    assert plan.anchor is None and any("no laptop in the object memory" in n for n in plan.notes)
+    assert plan.anchor.instance_id == 4 and any("anchor 'laptop' is an unlabelled object" in n for n in plan.notes)
     # A generic target pinned only by an unknown anchor is refused.
     assert _ask("the thing near the window", _rec(_generic("thing"), _unknown("window"))).refusal
 
@@ -448,3 +454,116 @@ def test_the_pipeline_does_not_answer_a_relation_it_cannot_check():
     assert result.status is QueryStatus.NOT_FOUND and result.objects == ()
     assert "not answered: the anchor 'umbrella' is not something the test model recognises" in result.message
     assert pipeline.run("the cube").status is QueryStatus.SUCCESS
+
+
+# --- evidence by geometry, stand-ins by size, support surfaces as anchors (issue 19) -------------------------
+from mllm3d_ros.core.memory.supports import SupportSurface, cell_keys  # noqa: E402
+from mllm3d_ros.core.types import SupportKind, SupportRef  # noqa: E402
+
+
+class _WithSupports(_Objects):
+    """A memory that knows support surfaces (the map's proposer ran)."""
+
+    def __init__(self, objects, surfaces):
+        super().__init__(objects)
+        self._surfaces = tuple(surfaces)
+
+    def supports(self):
+        return self._surfaces
+
+
+def _surface(support_id, kind, height, lo_xy, hi_xy, cell=0.05):
+    xs, ys = np.arange(lo_xy[0] + cell / 2, hi_xy[0], cell), np.arange(lo_xy[1] + cell / 2, hi_xy[1], cell)
+    xy = np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
+    return SupportSurface(support_id, kind, height, cell, np.unique(cell_keys(xy, cell)))
+
+
+FLOOR = _surface(0, SupportKind.FLOOR, 0.0, (-3.0, -3.0), (4.0, 3.0))
+TABLE_SURFACE = _surface(1, SupportKind.ELEVATED, 0.76, (0.0, 0.0), (1.2, 0.8))
+COUNTER = _surface(2, SupportKind.ELEVATED, 0.90, (2.0, 0.0), (3.5, 0.6))
+
+
+def _on(made, surface):
+    obj, colours = made
+    return dataclasses.replace(obj, support=SupportRef(surface.support_id, surface.kind, surface.height_m)), colours
+
+
+def _ask_supported(text, rec, made):
+    objects, snapshot = _scene(*made)
+    memory = _WithSupports(objects, (FLOOR, TABLE_SURFACE, COUNTER))
+    return MemoryResolver(memory, encode).plan(parse_instruction(text), snapshot, (), rec)
+
+
+def _box_scene(box_support=True):
+    """The table, a labelled "Box" floating at a chair's back height (on no support), a flat unlabelled
+    box-sized object on the table, a mug-sized unlabelled object on the table and a labelled mug on the
+    counter (1.5 m away); `box_support`: the labelled box stands on the counter instead (a real box)."""
+    ghost = _solid(7, "Box", (-1.0, 1.0, 0.55), (-0.5, 1.19, 0.94), detections=6)
+    return [_on(_solid(1, "Table", *TABLE_TOP, detections=30), FLOOR),
+            _on(ghost, COUNTER) if box_support else ghost,
+            _on(_solid(4, "object", (0.4, 0.2, 0.76), (0.82, 0.53, 0.85), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(5, "object", (0.15, 0.2, 0.76), (0.3, 0.35, 0.88), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(3, "Mug", (2.2, 0.2, 0.9), (2.29, 0.29, 1.0), detections=8), COUNTER)]
+
+
+def test_a_label_must_rest_on_geometry_of_its_class_else_a_pinned_unlabelled_object_answers():
+    box = _known("box", "Box", shape="box-shaped")
+    table = _known("table", "Table")
+    # A "Box" standing on nothing (a chair's back) is no box: the bare noun finds nothing in the memory.
+    plan = _ask_supported("the box", _rec(box), _box_scene(box_support=False))
+    assert plan.candidates == () and any("#7" in n and "stands on no support surface" in n for n in plan.notes)
+    # Pinned by "on the table": the box-sized unlabelled object on the table, flagged, at half confidence.
+    plan = _ask_supported("the box on the table", _rec(box, table), _box_scene(box_support=False))
+    assert [c.instance_id for c in plan.candidates] == [4] and plan.unconfirmed
+    assert plan.answer[0].unconfirmed and plan.answer[0].confidence == pytest.approx(0.4)
+    # The same box standing on the counter is a box: the label answers, confirmed.
+    plan = _ask_supported("the box", _rec(box), _box_scene(box_support=True))
+    assert [c.instance_id for c in plan.candidates] == [7] and not plan.unconfirmed
+    # A labelled box that does not hold the relation gives way to the pinned stand-in.
+    plan = _ask_supported("the box on the table", _rec(box, table), _box_scene(box_support=True))
+    assert [c.instance_id for c in plan.candidates] == [4] and plan.unconfirmed
+
+
+def test_a_mug_sized_unlabelled_object_answers_only_when_pinned():
+    mug, box = _known("mug", "Mug"), _known("box", "Box", shape="box-shaped")
+    scene = _box_scene(box_support=False)  # the only "Box" is the ghost: the anchor is the box-sized object
+    # Bare: the labelled mug. Pinned by "next to the box": the labelled mug is 1.4 m away, not next to it;
+    # the mug-sized unlabelled object beside the box answers, flagged.
+    assert [c.instance_id for c in _ask_supported("the mug", _rec(mug), scene).candidates] == [3]
+    plan = _ask_supported("the mug next to the box", _rec(mug, box), scene)
+    assert [c.instance_id for c in plan.candidates][:1] == [5] and plan.answer[0].unconfirmed
+    # A labelled mug next to the anchor keeps the answer.
+    near = _on(_solid(8, "Mug", (0.83, 0.2, 0.76), (0.92, 0.29, 0.86), detections=8), TABLE_SURFACE)
+    plan = _ask_supported("the mug next to the box", _rec(mug, box), [*scene, near])
+    assert plan.candidates[0].instance_id == 8 and not plan.answer[0].unconfirmed
+
+
+def test_support_surfaces_are_anchors_a_counter_by_its_height():
+    chair = _known("chair", "Chair")
+    unknown_counter = _unknown("counter")  # the offline model has no counter class: the map's surfaces do
+    made = [_on(_solid(1, "Chair", (2.3, 0.7, 0.0), (2.8, 1.2, 0.9), detections=12), FLOOR),  # by the counter
+            _on(_solid(2, "Chair", (0.3, -0.7, 0.0), (0.8, -0.2, 0.9), detections=20), FLOOR)]  # by the table
+    plan = _ask_supported("the chair by the counter", _rec(chair, unknown_counter), made)
+    assert plan.candidates[0].instance_id == 1 and plan.anchor.label == "counter" and plan.answer is not None
+    assert any("'counter' is the map's counter surface(s) (#2 at 0.90 m" in n for n in plan.notes)
+    # The table top (0.76 m) is no counter: with only the table, "the counter" is said to be absent.
+    objects, snapshot = _scene(*made)
+    memory = _WithSupports(objects, (FLOOR, TABLE_SURFACE))
+    plan = MemoryResolver(memory, encode).plan(parse_instruction("the chair by the counter"), snapshot, (),
+                                               _rec(chair, unknown_counter))
+    assert plan.answer is None and "no counter among the map's support surfaces" in plan.unresolved_anchor
+    # "on the floor": the floor surface.
+    plan = _ask_supported("the chair on the floor", _rec(chair, _unknown("floor")), made)
+    assert {c.instance_id for c in plan.candidates} == {1, 2} and plan.anchor.label == "floor"
+
+
+def test_an_exclusion_pins_unlabelled_stand_ins():
+    mug = _known("mug", "Mug")
+    table = _known("table", "Table")
+    scene = [m for m in _box_scene(box_support=False) if m[0].label != "Mug"]  # no mug was detected
+    other = _on(_solid(9, "object", (2.2, 0.2, 0.9), (2.3, 0.3, 1.0), unlabelled=True), COUNTER)
+    rec = InstructionRecognition(mug, (), excluded=table)
+    plan = _ask_supported("the mug, not the one on the table", rec, [*scene, other])
+    assert [c.instance_id for c in plan.candidates] == [9] and plan.answer[0].unconfirmed
+    # The bare noun: nothing pins a mug-sized object down.
+    assert _ask_supported("the mug", _rec(mug), [*scene, other]).candidates == ()
