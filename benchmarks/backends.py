@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     offline = _run_isolated(offline_figures, args.data, args.frames, args.threads)
     report: dict[str, object] = {
-        # The three names the backends issue asks for; all from the offline backend.
+        # The three figures the backend comparison reports; all from the offline backend.
         "offline_ms_per_view_p50": round(offline.ms_per_view_p50, 2),
         "load_s": round(offline.load_s, 3),
         "rss_mb": round(offline.rss_mb, 1),

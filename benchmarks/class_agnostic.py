@@ -1,4 +1,4 @@
-"""Class-agnostic recall: are the objects standing on a support separate instances of the memory? (issue 19)
+"""Class-agnostic recall: are the objects standing on a support separate instances of the memory?
 
     python -m benchmarks.class_agnostic --json PATH [--rooms 3] [--relational-rooms 10] [--no-offline]
                                         [--no-kitchen] [--quick]
@@ -9,7 +9,7 @@ product's `Mapper`; the object memory built by `offline_segment.build_memory` wi
   (a) the map's class-agnostic objects alone (`MapObjectProposer` beside a detector that finds nothing);
   (b) the product's proposals: the offline backend's with the map's (what `mllm3d segment` and the memory
       node run);
-  (c) the offline backend's alone (the memory before issue 19), for comparison.
+  (c) the offline backend's alone (the memory before class-agnostic proposals), for comparison.
 Ground truth, evaluation only: each map point takes the nearest true surface's instance within one voxel
 (`Simulator.closest_instances`); every simulated object stands on a support (the floor, or the instance it
 was placed on), and counts when the map holds at least MIN_GT_POINTS of its points. A memory instance's

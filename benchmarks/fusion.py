@@ -1,4 +1,4 @@
-"""Fusion benchmark of issue 3: TsdfMap against plain Open3D VoxelBlockGrid, real and simulated frames.
+"""Fusion benchmark: TsdfMap against plain Open3D VoxelBlockGrid, real and simulated frames.
 
 Run: `python -m benchmarks.fusion --json PATH [--quick]`.
 

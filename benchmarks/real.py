@@ -1,4 +1,4 @@
-"""Benchmark on the real 7-Scenes RedKitchen against our own hand-made 3D ground truth (issue 13, item 4).
+"""Benchmark on the real 7-Scenes RedKitchen against our own hand-made 3D ground truth.
 
     python -m benchmarks.real --json PATH [--dataset DIR] [--voxel-size M]
 
@@ -77,7 +77,7 @@ QUERIES: tuple[RealQuery, ...] = (
     RealQuery("the container on the table", "relational", ("plastic_box",)),
     RealQuery("the mug at the end of the table", "relational", ("mug_left",)),
     RealQuery("the chair at the end of the table", "relational", ("chair_left", "chair_right")),
-    # Issue 19: the box and the red game controller, which no detector class names well ("Box" at 0.2-0.35
+    # Class-agnostic objects: the box and the red game controller, which no detector class names well ("Box" at 0.2-0.35
     # in a few views) or at all; class-agnostic objects from the map, pinned by support, relation or colour.
     RealQuery("the box on the table", "relational", ("plastic_box",)),
     RealQuery("the red object on the table", "relational", ("game_controller",)),

@@ -1,4 +1,4 @@
-"""The real kitchen at its real 30 Hz, replayed in real time through the live code path (issue 13, targets).
+"""The real kitchen at its real 30 Hz, replayed in real time through the live code path, against its latency targets.
 
     python -m benchmarks.realtime --json PATH [--dataset DIR] [--no-offline-reference]
 

@@ -1,4 +1,4 @@
-"""What a robot acts on (issue 22): approach poses, the floor grid, and objects that move.
+"""What a robot acts on: approach poses, the floor grid, and objects that move.
 
     python -m benchmarks.robot --json PATH [--rooms 8] [--frames 96] [--quick] [--baseline] [--no-kitchen]
 
@@ -38,7 +38,7 @@ laptops or books to another spot of their table or desk. Then:
       ground-truth floor exists: the disc of the robot's radius must hold no map surface point in the
       band, the pose must stand on observed floor, be in the band from the annotated box and face it;
       reachability is reported by the product, and the area of the free component the pose is in).
-`--baseline` runs the same with the issue's mechanisms off (no carving, no keyframes for scene changes,
+`--baseline` runs the same with these mechanisms off (no carving, no keyframes for scene changes,
 the memory's drop of a moved instance's empty voxels off) for the before/after table.
 """
 
@@ -258,7 +258,7 @@ def run_room(seed: int, frames: int, baseline: bool, max_moves: int = 3, ablate:
     kf_cfg = KeyframeConfig(image_scale=1.0, min_change_samples=0 if "change" in ablate else 8)
     mapper = Mapper(map_cfg, kf_cfg, ingest_config=IngestConfig(carve_every=0 if "carve" in ablate else 10))
     memory = ObjectMemory()
-    if "drop" in ablate:  # the memory as before issue 22: a detected instance keeps the voxels it is seen through
+    if "drop" in ablate:  # before moved objects were handled: a detected instance kept the voxels seen through
         memory._drop_moved = lambda *_args: None
     worker = ProposalWorker(memory, proposer.propose, mapper.keyframe_store.get)
     moved = []
@@ -672,7 +672,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rooms", type=int, default=8)
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--quick", action="store_true", help="1 room, 60 frames, no kitchen")
-    ap.add_argument("--baseline", action="store_true", help="the issue's mechanisms off (before/after)")
+    ap.add_argument("--baseline", action="store_true", help="the moved-object mechanisms off (before/after)")
     ap.add_argument("--no-kitchen", action="store_true")
     ap.add_argument("--ablate", default="", help="comma-separated mechanisms off: carve, change, drop")
     ap.add_argument("--seeds", default="", help="comma-separated room seeds instead of 0..rooms-1")

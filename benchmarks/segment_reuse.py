@@ -1,4 +1,4 @@
-"""Benchmark: `mllm3d segment` answering again from a saved map and memory (issue 23, "Reuse").
+"""Benchmark: `mllm3d segment` answering again from a saved map and memory.
 
     python -m benchmarks.segment_reuse --json PATH [--dataset DIR] [--first-runs N] [--second-runs N]
 

@@ -1,4 +1,4 @@
-"""The real offline backend on seeded simulated rooms, through the product's query path (issue 13, item 5).
+"""The real offline backend on seeded simulated rooms, through the product's query path.
 
     python -m benchmarks.sim_offline --json PATH [--rooms 10] [--frames 48]
 

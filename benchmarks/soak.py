@@ -1,4 +1,4 @@
-"""Soak of issues 11 and 13: 18,000 frames (10 min at 30 Hz) fused, the object memory fed, a query
+"""Soak of mapping and the object memory: 18,000 frames (10 min at 30 Hz) fused, the object memory fed, a query
 every few seconds; is memory flat?
 
 Run: `python -m benchmarks.soak --json PATH [--frames N] [--query-period-s S] [--no-memory]`.
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True, type=Path, help="where to write the results")
     parser.add_argument("--frames", type=int, default=STREAM_FRAMES)
     parser.add_argument("--query-period-s", type=float, default=3.0)
-    parser.add_argument("--no-memory", action="store_true", help="fuse and query only (issue 11's soak)")
+    parser.add_argument("--no-memory", action="store_true", help="fuse and query only (no object memory)")
     args = parser.parse_args(argv)
 
     room = generate_room(SEED)

@@ -1,4 +1,4 @@
-"""Relational queries on simulated layouts whose answers depend only on geometry (issue 12's evaluation).
+"""Relational queries on simulated layouts whose answers depend only on geometry (the relational-layout evaluation).
 
     python -m benchmarks.spatial --json PATH [--rooms 10] [--frames 40] [--describe-rooms 3] [--quick]
                                  [--no-offline]

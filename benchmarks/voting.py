@@ -1,4 +1,4 @@
-"""Benchmark of multi-view voting against three baselines on simulated rooms (issue 4).
+"""Benchmark of multi-view voting against three baselines on simulated rooms.
 
     python -m benchmarks.voting --json PATH [--quick]
 

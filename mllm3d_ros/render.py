@@ -595,7 +595,7 @@ def render_grid(path: str | Path, grid, objects: Sequence[tuple[OrientedBox3D, s
                 title: str = "", robot_xy_m: tuple[float, float] | None = None) -> Path:
     """Top view of a floor grid (occupancy.OccupancyGrid2D: free white, occupied black, unknown grey) with the
     objects' box footprints, the approach pose (core.query.approach.ApproachPose: a dot, its heading and its
-    clearance) and the robot's position (issue 22)."""
+    clearance) and the robot's position."""
     from matplotlib.patches import Circle, FancyArrow
 
     from .core.mapping.occupancy import FREE, OCCUPIED

@@ -1,4 +1,4 @@
-"""The fault and bad-input campaign of issue 20: 52 cases on the command line and on the running graph,
+"""The fault and bad-input campaign: 52 cases on the command line and on the running graph,
 tried as a new user would, with a verdict per case.
 
     /work/tools/isolate .venv/bin/python scripts/fault_campaign.py [--only 1,7,52] [--queries 230]
@@ -7,9 +7,9 @@ tried as a new user would, with a verdict per case.
 The script starts and stops every graph itself (`mllm3d launch`, `mllm3d replay`, ...), with discovery
 on localhost and a test-only ROS domain it sets itself (run it inside /work/tools/isolate as well, so that
 nothing of it meets another job's graph). Every wait has a timeout and the whole run a budget: cases
-left when it is spent are SKIPPED. Cases marked with an issue-20 item failed before that item was fixed;
-the others are the faults the README promised already. It is too long for `make test`; the cheap cases
-are covered by tests (named in each case's docstring).
+left when it is spent are SKIPPED. Cases marked with an item (1-8) are faults a first run of this campaign
+found, each failing before it was fixed; the others are the faults the README promised already. It is too
+long for `make test`; the cheap cases are covered by tests (named in each case's docstring).
 
 Groups: the CLI without a graph (1-19), graph A = `mllm3d launch` fed hand-made frames by this script
 (20-41), graph B = `mllm3d launch source:=simulator` (42-52).
@@ -86,7 +86,7 @@ class Campaign:
             except Exception as exc:  # noqa: BLE001 -- a broken case is a failed case, with its reason
                 result.verdict, result.detail = "FAIL", f"{type(exc).__name__}: {exc}"
             result.seconds = time.monotonic() - t0
-        tag = f" [issue 20 {item}]" if item else ""
+        tag = f" [fixed fault, {item}]" if item else ""
         print(f"{result.verdict:4s} {number:2d} {title}{tag}: {result.detail[:300]} ({result.seconds:.1f} s)",
               flush=True)
         return result

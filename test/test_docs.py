@@ -4,6 +4,7 @@ free of project-management references, citing the papers, and showing the interf
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,47 @@ def test_nodes_page_lists_what_each_node_creates(node: str):
         listed.add(names[0])
         listed.update(re.findall(r"`(\w+)`", names[1]))
     assert listed == created, f"docs/nodes.md lists {sorted(listed)} for {node}; the code creates {sorted(created)}"
+
+
+# The code, tests, benchmarks, scripts and interface definitions: the same rule for their comments,
+# docstrings, help and log strings ("issue 19", "issue_12", "(#19)", "PR 12"). A label's instance id
+# ("table #3") and a colour ("#555555") are not references.
+CODE_DIRS = ("mllm3d_ros", "benchmarks", "scripts", "launch", "config", "action", "srv", "msg", "test")
+CODE_REFS = [
+    re.compile(r"(?<![A-Za-z])issues?[ _-]#?\d", re.IGNORECASE),
+    re.compile(r"\((?:issue |PR )?#\d+\)", re.IGNORECASE),
+    re.compile(r"\b(?:PR|pull request) #?\d", re.IGNORECASE),
+]
+
+
+def _tracked_files(dirs: tuple[str, ...]) -> list[Path]:
+    """The files git tracks under `dirs` (every file there when this is no git checkout)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--", *dirs], cwd=ROOT, capture_output=True, check=True,
+                             timeout=30).stdout.decode()
+        paths = [ROOT / name for name in out.split("\0") if name]
+    except (OSError, subprocess.SubprocessError):
+        paths = []
+    if not paths:
+        paths = [p for d in dirs for p in (ROOT / d).rglob("*") if p.is_file()]
+    return sorted(p for p in paths if p.is_file() and p != Path(__file__).resolve())
+
+
+def test_code_has_no_project_references():
+    files = _tracked_files(CODE_DIRS)
+    assert any(p.name == "object_memory.py" for p in files), "no code files found: the scan looks in the wrong place"
+    found = []
+    for path in files:
+        data = path.read_bytes()
+        if b"\0" in data:
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for pattern in CODE_REFS:
+                match = pattern.search(line)
+                if match:
+                    found.append(f"{path.relative_to(ROOT).as_posix()}:{number}: {match.group(0)!r} in: {line.strip()}")
+    assert not found, "references to the project's internal issue tracker:\n" + "\n".join(found)

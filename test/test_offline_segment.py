@@ -64,7 +64,7 @@ def test_segment_the_table_on_real_kitchen(redkitchen_dir, tmp_path):
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["status"] == "SUCCESS" and summary["objects"][0]["label"] == "Table"
     assert out.with_suffix(".png").stat().st_size > 10_000
-    # Issue 22: where a robot can stand to reach the table, and the floor grid as map_server's pair.
+    # Where a robot can stand to reach the table, and the floor grid as map_server's pair.
     approach = summary["approach"]
     assert approach["status"] in {s.name for s in ApproachStatus} and approach["message"]
     if approach["status"] == "OK":
@@ -111,7 +111,7 @@ def test_not_found_still_writes_an_empty_ply_and_the_json(tmp_path):
     assert summary["approach"] is None and read_map_server(summary["grid_yaml"]).shape[0] > 0
 
 
-# --- issue 20: faults of `mllm3d segment` --------------------------------------------------------------
+# --- faults of `mllm3d segment` -----------------------------------------------------------------------
 sys.path.insert(0, str(Path(__file__).resolve().parent / "core"))
 from rgbd_scene import orbit_poses, room_frame  # noqa: E402
 
@@ -141,7 +141,7 @@ def _segment(capsys, *args: str) -> tuple[int, str, str]:
 ])
 def test_segment_checks_its_arguments_before_reading_a_frame(tmp_path, capsys, monkeypatch, instruction, extra,
                                                              message):
-    # Issue 20: these were reported only after 12-17 s of fusion.
+    # A former bug: these were reported only after 12-17 s of fusion.
     from mllm3d_ros import offline_segment
 
     def never(*_a, **_k):

@@ -1,4 +1,4 @@
-"""`mllm3d segment` states its output frame and keeps it (issue 23): a known point of the recording's world
+"""`mllm3d segment` states its output frame and keeps it: a known point of the recording's world
 frame, taken into the map frame through the JSON's world_T_map, lands on the pixel where the recording's own
 pose file projects it, and the map frame is z up.
 

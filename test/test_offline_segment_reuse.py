@@ -1,5 +1,5 @@
 """`mllm3d segment` answers several instructions on one map, saves the map and the object memory, and answers
-again from them without fusing or proposing (issue 23); a saved map that does not fit the recording, the
+again from them without fusing or proposing; a saved map that does not fit the recording, the
 settings or this build, a missing instructions file, an empty instruction: one line, exit 2, nothing written."""
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ def test_a_png_that_cannot_be_written_raises(tmp_path) -> None:
 
 
 def test_an_instruction_the_font_cannot_draw_gives_no_glyph_warning(tmp_path) -> None:
-    # Issue 20: "Glyph ... missing from font(s)" lines on stderr for an instruction in Chinese or with an emoji.
+    # A former bug: "Glyph ... missing from font(s)" lines on stderr for an instruction in Chinese or with an emoji.
     import warnings
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

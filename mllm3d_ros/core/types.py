@@ -241,7 +241,7 @@ class QueryResult:
     """What a query returns: status, the model's phrase, ranked objects, timings.
 
     `snapshot` is the map the objects' point indices refer to (None when no object was found).
-    `approach`: where a robot can stand to reach objects[0] (issue 22), when it was planned.
+    `approach`: where a robot can stand to reach objects[0], when it was planned.
     """
 
     status: QueryStatus

@@ -15,7 +15,7 @@ Subscribed (sensor-data QoS; remap these to your driver's names):
 Published:
   ~/map_cloud   sensor_msgs/PointCloud2 (latched; throttled by map_publish_period_s), in map_frame
   ~/keyframes   geometry_msgs/PoseArray (latched), keyframe camera poses in map_frame
-  ~/occupancy_grid  nav_msgs/OccupancyGrid (latched, with the map cloud): the floor grid for Nav2 (issue 22):
+  ~/occupancy_grid  nav_msgs/OccupancyGrid (latched, with the map cloud): the floor grid for Nav2:
                 unknown -1, free 0 (floor observed), occupied 100 (a surface in the height band)
 Services:
   ~/reset       std_srvs/Trigger: empty the map and keyframes (and state bound to them)

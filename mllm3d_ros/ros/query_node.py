@@ -10,7 +10,7 @@ Subscribed:      ~/instruction (std_msgs/String, reliable) -- e.g. from a speech
                  /tf, /tf_static (through TfLookup) -- for goals whose target_frame is not the map frame
 Published:       ~/segmented_cloud (sensor_msgs/PointCloud2, latched): best object, x y z rgb confidence
                  ~/markers (visualization_msgs/MarkerArray, latched): boxes + labels per object, and an
-                 arrow at the approach pose (issue 22: where the robot can stand, facing objects[0])
+                 arrow at the approach pose (where the robot can stand, facing objects[0])
                  (both always in the map frame, whatever the goal's target_frame: RViz's fixed frame)
                  ~/result (std_msgs/String, reliable): JSON summary of each result; an instruction that
                  arrives while a query runs is answered there with status BUSY
@@ -126,7 +126,7 @@ def markers_for(result_msg, frame_id: str) -> MarkerArray:
         text.scale.z = 0.12
         out.markers.extend([box, text])
     if result_msg.approach_pose.header.frame_id:
-        # Where the robot can stand, facing the best object: an arrow on the floor (issue 22).
+        # Where the robot can stand, facing the best object: an arrow on the floor.
         arrow = Marker(header=result_msg.approach_pose.header, ns="mllm3d/approach", id=0, type=Marker.ARROW,
                        action=Marker.ADD, pose=result_msg.approach_pose.pose,
                        color=ColorRGBA(r=0.1, g=0.6, b=1.0, a=0.9))

@@ -624,7 +624,7 @@ def test_parse_bad_input_and_closed_backend(tiny_dir: Path, qwen3: TransformersB
         b.parse("the mug")
 
 
-# ---- real checkpoints' conventions (issue 21): what tiny models must look like to catch these ------------
+# ---- real checkpoints' conventions: what tiny models must look like to catch these ---------------------
 @pytest.fixture(scope="module")
 def qwen2vl(tiny_dir: Path) -> TransformersBackend:
     """Qwen2-VL as published: chat template only in the processor's chat_template.json, image processor

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 from benchmarks.spatial import main  # noqa: E402
 
 
-def test_quick_mode_writes_the_issue_12_measures_and_meets_them_on_one_room(tmp_path):
+def test_quick_mode_writes_the_relational_measures_and_meets_them_on_one_room(tmp_path):
     out = tmp_path / "spatial.json"
     assert main(["--quick", "--json", str(out)]) == 0
     report = json.loads(out.read_text())

@@ -1,5 +1,5 @@
-"""The `mllm3d` subcommands that talk to the graph, under faults (issue 20). SIGINT / SIGTERM in a command that
-waits (item 2): the goal is cancelled where there is one, the command ends with 130 / 143 and one line on
+"""The `mllm3d` subcommands that talk to the graph, under faults. SIGINT / SIGTERM in a command that
+waits: the goal is cancelled where there is one, the command ends with 130 / 143 and one line on
 stderr, no traceback. The servers run here (the query node over a backend that never answers, a
 DescribeScene that never answers) or are the command itself (simulate, launch); every signal is sent once
 the command has reached the wait (an event). A reader that goes away (`mllm3d describe | head -1`) ends

@@ -1,4 +1,4 @@
-"""Bad parameters and parameters files under `mllm3d launch` (issue 20 item 4): one refusal line and exit 2;
+"""Bad parameters and parameters files under `mllm3d launch`: one refusal line and exit 2;
 the other node is stopped quietly (no traceback, no rcl error, no restart of the segmentation node).
 A parameters file that does not parse is refused before anything starts, and a node started by hand with
 it refuses it in one line too."""

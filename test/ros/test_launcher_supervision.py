@@ -1,4 +1,4 @@
-"""`mllm3d launch` supervises (issue 11 item 3): kill -9 of the segmentation node does not stop the graph.
+"""`mllm3d launch` supervises: kill -9 of the segmentation node does not stop the graph.
 
 The default launch (perception + segmentation) plus the simulator runs in a subprocess on loopback.
 The segmentation node is killed with SIGKILL; while it is down a query answers BACKEND_UNAVAILABLE,

@@ -4,7 +4,7 @@
   (odom -> base_link) from here; frames before any transform are rejected (NO_TRANSFORM) and the
   node lives on; fused keyframes carry map_T_camera composed through the whole chain.
 - The map services: save, reset (map and keyframes published empty), load (restored), bad load.
-- The occupancy grid (issue 22): an empty grid latched before any frame (and saved as one unknown cell),
+- The occupancy grid: an empty grid latched before any frame (and saved as one unknown cell),
   then the map's grid; ~/save_grid writes the map_server pair that loads back to the published grid.
 - pose_source: odometry with base_T_camera: the camera pose is the base pose composed with it.
 Frames are best effort: they are sent once every camera topic is matched, and sent again until the node
@@ -232,7 +232,7 @@ def test_tf_pose_source_pip_only_and_map_services(ros, tmp_path):
 
 @pytest.mark.parametrize("extrinsic", ["parameter", "tf_static"])
 def test_odometry_pose_source_composes_base_T_camera(ros, tmp_path, extrinsic):
-    # Issue 11 item 7: the base pose used to be taken as the camera pose.
+    # A former bug: the base pose used to be taken as the camera pose.
     ns = f"odom{extrinsic.replace('_', '')}"
     if extrinsic == "parameter":  # = BASE_T_BODY; pose_convention body adds the optical rotation
         params = ("base_T_camera:=0.1 0.0 1.2 0.0 0.0 0.0", "pose_convention:=body")
@@ -268,7 +268,7 @@ def _odometry(stamp_ns: int, odom_T_base: np.ndarray) -> Odometry:
 
 
 def test_one_frame_stamped_an_hour_ahead_does_not_freeze_mapping(ros, tmp_path):
-    # Issue 11 item 2: after one future-stamped set every real frame was "late" and never fused.
+    # A former bug: after one future-stamped set every real frame was "late" and never fused.
     proc, log = _start_mapping(tmp_path, "stampcase")
     h = _Harness("stampcase")
     hour_ns = 3600 * 1_000_000_000
@@ -290,7 +290,7 @@ def test_one_frame_stamped_an_hour_ahead_does_not_freeze_mapping(ros, tmp_path):
 
 
 def test_depth_in_metres_as_uint16_is_said_once_and_counted_not_fused(ros, tmp_path):
-    # Issue 20 item 6: such frames were counted as fused and made keyframes, with no warning.
+    # A former bug: such frames were counted as fused and made keyframes, with no warning.
     import dataclasses
     proc, log = _start_mapping(tmp_path, "metrecase", "stats_period_s:=0.5")
     h = _Harness("metrecase")

@@ -40,7 +40,7 @@ def test_memory_parameters_reach_the_object_memory():
 
 
 def test_describe_after_a_map_reset_reports_the_current_memory():
-    # Issue 20 item 8: after ~/reset, describe said "0 of 0 confirmed objects (100 keyframes in the memory)".
+    # A former bug: after ~/reset, describe said "0 of 0 confirmed objects (100 keyframes in the memory)".
     import sys
     from pathlib import Path
     sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "core" / stage) for stage in ("mapping", "memory", "query")]

@@ -1,6 +1,6 @@
 """ros/memory_node.py in process: the object memory is saved with the map (the mapping node's ~/save_map calls
 Mapper.save) and restored by a load (~/load_map), so only the keyframes it had not folded in are proposed
-again; a memory file that does not fit is a warning, and every keyframe is proposed again (issue 23)."""
+again; a memory file that does not fit is a warning, and every keyframe is proposed again."""
 
 from __future__ import annotations
 

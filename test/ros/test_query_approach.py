@@ -1,4 +1,4 @@
-"""The approach pose in SegmentQuery results (issue 22): on the floor, facing the object, in the goal's frame,
+"""The approach pose in SegmentQuery results: on the floor, facing the object, in the goal's frame,
 an arrow in RViz and in the ~/result JSON; without the robot's pose in TF it comes unchecked, and says so."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A goal's target_frame honoured through TF (issue 12, "3D grounding output"): the result's points,
+"""A goal's target_frame honoured through TF (the 3D grounding output): the result's points,
 boxes and descriptions come back in that frame, RViz stays in the map frame, and a frame TF does
 not know fails the goal with INVALID_GOAL (no 2D model call) while the node keeps serving."""
 

@@ -84,7 +84,7 @@ def test_ctrl_c_ends_without_a_traceback(tmp_path, module, ready, args):
 
 
 def test_replay_waits_for_its_subscribers_before_the_first_frame(tmp_path):
-    # Issue 20: frames published before DDS matched the mapping node's subscriptions were lost, uncounted.
+    # A former bug: frames published before DDS matched the mapping node's subscriptions were lost, uncounted.
     import threading
 
     import rclpy

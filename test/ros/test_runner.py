@@ -1,4 +1,4 @@
-"""ros/runner.py: log records of the ROS-free core reach the ROS logger (issue 20: lines that bypassed it)."""
+"""ros/runner.py: log records of the ROS-free core reach the ROS logger (a former bug: lines that bypassed it)."""
 
 from __future__ import annotations
 

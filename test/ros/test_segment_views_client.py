@@ -1,5 +1,5 @@
-"""The SegmentViews client (ros/segment_views_client.py) when the segmentation node is killed and restarted
-(issue 20 item 1): the backend is a process of its own (scripted_backend.py) on loopback, the query node
+"""The SegmentViews client (ros/segment_views_client.py) when the segmentation node is killed and restarted:
+the backend is a process of its own (scripted_backend.py) on loopback, the query node
 runs here. After 2D-model queries, `kill -9` of the backend and a restarted one that is still loading: the
 next query answers BACKEND_UNAVAILABLE at once (it used to hang until the query's timeout); a request
 pending when the backend is killed is sent again to the restarted one. Latencies are the node's own

@@ -172,7 +172,7 @@ class OfflineBackend(SegmentationBackend):
         _check_views(views)
         with self._lock:
             self._check_open()
-            # The target alone: in "the container on the table" the anchor word would win (issue 13).
+            # The target alone: in "the container on the table" the anchor word would win.
             parsed = parse_instruction(text)
             query = self._classifier.classify(parsed.target_text)
         # Only what the open-set gate recognises is looked for: an unknown or generic target finds nothing

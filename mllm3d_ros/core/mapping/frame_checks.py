@@ -1,4 +1,4 @@
-"""Input checks for RGB-D frames and ROS-free decoders of raw image buffers (issue 3, "Bad input").
+"""Input checks for RGB-D frames and ROS-free decoders of raw image buffers.
 
 Policy: NaN, inf and negative depth become invalid (0) pixels; a depth image with no valid pixel is
 rejected. Everything else that is malformed (encodings, sizes, intrinsics, poses, stamps, pose

@@ -1,4 +1,4 @@
-"""Bounded ingestion queue and the worker that validates, fuses and selects keyframes (issue 3, "Ingest").
+"""Bounded ingestion queue and the worker that validates, fuses and selects keyframes.
 
 Sensor callbacks only `submit` frames; they never fuse. The queue holds at most `queue_size` frames
 and, when full, drops the *oldest* queued frame (newest wins: a map that lags the camera is worth

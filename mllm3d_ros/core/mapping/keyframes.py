@@ -1,6 +1,6 @@
 """Keyframe selection and storage, and visibility queries over the stored keyframes.
 
-Issue 3 ("Keyframes"): keyframes are selected by motion, view novelty and sharpness, stored
+Keyframes are selected by motion, view novelty and sharpness, stored
 downsampled, capped in count and bytes, and evicted so that map coverage is kept. What a keyframe
 sees is decided by `visibility.visible_mask`, the test voting uses too.
 """
@@ -39,7 +39,7 @@ class KeyframeConfig:
     coverage_stride: int = 6
     depth_tolerance_m: float = shared_param("depth_tolerance_m")
     depth_tolerance_frac: float = 0.03
-    # Scene change (issue 22): a frame that is not novel is still a keyframe when at least this many of its
+    # Scene change: a frame that is not novel is still a keyframe when at least this many of its
     # depth samples show a surface where two stored keyframes saw free space (an object moved there): the
     # object memory learns only from keyframes. 0 = off. 8 samples at stride 6 of a 320x240 keyframe: a
     # mug at ~1 m, a chair at 4 m.
@@ -140,7 +140,7 @@ class _Entry:
 class KeyframeStore:
     """Selects, stores and evicts keyframes; answers "which keyframes see these points, how well".
 
-    Selection (issue 3): a frame is rejected as blurred when its Laplacian variance is below
+    Selection: a frame is rejected as blurred when its Laplacian variance is below
     `sharpness_ratio` x the median of the last `sharpness_window` offered frames; the first sharp frame
     is always added; later ones need motion (>= min_translation_m or >= min_rotation_deg from the last
     keyframe) and novelty (>= min_novelty of its depth samples not seen by any stored keyframe).

@@ -1,6 +1,6 @@
 """The mapping facade: TSDF map + keyframe store + ingestion worker, seen by queries as a MapSource.
 
-Reset and save/load (issue 11): `reset()` empties the map, the keyframes and the frame gate, then
+Reset and save/load: `reset()` empties the map, the keyframes and the frame gate, then
 calls every reset listener (other map-bound state, e.g. an object memory). `save(path)` writes a
 folder: `map.json` (format name and version, the map's voxel size and block resolution, counters,
 keyframe metadata), `tsdf.npz` (Open3D's VoxelBlockGrid.save) and `keyframes.npz` (poses and images).
@@ -9,7 +9,7 @@ file leaves the running map as it was: the format version (a map of another vers
 the version and the build that wrote it), every zip member's CRC (bytes flipped inside an .npz), and
 every array's shape and dtype. Both hold the ingestion worker between frames.
 
-State bound to the map may be saved and loaded with it (issue 23): `add_reset_listener(listener, save=,
+State bound to the map may be saved and loaded with it: `add_reset_listener(listener, save=,
 load=)`. Every save writes a fresh `map_uid` into map.json and calls `save(folder, map_uid)` while the
 folder is still being written (a failing saver fails the save, nothing half-written appears); a load
 calls `load(folder, map_uid)` instead of `listener()` (e.g. the object memory read back beside the map,

@@ -1,4 +1,4 @@
-"""A 2D occupancy grid of the floor from the TSDF map's surface (issue 22): what Nav2 plans on.
+"""A 2D occupancy grid of the floor from the TSDF map's surface: what Nav2 plans on.
 
 The map frame is z up (REP-103/105). The floor is the lowest horizontal surface of the map that covers
 `min_floor_area_m2` (`estimate_floor_z`). A cell of `resolution_m` is

@@ -8,7 +8,7 @@ matched messages and everything older in each queue are removed (older ones are 
 drops); messages older than the last emitted match by more than `slop_ns` are refused (late), as
 they could only form sets that go back in time. A full queue drops its oldest message.
 
-Stamp poisoning (issue 11): one set stamped an hour ahead must not make every later message late.
+Stamp poisoning: one set stamped an hour ahead must not make every later message late.
 A message more than `max_stamp_jump_ns` older than the last match is not "late" but from another
 timeline (a poisoned match, a looping bag): it is queued, and the sets it forms re-anchor the late
 rule. When a queue is full and its newest message is more than `max_stamp_jump_ns` ahead of the

@@ -1,4 +1,4 @@
-"""A small time-interpolated transform buffer, for set-ups without tf2_ros (pip-only; issue 11, "TF").
+"""A small time-interpolated transform buffer, for set-ups without tf2_ros (pip-only).
 
 Holds a tree of frames (each child has one parent, as in TF): dynamic transforms as a time series
 per edge, bounded by `cache_duration_ns` behind the newest sample of that edge, and static

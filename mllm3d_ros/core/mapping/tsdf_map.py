@@ -1,4 +1,4 @@
-"""Incremental coloured TSDF map on Open3D's tensor VoxelBlockGrid, bounded by a block budget (issue 3, "Map").
+"""Incremental coloured TSDF map on Open3D's tensor VoxelBlockGrid, bounded by a block budget.
 
 TSDF fusion after Curless & Levoy (SIGGRAPH 1996) on a voxel-block hash (Niessner et al., "Real-time
 3D reconstruction at scale using voxel hashing", TOG 2013), as implemented by Open3D's
@@ -44,7 +44,7 @@ class TsdfMapConfig:
     voxel_size_m: float = param(0.02, range=(0.005, 0.5), unit="m", doc="TSDF voxel edge.")
     sdf_trunc_m: float | None = None
     block_resolution: int = 8
-    # 20,000 blocks of 8^3 voxels at 2 cm: a 7-Scenes room with margin (the mapping node's value since issue 12).
+    # 20,000 blocks of 8^3 voxels at 2 cm: a 7-Scenes room with margin (the mapping node's value).
     block_budget: int = param(20_000, range=(16, 2_000_000), doc="Voxel blocks kept; the farthest from the camera "
                               "are evicted beyond.")
     evict_to_fraction: float = 0.9

@@ -1,4 +1,4 @@
-"""Class-agnostic objects from the map: what stands on its support surfaces, as proposals (issue 19).
+"""Class-agnostic objects from the map: what stands on its support surfaces, as proposals.
 
 With no class-agnostic mask model on the CPU (SAM, FastSAM), the map itself shows the objects no detector
 class names: they stand on support surfaces (DESIGN.md, "Objects before labels"; ConceptGraphs and DualMap

@@ -1,4 +1,4 @@
-"""The object memory saved beside its map, and read back with the same guarantees as the map (issue 23).
+"""The object memory saved beside its map, and read back with the same guarantees as the map.
 
 A map folder written by `Mapper.save` holds `map.json` with a `map_uid` (a fresh id per save). The memory
 of that map is written into the same folder: `memory.json` (format name and version, the build that

@@ -1,4 +1,4 @@
-"""A persistent 3D object memory built from instruction-free proposals on every keyframe (issue 13).
+"""A persistent 3D object memory built from instruction-free proposals on every keyframe.
 
 MLLM-For3D (arXiv 2503.18135) judges a query's masks by the views that can see them; this memory
 keeps the same evidence over time, for every object the backend can name, so that a query starts
@@ -27,8 +27,8 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
      detected"; a view that cannot see an instance says nothing about it;
   5. an instance seen through (`see_through_frac` of the voxels a view observes in front of the observed
      surface) in `gone_views` views and not detected since is removed: the object is gone; one that is
-     detected although the view sees through that share of it has moved: the voxels seen through go (issue
-     22). A detection of its kind over it whose mask lifted nothing usable (the sensor returned no depth on
+     detected although the view sees through that share of it has moved: the voxels seen through go. A
+     detection of its kind over it whose mask lifted nothing usable (the sensor returned no depth on
      the object, or the mask only the support around it) is no view through it;
   6. instances updated in this view merge with an instance they overlap (`merge_min_overlap` of the
      smaller) when their embeddings agree, unless (`keep_apart`) more views detected the two by
@@ -36,7 +36,7 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
      table, do merge); every `split_every` keyframes an instance whose kept voxels
      fall apart into separate parts is split.
 
-Class-agnostic proposals (issue 19; label `types.UNLABELLED`: objects from the map, `map_objects`, or SAM's
+Class-agnostic proposals (label `types.UNLABELLED`: objects from the map, `map_objects`, or SAM's
 masks) take the same path with these differences: their embedding is not used; they join an instance by
 overlap alone, both ways (the instance's seen voxels mostly in the mask and the mask mostly the instance's:
 min(cover, explained), or the voxels' IoU, at least `associate_min_overlap`), and a mask over two instances
@@ -768,7 +768,7 @@ class ObjectMemory:
         self._cap_voxels(inst)
 
     def _drop_moved(self, inst: _Instance, seen_idx: np.ndarray, through_idx: np.ndarray, keyframe: Keyframe) -> None:
-        """Issue 22: an instance detected in this view although the view sees through most of its voxels (the
+        """Moved objects: an instance detected in this view although the view sees through most of its voxels (the
         gone test's share) has moved, and this detection is of its new place: the voxels seen through go now,
         so the instance does not span the old place and the new one. Seen through against the depth
         min-filtered over 5 x 5 pixels (holes spread), for the share too: a voxel on a rim or on a thin part

@@ -1,4 +1,4 @@
-"""Support surfaces of the gravity-aligned map: the floor, table tops, counters, shelves (issue 19).
+"""Support surfaces of the gravity-aligned map: the floor, table tops, counters, shelves.
 
 The map frame is z up (REP-103), so a surface an object can stand on is a horizontal patch whose normals
 point up. `find_supports` finds them in a cloud with normals (the TSDF's surface points):

@@ -1,4 +1,4 @@
-"""Where a robot can stand to reach or look at an object: an approach pose on the floor (issue 22).
+"""Where a robot can stand to reach or look at an object: an approach pose on the floor.
 
 Given an object's gravity-aligned box and the floor grid of the map (`occupancy`), `plan_approach`
 returns a pose on the floor, facing the box centre, whose distance to the box footprint is in

@@ -1,7 +1,7 @@
 """Plausible sizes of everyday objects: may an unlabelled object be of a class the instruction names?
 
 An object no detector named (a class-agnostic instance of the memory) may answer "the mug on the desk" only
-when it is at least consistent with a mug (issue 19, naming by geometry). A `SizePrior` holds the plausible
+when it is at least consistent with a mug (naming by geometry). A `SizePrior` holds the plausible
 extents of a class's sorted sides, largest first (orientation-free: a bottle lying down is still a bottle),
 from common knowledge of the things themselves, NOT fitted to any scene of this project:
 - mug: 7-10 cm across, 8-12 cm tall, a handle adds 2-4 cm; a coffee cup from an espresso cup (5-6 cm) to a

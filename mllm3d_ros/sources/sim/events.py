@@ -15,7 +15,7 @@ import numpy as np
 from ...core.config import ConfigError, check_int
 from .scene import STRUCTURE_ID, Room, _rotation
 
-# --- scene events (issue 22): objects that move ---------------------------------------------
+# --- scene events: objects that move ------------------------------------------------------
 
 class EventKind(enum.Enum):
     MOVE = "move"

@@ -16,7 +16,7 @@ from .rooms import _RoomBuilder
 from .scene import Room
 from .trajectories import look_at
 
-# --- relational layouts (issue 12) -----------------------------------------------------------
+# --- relational layouts ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class RelationalQuery:

@@ -172,7 +172,7 @@ def test_gate_pose_jump_translation_rotation():
 
 
 def test_gate_inconsistent_jumps_are_never_taken_as_a_relocalisation():
-    # Issue 11 item 4: five mutually inconsistent jumps in a row used to accept the fifth.
+    # A former bug: five mutually inconsistent jumps in a row used to accept the fifth.
     gate = FrameGate(FrameGateConfig(max_jump_translation_m=1.0, jump_reset_frames=5))
     gate.check(_frame(1))
     wild = [_moved(x_m=5.0), _moved(x_m=-5.0), _moved(x_m=9.0), _moved(x_m=3.0, yaw_deg=120.0), _moved(x_m=-8.0),
@@ -202,7 +202,7 @@ HOUR = 3600 * S
 
 
 def test_gate_one_future_stamp_does_not_freeze_the_gate():
-    # Issue 11 item 2: a frame stamped an hour ahead was accepted and every real frame after it refused.
+    # A former bug: a frame stamped an hour ahead was accepted and every real frame after it refused.
     gate = FrameGate(FrameGateConfig(max_stamp_jump_ns=2 * S, jump_reset_frames=3))
     gate.check(_frame(100 * S))
     with pytest.raises(FrameRejected, match="limit 2 s") as info:

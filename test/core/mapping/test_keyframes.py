@@ -137,7 +137,7 @@ def test_config_validation(field, value):
         KeyframeConfig(**{field: value})
 
 
-# --- scene changes (issue 22): a frame that shows an object moved is a keyframe even when not novel ----------
+# --- scene changes: a frame that shows an object moved is a keyframe even when not novel -------------------
 
 _CK = CameraIntrinsics(160, 120, 146.25, 146.25, 79.5, 59.5)
 

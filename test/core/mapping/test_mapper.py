@@ -181,7 +181,7 @@ def test_save_to_a_file_path_is_refused(tmp_path):
     (10.0, "every valid pixel is beyond depth_max_m"),
 ])
 def test_a_frame_with_no_depth_in_range_is_rejected_with_its_likely_cause_not_fused(scale, cause):
-    # Issue 20 item 6: such frames fused nothing but were counted as fused and became keyframes.
+    # A former bug: such frames fused nothing but were counted as fused and became keyframes.
     rejected = []
     mapper = Mapper(MAP_CFG, KF_CFG, on_reject=lambda _f, exc: rejected.append(str(exc)))
     for k, pose in enumerate(orbit_poses(4, yaw_step_rad=0.4)):

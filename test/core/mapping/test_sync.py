@@ -91,7 +91,7 @@ HOUR = 3600 * S
 
 
 def test_one_future_set_does_not_make_every_real_message_late():
-    # Issue 11 item 2: the late rule anchored on a set stamped an hour ahead refused everything after it.
+    # A former bug: the late rule anchored on a set stamped an hour ahead refused everything after it.
     sync = ApproximateTimeSync(SyncConfig(num_inputs=2, slop_ns=10 * MS, max_stamp_jump_ns=2 * S))
     assert sync.add(0, 100 * MS, "c0") is None and sync.add(1, 100 * MS, "d0") is not None
     sync.add(0, HOUR, "c_future")

@@ -196,7 +196,7 @@ def test_real_redkitchen_frames_fuse_into_a_bounded_kitchen(redkitchen_dir):
     assert seen.sum() > 1000
 
 
-# --- free-space carving (issue 22): a surface that is gone is erased, what is not seen stays -----------------
+# --- free-space carving: a surface that is gone is erased, what is not seen stays --------------------------
 
 _CARVE_INTR = CameraIntrinsics(160, 120, 146.25, 146.25, 79.5, 59.5)
 

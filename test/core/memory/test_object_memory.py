@@ -354,7 +354,7 @@ def test_a_voxel_is_seen_through_only_over_its_whole_footprint():
     np.testing.assert_array_equal(_seen_through_whole(centres, through, kf, cfg), [1])
 
 
-# --- class-agnostic proposals (issue 19) --------------------------------------------------------------
+# --- class-agnostic proposals ---------------------------------------------------------------------------
 
 
 def agnostic(mask, geometric=True):
@@ -501,7 +501,7 @@ def _post_and_base_memory(moved_by, parts_after=(0, 1)):
 
 def test_a_still_objects_part_outside_its_mask_stays():
     # Not moved, and the last views' masks hold only the post: the base is seen outside them, away from
-    # what they lifted, but nothing of the object is seen through, so it is no moved object (issue 22: a
+    # what they lifted, but nothing of the object is seen through, so it is no moved object (a
     # rule that drops a detected instance's voxels away from its detection must keep this).
     pts, _ = _post_and_base_memory((0.0, 0.0), parts_after=(0,))
     assert in_box(pts, BASE, 0.0).sum() >= 30

@@ -121,7 +121,7 @@ def test_the_maps_class_agnostic_proposals_run_on_the_worker_and_never_block_the
 
 
 def test_a_backend_that_is_not_ready_is_waited_for_not_counted_as_failures():
-    # Issue 20: while the segmentation node loads, proposals used to fail ~9 times at every start, each
+    # A former bug: while the segmentation node loads, proposals used to fail ~9 times at every start, each
     # counted and logged as a failure, and spent retries.
     kfs = keyframes_by_id()
     ready = threading.Event()

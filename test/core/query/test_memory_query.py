@@ -262,7 +262,7 @@ def test_a_candidate_on_the_voxels_of_a_better_supported_instance_of_another_kin
     assert [c.instance_id for c in plan.candidates] == [6]
 
 
-# --- open set, naming by geometry, colours, lists (issue 19) ----------------------------------------------
+# --- open set, naming by geometry, colours, lists -------------------------------------------------------
 from mllm3d_ros.core.query.open_set import InstructionRecognition, Recognition, RecognitionStatus  # noqa: E402
 from mllm3d_ros.core.types import MapSnapshot, OrientedBox3D  # noqa: E402
 
@@ -456,7 +456,7 @@ def test_the_pipeline_does_not_answer_a_relation_it_cannot_check():
     assert pipeline.run("the cube").status is QueryStatus.SUCCESS
 
 
-# --- evidence by geometry, stand-ins by size, support surfaces as anchors (issue 19) -------------------------
+# --- evidence by geometry, stand-ins by size, support surfaces as anchors ----------------------------------
 from mllm3d_ros.core.memory.supports import SupportSurface, cell_keys  # noqa: E402
 from mllm3d_ros.core.types import SupportKind, SupportRef  # noqa: E402
 

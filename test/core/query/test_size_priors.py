@@ -1,4 +1,4 @@
-"""Size priors of everyday objects: may an object of this size be of a class (issue 19, naming by geometry)."""
+"""Size priors of everyday objects: may an object of this size be of a class (naming by geometry)."""
 
 from __future__ import annotations
 
