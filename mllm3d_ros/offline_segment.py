@@ -52,7 +52,7 @@ from .core.mapping.frame_checks import FrameGateConfig
 from .core.mapping.ingest import IngestConfig
 from .core.mapping.keyframes import KeyframeConfig
 from .core.memory.map_objects import MapObjectProposer, chain_proposers
-from .core.mapping.mapper import Mapper, package_version as _package_version
+from .core.mapping.mapper import Mapper, package_version as _package_version, read_format_json
 from .core.memory.memory_file import MemoryFileError, read_memory, save_memory
 from .core.query.memory_query import MemoryResolver
 from .core.mapping.occupancy import OccupancyGridSource, build_occupancy_grid, save_map_server
@@ -139,19 +139,9 @@ def read_session_file(folder: str | Path) -> dict:
     path = folder / SESSION_FILE
     if not folder.is_dir():
         raise SavedSessionError(f"--load-map {folder}: no such folder")
-    if not path.is_file():
-        raise SavedSessionError(f"--load-map {folder}: not a map saved by `mllm3d segment --save-map` "
-                                f"({SESSION_FILE} is missing)")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SavedSessionError(f"--load-map {folder}: {SESSION_FILE} cannot be read ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != SESSION_FORMAT:
-        raise SavedSessionError(f"--load-map {folder}: {SESSION_FILE} is not a {SESSION_FORMAT} file")
-    if meta.get("version") != SESSION_FORMAT_VERSION:
-        raise SavedSessionError(f"--load-map {folder}: {SESSION_FILE} has version {meta.get('version')!r}, written "
-                                f"by {meta.get('written_by', 'another build')}; this build reads version "
-                                f"{SESSION_FORMAT_VERSION} only: run again with --save-map")
+    meta = read_format_json(path, SESSION_FORMAT, SESSION_FORMAT_VERSION,
+                            lambda message: SavedSessionError(f"--load-map {folder}: {message}"),
+                            "`mllm3d segment --save-map` session", ": run again with --save-map")
     if not isinstance(meta.get("fingerprint"), dict):
         raise SavedSessionError(f"--load-map {folder}: {SESSION_FILE} has no fingerprint")
     return meta

@@ -109,7 +109,7 @@ def _tamper(kind: str, root: Path, rec: Path, tmp_path: Path) -> tuple[list[str]
     ("other recording", "the recording's files differ"),
     ("other stride", "--stride differs"),
     ("other backend voxel", "--voxel-size differs"),
-    ("older session", "has version 0"),
+    ("older session", "format version 0"),
     ("older memory", "memory format version 0"),
     ("corrupt memory", "not a readable .npz"),
     ("unreadable map", "is not valid JSON"),

@@ -231,27 +231,35 @@ def read_saved_keyframes(path: str | os.PathLike) -> list[Keyframe]:
     return _read_keyframes(path / _KEYFRAMES, meta["keyframes"])
 
 
-def _read_meta(path: Path) -> dict:
-    """map.json, checked for format, version and a keyframe list."""
-    meta_path = path / _META
+def read_format_json(meta_path: Path, fmt: str, version: int, error: Callable[[str], Exception], kind: str,
+                     advice: str = "") -> dict:
+    """A saved folder's JSON metadata (map.json, memory.json, segment.json) checked for its format name and
+    version; `error` builds the exception that names what does not fit: a missing or unreadable file, another
+    format, another version (with the build that wrote it, so a user knows which build reads it)."""
     if not meta_path.is_file():
-        raise MapFileError(f"no saved map at {path}: {meta_path.name} is missing")
+        raise error(f"no saved {kind} at {meta_path.parent}: {meta_path.name} is missing")
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MapFileError(f"{meta_path} is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != MAP_FORMAT:
-        raise MapFileError(f"{meta_path} is not a {MAP_FORMAT} file")
-    if meta.get("version") != MAP_FORMAT_VERSION:
-        version = meta.get("version")
-        age = ("an older" if isinstance(version, int) and version < MAP_FORMAT_VERSION else
-               "a newer" if isinstance(version, int) else "an unknown")
-        raise MapFileError(f"{meta_path} has map format version {version!r}, written by "
-                           f"{meta.get('written_by') or f'{age} mllm3d_ros'}; this build (mllm3d_ros "
-                           f"{package_version()}) reads format version {MAP_FORMAT_VERSION} only: build the map "
-                           "again, or load it with the version that wrote it")
+        raise error(f"{meta_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise error(f"{meta_path} is not a {fmt} file")
+    found = meta.get("version")
+    if found != version:
+        age = ("an older" if isinstance(found, int) and found < version else
+               "a newer" if isinstance(found, int) else "an unknown")
+        raise error(f"{meta_path} has {kind} format version {found!r}, written by "
+                    f"{meta.get('written_by') or f'{age} mllm3d_ros'}; this build (mllm3d_ros "
+                    f"{package_version()}) reads format version {version} only{advice}")
+    return meta
+
+
+def _read_meta(path: Path) -> dict:
+    """map.json, checked for format, version and a keyframe list."""
+    meta = read_format_json(path / _META, MAP_FORMAT, MAP_FORMAT_VERSION, MapFileError, "map",
+                            ": build the map again, or load it with the version that wrote it")
     if not isinstance(meta.get("keyframes"), list):
-        raise MapFileError(f"{meta_path} has no keyframe list")
+        raise MapFileError(f"{path / _META} has no keyframe list")
     return meta
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..mapping.mapper import check_zip_crc, package_version
+from ..mapping.mapper import check_zip_crc, package_version, read_format_json
 from .object_memory import ObjectMemory, ObjectMemoryConfig
 from ..mapping.tsdf_map import MapFileError
 
@@ -77,21 +77,7 @@ def read_memory(folder: str | Path, config: ObjectMemoryConfig, map_uid: str | N
     map it must belong to (`map_uid`, the loaded map's); MemoryFileError says what does not fit."""
     folder = Path(folder)
     meta_path, arrays_path = folder / MEMORY_META, folder / MEMORY_ARRAYS
-    if not meta_path.is_file():
-        raise MemoryFileError(f"no saved object memory in {folder}: {MEMORY_META} is missing")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MemoryFileError(f"{meta_path} is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != MEMORY_FORMAT:
-        raise MemoryFileError(f"{meta_path} is not a {MEMORY_FORMAT} file")
-    version = meta.get("version")
-    if version != MEMORY_FORMAT_VERSION:
-        age = ("an older" if isinstance(version, int) and version < MEMORY_FORMAT_VERSION else
-               "a newer" if isinstance(version, int) else "an unknown")
-        raise MemoryFileError(f"{meta_path} has memory format version {version!r}, written by "
-                              f"{meta.get('written_by') or f'{age} mllm3d_ros'}; this build (mllm3d_ros "
-                              f"{package_version()}) reads version {MEMORY_FORMAT_VERSION} only")
+    meta = read_format_json(meta_path, MEMORY_FORMAT, MEMORY_FORMAT_VERSION, MemoryFileError, "memory")
     if map_uid is None or meta.get("map_uid") != map_uid:
         raise MemoryFileError(f"{meta_path} belongs to another map (map_uid {meta.get('map_uid')!r}, the loaded "
                               f"map's is {map_uid!r}): a memory is only used with the map it was saved with")
