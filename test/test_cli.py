@@ -31,7 +31,7 @@ def test_help_documents_the_exit_codes():
     (("segment", "--dataset", "/nonexistent/rec", "--instruction", "the table", "--out", "/tmp/x.ply"),
      "error: recording not found: /nonexistent/rec"),
     (("launch", "camera"), "error: launch arguments are name:=value, got 'camera'"),
-    (("launch", "camra:=realsense"), "error: unknown launch argument(s) ['camra']"),
+    (("launch", "camra:=realsense"), "error: unknown launch argument 'camra'; did you mean 'camera'?"),
     (("query", "the mug", "--views", "-1"), "error: --views must be in [0, 65535]"),
     (("query", "the mug", "--target-frame", "base link"), "error: --target-frame: a frame id must be printable "
      "with no spaces"),
