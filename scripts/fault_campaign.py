@@ -347,9 +347,9 @@ def group_cli(c: Campaign, work: Path) -> None:
             return refusals[0][:120]
         return fn
     c.run(14, "launch: a refused mapping parameter (voxel_size_m 5.0)", "item 4",
-          refused("bad_voxel", "mapping", "voxel_size_m", 5.0, "'voxel_size_m' must be in"))
+          refused("bad_voxel", "mapping", "voxel_size_m", 5.0, "parameter 'voxel_size_m': expected float in"))
     c.run(15, "launch: a refused segmentation parameter (backend gpt)", "item 4",
-          refused("bad_backend", "segmentation", "backend", "gpt", "'backend' must be one of"))
+          refused("bad_backend", "segmentation", "backend", "gpt", "parameter 'backend': expected one of"))
 
     from mllm3d_ros.ros.replay_node import REPLAY_PARAMS
     # No subscriber here: do not wait for one (a build from before that parameter has none to set).

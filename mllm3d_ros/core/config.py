@@ -159,8 +159,10 @@ def validate_fields(config) -> None:
             object.__setattr__(config, name, checked)
 
 
-# Parameters several components read, declared once here and shared by every config that needs them (one
-# value per process; the nodes that read one check that incoming data agrees, e.g. a message's frame_id).
+# Parameters several components read, declared once here and shared by every config that needs them. Each
+# node keeps its own value (a node's stats period or depth tolerance is its own business), except those of
+# MUST_AGREE: nodes that share one map refuse to start when they name different values.
+MUST_AGREE = ("map_frame",)
 SHARED_PARAMS: dict[str, dict] = {
     "depth_tolerance_m": dict(default=0.05, range=(0.001, 1.0), unit="m",
                               doc="Visibility test: a point is seen by a view when its depth agrees with the "

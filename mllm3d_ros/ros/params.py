@@ -17,7 +17,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
-from ..core.config import SHARED_PARAMS, ConfigError, unknown_parameter_message
+from ..core.config import MUST_AGREE, ConfigError, unknown_parameter_message
 from ..node_params import ParamSpec  # noqa: F401 (re-exported: nodes and tests import it from here)
 
 
@@ -107,11 +107,12 @@ def check_overrides(nodes: Sequence[Node]) -> None:
 
 
 def check_agreement(node: str, values: dict[str, Any], other: str, other_values: dict[str, Any] | None) -> None:
-    """Raise ParameterError when a parameter several nodes read (`core.config.SHARED_PARAMS`: map_frame,
-    depth_tolerance_m, ...) differs between two nodes that share one map (`other_values` None: nothing to check)."""
+    """Raise ParameterError when a parameter nodes of one map must agree on (`core.config.MUST_AGREE`: map_frame)
+    differs between two of them (`other_values` None: nothing to check). Other shared declarations (a stats
+    period, a depth tolerance) may differ per node."""
     if other_values is None:
         return
-    for name in SHARED_PARAMS:
+    for name in MUST_AGREE:
         if name in values and name in other_values and values[name] != other_values[name]:
             raise ParameterError(f"parameter '{name}': node {node} has {values[name]!r} but node {other} has "
                                  f"{other_values[name]!r}; nodes that share one map must agree")

@@ -10,6 +10,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from mllm3d_ros.ros.mapping_node import MAPPING_PARAMS
+from mllm3d_ros.ros.memory_node import MEMORY_PARAMS
 from mllm3d_ros.ros.params import ParameterError, check_overrides, declare_and_read
 from mllm3d_ros.ros.query_node import QUERY_PARAMS
 
@@ -130,3 +131,6 @@ def test_nodes_sharing_one_map_must_agree_on_its_frame(make_node):
     assert str(info.value) == ("parameter 'map_frame': node query has 'world' but node mapping has 'map'; nodes "
                                "that share one map must agree")
     check_agreement("query", declare_and_read(make_node("query"), QUERY_PARAMS), "mapping", mapping)
+    # A shared declaration that is each node's own business (its stats period, its depth tolerance) may differ.
+    mapping_1s = declare_and_read(make_node("mapping", stats_period_s=1.0, depth_tolerance_m=0.02), MAPPING_PARAMS)
+    check_agreement("memory", declare_and_read(make_node("memory"), MEMORY_PARAMS), "mapping", mapping_1s)
