@@ -4,9 +4,10 @@ distributions) and `mllm3d launch` (pip-only set-ups) so the two cannot drift. N
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
+
+from .core.config import nearest_hint
 
 NAMESPACE = "mllm3d"
 
@@ -64,9 +65,7 @@ def node_specs(args: dict[str, str]) -> tuple[NodeSpec, ...]:
     """The processes to start for the given launch arguments (missing ones take their defaults)."""
     a = {name: default for name, default, _ in LAUNCH_ARGUMENTS}
     for name in sorted(set(args) - set(a)):
-        close = difflib.get_close_matches(name, sorted(a), n=1, cutoff=0.6)
-        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(a))}"
-        raise ValueError(f"unknown launch argument '{name}'; {hint}")
+        raise ValueError(f"unknown launch argument '{name}'; {nearest_hint(name, a)}")
     a.update(args)
     if a["camera"] not in CAMERA_PRESETS:
         raise ValueError(f"camera must be one of {list(CAMERA_PRESETS)}, got {a['camera']!r}")

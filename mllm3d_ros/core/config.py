@@ -114,12 +114,16 @@ def refusal(name: str, expected: str, value: Any) -> str:
     return f"parameter '{name}': expected {expected}, got {value!r}"
 
 
-def unknown_parameter_message(name: str, node: str, known: Iterable[str]) -> str:
-    """The one wording of an unknown name, with the nearest known one (difflib) or the known names."""
+def nearest_hint(name: str, known: Iterable[str]) -> str:
+    """"did you mean 'x'?" with the nearest known name (difflib), else the known names."""
     known = sorted(set(known))
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
-    return f"unknown parameter '{name}' for node {node}; {hint}"
+    return f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+
+
+def unknown_parameter_message(name: str, node: str, known: Iterable[str]) -> str:
+    """The one wording of an unknown name, with the nearest known one or the known names."""
+    return f"unknown parameter '{name}' for node {node}; {nearest_hint(name, known)}"
 
 
 def param(default: Any, *, range: tuple | None = None, open_low: bool = False, open_high: bool = False,
