@@ -14,8 +14,10 @@ Per keyframe (`ObjectMemory.integrate`, called by the proposal worker):
      whole footprint: a voxel centre on a small object's silhouette projects just past it);
   3. association: a proposal joins the instance whose seen voxels its mask covers, whose seen voxels in
      the mask explain much of what the mask lifted, or which holds its voxels: the best such instance
-     (at least `associate_min_overlap`) among those whose embedding agrees with its own
-     (cosine >= `associate_min_similarity`); otherwise it starts a new instance. With `keep_apart`, an
+     (at least `associate_min_overlap`) among those of its kind (the detector gave it the instance's
+     leading label, or their embeddings agree: cosine >= `associate_min_similarity`); otherwise it starts
+     a new instance. The view's proposals are matched best match first, so that an instance goes to
+     the mask that fits it best, not to a more confident one that only touches it. With `keep_apart`, an
      instance another mask of the same view already took, a mask sharing under half of this one's
      pixels, is not a candidate: two separate detections are two objects (books side by side, whose
      masks spill onto the neighbour and whose voxels touch);
@@ -370,6 +372,11 @@ def erode_keeping_core(mask: np.ndarray, radius_px: int) -> np.ndarray:
     return out
 
 
+def _leading(inst: "_Instance") -> str:
+    """A named instance's leading label (the most confidence summed)."""
+    return max(inst.label_weight, key=inst.label_weight.get)
+
+
 def _sorted_member(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     """(Q,) bool: which query keys are in the sorted array."""
     if sorted_keys.shape[0] == 0 or query.shape[0] == 0:
@@ -617,52 +624,81 @@ class ObjectMemory:
             through[inst.instance_id] = through_idx[owner_through == k] - starts[k]
         return seen, through, pixels
 
+    def _score(self, p: _Proposal, inst: _Instance, pix: np.ndarray) -> tuple[float, float] | None:
+        """How well proposal `p` matches instance `inst` (whose seen voxels project to pixels `pix`):
+        (score, cover), or None when it cannot be this instance whatever the view's other proposals.
+
+        Overlap both ways, no embedding, for a class-agnostic proposal or an instance no detector named;
+        else the instance's seen voxels fall in the mask (cover), or explain much of what the mask lifted (a
+        bloated instance, another side of the object), or hold the lifted voxels."""
+        cfg = self.config
+        mutual = p.agnostic or not inst.labelled
+        if not mutual and not self._same_kind(p, inst):
+            return None
+        n_in = int(p.prediction.mask.ravel()[pix].sum())
+        cover = n_in / pix.shape[0] if pix.shape[0] >= 3 else 0.0
+        explained = min(1.0, n_in / max(1, p.keys.shape[0]))
+        if mutual:
+            if n_in == 0:
+                return None
+            shared = int(_sorted_member(inst.keys, p.keys).sum())
+            iou = shared / max(1, inst.keys.shape[0] + p.keys.shape[0] - shared)
+            score = max(min(cover, explained), iou)
+            if not p.agnostic and score < 0.5:
+                return None  # a name lands on an unnamed object only where mask and object match well
+            return score, cover
+        inside = float(_sorted_member(inst.keys, p.keys).mean()) if p.keys.shape[0] else 0.0
+        return max(cover, explained, inside), cover
+
+    def _same_kind(self, p: _Proposal, inst: _Instance) -> bool:
+        """A named proposal may join a named instance: the detector gave it the instance's leading label, or
+        their embeddings agree (an open vocabulary's "cup" and "mug"). Per-detection embeddings scatter
+        around their class's (an image embedding, not the class's text), and a young instance's embedding
+        is one detection's: the label is the detector's own statement of kind."""
+        if p.prediction.label == _leading(inst):
+            return True
+        return float(inst.embedding @ p.embedding) >= self.config.associate_min_similarity
+
+    def _kinds_agree(self, p: _Proposal, q: _Proposal) -> bool:
+        """Two named proposals are of one kind: one label, or agreeing embeddings."""
+        return (p.prediction.label == q.prediction.label
+                or float(p.embedding @ q.embedding) >= self.config.associate_min_similarity)
+
     def _associate(self, instances: list[_Instance], proposals: list[_Proposal], seen, pixels,
                    separate: _SeparateMasks) -> list[tuple[_Proposal, _Instance | None]]:
         cfg = self.config
         out = []
         claimed: dict[int, list[_Proposal]] = {}  # instance id -> the proposals of this view it took
         joined: list[tuple[_Proposal, list[_Instance]]] = []  # a proposal and the instances of its kind it covers
-        # The detector's proposals first: a class-agnostic mask of the same object then finds its instance.
-        for p in sorted(proposals, key=lambda q: (q.agnostic, -q.prediction.confidence)):
+        scores = {id(p): {inst.instance_id: self._score(p, inst, pixels[inst.instance_id]) for inst in instances}
+                  for p in proposals}
+        # The detector's proposals first (a class-agnostic mask of the same object then finds its instance),
+        # the best matching first: an instance goes to the mask that matches it best, not to the most
+        # confident one (a confident mask hallucinated over a desk would take the laptop on it, and keep_apart
+        # would then push the laptop's own mask to a new instance).
+        best_of = {id(p): max((s[0] for s in scores[id(p)].values() if s is not None), default=0.0) for p in proposals}
+        for p in sorted(proposals, key=lambda q: (q.agnostic, -best_of[id(q)], -q.prediction.confidence)):
             best, best_score = None, cfg.associate_min_overlap
-            flat_mask = p.prediction.mask.ravel()
             covered = []
             spanned = []  # class-agnostic: confirmed instances whose seen voxels the mask covers
             for inst in instances:
-                # Overlap both ways, no embedding: a class-agnostic proposal, or an instance no detector named.
-                mutual = p.agnostic or not inst.labelled
-                if not mutual and float(inst.embedding @ p.embedding) < cfg.associate_min_similarity:
+                scored = scores[id(p)][inst.instance_id]
+                if scored is None:
                     continue
+                score, cover = scored
+                mutual = p.agnostic or not inst.labelled
                 mine = [q for q in claimed.get(inst.instance_id, ()) if q.agnostic == p.agnostic]
                 if p.agnostic and mine:
                     continue  # class-agnostic masks of one view are disjoint: another object's
-                if mutual and not p.agnostic and any(float(q.embedding @ p.embedding) < cfg.associate_min_similarity
-                                                     for q in mine):
+                if mutual and not p.agnostic and any(not self._kinds_agree(q, p) for q in mine):
                     continue  # an unnamed instance takes one kind of name a view (the first, most confident)
                 if not p.agnostic and cfg.keep_apart and any(separate(q, p) for q in mine):
                     continue  # a separate mask of this view took it: this one is another object
-                pix = pixels[inst.instance_id]
-                n_in = int(flat_mask[pix].sum())
-                # The instance's seen voxels fall in the mask (cover), or explain much of what the mask
-                # lifted (a bloated instance, another side of the object), or hold the lifted voxels.
-                cover = n_in / pix.shape[0] if pix.shape[0] >= 3 else 0.0
-                explained = min(1.0, n_in / max(1, p.keys.shape[0]))
                 if mutual:
-                    if n_in == 0:
-                        continue
-                    shared = int(_sorted_member(inst.keys, p.keys).sum())
-                    iou = shared / max(1, inst.keys.shape[0] + p.keys.shape[0] - shared)
-                    score = max(min(cover, explained), iou)
-                    if not p.agnostic and score < 0.5:
-                        continue  # a name lands on an unnamed object only where mask and object match well
                     if p.agnostic and cover >= 0.5 and self._confirmed(inst):
                         spanned.append(inst)
-                else:
-                    if cover >= 0.5:
-                        covered.append(inst)
-                    inside = float(_sorted_member(inst.keys, p.keys).mean()) if p.keys.shape[0] else 0.0
-                    score = max(cover, explained, inside)
+                elif cover >= 0.5:
+                    covered.append(inst)
                 if score >= best_score:
                     best, best_score = inst, score
             if p.agnostic and _spans_apart(spanned):
@@ -686,11 +722,9 @@ class ObjectMemory:
 
     def _note_apart(self, assigned: list[tuple[_Proposal, _Instance]], separate: _SeparateMasks) -> None:
         """Two instances of one kind detected by separate masks of one view are two objects."""
-        sim = self.config.associate_min_similarity
         for i, (p, a) in enumerate(assigned):
             for q, b in assigned[i + 1:]:
-                if (a is not b and not p.agnostic and not q.agnostic and float(p.embedding @ q.embedding) >= sim
-                        and separate(p, q)):
+                if a is not b and not p.agnostic and not q.agnostic and self._kinds_agree(p, q) and separate(p, q):
                     _vote_apart(a, b, 1)
 
     def _missed(self, inst: _Instance, mine: list[_Proposal], proposals: list[_Proposal], seen_idx: np.ndarray,
@@ -830,7 +864,8 @@ class ObjectMemory:
             if other is inst or inst.apart.get(other.instance_id, 0) > 0:
                 continue
             both_named = inst.labelled and other.labelled
-            if both_named and float(other.embedding @ inst.embedding) < cfg.associate_min_similarity:
+            if both_named and _leading(other) != _leading(inst) and \
+                    float(other.embedding @ inst.embedding) < cfg.associate_min_similarity:
                 continue
             shared = int(_sorted_member(other.keys, inst.keys).sum())
             if shared < cfg.merge_min_overlap * min(inst.keys.shape[0], other.keys.shape[0]):

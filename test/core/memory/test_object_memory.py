@@ -505,3 +505,41 @@ def test_a_still_objects_part_outside_its_mask_stays():
     # rule that drops a detected instance's voxels away from its detection must keep this).
     pts, _ = _post_and_base_memory((0.0, 0.0), parts_after=(0,))
     assert in_box(pts, BASE, 0.0).sum() >= 30
+
+
+def test_detections_the_detector_calls_by_one_name_join_one_instance_whatever_their_embeddings():
+    # Image embeddings of one class scatter (cosine 0.6 here, under associate_min_similarity): two views of
+    # one laptop called "laptop" by the detector are one object, confirmed by its two detections.
+    scattered = (0.6 * Q + 0.8 * ORTHO).astype(np.float32)
+    memory = ObjectMemory()
+    for k, (eye, embedding) in enumerate(zip(EYES[:2], (Q, scattered))):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0, "laptop", embedding)])
+    (obj,) = memory.objects()
+    assert obj.label == "laptop" and obj.detections == 2 and memory.stats.created == 1
+    # Another name with the same scatter stays another object.
+    memory = ObjectMemory()
+    for k, (eye, label, embedding) in enumerate(zip(EYES[:2], ("laptop", "book"), (Q, scattered))):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0, label, embedding)])
+    assert memory.stats.created == 2 and memory.objects() == ()
+
+
+def test_an_instance_goes_to_the_mask_that_fits_it_not_to_a_more_confident_one_that_touches_it():
+    # A cube known from two views; then a view whose most confident "cube" mask lies on the other box and
+    # spills over a third of the cube, beside the cube's own, less confident mask. The cube's instance takes
+    # its own mask (best match first); the spilling mask is another object, and the cube gains none of it.
+    memory = ObjectMemory()
+    for k, eye in enumerate(EYES[:2]):
+        kf, box_id = view(k, eye)
+        memory.integrate(kf, [proposal(box_id == 0, "cube")])
+    kf, box_id = view(2, EYES[3])
+    cube = box_id == 0
+    cols = np.flatnonzero(cube.any(axis=0))
+    spill = cube.copy()
+    spill[:, cols[0] + int(0.4 * cols.shape[0]):] = False
+    memory.integrate(kf, [proposal((box_id == 1) | spill, "cube", confidence=0.95),
+                          proposal(cube, "cube", confidence=0.6)])
+    (known,) = [o for o in memory.objects() if o.detections == 3]
+    assert in_box(known.points_world_m, BOX_A, 0.05).all()
+    assert not in_box(known.points_world_m, BOX_B, 0.05).any()
