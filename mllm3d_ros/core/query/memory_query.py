@@ -36,7 +36,8 @@
 - lists a robot can trust: a candidate lying inside a better-ranked one (its footprint mostly within the
   other's, at the same height) is a fragment of that object, and a table or desk must stand free on legs
   (`FREE_STANDING_MAX_BODY`: a counter or cabinet run is a solid block to the floor, a table a top with
-  air under it);
+  air under it) with its top at a table's height (`LOW_TABLE_TOP_M`: a top lower than a dining table's on a
+  footprint longer than a coffee table's is neither);
 - `answer`: the ranked objects, mapped onto the query's map snapshot, when every part of the
   instruction was decided in 3D; otherwise `region_points` and `keyframe_ids` tell the query-time path
   where to look: the keyframes that see the candidates best, instead of views chosen to cover the room.
@@ -77,6 +78,13 @@ BODY_DEPTH_M = 0.15
 FLOOR_SPILL_M = 0.1
 FREE_STANDING_MAX_BODY = {"table": 0.5, "dining table": 0.5, "coffee table": 0.5, "kitchen table": 0.5}
 MIN_TOP_SIDE_M = 0.25  # a table top narrower than this is not a table
+# A table's top stands at a dining table's height, 720-760 mm, or is a coffee table's, 400-500 mm high and at most
+# about 1.4 m long (Neufert, "Architects' Data"): a top under LOW_TABLE_TOP_M (720 mm less the map's height error)
+# on a footprint longer than COFFEE_TABLE_MAX_LONG_M is neither. Measured: the kitchen's table top 0.74 m; chairs
+# round it that the detector called "table" in some views make an instance whose densest layer is the seats',
+# 0.50 m, over 2.2 m.
+LOW_TABLE_TOP_M = 0.6
+COFFEE_TABLE_MAX_LONG_M = 1.6
 # Support surfaces an instruction may name as anchors ("the chair by the counter", "the box on the floor"): the
 # memory's support surfaces (`core/memory/supports.py`), no detector class needed. A counter (worktop) is an elevated
 # surface at a worktop's height above the floor: EN 1116 ("Kitchen furniture - Co-ordinating sizes") gives
@@ -167,16 +175,30 @@ def class_share(obj: MemoryObject, concepts: Sequence[str]) -> float:
     return float(sum(s for label, s in obj.label_scores if label.lower() in names))
 
 
-def body_fraction(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> float:
-    """Share of the object's voxels more than BODY_DEPTH_M below its top surface (see FREE_STANDING_MAX_BODY):
-    0 for a table top on legs, most of a counter or cabinet."""
+def top_surface_z(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> float | None:
+    """z of the object's top surface (see FREE_STANDING_MAX_BODY), None when it is all floor spill."""
     z = np.asarray(obj.points_world_m)[:, 2]
     above = z[z > floor_z + FLOOR_SPILL_M]
     if above.size == 0:
-        return 1.0
+        return None
     layers, counts = np.unique(np.floor(above / voxel_size_m).astype(np.int64), return_counts=True)
-    top = (int(layers[counts >= 0.5 * counts.max()].max()) + 1) * voxel_size_m
-    return float(np.mean(z < top - BODY_DEPTH_M))
+    return (int(layers[counts >= 0.5 * counts.max()].max()) + 1) * voxel_size_m
+
+
+def body_fraction(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> float:
+    """Share of the object's voxels more than BODY_DEPTH_M below its top surface (see FREE_STANDING_MAX_BODY):
+    0 for a table top on legs, most of a counter or cabinet."""
+    top = top_surface_z(obj, floor_z, voxel_size_m)
+    if top is None:
+        return 1.0
+    return float(np.mean(np.asarray(obj.points_world_m)[:, 2] < top - BODY_DEPTH_M))
+
+
+def neither_table_height(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> bool:
+    """A top too low for a dining table on a footprint too long for a coffee table (see LOW_TABLE_TOP_M): seats
+    around a table that a detector called "table" (their most populated layer is the seats')."""
+    top = top_surface_z(obj, floor_z, voxel_size_m)
+    return top is not None and top - floor_z < LOW_TABLE_TOP_M and float(np.max(obj.box.size_m[:2])) > COFFEE_TABLE_MAX_LONG_M
 
 
 def next_to(a: OrientedBox3D, b: OrientedBox3D) -> bool:
@@ -575,7 +597,7 @@ class MemoryResolver:
         names = [c.lower() for c in target.concepts] or [phrase.lower()]
         limit = min((FREE_STANDING_MAX_BODY[n] for n in names if n in FREE_STANDING_MAX_BODY), default=None)
         kept: list[MemoryObject] = []
-        solid, narrow, fragments = [], [], []
+        solid, narrow, low, fragments = [], [], [], []
         floor_z = self._floor_z(candidates) if limit is not None else -np.inf
         for c in candidates:
             if limit is not None:
@@ -585,6 +607,9 @@ class MemoryResolver:
                     continue
                 if min(size[0], size[1]) < MIN_TOP_SIDE_M:
                     narrow.append(f"#{c.instance_id}")
+                    continue
+                if neither_table_height(c, floor_z, self.memory.config.voxel_size_m):
+                    low.append(f"#{c.instance_id}")
                     continue
             owner = next((k for k in kept if _footprint_inside(c, k) >= self.config.fragment_overlap), None)
             if owner is not None:
@@ -596,6 +621,9 @@ class MemoryResolver:
                          f"{', '.join(solid)} dropped")
         if narrow:
             notes.append(f"tops narrower than {MIN_TOP_SIDE_M:.2f} m: {', '.join(narrow)} dropped")
+        if low:
+            notes.append(f"tops lower than {LOW_TABLE_TOP_M:.2f} m on footprints longer than a coffee table's "
+                         f"({COFFEE_TABLE_MAX_LONG_M:.1f} m), neither a dining nor a coffee table: {', '.join(low)} dropped")
         if fragments:
             notes.append(f"parts of a better-ranked object: {', '.join(fragments)} dropped")
         return kept or candidates[:1]

@@ -406,6 +406,16 @@ def test_the_list_holds_only_free_standing_tables():
     assert plan.anchor.instance_id == 1
 
 
+def test_the_list_drops_a_top_too_low_for_a_dining_table_and_too_long_for_a_coffee_table():
+    # Seats round a table that the detector called "table": their densest layer, 0.45 m up, over 2.2 m. A coffee
+    # table at the same height but 1.2 m long stays, as does the dining table (0.76 m).
+    seats = _solid(7, "Table", (-3.0, 2.0, 0.42), (-0.8, 3.3, 0.48), detections=30)
+    coffee = _solid(8, "Table", (1.5, 2.0, 0.40), (2.7, 2.6, 0.46), detections=30)
+    plan = _ask("the table", _rec(_known("table", "Table")), _scene(*_kitchen_made(), seats, coffee))
+    assert sorted(c.instance_id for c in plan.candidates) == [1, 8]
+    assert any("neither a dining nor a coffee table: #7" in n for n in plan.notes)
+
+
 def test_a_fragment_inside_a_better_candidate_is_dropped_from_the_list():
     chair = _solid(1, "Chair", (0, 0, 0), (0.5, 0.5, 0.9), detections=20)
     back = _solid(2, "Chair", (0.05, 0.4, 0.6), (0.45, 0.5, 0.9), detections=6)
