@@ -864,8 +864,9 @@ class ObjectMemory:
             if other is inst or inst.apart.get(other.instance_id, 0) > 0:
                 continue
             both_named = inst.labelled and other.labelled
-            if both_named and _leading(other) != _leading(inst) and \
-                    float(other.embedding @ inst.embedding) < cfg.associate_min_similarity:
+            # Embeddings alone (summed over many detections, they are the instances' kinds): a chair the detector
+            # called "table" in some views must not merge into the table by that label.
+            if both_named and float(other.embedding @ inst.embedding) < cfg.associate_min_similarity:
                 continue
             shared = int(_sorted_member(other.keys, inst.keys).sum())
             if shared < cfg.merge_min_overlap * min(inst.keys.shape[0], other.keys.shape[0]):
