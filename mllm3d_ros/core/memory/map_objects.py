@@ -335,6 +335,148 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
     return [idx for r, idx in zip(roots, np.split(order, starts[1:])) if stands[r] and idx.shape[0] >= cfg.min_points]
 
 
+# Row splitting. Things standing side by side on a support (books on a shelf board, boxes along a counter) touch
+# and often meet without a crease the camera resolves, so the voxel graph holds them as one segment. Along the
+# row they differ where one ends: its top height, its front face (books stand with their backs against the shelf
+# back, so the fronts of books of different depth stand at different depths) or its colour changes, or the row has
+# a gap. These are the cues of perceptual grouping by similarity and proximity (Wertheimer's laws, as used by
+# segmentation from layout, e.g. Silberman et al., ECCV 2012, and the change-point view of a 1-D profile: a cut
+# where the profile steps by more than noise explains). A step is measured between slices of one voxel along the
+# row's long axis, on each slice's front (the points within two voxels of its front-most point: the face the
+# camera sees, not a bookcase's back panel behind it):
+# - top height or front depth: more than two voxels (the fused surface is known to within a voxel on either side,
+#   so a larger difference is not noise);
+# - colour: CIELAB distance (lightness at half weight, as the voxel rule: shading) above 5 just-noticeable
+#   differences (JND of CIELAB ~2.3, Sharma, "Digital Color Imaging Handbook", 2003; Mahy et al. 1994);
+# - an empty slice: a gap.
+# A mixed slice (the boundary inside it) halves a step on either side, so a step between a slice's two neighbours
+# cuts too, at the larger of its two halves. One object must stay whole: the cut is kept only when the cluster is at
+# least as long as deep (a row) and each piece, once pieces that do not reach the support or hold fewer than
+# min_points have joined the neighbour across the smaller step (a monitor's screen beside its stand), stands on the
+# support and is no longer along the row than the row is deep (a sofa's arms beside its long seat; a desk's
+# drawer front; a laptop or a keyboard show no step at all).
+_ROW_JND = 2.3
+_ROW_COLOUR_JNDS = 5.0
+_ROW_STEP_VOXELS = 2.0
+_ROW_MIN_SLICE_POINTS = 3
+_ROW_STANDING_SHARE = 0.9
+
+
+def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, rel: np.ndarray,
+              config: MapObjectConfig) -> list[np.ndarray]:
+    """The pieces of one standing object that is a row of things side by side (see the comment above): lists of
+    indices into points (N, 3); lab (N, 3) CIELAB; normals (N, 3) or None; rel (N,) height above the support. One
+    piece, all the points, when it is not a row or shows no step."""
+    cfg = config
+    n = points.shape[0]
+    whole = [np.arange(n)]
+    if n < 2 * cfg.min_points:
+        return whole
+    xy = points[:, :2].astype(np.float64)
+    xy -= xy.mean(axis=0)
+    # The row's axes: those of its footprint's minimum-area rectangle (rotating calipers, Toussaint 1983), whose
+    # long side follows a row's straight front and back whatever the density of the points on them (their
+    # principal axes tilt toward the spines, which hold most points); slices across it cut between books rather
+    # than through them.
+    (_, _), (w, h), angle = cv2.minAreaRect(xy.astype(np.float32))
+    theta = np.radians(angle) + (0.0 if w >= h else np.pi / 2)
+    along_dir = np.array([np.cos(theta), np.sin(theta)])
+    across_dir = np.array([-along_dir[1], along_dir[0]])
+    along, across = xy @ along_dir, xy @ across_dir
+    depth = float(np.ptp(across))
+    if float(np.ptp(along)) < max(depth, 3 * cfg.voxel_m):
+        return whole
+    slice_m = cfg.voxel_m
+    # The front: the side the side faces look to (a bookcase's back panel and the books' spines face it too).
+    side = np.zeros(n, dtype=bool) if normals is None else np.abs(normals[:, 2]) < 0.5
+    front_cue = False
+    if side.any():
+        facing = float(np.sum(normals[side, :2].astype(np.float64) @ across_dir))
+        if facing != 0.0:
+            across = -across if facing > 0 else across  # the front is where `across` is smallest
+            front_cue = True
+    # Slices of half a voxel (the map's surface points lie between voxel corners, not on them): a book 2-5 cm thick
+    # spans several, so a boundary falls within one slice of where it is. On a grid fixed in the map (not at the crop's end), so that every view cuts a row at the same places
+    # and the memory sees the same pieces again.
+    grid = np.floor(points[:, :2].astype(np.float64) @ along_dir / slice_m).astype(np.int64)
+    slice_of = grid - grid.min()
+    ns = int(slice_of.max()) + 1
+    front = np.full(ns, np.inf)
+    np.minimum.at(front, slice_of, across)
+    band = across <= front[slice_of] + 2 * cfg.voxel_m
+    sb = slice_of[band]
+    count = np.bincount(sb, minlength=ns)
+    top = np.full(ns, -np.inf)
+    np.maximum.at(top, sb, rel[band])
+    weighted = lab[band].astype(np.float64) * np.array([0.5, 1.0, 1.0])
+    colour = np.stack([np.bincount(sb, weighted[:, k], ns) for k in range(3)], axis=1) / np.maximum(count, 1)[:, None]
+    # The colour spread within a slice (texture, wood grain, sensor noise): RMS distance from the slice's mean.
+    spread = np.sqrt(np.bincount(sb, np.sum((weighted - colour[sb]) ** 2, axis=1), ns) / np.maximum(count, 1))
+    step_m = _ROW_STEP_VOXELS * cfg.voxel_m
+    valid = np.flatnonzero(count >= _ROW_MIN_SLICE_POINTS)
+    touching = rel <= cfg.gap_m + cfg.touch_m
+    # A row stands on the support along its length: (nearly) every slice reaches down to it. A chair, a desk or a
+    # sofa (legs at the ends, the seat or the top between) is one object held up at a few places.
+    slice_touches = np.bincount(slice_of, touching.astype(np.int64), ns) > 0
+    if valid.shape[0] < 3 or slice_touches[valid].mean() < _ROW_STANDING_SHARE:
+        return whole
+
+    def step(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """How far past its threshold the larger cue steps between slices a and b (> 1: a step)."""
+        colour_step = np.linalg.norm(colour[a] - colour[b], axis=1) / np.maximum(_ROW_COLOUR_JNDS * _ROW_JND,
+                                                                              spread[a] + spread[b])
+        s = np.maximum(np.abs(top[a] - top[b]) / step_m, colour_step)
+        return np.maximum(s, np.abs(front[a] - front[b]) / step_m) if front_cue else s
+
+    a, b = valid[:-1], valid[1:]
+    score = step(a, b)
+    score[b - a > 1] = np.inf  # an empty slice between: a gap
+    cut = score > 1.0
+    # Steps across a mixed slice: neighbours two apart (adjacent valid triples), cut at the larger half.
+    if valid.shape[0] >= 3:
+        m = np.flatnonzero((~cut[:-1]) & (~cut[1:]))
+        two = step(a[m], b[m + 1]) > 1.0
+        m = m[two]
+        pick = np.where(score[m] >= score[m + 1], m, m + 1)
+        cut[pick] = True
+    if not cut.any():
+        return whole
+    # Pieces: runs of slices between cuts; a slice with too few front points goes with the slices around it.
+    piece_of_valid = np.concatenate([[0], np.cumsum(cut)])
+    piece_of_slice = np.interp(np.arange(ns), valid, piece_of_valid).round().astype(np.int64)
+    piece = piece_of_slice[slice_of]
+    # Join pieces that do not stand on the support (or are small) to the neighbour across the smaller step.
+    boundary_score = score[cut]  # between piece k and k + 1
+    npieces = int(piece.max()) + 1
+    parent = np.arange(npieces)
+    for _ in range(npieces):
+        sizes = np.bincount(parent[piece], minlength=npieces)
+        stands = np.bincount(parent[piece], touching.astype(np.int64), npieces) > 0
+        rises = np.zeros(npieces)
+        np.maximum.at(rises, parent[piece], rel)
+        groups = np.unique(parent)
+        weak = [g for g in groups if sizes[g] < cfg.min_points or not stands[g] or rises[g] < cfg.min_rise_m]
+        if not weak or groups.shape[0] == 1:
+            break
+        g = weak[0]
+        members = np.flatnonzero(parent == g)
+        lo, hi = members.min(), members.max()
+        left = boundary_score[lo - 1] if lo > 0 else -1.0
+        right = boundary_score[hi] if hi < npieces - 1 else -1.0
+        if left < 0 and right < 0:
+            break
+        other = parent[lo - 1] if (right < 0 or (left >= 0 and left <= right)) else parent[hi + 1]
+        parent[parent == g] = other
+    labels = parent[piece]
+    groups = np.unique(labels)
+    if groups.shape[0] < 2:
+        return whole
+    out = [np.flatnonzero(labels == g) for g in groups]
+    if any(float(np.ptp(along[o])) > depth for o in out):
+        return whole  # not a row: one long piece (a sofa's seat between its arms, a desk beside its drawers)
+    return out
+
+
 def _rest_on_what_is_under(points: np.ndarray, point_root: np.ndarray, stands: np.ndarray,
                            config: MapObjectConfig, drop_m: float = 0.5) -> None:
     """A part that does not reach the support and touches nothing that does (a table top, whose underside
@@ -506,7 +648,8 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
             if (float(extent.max()) > cfg.max_extent_m or float(np.ptp(z[members])) > cfg.max_height_m
                     or float(rel[part].max()) < cfg.min_rise_m):
                 continue
-            objects.append(MapObject(members, i))
+            for piece in split_row(pts[members], lab[members], None if nrm is None else nrm[members], rel[part], cfg):
+                objects.append(MapObject(members[piece], i))
     return MapSegmentation(tuple(objects), surface, wall, surface_index)
 
 
@@ -683,5 +826,5 @@ def chain_proposers(*fns: ProposeFn) -> ProposeFn:
 
 
 __all__ = ["MapObject", "MapObjectConfig", "MapObjectProposer", "MapObjectStats", "MapSegmentation",
-           "chain_proposers", "frustum_crop", "lab_colours", "render_masks", "segment_map_objects", "split_objects",
+           "chain_proposers", "frustum_crop", "lab_colours", "render_masks", "segment_map_objects", "split_objects", "split_row",
            "wall_points"]
