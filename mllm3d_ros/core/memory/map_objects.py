@@ -346,8 +346,10 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
 # camera sees, not a bookcase's back panel behind it):
 # - top height or front depth: more than two voxels (the fused surface is known to within a voxel on either side,
 #   so a larger difference is not noise);
-# - colour: CIELAB distance (lightness at half weight, as the voxel rule: shading) above 5 just-noticeable
-#   differences (JND of CIELAB ~2.3, Sharma, "Digital Color Imaging Handbook", 2003; Mahy et al. 1994);
+# - colour: the slices' mean CIELAB colours (lightness at half weight, as the voxel rule: shading) apart by more
+#   than 5 just-noticeable differences (JND of CIELAB ~2.3, Sharma, "Digital Color Imaging Handbook", 2003; Mahy
+#   et al. 1994) and by more than the two slices' colour spreads together (texture, wood grain, sensor noise: the
+#   two colour distributions must not overlap);
 # - an empty slice: a gap.
 # A mixed slice (the boundary inside it) halves a step on either side, so a step between a slice's two neighbours
 # cuts too, at the larger of its two halves. One object must stay whole: the cut is kept only when the cluster is at
