@@ -356,16 +356,17 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
 # least as long as deep (a row) and each piece, once pieces that do not reach the support or hold fewer than
 # min_points have joined the neighbour across the smaller step (a monitor's screen beside its stand), stands on the
 # support and is no longer along the row than the row is deep (a sofa's arms beside its long seat; a desk's
-# drawer front; a laptop or a keyboard show no step at all).
+# drawer front; a laptop or a keyboard show no step at all), nor wider than tall: things stand in a row upright,
+# like books, binders, bottles, jars.
 _ROW_JND = 2.3
 _ROW_COLOUR_JNDS = 5.0
 _ROW_STEP_VOXELS = 2.0
 _ROW_MIN_SLICE_POINTS = 3
-_ROW_STANDING_SHARE = 0.9
+_ROW_STANDING_SHARE = float(__import__("os").environ.get("RS", "0.75"))
 
 
 def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, rel: np.ndarray,
-              config: MapObjectConfig) -> list[np.ndarray]:
+              config: MapObjectConfig, backdrop: bool = True) -> list[np.ndarray]:
     """The pieces of one standing object that is a row of things side by side (see the comment above): lists of
     indices into points (N, 3); lab (N, 3) CIELAB; normals (N, 3) or None; rel (N,) height above the support. One
     piece, all the points, when it is not a row or shows no step."""
@@ -376,12 +377,25 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
         return whole
     xy = points[:, :2].astype(np.float64)
     xy -= xy.mean(axis=0)
-    # The row's axes: those of its footprint's minimum-area rectangle (rotating calipers, Toussaint 1983), whose
-    # long side follows a row's straight front and back whatever the density of the points on them (their
-    # principal axes tilt toward the spines, which hold most points); slices across it cut between books rather
-    # than through them.
-    (_, _), (w, h), angle = cv2.minAreaRect(xy.astype(np.float32))
-    theta = np.radians(angle) + (0.0 if w >= h else np.pi / 2)
+    # The row's axes. Things that stand in a row have faces at right angles (books, boxes): the 4-fold circular mean
+    # of their side faces' horizontal normals (azimuth x 4, so that fronts, backs and sides agree) gives them from
+    # hundreds of normals, the same in every view, which the slices (on a grid fixed in the map) need to cut a
+    # row at the same places each time and between books rather than through them. Otherwise (round or
+    # irregular things, no normals) the footprint's minimum-area rectangle (rotating calipers, Toussaint 1983).
+    side = np.zeros(n, dtype=bool) if normals is None else np.abs(normals[:, 2]) < 0.5
+    theta = None
+    if np.count_nonzero(side) >= cfg.min_points:
+        nxy = normals[side, :2].astype(np.float64)
+        weight = np.hypot(nxy[:, 0], nxy[:, 1])
+        m = np.sum(weight * np.exp(4j * np.arctan2(nxy[:, 1], nxy[:, 0])))
+        if abs(m) >= 0.5 * weight.sum():
+            theta = float(np.angle(m)) / 4.0
+            first = np.array([np.cos(theta), np.sin(theta)])
+            if np.ptp(xy @ first) < np.ptp(xy @ np.array([-first[1], first[0]])):
+                theta += np.pi / 2
+    if theta is None:
+        (_, _), (w, h), angle = cv2.minAreaRect(xy.astype(np.float32))
+        theta = np.radians(angle) + (0.0 if w >= h else np.pi / 2)
     along_dir = np.array([np.cos(theta), np.sin(theta)])
     across_dir = np.array([-along_dir[1], along_dir[0]])
     along, across = xy @ along_dir, xy @ across_dir
@@ -390,17 +404,28 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
         return whole
     slice_m = cfg.voxel_m
     # The front: the side the side faces look to (a bookcase's back panel and the books' spines face it too).
-    side = np.zeros(n, dtype=bool) if normals is None else np.abs(normals[:, 2]) < 0.5
     front_cue = False
     if side.any():
         facing = float(np.sum(normals[side, :2].astype(np.float64) @ across_dir))
         if facing != 0.0:
             across = -across if facing > 0 else across  # the front is where `across` is smallest
             front_cue = True
-    # Slices of half a voxel (the map's surface points lie between voxel corners, not on them): a book 2-5 cm thick
-    # spans several, so a boundary falls within one slice of where it is. On a grid fixed in the map (not at the crop's end), so that every view cuts a row at the same places
-    # and the memory sees the same pieces again.
-    grid = np.floor(points[:, :2].astype(np.float64) @ along_dir / slice_m).astype(np.int64)
+            if backdrop:
+                # A backdrop: a face looking to the front at the back of the row, all along it (the bookcase's
+                # back panel the books stand against). It is not one of the row's things: the row is cut without
+                # it, and it is a piece of its own (which then goes with the bookcase, through the board).
+                front_dir = across_dir * (-1.0 if facing > 0 else 1.0)
+                back = (normals[:, :2].astype(np.float64) @ front_dir < -0.7) & (across >= across.max() - cfg.voxel_m)
+                if (np.count_nonzero(back) >= cfg.min_points and np.count_nonzero(~back) >= 2 * cfg.min_points
+                        and np.ptp(along[back]) >= 0.8 * np.ptp(along)):
+                    rest = np.flatnonzero(~back)
+                    pieces = split_row(points[rest], lab[rest], normals[rest], rel[rest], cfg, backdrop=False)
+                    return [rest[p] for p in pieces] + [np.flatnonzero(back)] if len(pieces) > 1 else whole
+    # Slices of a voxel, on a grid fixed in the map (not at the crop's end), so that every view cuts a row at the same
+    # places and the memory sees the same pieces again. The map's surface points lie on its voxel grid's planes
+    # (where the TSDF crosses zero along a voxel edge): the slices' bounds lie half a voxel off them, or a hair's
+    # change of axis moves a whole column across a bound.
+    grid = np.floor(points[:, :2].astype(np.float64) @ along_dir / slice_m + 0.5).astype(np.int64)
     slice_of = grid - grid.min()
     ns = int(slice_of.max()) + 1
     front = np.full(ns, np.inf)
@@ -432,7 +457,15 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
 
     a, b = valid[:-1], valid[1:]
     score = step(a, b)
-    score[b - a > 1] = np.inf  # an empty slice between: a gap
+    # A gap: along the row, nothing for more than 1.5 voxels (a surface's points lie at most a voxel apart, √2 on a
+    # diagonal) between two slices.
+    lo_al, hi_al = np.full(ns, np.inf), np.full(ns, -np.inf)
+    np.minimum.at(lo_al, slice_of, along)
+    np.maximum.at(hi_al, slice_of, along)
+    sorted_al = np.sort(along)
+    jumps = np.diff(sorted_al)
+    gap_mid = (sorted_al[:-1] + 0.5 * jumps)[jumps > 1.5 * cfg.voxel_m]
+    score[np.searchsorted(gap_mid, lo_al[b]) > np.searchsorted(gap_mid, hi_al[a])] = np.inf
     cut = score > 1.0
     # Steps across a mixed slice: neighbours two apart (adjacent valid triples), cut at the larger half.
     if valid.shape[0] >= 3:
@@ -442,6 +475,7 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
         pick = np.where(score[m] >= score[m + 1], m, m + 1)
         cut[pick] = True
     if not cut.any():
+        print('DBG nocut', top[valid], front[valid], valid, score)
         return whole
     # Pieces: runs of slices between cuts; a slice with too few front points goes with the slices around it.
     piece_of_valid = np.concatenate([[0], np.cumsum(cut)])
@@ -474,8 +508,8 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
     if groups.shape[0] < 2:
         return whole
     out = [np.flatnonzero(labels == g) for g in groups]
-    if any(float(np.ptp(along[o])) > depth for o in out):
-        return whole  # not a row: one long piece (a sofa's seat between its arms, a desk beside its drawers)
+    if any(float(np.ptp(along[o])) > min(depth, float(rel[o].max())) for o in out):
+        return whole  # not a row: a piece wider than deep or tall (a sofa's seat between its arms, a desk's top)
     return out
 
 
@@ -635,23 +669,28 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
             # Cells of the segmentation voxel, not grown: what is right under the base, not beside it (books
             # against a bookcase's back panel, which goes on below the board they stand on).
             below_keys = np.unique(cell_keys(pts[window], cfg.voxel_m))
-        for part in split_objects(pts[idx], lab[idx], None if nrm is None else nrm[idx], touching, cfg):
-            members = idx[part]
-            if below_keys is not None:
-                base = members[rel[part] <= cfg.gap_m + cfg.touch_m]
-                base_cells = np.unique(cell_keys(pts[base], cfg.voxel_m))
-                if base_cells.shape[0] and in_cells(below_keys, base_cells).mean() >= cfg.attach_frac:
-                    if parent_id != -2:  # segmented with the object under the surface, later
-                        owner[members] = parent_id
-                        base_height[members] = (detection.surfaces[parent_id].height_at(pts[members])
-                                                if parent_id >= 0 else floor_field.height(pts[members]))
+        for whole_part in split_objects(pts[idx], lab[idx], None if nrm is None else nrm[idx], touching, cfg):
+            # A row of things side by side is cut first: each of them, not the row, is judged by what follows
+            # (books against a bookcase's back panel, which continues below their board: the panel goes with the
+            # bookcase, the books stay on their board).
+            ws = idx[whole_part]
+            for piece in split_row(pts[ws], lab[ws], None if nrm is None else nrm[ws], rel[whole_part], cfg):
+                part = whole_part[piece]
+                members = idx[part]
+                if below_keys is not None:
+                    base = members[rel[part] <= cfg.gap_m + cfg.touch_m]
+                    base_cells = np.unique(cell_keys(pts[base], cfg.voxel_m))
+                    if base_cells.shape[0] and in_cells(below_keys, base_cells).mean() >= cfg.attach_frac:
+                        if parent_id != -2:  # segmented with the object under the surface, later
+                            owner[members] = parent_id
+                            base_height[members] = (detection.surfaces[parent_id].height_at(pts[members])
+                                                    if parent_id >= 0 else floor_field.height(pts[members]))
+                        continue
+                extent = np.ptp(pts[members, :2], axis=0)
+                if (float(extent.max()) > cfg.max_extent_m or float(np.ptp(z[members])) > cfg.max_height_m
+                        or float(rel[part].max()) < cfg.min_rise_m):
                     continue
-            extent = np.ptp(pts[members, :2], axis=0)
-            if (float(extent.max()) > cfg.max_extent_m or float(np.ptp(z[members])) > cfg.max_height_m
-                    or float(rel[part].max()) < cfg.min_rise_m):
-                continue
-            for piece in split_row(pts[members], lab[members], None if nrm is None else nrm[members], rel[part], cfg):
-                objects.append(MapObject(members[piece], i))
+                objects.append(MapObject(members, i))
     return MapSegmentation(tuple(objects), surface, wall, surface_index)
 
 
