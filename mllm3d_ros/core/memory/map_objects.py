@@ -475,7 +475,6 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
         pick = np.where(score[m] >= score[m + 1], m, m + 1)
         cut[pick] = True
     if not cut.any():
-        print('DBG nocut', top[valid], front[valid], valid, score)
         return whole
     # Pieces: runs of slices between cuts; a slice with too few front points goes with the slices around it.
     piece_of_valid = np.concatenate([[0], np.cumsum(cut)])
