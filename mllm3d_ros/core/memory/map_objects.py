@@ -21,6 +21,9 @@ build their memories from class-agnostic objects too). Per keyframe, `MapObjectP
      that does not reach down to the support (`touch_m`: a handle, a lid, a differently coloured part),
      or is small, joins the neighbour it shares most edges with; what still does not reach the support
      floats and is dropped, as is what rises less than `min_rise_m` (a magazine is part of the table top).
+     A segment that is a row of things side by side (books on a shelf board) is cut into them where the top
+     height, the front depth or the colour of its one-voxel slices along the row steps, or at a gap
+     (`split_row`; the comment above it gives the rule and its guards), before the rules that follow.
      A segment with map points right under its base, below the surface (`attach_depth_m`,
      `attach_frac` of its 2 cm cells) and belonging to the object the surface is part of, continues
      through the surface (a chair's back over its seat) and is segmented with that object. Objects taller
