@@ -248,6 +248,21 @@ def test_a_row_of_like_books_is_split_where_their_fronts_step():
     pts, seg, det = _segment(_scene(*_row(widths, (0.22,) * 5, depths, [RED] * 5)))
     members = _pieces_per_member(pts, seg, det, widths)
     assert all(len(m) == 1 for m in members) and len({m[0] for m in members}) == 5
+    p, c, n = merge(*_row(widths, (0.22,) * 5, depths, [RED] * 5))
+    assert len(split_row(p, lab_colours(c), n, p[:, 2] - 0.73, MapObjectConfig())) == 5  # the row split's front cue
+    # Without normals there is no front to measure: one piece (nothing else steps).
+    assert len(split_row(p, lab_colours(c), None, p[:, 2] - 0.73, MapObjectConfig())) == 1
+
+
+def test_a_back_panel_behind_a_row_is_a_piece_of_its_own():
+    widths = (0.06, 0.08, 0.04, 0.06, 0.06)
+    panel = box_cloud((0.17, 0.50, 0.75), (0.53, 0.51, 1.21), (150, 110, 70), faces="y")  # looks to the front
+    p, c, n = merge(*_row(widths, (0.20,) * 5, (0.18,) * 5, _ROW_COLOURS), panel)
+    pieces = split_row(p, lab_colours(c), n, p[:, 2] - 0.73, MapObjectConfig())
+    assert len(pieces) == 6
+    on_panel = p[:, 1] > 0.495
+    assert sum(bool(on_panel[k].all()) for k in pieces) == 1 and all(on_panel[k].all() or not on_panel[k].any()
+                                                                     for k in pieces)
 
 
 def test_one_long_uniform_object_is_not_cut():
