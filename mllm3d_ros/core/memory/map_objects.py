@@ -342,30 +342,35 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
 # and often meet without a crease the camera resolves, so the voxel graph holds them as one segment. Along the
 # row they differ where one ends: its top height, its front face (books stand with their backs against the shelf
 # back, so the fronts of books of different depth stand at different depths) or its colour changes, or the row has
-# a gap. These are the cues of perceptual grouping by similarity and proximity (Wertheimer's laws, as used by
-# segmentation from layout, e.g. Silberman et al., ECCV 2012, and the change-point view of a 1-D profile: a cut
-# where the profile steps by more than noise explains). A step is measured between slices of one voxel along the
-# row's long axis, on each slice's front (the points within two voxels of its front-most point: the face the
-# camera sees, not a bookcase's back panel behind it):
-# - top height or front depth: more than two voxels (the fused surface is known to within a voxel on either side,
-#   so a larger difference is not noise);
-# - colour: the slices' mean CIELAB colours (lightness at half weight, as the voxel rule: shading) apart by more
+# a gap. These are the cues of perceptual grouping by similarity and proximity (Wertheimer's laws), read as the
+# change points of a 1-D profile: a cut where the profile steps by more than noise explains. The profile is taken
+# in slices of one voxel along the row (axes below), on each slice's front: the points within two voxels of its
+# front-most point (the side the side faces look to), the face the camera sees, not a back panel behind it. A step
+# between slices is
+# - in top height or front depth: more than two voxels (the fused surface is known to within a voxel on either
+#   side, so a larger difference is not noise);
+# - in colour: the slices' mean CIELAB colours (lightness at half weight, as the voxel rule: shading) apart by more
 #   than 5 just-noticeable differences (JND of CIELAB ~2.3, Sharma, "Digital Color Imaging Handbook", 2003; Mahy
 #   et al. 1994) and by more than the two slices' colour spreads together (texture, wood grain, sensor noise: the
 #   two colour distributions must not overlap);
-# - an empty slice: a gap.
-# A mixed slice (the boundary inside it) halves a step on either side, so a step between a slice's two neighbours
-# cuts too, at the larger of its two halves. One object must stay whole: the cut is kept only when the cluster is at
-# least as long as deep (a row) and each piece, once pieces that do not reach the support or hold fewer than
-# min_points have joined the neighbour across the smaller step (a monitor's screen beside its stand), stands on the
-# support and is no longer along the row than the row is deep (a sofa's arms beside its long seat; a desk's
-# drawer front; a laptop or a keyboard show no step at all), nor wider than tall: things stand in a row upright,
-# like books, binders, bottles, jars.
+# - a gap: nothing along the row for more than 1.5 voxels (a surface's points lie at most a voxel apart, about
+#   1.4 on a diagonal).
+# A step must persist: the two slices before it all differ from the two after it, the same way. A tilted edge (a
+# laptop's lid) sampled on the voxel grid zig-zags from slice to slice by more than two voxels, and a blended
+# colour lies between its neighbours; neither is a boundary (so a thing one slice thin is not cut out of a row
+# either). A mixed slice (the boundary inside it) halves a step on either side, so a persistent step across one
+# slice cuts too, on the side of the mixed slice that differs more from it.
+# One object must stay whole. The cut is kept only when the cluster is at least as long as deep (a row), three
+# quarters of its slices reach down to the support (a row stands along its length; a chair, a desk or a sofa is
+# held up at its legs), and each piece, once pieces that do not reach the support or hold fewer than min_points
+# have joined the neighbour across the smaller step (a monitor's screen beside its stand), is no longer along the
+# row than the row is deep nor than it is tall (things stand in a row upright: books, binders, bottles, jars; not a
+# sofa's seat between its arms or a desk's top). A laptop, a keyboard or a box show no step at all.
 _ROW_JND = 2.3
 _ROW_COLOUR_JNDS = 5.0
 _ROW_STEP_VOXELS = 2.0
 _ROW_MIN_SLICE_POINTS = 3
-_ROW_STANDING_SHARE = float(__import__("os").environ.get("RS", "0.75"))
+_ROW_STANDING_SHARE = 0.75
 
 
 def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, rel: np.ndarray,
@@ -445,8 +450,8 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
     step_m = _ROW_STEP_VOXELS * cfg.voxel_m
     valid = np.flatnonzero(count >= _ROW_MIN_SLICE_POINTS)
     touching = rel <= cfg.gap_m + cfg.touch_m
-    # A row stands on the support along its length: (nearly) every slice reaches down to it. A chair, a desk or a
-    # sofa (legs at the ends, the seat or the top between) is one object held up at a few places.
+    # A row stands on the support along its length: three quarters of its slices reach down to it. A chair, a desk
+    # or a sofa (legs at the ends, the seat or the top between) is one object held up at a few places.
     slice_touches = np.bincount(slice_of, touching.astype(np.int64), ns) > 0
     if valid.shape[0] < 3 or slice_touches[valid].mean() < _ROW_STANDING_SHARE:
         return whole
@@ -459,7 +464,28 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
         return np.maximum(s, np.abs(front[a] - front[b]) / step_m) if front_cue else s
 
     a, b = valid[:-1], valid[1:]
-    score = step(a, b)
+    pair = step(a, b)  # adjacent slices
+    nv = valid.shape[0]
+
+    def persistent(i: np.ndarray, skip: int) -> np.ndarray:
+        """The step at boundaries i (between valid[i] and valid[i + 1 + skip]) that persists: the two slices
+        before it (valid[i - 1], valid[i]) all differ from the two after it, the same way (a height or depth
+        step, not the zig-zag of a tilted edge sampled on the voxel grid; a colour that is not a blend)."""
+        l1, l2 = valid[np.maximum(i - 1, 0)], valid[i]
+        r1, r2 = valid[np.minimum(i + 1 + skip, nv - 1)], valid[np.minimum(i + 2 + skip, nv - 1)]
+
+        def level(v: np.ndarray) -> np.ndarray:
+            up = np.minimum(v[r1], v[r2]) - np.maximum(v[l1], v[l2])
+            down = np.minimum(v[l1], v[l2]) - np.maximum(v[r1], v[r2])
+            return np.maximum(up, down) / step_m
+
+        colour_steps = [np.linalg.norm(colour[x] - colour[y], axis=1) / np.maximum(_ROW_COLOUR_JNDS * _ROW_JND,
+                                                                                   spread[x] + spread[y])
+                        for x in (l1, l2) for y in (r1, r2)]
+        s = np.maximum(level(top), np.min(colour_steps, axis=0))
+        return np.maximum(s, level(front)) if front_cue else s
+
+    score = persistent(np.arange(nv - 1), 0)
     # A gap: along the row, nothing for more than 1.5 voxels (a surface's points lie at most a voxel apart, √2 on a
     # diagonal) between two slices.
     lo_al, hi_al = np.full(ns, np.inf), np.full(ns, -np.inf)
@@ -470,13 +496,14 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
     gap_mid = (sorted_al[:-1] + 0.5 * jumps)[jumps > 1.5 * cfg.voxel_m]
     score[np.searchsorted(gap_mid, lo_al[b]) > np.searchsorted(gap_mid, hi_al[a])] = np.inf
     cut = score > 1.0
-    # Steps across a mixed slice: neighbours two apart (adjacent valid triples), cut at the larger half.
-    if valid.shape[0] >= 3:
+    # A step across a mixed slice (the boundary inside it): the slices before it against those after it, cut on
+    # the side of the mixed slice that differs more from it.
+    if nv >= 3:
         m = np.flatnonzero((~cut[:-1]) & (~cut[1:]))
-        two = step(a[m], b[m + 1]) > 1.0
-        m = m[two]
-        pick = np.where(score[m] >= score[m + 1], m, m + 1)
+        m = m[persistent(m, 1) > 1.0]
+        pick = np.where(pair[m] >= pair[m + 1], m, m + 1)
         cut[pick] = True
+        score[pick] = np.maximum(score[pick], 1.0)
     if not cut.any():
         return whole
     # Pieces: runs of slices between cuts; a slice with too few front points goes with the slices around it.
