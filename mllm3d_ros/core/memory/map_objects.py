@@ -360,7 +360,8 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
 # colour lies between its neighbours; neither is a boundary (so a thing one slice thin is not cut out of a row
 # either). A mixed slice (the boundary inside it) halves a step on either side, so a persistent step across one
 # slice cuts too, on the side of the mixed slice that differs more from it.
-# One object must stay whole. The cut is kept only when the cluster is at least as long as deep (a row), three
+# One object must stay whole. The cut is kept only when the cluster is half again as long as deep (a row; a box,
+# a bottle or a mug with a fringe of stray points around its base is not, its footprint being near square), three
 # quarters of its slices reach down to the support (a row stands along its length; a chair, a desk or a sofa is
 # held up at its legs), and each piece, once pieces that do not reach the support or hold fewer than min_points
 # have joined the neighbour across the smaller step (a monitor's screen beside its stand), is no longer along the
@@ -371,6 +372,7 @@ _ROW_COLOUR_JNDS = 5.0
 _ROW_STEP_VOXELS = 2.0
 _ROW_MIN_SLICE_POINTS = 3
 _ROW_STANDING_SHARE = 0.75
+_ROW_ASPECT = 1.5
 
 
 def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, rel: np.ndarray,
@@ -408,7 +410,7 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
     across_dir = np.array([-along_dir[1], along_dir[0]])
     along, across = xy @ along_dir, xy @ across_dir
     depth = float(np.ptp(across))
-    if float(np.ptp(along)) < max(depth, 3 * cfg.voxel_m):
+    if float(np.ptp(along)) < max(_ROW_ASPECT * depth, 3 * cfg.voxel_m):
         return whole
     slice_m = cfg.voxel_m
     # The front: the side the side faces look to (a bookcase's back panel and the books' spines face it too).
