@@ -21,6 +21,9 @@ build their memories from class-agnostic objects too). Per keyframe, `MapObjectP
      that does not reach down to the support (`touch_m`: a handle, a lid, a differently coloured part),
      or is small, joins the neighbour it shares most edges with; what still does not reach the support
      floats and is dropped, as is what rises less than `min_rise_m` (a magazine is part of the table top).
+     A segment that is a row of things side by side (books on a shelf board) is cut into them where the top
+     height, the front depth or the colour of its one-voxel slices along the row steps, or at a gap
+     (`split_row`; the comment above it gives the rule and its guards), before the rules that follow.
      A segment with map points right under its base, below the surface (`attach_depth_m`,
      `attach_frac` of its 2 cm cells) and belonging to the object the surface is part of, continues
      through the surface (a chair's back over its seat) and is segmented with that object. Objects taller
@@ -335,6 +338,212 @@ def split_objects(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | Non
     return [idx for r, idx in zip(roots, np.split(order, starts[1:])) if stands[r] and idx.shape[0] >= cfg.min_points]
 
 
+# Row splitting. Things standing side by side on a support (books on a shelf board, boxes along a counter) touch
+# and often meet without a crease the camera resolves, so the voxel graph holds them as one segment. Along the
+# row they differ where one ends: its top height, its front face (books stand with their backs against the shelf
+# back, so the fronts of books of different depth stand at different depths) or its colour changes, or the row has
+# a gap. These are the cues of perceptual grouping by similarity and proximity (Wertheimer's laws), read as the
+# change points of a 1-D profile: a cut where the profile steps by more than noise explains. The profile is taken
+# in slices of one voxel along the row (axes below), on each slice's front: the points within two voxels of its
+# front-most point (the side the side faces look to), the face the camera sees, not a back panel behind it. A step
+# between slices is
+# - in top height or front depth: more than two voxels (the fused surface is known to within a voxel on either
+#   side, so a larger difference is not noise);
+# - in colour: the slices' mean CIELAB colours (lightness at half weight, as the voxel rule: shading) apart by more
+#   than 5 just-noticeable differences (JND of CIELAB ~2.3, Sharma, "Digital Color Imaging Handbook", 2003; Mahy
+#   et al. 1994) and by more than the two slices' colour spreads together (texture, wood grain, sensor noise: the
+#   two colour distributions must not overlap);
+# - a gap: nothing along the row for more than 1.5 voxels (a surface's points lie at most a voxel apart, about
+#   1.4 on a diagonal).
+# A step must persist: the two slices before it all differ from the two after it, the same way. A tilted edge (a
+# laptop's lid) sampled on the voxel grid zig-zags from slice to slice by more than two voxels, and a blended
+# colour lies between its neighbours; neither is a boundary (so a thing one slice thin is not cut out of a row
+# either). A mixed slice (the boundary inside it) halves a step on either side, so a persistent step across one
+# slice cuts too, on the side of the mixed slice that differs more from it.
+# One object must stay whole. The cut is kept only when the cluster is half again as long as deep (a row; a box,
+# a bottle or a mug with a fringe of stray points around its base is not, its footprint being near square), three
+# quarters of its slices reach down to the support (a row stands along its length; a chair, a desk or a sofa is
+# held up at its legs), and each piece, once pieces that do not reach the support or hold fewer than min_points
+# have joined the neighbour across the smaller step (a monitor's screen beside its stand), is no longer along the
+# row than the row is deep nor than it is tall (things stand in a row upright: books, binders, bottles, jars; not a
+# sofa's seat between its arms or a desk's top). A laptop, a keyboard or a box show no step at all.
+_ROW_JND = 2.3
+_ROW_COLOUR_JNDS = 5.0
+_ROW_STEP_VOXELS = 2.0
+_ROW_MIN_SLICE_POINTS = 3
+_ROW_STANDING_SHARE = 0.75
+_ROW_ASPECT = 1.5
+
+
+def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, rel: np.ndarray,
+              config: MapObjectConfig, backdrop: bool = True) -> list[np.ndarray]:
+    """The pieces of one standing object that is a row of things side by side (see the comment above): lists of
+    indices into points (N, 3); lab (N, 3) CIELAB; normals (N, 3) or None; rel (N,) height above the support. One
+    piece, all the points, when it is not a row or shows no step."""
+    cfg = config
+    n = points.shape[0]
+    whole = [np.arange(n)]
+    if n < 2 * cfg.min_points:
+        return whole
+    xy = points[:, :2].astype(np.float64)
+    xy -= xy.mean(axis=0)
+    # The row's axes. Things that stand in a row have faces at right angles (books, boxes): the 4-fold circular mean
+    # of their side faces' horizontal normals (azimuth x 4, so that fronts, backs and sides agree) gives them from
+    # hundreds of normals, the same in every view, which the slices (on a grid fixed in the map) need to cut a
+    # row at the same places each time and between books rather than through them. Otherwise (round or
+    # irregular things, no normals) the footprint's minimum-area rectangle (rotating calipers, Toussaint 1983).
+    side = np.zeros(n, dtype=bool) if normals is None else np.abs(normals[:, 2]) < 0.5
+    theta = None
+    if np.count_nonzero(side) >= cfg.min_points:
+        nxy = normals[side, :2].astype(np.float64)
+        weight = np.hypot(nxy[:, 0], nxy[:, 1])
+        m = np.sum(weight * np.exp(4j * np.arctan2(nxy[:, 1], nxy[:, 0])))
+        if abs(m) >= 0.5 * weight.sum():
+            theta = float(np.angle(m)) / 4.0
+            first = np.array([np.cos(theta), np.sin(theta)])
+            if np.ptp(xy @ first) < np.ptp(xy @ np.array([-first[1], first[0]])):
+                theta += np.pi / 2
+    if theta is None:
+        (_, _), (w, h), angle = cv2.minAreaRect(xy.astype(np.float32))
+        theta = np.radians(angle) + (0.0 if w >= h else np.pi / 2)
+    along_dir = np.array([np.cos(theta), np.sin(theta)])
+    across_dir = np.array([-along_dir[1], along_dir[0]])
+    along, across = xy @ along_dir, xy @ across_dir
+    depth = float(np.ptp(across))
+    if float(np.ptp(along)) < max(_ROW_ASPECT * depth, 3 * cfg.voxel_m):
+        return whole
+    slice_m = cfg.voxel_m
+    # The front: the side the side faces look to (a bookcase's back panel and the books' spines face it too).
+    front_cue = False
+    if side.any():
+        facing = float(np.sum(normals[side, :2].astype(np.float64) @ across_dir))
+        if facing != 0.0:
+            across = -across if facing > 0 else across  # the front is where `across` is smallest
+            front_cue = True
+            if backdrop:
+                # A backdrop: a face looking to the front at the back of the row, all along it (the bookcase's
+                # back panel the books stand against). It is not one of the row's things: the row is cut without
+                # it, and it is a piece of its own (which then goes with the bookcase, through the board).
+                front_dir = across_dir * (-1.0 if facing > 0 else 1.0)
+                back = (normals[:, :2].astype(np.float64) @ front_dir < -0.7) & (across >= across.max() - cfg.voxel_m)
+                if (np.count_nonzero(back) >= cfg.min_points and np.count_nonzero(~back) >= 2 * cfg.min_points
+                        and np.ptp(along[back]) >= 0.8 * np.ptp(along)):
+                    rest = np.flatnonzero(~back)
+                    pieces = split_row(points[rest], lab[rest], normals[rest], rel[rest], cfg, backdrop=False)
+                    return [rest[p] for p in pieces] + [np.flatnonzero(back)] if len(pieces) > 1 else whole
+    # Slices of a voxel, on a grid fixed in the map (not at the crop's end), so that every view cuts a row at the same
+    # places and the memory sees the same pieces again. The map's surface points lie on its voxel grid's planes
+    # (where the TSDF crosses zero along a voxel edge): the slices' bounds lie half a voxel off them, or a hair's
+    # change of axis moves a whole column across a bound.
+    grid = np.floor(points[:, :2].astype(np.float64) @ along_dir / slice_m + 0.5).astype(np.int64)
+    slice_of = grid - grid.min()
+    ns = int(slice_of.max()) + 1
+    front = np.full(ns, np.inf)
+    np.minimum.at(front, slice_of, across)
+    band = across <= front[slice_of] + 2 * cfg.voxel_m
+    sb = slice_of[band]
+    count = np.bincount(sb, minlength=ns)
+    top = np.full(ns, -np.inf)
+    np.maximum.at(top, sb, rel[band])
+    weighted = lab[band].astype(np.float64) * np.array([0.5, 1.0, 1.0])
+    colour = np.stack([np.bincount(sb, weighted[:, k], ns) for k in range(3)], axis=1) / np.maximum(count, 1)[:, None]
+    # The colour spread within a slice (texture, wood grain, sensor noise): RMS distance from the slice's mean.
+    spread = np.sqrt(np.bincount(sb, np.sum((weighted - colour[sb]) ** 2, axis=1), ns) / np.maximum(count, 1))
+    step_m = _ROW_STEP_VOXELS * cfg.voxel_m
+    valid = np.flatnonzero(count >= _ROW_MIN_SLICE_POINTS)
+    touching = rel <= cfg.gap_m + cfg.touch_m
+    # A row stands on the support along its length: three quarters of its slices reach down to it. A chair, a desk
+    # or a sofa (legs at the ends, the seat or the top between) is one object held up at a few places.
+    slice_touches = np.bincount(slice_of, touching.astype(np.int64), ns) > 0
+    if valid.shape[0] < 3 or slice_touches[valid].mean() < _ROW_STANDING_SHARE:
+        return whole
+
+    def step(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """How far past its threshold the larger cue steps between slices a and b (> 1: a step)."""
+        colour_step = np.linalg.norm(colour[a] - colour[b], axis=1) / np.maximum(_ROW_COLOUR_JNDS * _ROW_JND,
+                                                                              spread[a] + spread[b])
+        s = np.maximum(np.abs(top[a] - top[b]) / step_m, colour_step)
+        return np.maximum(s, np.abs(front[a] - front[b]) / step_m) if front_cue else s
+
+    a, b = valid[:-1], valid[1:]
+    pair = step(a, b)  # adjacent slices
+    nv = valid.shape[0]
+
+    def persistent(i: np.ndarray, skip: int) -> np.ndarray:
+        """The step at boundaries i (between valid[i] and valid[i + 1 + skip]) that persists: the two slices
+        before it (valid[i - 1], valid[i]) all differ from the two after it, the same way (a height or depth
+        step, not the zig-zag of a tilted edge sampled on the voxel grid; a colour that is not a blend)."""
+        l1, l2 = valid[np.maximum(i - 1, 0)], valid[i]
+        r1, r2 = valid[np.minimum(i + 1 + skip, nv - 1)], valid[np.minimum(i + 2 + skip, nv - 1)]
+
+        def level(v: np.ndarray) -> np.ndarray:
+            up = np.minimum(v[r1], v[r2]) - np.maximum(v[l1], v[l2])
+            down = np.minimum(v[l1], v[l2]) - np.maximum(v[r1], v[r2])
+            return np.maximum(up, down) / step_m
+
+        colour_steps = [np.linalg.norm(colour[x] - colour[y], axis=1) / np.maximum(_ROW_COLOUR_JNDS * _ROW_JND,
+                                                                                   spread[x] + spread[y])
+                        for x in (l1, l2) for y in (r1, r2)]
+        s = np.maximum(level(top), np.min(colour_steps, axis=0))
+        return np.maximum(s, level(front)) if front_cue else s
+
+    score = persistent(np.arange(nv - 1), 0)
+    # A gap: along the row, nothing for more than 1.5 voxels (a surface's points lie at most a voxel apart, √2 on a
+    # diagonal) between two slices.
+    lo_al, hi_al = np.full(ns, np.inf), np.full(ns, -np.inf)
+    np.minimum.at(lo_al, slice_of, along)
+    np.maximum.at(hi_al, slice_of, along)
+    sorted_al = np.sort(along)
+    jumps = np.diff(sorted_al)
+    gap_mid = (sorted_al[:-1] + 0.5 * jumps)[jumps > 1.5 * cfg.voxel_m]
+    score[np.searchsorted(gap_mid, lo_al[b]) > np.searchsorted(gap_mid, hi_al[a])] = np.inf
+    cut = score > 1.0
+    # A step across a mixed slice (the boundary inside it): the slices before it against those after it, cut on
+    # the side of the mixed slice that differs more from it.
+    if nv >= 3:
+        m = np.flatnonzero((~cut[:-1]) & (~cut[1:]))
+        m = m[persistent(m, 1) > 1.0]
+        pick = np.where(pair[m] >= pair[m + 1], m, m + 1)
+        cut[pick] = True
+        score[pick] = np.maximum(score[pick], 1.0)
+    if not cut.any():
+        return whole
+    # Pieces: runs of slices between cuts; a slice with too few front points goes with the slices around it.
+    piece_of_valid = np.concatenate([[0], np.cumsum(cut)])
+    piece_of_slice = np.interp(np.arange(ns), valid, piece_of_valid).round().astype(np.int64)
+    piece = piece_of_slice[slice_of]
+    # Join pieces that do not stand on the support (or are small) to the neighbour across the smaller step.
+    boundary_score = score[cut]  # between piece k and k + 1
+    npieces = int(piece.max()) + 1
+    parent = np.arange(npieces)
+    for _ in range(npieces):
+        sizes = np.bincount(parent[piece], minlength=npieces)
+        stands = np.bincount(parent[piece], touching.astype(np.int64), npieces) > 0
+        rises = np.zeros(npieces)
+        np.maximum.at(rises, parent[piece], rel)
+        groups = np.unique(parent)
+        weak = [g for g in groups if sizes[g] < cfg.min_points or not stands[g] or rises[g] < cfg.min_rise_m]
+        if not weak or groups.shape[0] == 1:
+            break
+        g = weak[0]
+        members = np.flatnonzero(parent == g)
+        lo, hi = members.min(), members.max()
+        left = boundary_score[lo - 1] if lo > 0 else -1.0
+        right = boundary_score[hi] if hi < npieces - 1 else -1.0
+        if left < 0 and right < 0:
+            break
+        other = parent[lo - 1] if (right < 0 or (left >= 0 and left <= right)) else parent[hi + 1]
+        parent[parent == g] = other
+    labels = parent[piece]
+    groups = np.unique(labels)
+    if groups.shape[0] < 2:
+        return whole
+    out = [np.flatnonzero(labels == g) for g in groups]
+    if any(float(np.ptp(along[o])) > min(depth, float(rel[o].max())) for o in out):
+        return whole  # not a row: a piece wider than deep or tall (a sofa's seat between its arms, a desk's top)
+    return out
+
+
 def _rest_on_what_is_under(points: np.ndarray, point_root: np.ndarray, stands: np.ndarray,
                            config: MapObjectConfig, drop_m: float = 0.5) -> None:
     """A part that does not reach the support and touches nothing that does (a table top, whose underside
@@ -491,22 +700,28 @@ def segment_map_objects(points: np.ndarray, colors_rgb: np.ndarray, normals: np.
             # Cells of the segmentation voxel, not grown: what is right under the base, not beside it (books
             # against a bookcase's back panel, which goes on below the board they stand on).
             below_keys = np.unique(cell_keys(pts[window], cfg.voxel_m))
-        for part in split_objects(pts[idx], lab[idx], None if nrm is None else nrm[idx], touching, cfg):
-            members = idx[part]
-            if below_keys is not None:
-                base = members[rel[part] <= cfg.gap_m + cfg.touch_m]
-                base_cells = np.unique(cell_keys(pts[base], cfg.voxel_m))
-                if base_cells.shape[0] and in_cells(below_keys, base_cells).mean() >= cfg.attach_frac:
-                    if parent_id != -2:  # segmented with the object under the surface, later
-                        owner[members] = parent_id
-                        base_height[members] = (detection.surfaces[parent_id].height_at(pts[members])
-                                                if parent_id >= 0 else floor_field.height(pts[members]))
+        for whole_part in split_objects(pts[idx], lab[idx], None if nrm is None else nrm[idx], touching, cfg):
+            # A row of things side by side is cut first: each of them, not the row, is judged by what follows
+            # (books against a bookcase's back panel, which continues below their board: the panel goes with the
+            # bookcase, the books stay on their board).
+            ws = idx[whole_part]
+            for piece in split_row(pts[ws], lab[ws], None if nrm is None else nrm[ws], rel[whole_part], cfg):
+                part = whole_part[piece]
+                members = idx[part]
+                if below_keys is not None:
+                    base = members[rel[part] <= cfg.gap_m + cfg.touch_m]
+                    base_cells = np.unique(cell_keys(pts[base], cfg.voxel_m))
+                    if base_cells.shape[0] and in_cells(below_keys, base_cells).mean() >= cfg.attach_frac:
+                        if parent_id != -2:  # segmented with the object under the surface, later
+                            owner[members] = parent_id
+                            base_height[members] = (detection.surfaces[parent_id].height_at(pts[members])
+                                                    if parent_id >= 0 else floor_field.height(pts[members]))
+                        continue
+                extent = np.ptp(pts[members, :2], axis=0)
+                if (float(extent.max()) > cfg.max_extent_m or float(np.ptp(z[members])) > cfg.max_height_m
+                        or float(rel[part].max()) < cfg.min_rise_m):
                     continue
-            extent = np.ptp(pts[members, :2], axis=0)
-            if (float(extent.max()) > cfg.max_extent_m or float(np.ptp(z[members])) > cfg.max_height_m
-                    or float(rel[part].max()) < cfg.min_rise_m):
-                continue
-            objects.append(MapObject(members, i))
+                objects.append(MapObject(members, i))
     return MapSegmentation(tuple(objects), surface, wall, surface_index)
 
 
@@ -683,5 +898,5 @@ def chain_proposers(*fns: ProposeFn) -> ProposeFn:
 
 
 __all__ = ["MapObject", "MapObjectConfig", "MapObjectProposer", "MapObjectStats", "MapSegmentation",
-           "chain_proposers", "frustum_crop", "lab_colours", "render_masks", "segment_map_objects", "split_objects",
+           "chain_proposers", "frustum_crop", "lab_colours", "render_masks", "segment_map_objects", "split_objects", "split_row",
            "wall_points"]

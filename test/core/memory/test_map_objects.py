@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cloud_scene import box_cloud, merge, plane_cloud, snapshot, table, wall_cloud
-from mllm3d_ros.core.memory.map_objects import (MapObjectConfig, MapObjectProposer, chain_proposers, render_masks,
-                                         segment_map_objects)
+from mllm3d_ros.core.memory.map_objects import (MapObjectConfig, MapObjectProposer, chain_proposers, lab_colours,
+                                                render_masks, segment_map_objects, split_row)
 from mllm3d_ros.core.memory.supports import find_supports
 from mllm3d_ros.core.types import UNLABELLED, InputError, Keyframe, Prediction2D, SupportKind, ViewPredictions, keyframe_view
 from test_voting import BOX_A, BOX_B, FLOOR, INTRINSICS, look_at, render
@@ -191,3 +191,102 @@ def test_config_errors_name_the_field():
         MapObjectConfig(gap_m=0.0)
     with pytest.raises(InputError, match="support"):
         MapObjectConfig(support="x")
+
+
+# Rows of things side by side on a table top (z 0.75), along x from x = 0.19, their backs at y = 0.50 (a shelf's
+# back). Their points lie on even centimetres, on the planes of the map's 2 cm voxel grid, as a fused map's do.
+_ROW_COLOURS = ((170, 30, 30), (30, 60, 140), (30, 110, 60), (220, 180, 40), (110, 50, 120))
+
+
+def _row(widths, heights, depths, colours, gap=0.0):
+    parts, x = [], 0.19
+    for k, (w, h, d, c) in enumerate(zip(widths, heights, depths, colours)):
+        faces = "yZ" + ("x" if k == 0 else "") + ("X" if k == len(widths) - 1 else "")
+        parts.append(box_cloud((x, 0.50 - d, 0.75), (x + w, 0.50, 0.75 + h), c, faces=faces))
+        x += w + gap
+    return parts
+
+
+def _on_table(seg, det):
+    table_index = next(i for i, s in enumerate(det.surfaces) if abs(s.height_m - 0.75) < 0.01)
+    return [o for o in seg.objects if o.support_index == table_index]
+
+
+def _pieces_per_member(pts, seg, det, widths, gap=0.0):
+    """For each member of the row (by its x range, 1 cm in from each side), the table's objects holding its points."""
+    on_table = _on_table(seg, det)
+    out, x = [], 0.19
+    for w in widths:
+        inside = np.all((pts >= np.array([x + 0.01, 0.2, 0.77])) & (pts <= np.array([x + w - 0.01, 0.5, 1.2])), axis=1)
+        out.append([k for k, o in enumerate(on_table) if inside[o.indices].any()])
+        x += w + gap
+    return out
+
+
+def test_a_row_of_touching_boxes_of_different_colours_and_heights_is_one_object_each():
+    widths, heights = (0.06, 0.08, 0.05, 0.07, 0.06), (0.20, 0.28, 0.16, 0.24, 0.19)
+    pts, seg, det = _segment(_scene(*_row(widths, heights, (0.18,) * 5, _ROW_COLOURS)))
+    assert len(_on_table(seg, det)) == 5
+    members = _pieces_per_member(pts, seg, det, widths)
+    assert all(len(m) == 1 for m in members) and len({m[0] for m in members}) == 5
+    # The row split alone finds them too (the voxel rule cuts these colours already), by colour or by height.
+    widths = (0.06, 0.08, 0.04, 0.06, 0.06)
+    for colours, heights in ((_ROW_COLOURS, (0.20,) * 5), ([GREY] * 5, heights)):
+        p, c, n = merge(*_row(widths, heights, (0.18,) * 5, colours))
+        pieces = split_row(p, lab_colours(c), n, p[:, 2] - 0.73, MapObjectConfig())
+        assert len(pieces) == 5
+        # each member mostly in a piece of its own (a boundary column may go to the neighbour)
+        starts = 0.19 + np.concatenate([[0.0], np.cumsum(widths)])
+        member = np.clip(np.searchsorted(starts, p[:, 0], side="right") - 1, 0, 4)
+        main = [np.bincount(member[k], minlength=5).argmax() for k in pieces]
+        assert sorted(main) == [0, 1, 2, 3, 4]
+
+
+def test_a_row_of_like_books_is_split_where_their_fronts_step():
+    # Same colour, same height, touching: only the fronts (backs aligned, depths 15 / 22 cm) tell them apart.
+    widths, depths = (0.06,) * 6, (0.15, 0.22, 0.15, 0.22, 0.15, 0.22)
+    pts, seg, det = _segment(_scene(*_row(widths, (0.22,) * 6, depths, [RED] * 6)))
+    members = _pieces_per_member(pts, seg, det, widths)
+    assert all(len(m) == 1 for m in members) and len({m[0] for m in members}) == 6
+    p, c, n = merge(*_row(widths, (0.22,) * 6, depths, [RED] * 6))
+    assert len(split_row(p, lab_colours(c), n, p[:, 2] - 0.73, MapObjectConfig())) == 6  # the row split's front cue
+    # Without normals there is no front to measure: one piece (nothing else steps).
+    assert len(split_row(p, lab_colours(c), None, p[:, 2] - 0.73, MapObjectConfig())) == 1
+
+
+def test_a_back_panel_behind_a_row_is_a_piece_of_its_own():
+    widths = (0.06, 0.08, 0.04, 0.06, 0.06)
+    panel = box_cloud((0.17, 0.50, 0.75), (0.53, 0.51, 1.21), (150, 110, 70), faces="y")  # looks to the front
+    p, c, n = merge(*_row(widths, (0.20,) * 5, (0.18,) * 5, _ROW_COLOURS), panel)
+    pieces = split_row(p, lab_colours(c), n, p[:, 2] - 0.73, MapObjectConfig())
+    assert len(pieces) == 6
+    on_panel = p[:, 1] > 0.495
+    assert sum(bool(on_panel[k].all()) for k in pieces) == 1 and all(on_panel[k].all() or not on_panel[k].any()
+                                                                     for k in pieces)
+
+
+def test_one_long_uniform_object_is_not_cut():
+    # A slab as long as a keyboard and as tall as a closed laptop, and a long box: nothing steps along them.
+    for hi in ((0.65, 0.45, 0.80), (0.80, 0.50, 0.95)):
+        pts, seg, det = _segment(_scene(box_cloud((0.20, 0.30, 0.75), hi, GREY, faces="xXyYZ")))
+        assert len(_on_table(seg, det)) == 1
+
+
+def test_a_compact_object_is_not_a_row():
+    # Three boxes of different colours side by side, 24 cm long and 18 cm deep: not half again as long as deep, so
+    # the row split leaves it to the other rules (a box, a bottle or a mug with a fringe of stray points is no row).
+    p, c, n = merge(*_row((0.08,) * 3, (0.20, 0.28, 0.16), (0.18,) * 3, _ROW_COLOURS[:3]))
+    assert len(split_row(p, lab_colours(c), n, p[:, 2] - 0.73, MapObjectConfig())) == 1
+
+
+def test_colour_noise_does_not_split_a_row():
+    # Five like books, touching, fronts flush, one colour with sensor noise (sd 6 per channel): nothing tells
+    # them apart, and the noise must not invent a boundary. The row split alone (the voxel rule compares
+    # single voxels and is not the one under test); with distinct colours it does cut.
+    p, c, n = merge(*_row((0.06,) * 5, (0.22,) * 5, (0.18,) * 5, [(120, 90, 60)] * 5))
+    noisy = np.clip(c + np.random.default_rng(3).normal(0.0, 6.0, c.shape), 0, 255).astype(np.uint8)
+    rel = p[:, 2] - 0.75 + 0.02
+    assert len(split_row(p, lab_colours(noisy), n, rel, MapObjectConfig())) == 1
+    p, c, n = merge(*_row((0.06,) * 5, (0.22,) * 5, (0.18,) * 5, _ROW_COLOURS))
+    noisy = np.clip(c + np.random.default_rng(3).normal(0.0, 6.0, c.shape), 0, 255).astype(np.uint8)
+    assert len(split_row(p, lab_colours(noisy), n, rel, MapObjectConfig())) == 5
