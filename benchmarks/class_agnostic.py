@@ -42,6 +42,24 @@ KITCHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7sce
 KITCHEN_TARGETS = ("plastic_box", "mug_left", "mug_middle", "game_controller")
 
 
+def fuse_sim_room(room, poses, sim_config):
+    """A simulated room fused by the product's `Mapper` along `poses`: (mapper, snapshot, gt_ids), gt_ids the
+    ground-truth instance of each map point (the nearest true surface within one voxel; evaluation only)."""
+    from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
+    from mllm3d_ros.core.mapping.mapper import Mapper
+    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
+    from mllm3d_ros.sources.simulator import SimConfig, Simulator
+
+    sim = Simulator(room, sim_config)
+    mapper = Mapper(TsdfMapConfig(), KeyframeConfig(image_scale=1.0))
+    for k, pose in enumerate(poses):
+        mapper.process(sim.render(pose, stamp_ns=k * 33_333_333).frame)
+    snapshot = mapper.snapshot()
+    gt_ids = Simulator(room, SimConfig(noise=False)).closest_instances(
+        snapshot.points_world_m, max_distance_m=mapper.map.config.voxel_size_m).instance_ids
+    return mapper, snapshot, gt_ids
+
+
 def _null_detector(views):
     from mllm3d_ros.core.types import ViewPredictions
 
@@ -127,15 +145,11 @@ def _summary(rooms: list[dict]) -> dict:
 
 
 def run_sim(furnished: int, relational: int, offline: bool) -> dict:
-    from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
-    from mllm3d_ros.core.mapping.mapper import Mapper
     from mllm3d_ros.core.memory.map_objects import MapObjectProposer
     from mllm3d_ros.core.memory.object_memory import ObjectMemory
     from mllm3d_ros.core.memory.proposal_worker import ProposalWorker
     from mllm3d_ros.core.memory.map_objects import chain_proposers
-    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
-    from mllm3d_ros.sources.simulator import (SimConfig, Simulator, generate_relational_room, generate_room,
-                                              relational_trajectory, trajectory)
+    from mllm3d_ros.sources.simulator import generate_relational_room, generate_room, relational_trajectory, trajectory
 
     from benchmarks.sim_offline import SIM as SIM_FURNISHED
     from benchmarks.spatial import SIM as SIM_RELATIONAL
@@ -153,13 +167,7 @@ def run_sim(furnished: int, relational: int, offline: bool) -> dict:
         for kind, seed, layout, sim_config, frames in rooms:
             room = layout if kind == "furnished" else layout.room
             poses = trajectory(room, frames) if kind == "furnished" else relational_trajectory(layout, frames)
-            sim = Simulator(room, sim_config)
-            mapper = Mapper(TsdfMapConfig(), KeyframeConfig(image_scale=1.0))
-            for k, pose in enumerate(poses):
-                mapper.process(sim.render(pose, stamp_ns=k * 33_333_333).frame)
-            snapshot = mapper.snapshot()
-            gt_ids = Simulator(room, SimConfig(noise=False)).closest_instances(
-                snapshot.points_world_m, max_distance_m=mapper.map.config.voxel_size_m).instance_ids
+            mapper, snapshot, gt_ids = fuse_sim_room(room, poses, sim_config)
             sources = [("map_only", _null_detector)] + ([("offline_and_map", model.propose), ("offline_only", model.propose)]
                                                        if model else [])
             for name, detector in sources:

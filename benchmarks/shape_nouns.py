@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.class_agnostic import KITCHEN, MIN_GT_POINTS
+from benchmarks.class_agnostic import KITCHEN, MIN_GT_POINTS, fuse_sim_room
 
 IOU = 0.25
 QUERIES = ("the box", "the container", "something to keep things in")
@@ -130,14 +130,10 @@ def without_boxes(room):
 
 def run_sim(furnished: int, relational: int, boxless_furnished: int = 0, boxless_relational: int = 0) -> dict:
     from mllm3d_ros.backends.base import build_backend
-    from mllm3d_ros.core.mapping.keyframes import KeyframeConfig
-    from mllm3d_ros.core.mapping.mapper import Mapper
-    from mllm3d_ros.core.mapping.tsdf_map import TsdfMapConfig
     from mllm3d_ros.core.memory.map_objects import MapObjectProposer, chain_proposers
     from mllm3d_ros.core.memory.object_memory import ObjectMemory
     from mllm3d_ros.core.memory.proposal_worker import ProposalWorker
-    from mllm3d_ros.sources.simulator import (SimConfig, Simulator, generate_relational_room, generate_room,
-                                              relational_trajectory, trajectory)
+    from mllm3d_ros.sources.simulator import generate_relational_room, generate_room, relational_trajectory, trajectory
 
     from benchmarks.sim_offline import SIM as SIM_FURNISHED
     from benchmarks.spatial import SIM as SIM_RELATIONAL
@@ -155,13 +151,7 @@ def run_sim(furnished: int, relational: int, boxless_furnished: int = 0, boxless
             poses = trajectory(room, frames) if kind.startswith("furnished") else relational_trajectory(layout, frames)
             if kind.endswith("no box"):
                 room = without_boxes(room)
-            sim = Simulator(room, sim_config)
-            mapper = Mapper(TsdfMapConfig(), KeyframeConfig(image_scale=1.0))
-            for k, pose in enumerate(poses):
-                mapper.process(sim.render(pose, stamp_ns=k * 33_333_333).frame)
-            snapshot = mapper.snapshot()
-            gt_ids = Simulator(room, SimConfig(noise=False)).closest_instances(
-                snapshot.points_world_m, max_distance_m=mapper.map.config.voxel_size_m).instance_ids
+            mapper, snapshot, gt_ids = fuse_sim_room(room, poses, sim_config)
             infos = [i for i in room.instances if np.count_nonzero(gt_ids == i.instance_id) >= MIN_GT_POINTS]
             gts = {str(i.instance_id): np.flatnonzero(gt_ids == i.instance_id) for i in infos}
             labels = {str(i.instance_id): i.label for i in infos}
