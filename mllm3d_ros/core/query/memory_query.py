@@ -185,20 +185,19 @@ def top_surface_z(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> flo
     return (int(layers[counts >= 0.5 * counts.max()].max()) + 1) * voxel_size_m
 
 
-def body_fraction(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> float:
-    """Share of the object's voxels more than BODY_DEPTH_M below its top surface (see FREE_STANDING_MAX_BODY):
-    0 for a table top on legs, most of a counter or cabinet."""
-    top = top_surface_z(obj, floor_z, voxel_size_m)
-    if top is None:
+def body_fraction(obj: MemoryObject, top_z: float | None) -> float:
+    """Share of the object's voxels more than BODY_DEPTH_M below its top surface `top_z` (`top_surface_z`; see
+    FREE_STANDING_MAX_BODY): 0 for a table top on legs, most of a counter or cabinet; 1 without a top."""
+    if top_z is None:
         return 1.0
-    return float(np.mean(np.asarray(obj.points_world_m)[:, 2] < top - BODY_DEPTH_M))
+    return float(np.mean(np.asarray(obj.points_world_m)[:, 2] < top_z - BODY_DEPTH_M))
 
 
-def neither_table_height(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> bool:
-    """A top too low for a dining table on a footprint too long for a coffee table (see LOW_TABLE_TOP_M): seats
-    around a table that a detector called "table" (their most populated layer is the seats')."""
-    top = top_surface_z(obj, floor_z, voxel_size_m)
-    return top is not None and top - floor_z < LOW_TABLE_TOP_M and float(np.max(obj.box.size_m[:2])) > COFFEE_TABLE_MAX_LONG_M
+def neither_table_height(obj: MemoryObject, top_z: float | None, floor_z: float) -> bool:
+    """A top (`top_surface_z`) too low for a dining table on a footprint too long for a coffee table (see
+    LOW_TABLE_TOP_M): seats around a table that a detector called "table" (their most populated layer is the seats')."""
+    return (top_z is not None and top_z - floor_z < LOW_TABLE_TOP_M
+            and float(np.max(obj.box.size_m[:2])) > COFFEE_TABLE_MAX_LONG_M)
 
 
 def next_to(a: OrientedBox3D, b: OrientedBox3D) -> bool:
@@ -602,13 +601,15 @@ class MemoryResolver:
         for c in candidates:
             if limit is not None:
                 size = np.asarray(c.box.size_m)
-                if body_fraction(c, floor_z, self.memory.config.voxel_size_m) > limit:
+                # One top surface for both tests (the densest high layer of the object's voxels).
+                top_z = top_surface_z(c, floor_z, self.memory.config.voxel_size_m)
+                if body_fraction(c, top_z) > limit:
                     solid.append(f"#{c.instance_id}")
                     continue
                 if min(size[0], size[1]) < MIN_TOP_SIDE_M:
                     narrow.append(f"#{c.instance_id}")
                     continue
-                if neither_table_height(c, floor_z, self.memory.config.voxel_size_m):
+                if neither_table_height(c, top_z, floor_z):
                     low.append(f"#{c.instance_id}")
                     continue
             owner = next((k for k in kept if _footprint_inside(c, k) >= self.config.fragment_overlap), None)
