@@ -458,11 +458,14 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
     if valid.shape[0] < 3 or slice_touches[valid].mean() < _ROW_STANDING_SHARE:
         return whole
 
+    def colour_step(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The colour difference between slices x and y over its threshold (> 1: a step)."""
+        return np.linalg.norm(colour[x] - colour[y], axis=1) / np.maximum(_ROW_COLOUR_JNDS * _ROW_JND,
+                                                                         spread[x] + spread[y])
+
     def step(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """How far past its threshold the larger cue steps between slices a and b (> 1: a step)."""
-        colour_step = np.linalg.norm(colour[a] - colour[b], axis=1) / np.maximum(_ROW_COLOUR_JNDS * _ROW_JND,
-                                                                              spread[a] + spread[b])
-        s = np.maximum(np.abs(top[a] - top[b]) / step_m, colour_step)
+        s = np.maximum(np.abs(top[a] - top[b]) / step_m, colour_step(a, b))
         return np.maximum(s, np.abs(front[a] - front[b]) / step_m) if front_cue else s
 
     a, b = valid[:-1], valid[1:]
@@ -481,10 +484,7 @@ def split_row(points: np.ndarray, lab: np.ndarray, normals: np.ndarray | None, r
             down = np.minimum(v[l1], v[l2]) - np.maximum(v[r1], v[r2])
             return np.maximum(up, down) / step_m
 
-        colour_steps = [np.linalg.norm(colour[x] - colour[y], axis=1) / np.maximum(_ROW_COLOUR_JNDS * _ROW_JND,
-                                                                                   spread[x] + spread[y])
-                        for x in (l1, l2) for y in (r1, r2)]
-        s = np.maximum(level(top), np.min(colour_steps, axis=0))
+        s = np.maximum(level(top), np.min([colour_step(x, y) for x in (l1, l2) for y in (r1, r2)], axis=0))
         return np.maximum(s, level(front)) if front_cue else s
 
     score = persistent(np.arange(nv - 1), 0)
