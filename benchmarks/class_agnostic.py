@@ -1,7 +1,7 @@
 """Class-agnostic recall: are the objects standing on a support separate instances of the memory?
 
-    python -m benchmarks.class_agnostic --json PATH [--rooms 3] [--relational-rooms 10] [--no-offline]
-                                        [--no-kitchen] [--quick]
+    python -m benchmarks.class_agnostic --json PATH [--rooms 3] [--first-room 0] [--relational-rooms 10]
+                                        [--no-offline] [--no-kitchen] [--quick] [--explain]
 
 Simulated rooms: the furnished rooms of benchmarks.sim_offline (`generate_room(seed)`, 48 frames at 320x240)
 and the relational rooms of benchmarks.spatial (`generate_relational_room(seed)`, 40 frames), fused by the
@@ -22,6 +22,16 @@ The real kitchen (`RecordingSession` on ../shared/data/7scenes-redkitchen, the `
 the same matching against the hand-made boxes (benchmarks/annotations/redkitchen.json); reported per
 annotated instance, with the box, both mugs and the game controller as the target.
 Also: the map proposer's milliseconds per keyframe (the shared machine's, named in the JSON).
+
+--explain (map-only run): for every missed object, where it was lost (`explain_miss`) and the instance that
+covers most of it (IoU, share of the object, what else it holds): each mask the map's proposer rendered is
+lifted through its keyframe's depth and read against the ground truth (evaluation only), so that a miss is
+  - "never_masked": no mask of the proposer held mostly this object (out of view, too few pixels, or it went
+    with the support or a wall);
+  - "never_apart": masks held it, always with other objects (the map's segmentation joined it to them);
+  - "one_view": held apart by a mask in one keyframe only (the memory confirms an instance in two);
+  - "memory": held apart in two keyframes or more, and still no instance of its own (the memory's voxels joined
+    it with its neighbours, or its instance covers too much of them).
 """
 
 from __future__ import annotations
@@ -91,6 +101,85 @@ def match(pred_sets: list[np.ndarray], gt_sets: list[np.ndarray], threshold: flo
     return out
 
 
+PURE = 0.5  # a mask holds an object "apart" when at least this share of what it lifts is that object
+
+
+def explain_miss(pure_views: int, any_views: int) -> str:
+    """Where a missed object was lost (see the module doc), from the keyframes in which a rendered mask held
+    mostly it (pure_views) and those in which a mask held some of it (any_views)."""
+    if any_views == 0:
+        return "never_masked"
+    if pure_views == 0:
+        return "never_apart"
+    return "one_view" if pure_views == 1 else "memory"
+
+
+class _MaskRecorder:
+    """Wraps a ProposeFn; per ground-truth instance, the keyframes in which a rendered mask lifted mostly it
+    (pure) or some of it (any, at least a tenth of the mask). Evaluation only: reads the ground truth."""
+
+    def __init__(self, propose, keyframe_fn, points_world_m, gt_ids, voxel_m: float = 0.02) -> None:
+        from mllm3d_ros.core.geometry import voxel_keys
+
+        self._propose, self._keyframe_fn, self._gt, self._voxel = propose, keyframe_fn, gt_ids, voxel_m
+        keys = voxel_keys(points_world_m, voxel_m)
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted = keys[self._order]
+        self.pure: dict[int, set[int]] = {}
+        self.any: dict[int, set[int]] = {}
+
+    def __call__(self, views):
+        from mllm3d_ros.core.geometry import transform_points, unproject_depth, voxel_keys
+
+        answers = self._propose(views)
+        for view, answer in zip(views, answers):
+            keyframe = self._keyframe_fn(view.keyframe_id)
+            for pred in answer.predictions:
+                cam, _ = unproject_depth(keyframe.depth_m, keyframe.intrinsics, mask=pred.mask)
+                if cam.shape[0] == 0:
+                    continue
+                keys = voxel_keys(transform_points(keyframe.world_T_camera, cam.astype(np.float64)), self._voxel)
+                pos = np.minimum(np.searchsorted(self._sorted, keys), self._sorted.shape[0] - 1)
+                ids = self._gt[self._order[pos[self._sorted[pos] == keys]]]
+                if ids.shape[0] == 0:
+                    continue
+                uniq, counts = np.unique(ids, return_counts=True)
+                for gid, c in zip(uniq.tolist(), counts.tolist()):
+                    if c >= 0.1 * ids.shape[0]:
+                        self.any.setdefault(gid, set()).add(view.keyframe_id)
+                    if c >= PURE * ids.shape[0]:
+                        self.pure.setdefault(gid, set()).add(view.keyframe_id)
+        return answers
+
+
+def _explain_room(room, objects, sets, gt_ids, rows, recorder) -> list[dict]:
+    """Per missed object: the stage it was lost at and the instance covering most of it."""
+    labels = {i.instance_id: i.label for i in room.instances}
+    out = []
+    for r in rows:
+        if r["found"]:
+            continue
+        gid = r["instance_id"]
+        g = np.flatnonzero(gt_ids == gid)
+        best = None
+        for k, s in enumerate(sets):
+            inter = np.intersect1d(s, g, assume_unique=True).shape[0]
+            if inter and (best is None or inter > best[0]):
+                best = (inter, k)
+        cover = {}
+        if best is not None:
+            inter, k = best
+            uniq, counts = np.unique(gt_ids[sets[k]], return_counts=True)
+            held = sorted(zip(counts.tolist(), uniq.tolist()), reverse=True)[:4]
+            cover = {"iou": round(inter / (sets[k].shape[0] + g.shape[0] - inter), 3), "share_of_object": round(inter / g.shape[0], 3),
+                     "instance_points": int(sets[k].shape[0]), "label": objects[k].label,
+                     "holds": [f"{labels.get(i, 'structure')}#{i}:{c}" for c, i in held]}
+        pure, seen = len(recorder.pure.get(gid, ())), len(recorder.any.get(gid, ()))
+        out.append({"instance_id": gid, "class": r["class"], "stage": explain_miss(pure, seen), "pure_mask_views": pure,
+                    "mask_views": seen, "best_instance": cover})
+    return out
+
+
 def _memory_sets(memory, snapshot):
     from mllm3d_ros.core.query.memory_query import MemoryResolver
 
@@ -141,10 +230,21 @@ def _summary(rooms: list[dict]) -> dict:
             "found_by_unlabelled": sum(r["unlabelled"] for r in rows),
             "unlabelled_instances": unl,
             "unlabelled_precision": round(sum(room["unlabelled_matched"] for room in rooms) / max(1, unl), 4),
-            "per_class_found_of": {k: f"{n}/{t}" for k, (n, t) in sorted(per_class.items())}}
+            "per_class_found_of": {k: f"{n}/{t}" for k, (n, t) in sorted(per_class.items())},
+            **({"missed_by_stage": _stages([m for room in rooms for m in room["misses"]])}
+               if all("misses" in room for room in rooms) and rooms else {})}
 
 
-def run_sim(furnished: int, relational: int, offline: bool) -> dict:
+def _stages(misses: list[dict]) -> dict[str, dict[str, int]]:
+    """Missed objects per stage, per class."""
+    out: dict[str, dict[str, int]] = {}
+    for m in misses:
+        out.setdefault(m["stage"], {}).setdefault(m["class"], 0)
+        out[m["stage"]][m["class"]] += 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def run_sim(furnished: int, relational: int, offline: bool, first_room: int = 0, explain: bool = False) -> dict:
     from mllm3d_ros.core.memory.map_objects import MapObjectProposer
     from mllm3d_ros.core.memory.object_memory import ObjectMemory
     from mllm3d_ros.core.memory.proposal_worker import ProposalWorker
@@ -159,7 +259,7 @@ def run_sim(furnished: int, relational: int, offline: bool) -> dict:
         from mllm3d_ros.backends.base import build_backend
 
         model = build_backend("offline")
-    rooms = [("furnished", s, generate_room(s), SIM_FURNISHED, 48) for s in range(furnished)]
+    rooms = [("furnished", s, generate_room(s), SIM_FURNISHED, 48) for s in range(first_room, first_room + furnished)]
     rooms += [("relational", s, generate_relational_room(s), SIM_RELATIONAL, 40) for s in range(relational)]
     out: dict[str, dict[str, list]] = {"map_only": {}, "offline_and_map": {}, "offline_only": {}}
     ms: list[float] = []
@@ -174,12 +274,19 @@ def run_sim(furnished: int, relational: int, offline: bool) -> dict:
                 memory = ObjectMemory()
                 proposer = MapObjectProposer(mapper.snapshot)
                 propose = detector if name == "offline_only" else chain_proposers(detector, proposer.propose)
+                recorder = None
+                if explain and name == "map_only":
+                    propose = recorder = _MaskRecorder(propose, mapper.keyframe_store.get, snapshot.points_world_m, gt_ids)
                 worker = ProposalWorker(memory, propose, mapper.keyframe_store.get)
                 for kf in mapper.keyframes():
                     worker.process_one(kf.keyframe_id)
                 if name == "map_only":
                     ms.append(proposer.stats.ms_p50)
-                out[name].setdefault(kind, []).append(score_room(room, memory, snapshot, gt_ids))
+                scored = score_room(room, memory, snapshot, gt_ids)
+                if recorder is not None:
+                    objects, sets = _memory_sets(memory, snapshot)
+                    scored["misses"] = _explain_room(room, objects, sets, gt_ids, scored["rows"], recorder)
+                out[name].setdefault(kind, []).append(scored)
             line = ", ".join(f"{name} {out[name][kind][-1]['found']}/{out[name][kind][-1]['objects']}"
                              for name, _ in sources)
             print(f"{kind} room {seed}: {line}", flush=True)
@@ -231,18 +338,20 @@ def run_kitchen(dataset: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True)
-    parser.add_argument("--rooms", type=int, default=3, help="furnished rooms 0..N-1")
+    parser.add_argument("--rooms", type=int, default=3, help="furnished rooms FIRST..FIRST+N-1")
+    parser.add_argument("--first-room", type=int, default=0, help="the first furnished room (held-out rooms: 3)")
     parser.add_argument("--relational-rooms", type=int, default=10, help="relational rooms 0..N-1")
     parser.add_argument("--no-offline", action="store_true", help="skip (b), the offline backend with the map")
     parser.add_argument("--no-kitchen", action="store_true")
     parser.add_argument("--quick", action="store_true", help="1 furnished room, 1 relational, map only, no kitchen")
+    parser.add_argument("--explain", action="store_true", help="where each missed object was lost (module doc)")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     if args.quick:
         args.rooms, args.relational_rooms, args.no_offline, args.no_kitchen = 1, 1, True, True
     report = {"machine": platform.node(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
               "iou": IOU, "min_gt_points": MIN_GT_POINTS,
-              "sim": run_sim(args.rooms, args.relational_rooms, not args.no_offline)}
+              "sim": run_sim(args.rooms, args.relational_rooms, not args.no_offline, args.first_room, args.explain)}
     if not args.no_kitchen:
         report["kitchen"] = run_kitchen(KITCHEN) if KITCHEN.is_dir() else {"skipped": f"{KITCHEN} not found"}
     report["wall_s"] = round(time.monotonic() - t0, 1)
@@ -253,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} {kind}: recall {s['found']}/{s['objects']} = {s['recall']:.3f} (floor {s['recall_floor']:.3f}, "
                   f"elevated {s['recall_elevated']:.3f}); unlabelled precision {s['unlabelled_precision']:.3f}; "
                   f"{s['per_class_found_of']}")
+            if "missed_by_stage" in s:
+                print(f"  missed, by stage: {s['missed_by_stage']}")
     print(f"map proposer ms per keyframe (p50, median over rooms): "
           f"{report['sim']['map_proposer_ms_per_keyframe_p50_median_over_rooms']}")
     if "kitchen" in report and "per_instance" in report["kitchen"]:

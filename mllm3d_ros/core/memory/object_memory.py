@@ -181,6 +181,9 @@ class MemoryObject:
     # The support surface it stands on, when known.
     support: SupportRef | None = None
     label_hints: tuple[tuple[str, float], ...] = ()
+    # Instances that separate masks of one view held apart from it (books side by side): an answer's points grown
+    # around it do not reach into theirs.
+    apart_ids: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -724,7 +727,10 @@ class ObjectMemory:
         """Two instances of one kind detected by separate masks of one view are two objects."""
         for i, (p, a) in enumerate(assigned):
             for q, b in assigned[i + 1:]:
-                if a is not b and not p.agnostic and not q.agnostic and self._kinds_agree(p, q) and separate(p, q):
+                if a is b or p.agnostic != q.agnostic or not separate(p, q):
+                    continue
+                # Two class-agnostic masks of one view are two objects of the map's segmentation in that view.
+                if p.agnostic or self._kinds_agree(p, q):
                     _vote_apart(a, b, 1)
 
     def _missed(self, inst: _Instance, mine: list[_Proposal], proposals: list[_Proposal], seen_idx: np.ndarray,
@@ -1053,7 +1059,8 @@ class ObjectMemory:
                               mean_color_rgb=(float(color[0]), float(color[1]), float(color[2])),
                               best_keyframe_ids=tuple(kf for _, kf in inst.best_views),
                               last_seen_stamp_ns=inst.last_seen_stamp_ns,
-                              support=self._supports.support_of(box, surfaces))
+                              support=self._supports.support_of(box, surfaces),
+                              apart_ids=frozenset(i for i, v in inst.apart.items() if v > 0))
                 if named:
                     ratio = inst.detections / (inst.label_views + 1.0)
                     confidence = float(np.sqrt(ratio * inst.confidence_sum / inst.detections))
@@ -1111,12 +1118,18 @@ class VoxelIndex:
         self._order = np.argsort(keys, kind="stable")
         self._sorted = keys[self._order]
 
-    def indices(self, points_world_m: np.ndarray, grow_voxels: int = 0) -> np.ndarray:
+    def indices(self, points_world_m: np.ndarray, grow_voxels: int = 0,
+                not_into: np.ndarray | None = None) -> np.ndarray:
         """(K,) int64 sorted indices of the map points in the voxels holding `points_world_m`, or within
-        `grow_voxels` voxels of them (26-neighbourhood steps)."""
-        inst_keys = np.unique(voxel_keys(points_world_m, self.voxel_size_m))
+        `grow_voxels` voxels of them (26-neighbourhood steps); the grown voxels leave out those holding
+        `not_into` (M, 3) (another object's own voxels)."""
+        own = np.unique(voxel_keys(points_world_m, self.voxel_size_m))
+        inst_keys = own
         for _ in range(grow_voxels):
             inst_keys = np.unique((inst_keys[:, None] + _NEIGHBOUR_KEY_OFFSETS[None, :]).ravel())
+        if grow_voxels and not_into is not None and len(not_into):
+            theirs = np.setdiff1d(np.unique(voxel_keys(not_into, self.voxel_size_m)), own, assume_unique=True)
+            inst_keys = np.setdiff1d(inst_keys, theirs, assume_unique=True)
         lo = np.searchsorted(self._sorted, inst_keys, side="left")
         counts = np.searchsorted(self._sorted, inst_keys, side="right") - lo
         total = int(counts.sum())
