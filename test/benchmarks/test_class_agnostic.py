@@ -23,3 +23,12 @@ def test_each_object_and_instance_are_matched_once_best_iou_first():
     assert [iou for _, _, iou in out] == pytest.approx([0.9, 0.5])
     assert match(preds, gts, threshold=0.95) == []
     assert match([], gts) == [] and match(preds, []) == []
+
+
+def test_a_miss_is_put_at_the_stage_it_was_lost():
+    from benchmarks.class_agnostic import explain_miss
+
+    assert explain_miss(0, 0) == "never_masked"
+    assert explain_miss(0, 3) == "never_apart"
+    assert explain_miss(1, 3) == "one_view"
+    assert explain_miss(2, 2) == "memory"

@@ -51,7 +51,10 @@ still rest on the detector's detections alone, over the views that saw it by the
 first detection on. An instance is confirmed by either kind of detections; one confirmed by class-agnostic detections only is reported unlabelled (`UNLABELLED`,
 `MemoryObject.unlabelled`), with the detector's unconfirmed labels as `label_hints`. Instances merge with a
 class-agnostic one when they share `merge_min_overlap` of the smaller's voxels and a quarter of the larger's
-(a mug never merges into the table instance its box masks spilled onto). The support surfaces the map's
+(a mug never merges into the table instance its box masks spilled onto). Two class-agnostic masks of one view
+hold their instances apart as two masks of one kind do (`keep_apart`: the map's segmentation separated them in
+that view; books 2-5 cm thick side by side share most of their 3 cm voxels, and merged before), and each
+`MemoryObject` names the instances held apart from it (`apart_ids`: an answer's grown points stop at theirs). The support surfaces the map's
 proposer finds come with its proposals (`ViewPredictions.supports`) and are kept in a `SupportMap`:
 `supports()`, and each object's `support`.
 

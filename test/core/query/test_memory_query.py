@@ -578,3 +578,36 @@ def test_an_exclusion_pins_unlabelled_stand_ins():
     assert [c.instance_id for c in plan.candidates] == [9] and plan.answer[0].unconfirmed
     # The bare noun: nothing pins a mug-sized object down.
     assert _ask_supported("the mug", _rec(mug), [*scene, other]).candidates == ()
+
+
+def _book(instance_id, x0, apart=()):
+    """A 2 cm thick book standing 20 cm tall at x0 (its voxel centres every centimetre: a dense face)."""
+    from mllm3d_ros.core.memory.object_memory import MemoryObject
+    from mllm3d_ros.core.types import OrientedBox3D
+
+    g = np.mgrid[x0 + 0.005:x0 + 0.02:0.01, 0.0:0.15:0.01, 0.3:0.5:0.01].reshape(3, -1).T.astype(np.float32)
+    return MemoryObject(instance_id, "object", (("object", 1.0),), np.zeros(0, np.float32), g,
+                        OrientedBox3D(g.mean(axis=0), np.eye(3), np.ptp(g, axis=0)), (200.0, 200.0, 200.0), 3, 3, 0.5,
+                        (), 0, unlabelled=True, apart_ids=frozenset(apart))
+
+
+def test_an_answer_grown_around_a_book_stops_at_the_book_held_apart_beside_it():
+    from mllm3d_ros.core.types import MapSnapshot
+
+    # Two books side by side, 2 cm each, on a 3 cm memory voxel grid: one voxel grown around the first covers the
+    # second. Held apart (separate masks of one view), the second's own voxels are not the first's answer.
+    alone = [_book(1, 0.0), _book(2, 0.02)]
+    apart = [_book(1, 0.0, apart=(2,)), _book(2, 0.02, apart=(1,))]
+    cloud = np.concatenate([o.points_world_m for o in alone])
+    snapshot = MapSnapshot(cloud, np.zeros(cloud.shape, np.uint8), None, 0)
+    first = np.arange(alone[0].points_world_m.shape[0])
+    second = np.arange(first.shape[0], cloud.shape[0])
+    grown, = MemoryResolver(_Objects(alone), encode).candidate_objects(alone[:1], snapshot)
+    assert np.isin(second, grown.point_indices).mean() > 0.5  # the blur this test is about
+    held, = MemoryResolver(_Objects(apart), encode).candidate_objects(apart[:1], snapshot)
+    assert np.isin(first, held.point_indices).all()  # its own points all stay
+    # Of the second book it keeps only what lies in the first book's own voxels (the 3 cm voxel they share).
+    own = np.unique(np.floor(cloud[first] / 0.03).astype(np.int64), axis=0)
+    taken = np.floor(cloud[np.intersect1d(held.point_indices, second)] / 0.03).astype(np.int64)
+    assert (taken[:, None, :] == own[None]).all(axis=2).any(axis=1).all()
+    assert np.isin(second, held.point_indices).mean() <= 0.5 < np.isin(second, grown.point_indices).mean()
