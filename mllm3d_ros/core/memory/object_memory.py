@@ -727,13 +727,31 @@ class ObjectMemory:
         return out
 
     def _note_apart(self, assigned: list[tuple[_Proposal, _Instance]], separate: _SeparateMasks) -> None:
-        """Two instances of one kind detected by separate masks of one view are two objects."""
+        """Two instances of one kind detected by separate masks of one view are two objects; so are two instances
+        whose class-agnostic masks of one view are separate and side by side (their boxes, grown by
+        mask_boundary_px + 1, meet: the neighbours whose voxels may interleave; a vote for every far pair would
+        only fill the `apart` tables)."""
+        margin = self.config.mask_boundary_px + 1
+        boxes: dict[int, tuple[int, int, int, int]] = {}
+
+        def box(p: _Proposal) -> tuple[int, int, int, int]:
+            if id(p) not in boxes:
+                mask = p.prediction.mask
+                rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+                boxes[id(p)] = (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])) if rows.shape[0] else (0, 0, -1, -1)
+            return boxes[id(p)]
+
         for i, (p, a) in enumerate(assigned):
             for q, b in assigned[i + 1:]:
-                if a is b or p.agnostic != q.agnostic or not separate(p, q):
+                if a is b or p.agnostic != q.agnostic:
                     continue
-                # Two class-agnostic masks of one view are two objects of the map's segmentation in that view.
-                if p.agnostic or self._kinds_agree(p, q):
+                if p.agnostic:
+                    (pa, pb, pc, pd), (qa, qb, qc, qd) = box(p), box(q)
+                    if pa > qc + margin or qa > pc + margin or pb > qd + margin or qb > pd + margin:
+                        continue
+                elif not self._kinds_agree(p, q):
+                    continue
+                if separate(p, q):
                     _vote_apart(a, b, 1)
 
     def _missed(self, inst: _Instance, mine: list[_Proposal], proposals: list[_Proposal], seen_idx: np.ndarray,
