@@ -563,6 +563,13 @@ def test_separate_class_agnostic_masks_of_a_view_hold_their_instances_apart():
         memory.integrate(kf, [agnostic(box_id == 0), agnostic(box_id == 1)])
     a, b = memory.objects()
     assert a.apart_ids == frozenset({b.instance_id}) and b.apart_ids == frozenset({a.instance_id})
+    # Seen only side by side with a gap between them in the image (from the -x side): not neighbours, no vote.
+    memory = ObjectMemory()
+    for k in range(3):
+        kf, box_id = view(k, EYES[0])
+        memory.integrate(kf, [agnostic(box_id == 0), agnostic(box_id == 1)])
+    a, b = memory.objects()
+    assert a.apart_ids == frozenset() and b.apart_ids == frozenset()
     # A detector's masks of one kind vote apart as before; a class-agnostic and a named mask do not vote.
     memory = ObjectMemory()
     for k, eye in enumerate(EYES[:3]):
