@@ -53,6 +53,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .colours import ColourProfile, canonical_colour, colour_name, colour_profile  # noqa: F401 (re-exported)
+from ..clustering import cluster_points
 from ..config import check_int, check_range
 from .instruction import ParsedInstruction, Relation, Superlative
 from ..memory.object_geometry import oriented_box, strip_support_surface
@@ -78,6 +79,9 @@ BODY_DEPTH_M = 0.15
 FLOOR_SPILL_M = 0.1
 FREE_STANDING_MAX_BODY = {"table": 0.5, "dining table": 0.5, "coffee table": 0.5, "kitchen table": 0.5}
 MIN_TOP_SIDE_M = 0.25  # a table top narrower than this is not a table
+TOP_BAND_VOXELS = 2  # the top surface's voxels: its layer and the one under (a real top is not exactly level)
+# Relations decided against an anchor's top surface as well as its box (`top_box`).
+TOP_RELATIONS = frozenset({Relation.ON, Relation.AT_END_OF})
 # A table's top stands at a dining table's height, 720-760 mm, or is a coffee table's, 400-500 mm high and at most
 # about 1.4 m long (Neufert, "Architects' Data"): a top under LOW_TABLE_TOP_M (720 mm less the map's height error)
 # on a footprint longer than COFFEE_TABLE_MAX_LONG_M is neither. Measured: the kitchen's table top 0.74 m; chairs
@@ -198,6 +202,30 @@ def neither_table_height(obj: MemoryObject, top_z: float | None, floor_z: float)
     LOW_TABLE_TOP_M): seats around a table that a detector called "table" (their most populated layer is the seats')."""
     return (top_z is not None and top_z - floor_z < LOW_TABLE_TOP_M
             and float(np.max(obj.box.size_m[:2])) > COFFEE_TABLE_MAX_LONG_M)
+
+
+def top_box(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> OrientedBox3D | None:
+    """The object as its top surface bounds it, None when it has no top (`top_surface_z`): the footprint of the
+    largest part (voxels within two voxels of each other) of those within TOP_BAND_VOXELS below the top, from the object's bottom up to the top.
+    "On the table" and "at the end of the table" speak of the top: what stands on it lifts the box's top above
+    the surface (the kitchen's table box ended 9 cm above it once it held the plastic box), and a chair the
+    detector took for part of the table stretches the box but not the top (the 30 Hz kitchen's table box was
+    2.45 m long with the end chair, its top 2.0 m, as on the 250-frame recording)."""
+    top_z = top_surface_z(obj, floor_z, voxel_size_m)
+    if top_z is None:
+        return None
+    points = np.asarray(obj.points_world_m)
+    band = points[(points[:, 2] < top_z) & (points[:, 2] >= top_z - TOP_BAND_VOXELS * voxel_size_m)]
+    if band.shape[0] == 0:
+        return None
+    # Parts two voxels apart, as the memory splits instances (`ObjectMemory._split`): kept voxels leave holes.
+    labels = cluster_points(band, 2.0 * voxel_size_m, 1).labels  # largest part first
+    footprint = oriented_box(band[labels == 0])
+    lo_z = float(points[:, 2].min()) - voxel_size_m / 2.0
+    centre = np.asarray(footprint.center_world_m, dtype=np.float64).copy()
+    size = np.asarray(footprint.size_m, dtype=np.float64).copy()
+    centre[2], size[2] = (lo_z + top_z) / 2.0, top_z - lo_z
+    return OrientedBox3D(centre, footprint.world_R_box, size)
 
 
 def next_to(a: OrientedBox3D, b: OrientedBox3D) -> bool:
@@ -679,7 +707,10 @@ class MemoryResolver:
             chosen = floors
         elif kind == "counter":
             lo, hi = COUNTER_HEIGHT_M[0] - SURFACE_HEIGHT_TOL_M, COUNTER_HEIGHT_M[1] + SURFACE_HEIGHT_TOL_M
-            chosen = [s for s in surfaces if s.kind is SupportKind.ELEVATED and lo <= s.height_m - floor_z <= hi]
+            # A worktop one can put things on: a top narrower than a table's (MIN_TOP_SIDE_M) is no counter (a chair's
+            # backrest top, at a worktop's height, is a 0.15 x 0.2 m surface once a 30 Hz stream has seen it often).
+            chosen = [s for s in surfaces if s.kind is SupportKind.ELEVATED and lo <= s.height_m - floor_z <= hi
+                      and min(np.subtract(*s.bounds_xy_m[::-1])) >= MIN_TOP_SIDE_M - 1e-6]
         else:
             chosen = [s for s in surfaces if s.kind is SupportKind.ELEVATED]
         if not chosen:
@@ -763,7 +794,7 @@ class MemoryResolver:
                            key=lambda x: x[0], default=(-np.inf, anchor_sets[0][0]))
                 scored.append((best[0], c, best[1]))
                 continue
-            best = max(((relation_score(c.box, [a.box], parsed.relation, viewer), a) for a in anchor_sets[0]
+            best = max(((self._relation_score(c, a, parsed.relation, viewer), a) for a in anchor_sets[0]
                         if a.instance_id != c.instance_id), key=lambda x: x[0], default=(-np.inf, anchor_sets[0][0]))
             scored.append((best[0], c, best[1]))
         holding = sorted([s for s in scored if np.isfinite(s[0])], key=lambda s: -s[0])
@@ -779,6 +810,19 @@ class MemoryResolver:
         notes.append(f"relation '{parsed.relation.value}' decided in 3D against anchor #{anchor.instance_id} "
                      f"'{anchor.label}' (box centre {centre} m, size {size} m)")
         return [s[1] for s in holding], anchor, True, ""
+
+    def _relation_score(self, target: MemoryObject, anchor: MemoryObject, relation: Relation, viewer) -> float:
+        """`relation_score` of two memory objects; "on" and "at the end of" also against the anchor's top surface
+        (`top_box`): the better of the two."""
+        score = relation_score(target.box, [anchor.box], relation, viewer)
+        if relation in TOP_RELATIONS and anchor.instance_id >= 0:  # surface tiles (negative ids) are a top already
+            key = ("top", anchor.instance_id, self.memory.version)
+            if key not in self._shape_cache:
+                self._shape_cache[key] = top_box(anchor, self._floor_z(()), self.memory.config.voxel_size_m)
+            top = self._shape_cache[key]
+            if top is not None:
+                score = max(score, relation_score(target.box, [top], relation, viewer))
+        return score
 
     def _exclude(self, parsed: ParsedInstruction, rec: InstructionRecognition, candidates: list[MemoryObject],
                  objects: Sequence[MemoryObject], emb: dict, viewer, notes: list[str]) -> list[MemoryObject]:
