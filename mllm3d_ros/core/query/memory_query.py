@@ -507,8 +507,8 @@ class MemoryResolver:
                 better = (alt_ok and alt and (not ok or (
                     parsed.relation in (Relation.NEAR, Relation.NEAREST_TO) and anchor is not None
                     and not next_to(candidates[0].box, anchor.box)
-                    and relation_score(alt[0].box, [alt_anchor.box], parsed.relation, viewer)
-                    > relation_score(candidates[0].box, [anchor.box], parsed.relation, viewer))))
+                    and self._relation_score(alt[0], alt_anchor, parsed.relation, viewer)
+                    > self._relation_score(candidates[0], anchor, parsed.relation, viewer))))
                 if better:
                     del notes[labelled_notes:]
                     notes.append(f"no detected {parsed.target} holds the relation as well as an unlabelled object "
@@ -812,9 +812,20 @@ class MemoryResolver:
         return [s[1] for s in holding], anchor, True, ""
 
     def _relation_score(self, target: MemoryObject, anchor: MemoryObject, relation: Relation, viewer) -> float:
-        """`relation_score` of two memory objects; "on" and "at the end of" also against the anchor's top surface
-        (`top_box`): the better of the two."""
+        """`relation_score` of two memory objects: "on" and "at the end of" also against the anchor's top surface
+        (`top_box`), the better of the two; "next to" only beside an unlabelled anchor, gaps under a voxel none."""
         score = relation_score(target.box, [anchor.box], relation, viewer)
+        if relation in (Relation.NEAR, Relation.NEAREST_TO) and np.isfinite(score):
+            t, a = BoxGeometry.of(target.box), BoxGeometry.of(anchor.box)
+            if anchor.unlabelled and anchor.instance_id >= 0 and (t.lo[2] > a.hi[2] or a.lo[2] > t.hi[2]):
+                # An unlabelled anchor is one of many objects that may be it (`stand_ins`, or every object for "the
+                # thing"): the one meant is beside the target, at its height, not under the table the target stands
+                # on (the 30 Hz kitchen's mug was "next to" a box-sized object that was legs on the floor below it).
+                return -np.inf
+            # Gaps under one memory voxel are not measured (its kept voxels are the map at that resolution): such
+            # objects touch, and the candidates' own ranking orders them (the 30 Hz kitchen's mug beside the box,
+            # 2.1 cm apart, lost to two crumbs on a shelf whose boxes touched).
+            return min(0.0, score + self.memory.config.voxel_size_m)
         if relation in TOP_RELATIONS and anchor.instance_id >= 0:  # surface tiles (negative ids) are a top already
             key = ("top", anchor.instance_id, self.memory.version)
             if key not in self._shape_cache:

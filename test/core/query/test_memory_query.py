@@ -632,3 +632,30 @@ def test_a_surface_narrower_than_a_top_is_no_counter():
                                                _rec(_known("chair", "Chair"), _unknown("counter")))
     assert plan.candidates[0].instance_id == 1 and plan.anchor.label == "counter"
     assert any("(#2 at 0.90 m above the floor)" in n for n in plan.notes)
+
+
+def test_next_to_an_unlabelled_anchor_means_beside_it_not_below_the_table_top():
+    # No box was detected. A box-sized object on the floor under the table lies 0.31 m straight below the labelled mug;
+    # the box-sized object on the table is 0.8 m from it, with a mug-sized unlabelled object beside it: that one is
+    # the mug next to the box (flagged), not the labelled mug "next to" the thing under the table.
+    mug, box = _known("mug", "Mug"), _known("box", "Box", shape="box-shaped")
+    made = [_on(_solid(1, "Table", *TABLE_TOP, detections=30), FLOOR),
+            _on(_solid(2, "object", (0.0, 0.0, 0.0), (0.4, 0.3, 0.45), unlabelled=True), FLOOR),
+            _on(_solid(3, "Mug", (0.1, 0.1, 0.76), (0.19, 0.19, 0.86), detections=8), TABLE_SURFACE),
+            _on(_solid(4, "object", (0.7, 0.4, 0.76), (1.1, 0.72, 0.85), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(5, "object", (1.11, 0.45, 0.76), (1.2, 0.54, 0.86), unlabelled=True), TABLE_SURFACE)]
+    plan = _ask_supported("the mug next to the box", _rec(mug, box), made)
+    assert plan.candidates[0].instance_id == 5 and plan.anchor.instance_id == 4 and plan.answer[0].unconfirmed
+
+
+def test_next_to_gaps_under_a_voxel_are_touching_and_the_candidates_ranking_decides():
+    # Two mug-sized stand-ins, each beside a box-sized object: one of a mug's typical size 2.1 cm from its box, one
+    # larger whose box touches its box. Under a voxel (3 cm) both touch: the more typical mug answers.
+    mug, box = _known("mug", "Mug"), _known("box", "Box", shape="box-shaped")
+    made = [_on(_solid(1, "Table", (0.0, 0.0, 0.70), (2.0, 1.0, 0.76), detections=30), FLOOR),
+            _on(_solid(2, "object", (0.1, 0.1, 0.76), (0.5, 0.4, 0.85), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(3, "object", (0.521, 0.1, 0.76), (0.611, 0.19, 0.86), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(4, "object", (1.3, 0.5, 0.76), (1.7, 0.8, 0.85), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(5, "object", (1.7, 0.5, 0.76), (1.85, 0.62, 0.88), unlabelled=True), TABLE_SURFACE)]
+    plan = _ask_supported("the mug next to the box", _rec(mug, box), made)
+    assert plan.candidates[0].instance_id == 3 and plan.anchor.instance_id == 2
