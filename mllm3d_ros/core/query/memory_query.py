@@ -32,7 +32,10 @@
 - colours are checked on the object's fused map colours, shapes on its box and voxels, a relation ("on
   the table", "next to the box") on gravity-aligned boxes (`relations`) against anchors found by the
   same rules (an unknown or absent anchor is said, never replaced by the nearest class), seen from the
-  latest keyframe (the robot's current view);
+  latest keyframe (the robot's current view). "On" and "at the end of" are also decided against the anchor's
+  top surface (`top_box`: what stands on a table lifts its box, a chair taken into it stretches it); "next to"
+  an unlabelled anchor (one of the objects that may be it) holds only beside the target, at its height, and
+  gaps under a memory voxel count as touching;
 - lists a robot can trust: a candidate lying inside a better-ranked one (its footprint mostly within the
   other's, at the same height) is a fragment of that object, and a table or desk must stand free on legs
   (`FREE_STANDING_MAX_BODY`: a counter or cabinet run is a solid block to the floor, a table a top with
@@ -60,7 +63,7 @@ from ..memory.object_geometry import oriented_box, strip_support_surface
 from ..geometry import voxel_keys
 from ..memory.object_memory import MemoryObject, ObjectMemory, VoxelIndex
 from .open_set import InstructionRecognition, Recognition, RecognitionStatus, head_words, singular
-from .relations import RANKING_RELATIONS, BoxGeometry, box_gap_m, relation_score, superlative_order
+from .relations import END_SIDE_M, RANKING_RELATIONS, BoxGeometry, box_gap_m, relation_score, superlative_order
 from .shapes import canonical_shape, shape_words
 from .size_priors import consistent, prior_of, typicality
 from ..memory.supports import SupportSurface, cell_indices
@@ -220,12 +223,13 @@ def top_box(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> OrientedB
         return None
     # Parts two voxels apart, as the memory splits instances (`ObjectMemory._split`): kept voxels leave holes.
     labels = cluster_points(band, 2.0 * voxel_size_m, 1).labels  # largest part first
-    footprint = oriented_box(band[labels == 0])
+    # Its extent along the object's box axes (the same yaw: "the end" is measured in the same frame).
+    world_R_box = np.asarray(obj.box.world_R_box, dtype=np.float64)
+    local = band[labels == 0, :2].astype(np.float64) @ world_R_box[:2, :2]  # yaw-only: x, y in the box's axes
+    lo_xy, hi_xy = local.min(axis=0) - voxel_size_m / 2.0, local.max(axis=0) + voxel_size_m / 2.0
     lo_z = float(points[:, 2].min()) - voxel_size_m / 2.0
-    centre = np.asarray(footprint.center_world_m, dtype=np.float64).copy()
-    size = np.asarray(footprint.size_m, dtype=np.float64).copy()
-    centre[2], size[2] = (lo_z + top_z) / 2.0, top_z - lo_z
-    return OrientedBox3D(centre, footprint.world_R_box, size)
+    centre = np.append(world_R_box[:2, :2] @ ((lo_xy + hi_xy) / 2.0), (lo_z + top_z) / 2.0)
+    return OrientedBox3D(centre, world_R_box, np.append(hi_xy - lo_xy, top_z - lo_z))
 
 
 def next_to(a: OrientedBox3D, b: OrientedBox3D) -> bool:
@@ -831,7 +835,18 @@ class MemoryResolver:
             if key not in self._shape_cache:
                 self._shape_cache[key] = top_box(anchor, self._floor_z(()), self.memory.config.voxel_size_m)
             top = self._shape_cache[key]
-            if top is not None:
+            voxel = self.memory.config.voxel_size_m
+            # Resting on the top, not through it: a chair pushed under the table, its back up at the top's height,
+            # does not stand on the table (its bottom is below the top's band; ON_GAP_M allows 12 cm either way for
+            # a box's top, which things standing on it may lift).
+            through = (relation is Relation.ON and top is not None and BoxGeometry.of(target.box).lo[2]
+                       < float(top.center_world_m[2] + top.size_m[2] / 2.0) - TOP_BAND_VOXELS * voxel)
+            # "At the end of": the top only where something else stretched the box beyond it by more than the
+            # relation's own slack (END_SIDE_M; the 250-frame kitchen's table box and top differ by 3 cm, and a chair
+            # along its side would otherwise flip on the end zone's border).
+            stretched = relation is Relation.ON or (
+                top is not None and float(np.max(anchor.box.size_m[:2]) - np.max(top.size_m[:2])) > END_SIDE_M)
+            if top is not None and not through and stretched:
                 score = max(score, relation_score(target.box, [top], relation, viewer))
         return score
 

@@ -604,8 +604,11 @@ def test_on_is_decided_against_the_top_surface_not_a_box_lifted_by_what_stands_o
     # The table instance took in a 0.2 m high box standing on it: its box ends 0.96 m high, 0.2 m above the top.
     table = _table_with(_solid(0, "Table", (1.2, 0.3, 0.76), (1.6, 0.7, 0.96)))
     controller = _solid(2, "object", (0.3, 0.3, 0.76), (0.48, 0.48, 0.79), colour=(160, 50, 50), unlabelled=True)
+    # A red chair pushed under the table, its back up at the top's height inside the top's footprint: through the
+    # top, not on it.
+    back = _solid(3, "Chair", (0.8, 0.05, 0.66), (1.0, 0.15, 0.96), colour=(160, 50, 50))
     plan = _ask("the red object on the table", _rec(_generic("object"), _known("table", "Table")),
-                _scene(table, controller))
+                _scene(table, controller, back))
     assert [c.instance_id for c in plan.candidates] == [2] and plan.anchor.instance_id == 1 and plan.answer
 
 
@@ -659,3 +662,13 @@ def test_next_to_gaps_under_a_voxel_are_touching_and_the_candidates_ranking_deci
             _on(_solid(5, "object", (1.7, 0.5, 0.76), (1.85, 0.62, 0.88), unlabelled=True), TABLE_SURFACE)]
     plan = _ask_supported("the mug next to the box", _rec(mug, box), made)
     assert plan.candidates[0].instance_id == 3 and plan.anchor.instance_id == 2
+
+
+def test_the_top_is_used_for_at_the_end_of_only_where_something_stretched_the_box():
+    # A book overhanging the top's end by 5 cm (within the relation's slack): the box and the top are the same table,
+    # and a chair along the side, at the end zone's border of the top but not of the box, is not at the end.
+    table = _table_with(_solid(0, "Table", (1.9, 0.4, 0.76), (2.05, 0.6, 0.8)))
+    chair = _solid(2, "Chair", (1.42, 0.86, 0.0), (1.82, 1.26, 0.9), detections=12)
+    plan = _ask("the chair at the end of the table", _rec(_known("chair", "Chair"), _known("table", "Table")),
+                _scene(table, chair))
+    assert plan.answer is None and "no 'chair' in the memory is at the end of a 'table'" in plan.notes
