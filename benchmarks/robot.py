@@ -31,7 +31,11 @@ laptops or books to another spot of their table or desk. Then:
       distance to the returned box is within [standoff, max distance], it faces the object (the ground
       truth instance the answer is on, else the returned box) within 15 degrees, and it is reachable from
       the robot on the ground-truth floor (5 cm cells whose column has the robot's radius of clearance,
-      8-connected).
+      8-connected). A query answered with no pose is a correct refusal when the ground truth has no pose
+      either: no ground-truth floor cell reachable from the robot lies within [standoff, max distance] of
+      the object (the same target box; a furniture passage narrower than the robot's diameter can leave
+      an object out of reach). Reported apart: poses good of successful queries (the target's literal
+      figure) and right answers (good poses + correct refusals) of successful queries.
   (d) the real kitchen (`../shared/data/7scenes-redkitchen`, all 250 frames, offline backend): approach
       poses for "the chair" / "the table" answers and for the annotated chairs and table
       (`benchmarks/annotations/redkitchen.json`), checked against the map fused from all frames (no
@@ -470,25 +474,40 @@ def gt_traversable(scene, room, radius: float, cfg, res: float = 0.05) -> dict:
     return {"x0": float(xs[0]), "y0": float(ys[0]), "res": res, "ok": (clear >= radius).reshape(gx.shape)}
 
 
-def _gt_reachable(walk: dict, start_xy, goal_xy) -> bool:
+def _gt_robot_component(walk: dict, robot_xy) -> np.ndarray | None:
+    """(H, W) bool: the ground-truth traversable cells 8-connected to the robot, None when no traversable cell
+    is within 1 m of it. The robot starts in the component of the traversable cell nearest its position (its
+    camera may be above the front of a sofa, where the base could not stand)."""
     import cv2
 
     ok = walk["ok"].astype(np.uint8)
     _, labels = cv2.connectedComponents(ok, connectivity=8)
-
-    def cell(xy):
-        return (int(round((xy[1] - walk["y0"]) / walk["res"])), int(round((xy[0] - walk["x0"]) / walk["res"])))
-
-    gr, gc = cell(goal_xy)
-    if not (0 <= gr < ok.shape[0] and 0 <= gc < ok.shape[1]) or not ok[gr, gc]:
-        return False
-    # The robot starts in the component of the free cell nearest its position (its camera may be above the
-    # front of a sofa, where the base could not stand).
     rows, cols = np.nonzero(ok)
     xy = np.stack([walk["x0"] + cols * walk["res"], walk["y0"] + rows * walk["res"]], axis=1)
-    d = np.linalg.norm(xy - np.asarray(start_xy), axis=1)
+    d = np.linalg.norm(xy - np.asarray(robot_xy, np.float64)[:2], axis=1)
     k = int(np.argmin(d))
-    return bool(d[k] <= 1.0 and labels[rows[k], cols[k]] == labels[gr, gc])
+    if d[k] > 1.0:
+        return None
+    return labels == labels[rows[k], cols[k]]
+
+
+def _gt_reachable(walk: dict, start_xy, goal_xy) -> bool:
+    mine = _gt_robot_component(walk, start_xy)
+    gr, gc = int(round((goal_xy[1] - walk["y0"]) / walk["res"])), int(round((goal_xy[0] - walk["x0"]) / walk["res"]))
+    return bool(mine is not None and 0 <= gr < mine.shape[0] and 0 <= gc < mine.shape[1] and mine[gr, gc])
+
+
+def _gt_pose_exists(walk: dict, robot_xy, box, a_cfg) -> bool:
+    """Whether a ground-truth traversable cell reachable from the robot is within [standoff, max distance] of the
+    box's footprint (what a refusal is judged against; facing is always possible, a clear line is not asked)."""
+    from mllm3d_ros.core.query.approach import footprint_distance_m
+
+    mine = _gt_robot_component(walk, robot_xy)
+    if mine is None:
+        return False
+    rows, cols = np.nonzero(mine)
+    d = footprint_distance_m(box, np.stack([walk["x0"] + cols * walk["res"], walk["y0"] + rows * walk["res"]], axis=1))
+    return bool(np.any((d >= a_cfg.standoff_m) & (d <= a_cfg.max_distance_m)))
 
 
 def _facing_error_deg(box, xy: np.ndarray, yaw_rad: float) -> float:
@@ -508,10 +527,6 @@ def check_pose(pose, obj, snapshot, gt_ids, room, scene, walk, robot_xy, a_cfg, 
     from mllm3d_ros.eval.metrics import point_iou
 
     row = {"approach_status": pose.status.name, "approach_message": pose.message}
-    if not pose.ok:
-        return row
-    xy = np.array(pose.position_world_m[:2])
-    clear = float(column_clearance(scene, xy[None], 0.0, (occ_cfg.min_height_m, occ_cfg.max_height_m))[0])
     # The ground-truth instance the answer is on (its class's best point IoU), else the returned box.
     target, best_iou = None, 0.0
     for info in room.instances:
@@ -519,6 +534,12 @@ def check_pose(pose, obj, snapshot, gt_ids, room, scene, walk, robot_xy, a_cfg, 
         if iou > best_iou:
             target, best_iou = info, iou
     gt_box = _gt_box(target) if target is not None and best_iou >= 0.25 else obj.box
+    if not pose.ok:
+        row["gt_pose_exists"] = _gt_pose_exists(walk, robot_xy, gt_box, a_cfg)
+        row["correct_refusal"] = not row["gt_pose_exists"]
+        return row
+    xy = np.array(pose.position_world_m[:2])
+    clear = float(column_clearance(scene, xy[None], 0.0, (occ_cfg.min_height_m, occ_cfg.max_height_m))[0])
     centre = np.asarray(gt_box.center_world_m)
     bearing = math.atan2(centre[1] - xy[1], centre[0] - xy[0])
     facing_centre = abs(math.degrees(math.remainder(bearing - pose.yaw_rad, 2 * math.pi)))
@@ -660,6 +681,10 @@ def summarise(rooms: list[dict]) -> dict:
         "successful_queries": len(approach), "with_pose": len(posed),
         "good_poses": sum(bool(a.get("good")) for a in posed),
         "good_rate_of_successful": round(sum(bool(a.get("good")) for a in posed) / max(1, len(approach)), 4),
+        # A query with no pose where the ground truth has none either (a passage narrower than the robot).
+        "correct_refusals": sum(bool(a.get("correct_refusal")) for a in approach),
+        "right_rate_of_successful": round(sum(bool(a.get("good")) or bool(a.get("correct_refusal")) for a in approach)
+                                          / max(1, len(approach)), 4),
         "no_pose": {s: sum(a.get("approach_status") == s for a in approach)
                     for s in {a.get("approach_status") for a in approach} if s != "OK"},
         "approach_ms_p50": float(np.median([a["approach_ms"] for a in approach])) if approach else None,

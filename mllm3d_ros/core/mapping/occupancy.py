@@ -29,11 +29,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 from ..config import ConfigError, check_int, check_range, param, validate_fields
 from ..types import MapSnapshot
 
 FREE, OCCUPIED, UNKNOWN = 0, 100, -1
+_POINT_SQUARE_M = 0.01  # the grid keeps one obstacle point per square of this edge
 
 # map_server's trinary pixels (as nav2's map_saver writes them): free 254, occupied 0, unknown 205.
 # free_thresh 0.196 (ROS 1 map_saver's value), not nav2's 0.25: map_server computes occ = 1 - value / 255,
@@ -77,13 +79,17 @@ class OccupancyGrid2D:
     """A floor grid in the map frame: `data` (H, W) int8 of FREE / OCCUPIED / UNKNOWN, row r and column c
     covering x in origin_x + [c, c + 1) * resolution, y in origin_y + [r, r + 1) * resolution (row 0 at the
     smallest y: nav_msgs/OccupancyGrid's order). floor_z_m: the floor height, None when no floor was seen
-    (then every cell is unknown). An empty map gives a 0 x 0 grid."""
+    (then every cell is unknown). An empty map gives a 0 x 0 grid. obstacle_xy_m: (N, 2) float32, where in the
+    occupied cells the obstacles are (their surface points in the band), so that clearance is measured to the
+    obstacle and not to the edge of its cell; None when unknown (a grid read from a map_server file), then an
+    occupied cell is an obstacle over its whole square."""
 
     data: np.ndarray
     resolution_m: float
     origin_xy_m: tuple[float, float]
     floor_z_m: float | None
     stamp_ns: int = 0
+    obstacle_xy_m: np.ndarray | None = None
 
     @classmethod
     def empty(cls, resolution_m: float, stamp_ns: int = 0) -> "OccupancyGrid2D":
@@ -173,10 +179,18 @@ def build_occupancy_grid(snapshot: MapSnapshot, config: OccupancyConfig | None =
         floor_pts = (np.abs(h) <= cfg.floor_tolerance_m) & up
         data[np.unique(_cells(pts[floor_pts, :2], origin, res, width))] = FREE
         band = (h >= cfg.min_height_m) & (h <= cfg.max_height_m)
-        counts = np.bincount(_cells(pts[band, :2], origin, res, width), minlength=height * width)
+        band_cells = _cells(pts[band, :2], origin, res, width)
+        counts = np.bincount(band_cells, minlength=height * width)
         data[counts >= cfg.min_occupied_points] = OCCUPIED
+        obstacle_xy = pts[band, :2][data[band_cells] == OCCUPIED]
+        # One point per 1 cm square (a wall's height of points stands on one spot): fewer to search, same spots.
+        sq = np.floor((obstacle_xy - origin) / _POINT_SQUARE_M).astype(np.int64)
+        _, first = np.unique(sq[:, 1] * (int(math.ceil(width * res / _POINT_SQUARE_M)) + 2) + sq[:, 0], return_index=True)
+        obstacle_xy = obstacle_xy[np.sort(first)].astype(np.float32)
+    else:
+        obstacle_xy = np.zeros((0, 2), np.float32)
     return OccupancyGrid2D(data.reshape(height, width), res, (float(origin[0]), float(origin[1])), floor_z,
-                           snapshot.stamp_ns)
+                           snapshot.stamp_ns, obstacle_xy)
 
 
 class OccupancyGridSource:
@@ -254,22 +268,52 @@ def read_map_server(yaml_path: str | Path) -> OccupancyGrid2D:
     return OccupancyGrid2D(data, float(meta["resolution"]), (float(origin[0]), float(origin[1])), None)
 
 
+def floor_holes(grid: OccupancyGrid2D) -> np.ndarray:
+    """(H, W) bool: unknown cells enclosed by observed free floor: 8-connected unknown patches that touch no
+    occupied cell and not the grid's border. Floor the depth missed (a dark rug, a specular tile, a depth
+    dropout) rather than space an obstacle could hide in: an obstacle standing there, in the band, would cast
+    a depth shadow on the floor behind it from every view, and the floor all round was seen; the shadows of
+    furniture touch the furniture and stay unknown."""
+    if grid.is_empty:
+        return np.zeros(grid.shape, bool)
+    unknown = np.pad(grid.data == UNKNOWN, 1, constant_values=True)  # the ring joins every patch at the border
+    _, labels = cv2.connectedComponents(unknown.astype(np.uint8), connectivity=8)
+    occupied = np.pad(grid.data == OCCUPIED, 1).astype(np.uint8)
+    touching = cv2.dilate(occupied, np.ones((3, 3), np.uint8)) > 0
+    open_labels = np.union1d(labels[touching & unknown], [labels[0, 0]])
+    holes = unknown & ~np.isin(labels, open_labels)
+    return holes[1:-1, 1:-1]
+
+
 def clearance_m(grid: OccupancyGrid2D) -> np.ndarray:
-    """(H, W) float32: for each free cell, a lower bound of the distance from its centre to the nearest cell that
-    is not free (occupied or unknown, the grid's border included), so a disc of that radius around the centre
-    touches no part of a non-free cell; 0 for cells that are not free. Computed on the grid split 3 x 3 (the
-    centre sub-cell's centre is the cell's): the distance between sub-cell centres less half a sub-cell
-    diagonal, within 1.2 cm of the exact value at 5 cm cells."""
+    """(H, W) float32: for each cell of free floor or of a floor hole (`floor_holes`), how far a disc around its
+    centre can grow before it touches an obstacle or unknown space; 0 for the other cells. Obstacles are the
+    grid's obstacle points (a lower bound of the distance to the nearest, within 1.4 cm; whole occupied cells
+    when the grid has none); unknown space is the unknown cells, whole, less the floor holes, and outside the
+    grid. Distances to whole cells are computed on the grid split 3 x 3 (the centre sub-cell's centre is the
+    cell's): the distance between sub-cell centres less half a sub-cell diagonal, a lower bound within 1.2 cm
+    of the exact value at 5 cm cells."""
     if grid.is_empty:
         return np.zeros(grid.shape, np.float32)
+    holes = floor_holes(grid)
+    free = (grid.data == FREE) | holes
+    blocks = (grid.data == UNKNOWN) & ~holes
+    points = grid.obstacle_xy_m
+    if points is None:
+        blocks |= grid.data == OCCUPIED
     k = 3
-    free = np.pad((grid.data == FREE).astype(np.uint8), 1)  # outside the grid is unknown
-    fine = np.repeat(np.repeat(free, k, axis=0), k, axis=1)
+    open_cells = np.pad((~blocks).astype(np.uint8), 1)  # outside the grid is unknown
+    fine = np.repeat(np.repeat(open_cells, k, axis=0), k, axis=1)
     dist = cv2.distanceTransform(fine, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[k + 1::k, k + 1::k][:grid.shape[0], :grid.shape[1]]
-    out = (dist - math.sqrt(0.5)) * grid.resolution_m / k
-    return np.where(grid.data == FREE, np.maximum(out, 0.0), 0.0).astype(np.float32)
+    out = np.maximum((dist - math.sqrt(0.5)) * grid.resolution_m / k, 0.0)
+    if points is not None and len(points) and free.any():
+        xs, ys = grid.cell_centers()
+        d, _ = cKDTree(points).query(np.stack([xs[free], ys[free]], axis=1))
+        # The grid keeps one point per 1 cm square: less its diagonal, a lower bound for every point of the square.
+        out[free] = np.minimum(out[free], np.maximum(d - _POINT_SQUARE_M * math.sqrt(2.0), 0.0))
+    return np.where(free, out, 0.0).astype(np.float32)
 
 
 __all__ = ["FREE", "FREE_THRESH", "OCCUPIED", "OCCUPIED_THRESH", "UNKNOWN", "OccupancyConfig", "OccupancyGrid2D",
-           "OccupancyGridSource", "build_occupancy_grid", "clearance_m", "estimate_floor_z", "read_map_server",
+           "OccupancyGridSource", "build_occupancy_grid", "clearance_m", "estimate_floor_z", "floor_holes", "read_map_server",
            "save_map_server"]

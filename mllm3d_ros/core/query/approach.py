@@ -3,8 +3,10 @@
 Given an object's gravity-aligned box and the floor grid of the map (`occupancy`), `plan_approach`
 returns a pose on the floor, facing the box centre, whose distance to the box footprint is in
 [`standoff_m`, `max_distance_m`], whose cell is observed free with `robot_radius_m` of clearance (a disc
-of that radius touches no occupied or unknown cell), and, when the robot's position is known, that is
-connected to it through such cells (the robot's own disc counts as free: it stands there), and from
+of that radius touches no obstacle point and no unknown cell: `occupancy.clearance_m`), and, when the
+robot's position is known, that is connected to it through cells with that clearance, observed free or
+floor holes (floor the depth missed, enclosed by seen floor: `occupancy.floor_holes`; the robot's own disc
+counts as free: it stands there), and from
 which the straight line to the object meets no other obstacle first (no wall between). Among the
 valid cells it takes one in the nearest 10 cm band of distance to the object, then the one nearest the
 robot (without a robot position, the one with the most clearance). This is the classic sampling of
@@ -186,8 +188,9 @@ def plan_approach(box: OrientedBox3D | None, grid: OccupancyGrid2D, snapshot: Ma
     dist = footprint_distance_m(box, centres).reshape(grid.shape)
     clear = clearance_m(grid)
     in_band = (dist >= cfg.standoff_m) & (dist <= cfg.max_distance_m)
-    traversable = (grid.data == FREE) & (clear >= cfg.robot_radius_m)
-    candidates = in_band & traversable
+    # The robot passes over floor holes (floor the depth missed, enclosed by seen floor) but stands on seen floor.
+    traversable = clear >= cfg.robot_radius_m
+    candidates = in_band & traversable & (grid.data == FREE)
     centre_xy = np.asarray(box.center_world_m, np.float64)[:2]
     if not candidates.any():
         nearby = int(np.count_nonzero(in_band & (grid.data == FREE)))

@@ -8,7 +8,7 @@ import pytest
 from mllm3d_ros.core.config import ConfigError
 from mllm3d_ros.core.mapping.occupancy import (FREE, FREE_THRESH, OCCUPIED, UNKNOWN, OccupancyConfig, OccupancyGrid2D,
                                        OccupancyGridSource, build_occupancy_grid, clearance_m, estimate_floor_z,
-                                       read_map_server, save_map_server)
+                                       floor_holes, read_map_server, save_map_server)
 from mllm3d_ros.core.types import MapSnapshot
 
 UP, SIDE = (0.0, 0.0, 1.0), (1.0, 0.0, 0.0)
@@ -133,6 +133,41 @@ def test_clearance_counts_unknown_and_the_grid_border_as_not_free():
     # to the occupied cell (3.5 cells), 0.05 m from a corner cell to the unknown outside the grid.
     assert 0.35 - 0.012 <= clear[4, 4] <= 0.35
     assert 0.05 - 0.012 <= clear[0, 0] <= 0.05
+
+
+def test_clearance_is_measured_to_the_obstacle_points_not_to_the_edges_of_their_cells():
+    # Floor over [0, 2) x [0, 1), a 2 cm post at x = 1.44, y = 0.51 (deep in the cell [1.40, 1.45)).
+    grid = build_occupancy_grid(snapshot(plane(0.0, 2.0, 0.0, 1.0, 0.0), column(1.44, 0.51, 0.0, 0.8)))
+    post_cell = tuple(grid.cell_of(np.array([[1.44, 0.51]]))[0])
+    assert grid.data[post_cell] == OCCUPIED
+    np.testing.assert_allclose(grid.obstacle_xy_m, np.tile((1.44, 0.51), (len(grid.obstacle_xy_m), 1)), atol=1e-6)
+    r, c = grid.cell_of(np.array([[1.025, 0.525]]))[0]
+    # From the cell centre (1.025, 0.525) to the post: 0.415 m; to the post's cell edge it would be 0.375 m.
+    exact = np.hypot(1.44 - 1.025, 0.51 - 0.525)
+    assert exact - 0.015 <= clearance_m(grid)[r, c] <= exact and clearance_m(grid)[r, c] > 0.375 + 0.02
+    # A grid without obstacle points (read from a map_server file) keeps the whole cell as the obstacle.
+    cells_only = OccupancyGrid2D(grid.data, grid.resolution_m, grid.origin_xy_m, grid.floor_z_m)
+    assert 0.375 - 0.012 <= clearance_m(cells_only)[r, c] <= 0.375
+
+
+def test_an_unknown_patch_enclosed_by_seen_floor_is_a_floor_hole_but_a_shadow_or_the_edge_is_not():
+    data = np.full((20, 20), FREE, np.int8)
+    data[8:11, 8:12] = UNKNOWN            # enclosed by free floor: a hole
+    data[2:4, 14:17] = UNKNOWN            # next to an obstacle: its shadow
+    data[4, 15] = OCCUPIED
+    data[15:20, 0:3] = UNKNOWN            # open to the unseen outside of the grid
+    data[14, 14] = UNKNOWN                # one cell, diagonal to an obstacle
+    data[15, 15] = OCCUPIED
+    grid = OccupancyGrid2D(data, 0.1, (0.0, 0.0), 0.0)
+    holes = floor_holes(grid)
+    expected = np.zeros_like(holes)
+    expected[8:11, 8:12] = True
+    np.testing.assert_array_equal(holes, expected)
+    clear = clearance_m(grid)
+    # The hole neither stops the clearance of the floor around it nor has none itself; the shadow does.
+    assert clear[9, 9] > 0.45 and clear[9, 13] > 0.4  # (an obstacle 0.47 m away, the hole 0.05 m)
+    assert clear[3, 13] <= 0.05
+    assert floor_holes(OccupancyGrid2D.empty(0.05)).shape == (0, 0)
 
 
 def test_grid_source_rebuilds_only_when_the_snapshot_changes():

@@ -74,6 +74,26 @@ def test_a_wall_between_robot_and_the_near_side_sends_the_robot_around():
     assert "none reachable from the robot" in blocked.message
 
 
+def test_the_robot_passes_over_a_floor_hole_but_not_through_unseen_space_next_to_a_wall():
+    # A wall at x in [1.0, 1.1] (beyond 1.5 m of the chair) with a 1 m gap (y 2.5 - 3.5) between the robot (west)
+    # and the chair (east).
+    walls = [CHAIR_CELLS, (1.0, 1.1, 0.0, 2.5), (1.0, 1.1, 3.5, 6.0)]
+    # Floor the depth missed in the middle of the gap, seen floor all round it: 0.4 m either side, so a
+    # robot of radius 0.25 passes only over it.
+    hole = (0.9, 1.2, 2.9, 3.1)
+    pose = plan_approach(CHAIR, grid_with(obstacles=walls, unknown=[hole]), robot_xy_m=(0.5, 3.0))
+    check_pose(pose, CHAIR)
+    assert pose.reachability_checked
+    # The same unseen floor reaching the wall: the wall's shadow, which may hide anything: no way through.
+    shadow = (0.9, 1.2, 2.5, 3.1)
+    blocked = plan_approach(CHAIR, grid_with(obstacles=walls, unknown=[shadow]), robot_xy_m=(0.5, 3.0))
+    assert blocked.status is ApproachStatus.UNREACHABLE
+    # A pose never stands on the hole itself: a hole where the only pose would be gives no pose.
+    ring = grid_with(obstacles=[CHAIR_CELLS], unknown=[(1.25, 4.75, 1.25, 2.75), (1.25, 4.75, 3.25, 4.75),
+                                                       (1.25, 2.75, 2.75, 3.25), (3.25, 4.75, 2.75, 3.25)])
+    assert plan_approach(CHAIR, ring, robot_xy_m=(0.5, 0.5)).status is ApproachStatus.NO_FREE_FLOOR
+
+
 def test_a_missing_robot_pose_gives_a_pose_without_the_reachability_check():
     grid = grid_with(obstacles=[CHAIR_CELLS, (2.0, 2.1, 0.0, 6.0)])
     pose = plan_approach(CHAIR, grid, robot_xy_m=None,
