@@ -32,7 +32,10 @@
 - colours are checked on the object's fused map colours, shapes on its box and voxels, a relation ("on
   the table", "next to the box") on gravity-aligned boxes (`relations`) against anchors found by the
   same rules (an unknown or absent anchor is said, never replaced by the nearest class), seen from the
-  latest keyframe (the robot's current view);
+  latest keyframe (the robot's current view). "On" and "at the end of" are also decided against the anchor's
+  top surface (`top_box`: what stands on a table lifts its box, a chair taken into it stretches it); "next to"
+  an unlabelled anchor (one of the objects that may be it) holds only beside the target, at its height, and
+  gaps under a memory voxel count as touching;
 - lists a robot can trust: a candidate lying inside a better-ranked one (its footprint mostly within the
   other's, at the same height) is a fragment of that object, and a table or desk must stand free on legs
   (`FREE_STANDING_MAX_BODY`: a counter or cabinet run is a solid block to the floor, a table a top with
@@ -53,13 +56,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .colours import ColourProfile, canonical_colour, colour_name, colour_profile  # noqa: F401 (re-exported)
+from ..clustering import cluster_points
 from ..config import check_int, check_range
 from .instruction import ParsedInstruction, Relation, Superlative
 from ..memory.object_geometry import oriented_box, strip_support_surface
 from ..geometry import voxel_keys
 from ..memory.object_memory import MemoryObject, ObjectMemory, VoxelIndex
 from .open_set import InstructionRecognition, Recognition, RecognitionStatus, head_words, singular
-from .relations import RANKING_RELATIONS, BoxGeometry, box_gap_m, relation_score, superlative_order
+from .relations import END_SIDE_M, RANKING_RELATIONS, BoxGeometry, box_gap_m, relation_score, superlative_order
 from .shapes import canonical_shape, shape_words
 from .size_priors import consistent, prior_of, typicality
 from ..memory.supports import SupportSurface, cell_indices
@@ -78,6 +82,9 @@ BODY_DEPTH_M = 0.15
 FLOOR_SPILL_M = 0.1
 FREE_STANDING_MAX_BODY = {"table": 0.5, "dining table": 0.5, "coffee table": 0.5, "kitchen table": 0.5}
 MIN_TOP_SIDE_M = 0.25  # a table top narrower than this is not a table
+TOP_BAND_VOXELS = 2  # the top surface's voxels: its layer and the one under (a real top is not exactly level)
+# Relations decided against an anchor's top surface as well as its box (`top_box`).
+TOP_RELATIONS = frozenset({Relation.ON, Relation.AT_END_OF})
 # A table's top stands at a dining table's height, 720-760 mm, or is a coffee table's, 400-500 mm high and at most
 # about 1.4 m long (Neufert, "Architects' Data"): a top under LOW_TABLE_TOP_M (720 mm less the map's height error)
 # on a footprint longer than COFFEE_TABLE_MAX_LONG_M is neither. Measured: the kitchen's table top 0.74 m; chairs
@@ -198,6 +205,31 @@ def neither_table_height(obj: MemoryObject, top_z: float | None, floor_z: float)
     LOW_TABLE_TOP_M): seats around a table that a detector called "table" (their most populated layer is the seats')."""
     return (top_z is not None and top_z - floor_z < LOW_TABLE_TOP_M
             and float(np.max(obj.box.size_m[:2])) > COFFEE_TABLE_MAX_LONG_M)
+
+
+def top_box(obj: MemoryObject, floor_z: float, voxel_size_m: float) -> OrientedBox3D | None:
+    """The object as its top surface bounds it, None when it has no top (`top_surface_z`): the footprint of the
+    largest part (voxels within two voxels of each other) of those within TOP_BAND_VOXELS below the top, from the object's bottom up to the top.
+    "On the table" and "at the end of the table" speak of the top: what stands on it lifts the box's top above
+    the surface (the kitchen's table box ended 9 cm above it once it held the plastic box), and a chair the
+    detector took for part of the table stretches the box but not the top (the 30 Hz kitchen's table box was
+    2.45 m long with the end chair, its top 2.0 m, as on the 250-frame recording)."""
+    top_z = top_surface_z(obj, floor_z, voxel_size_m)
+    if top_z is None:
+        return None
+    points = np.asarray(obj.points_world_m)
+    band = points[(points[:, 2] < top_z) & (points[:, 2] >= top_z - TOP_BAND_VOXELS * voxel_size_m)]
+    if band.shape[0] == 0:
+        return None
+    # Parts two voxels apart, as the memory splits instances (`ObjectMemory._split`): kept voxels leave holes.
+    labels = cluster_points(band, 2.0 * voxel_size_m, 1).labels  # largest part first
+    # Its extent along the object's box axes (the same yaw: "the end" is measured in the same frame).
+    world_R_box = np.asarray(obj.box.world_R_box, dtype=np.float64)
+    local = band[labels == 0, :2].astype(np.float64) @ world_R_box[:2, :2]  # yaw-only: x, y in the box's axes
+    lo_xy, hi_xy = local.min(axis=0) - voxel_size_m / 2.0, local.max(axis=0) + voxel_size_m / 2.0
+    lo_z = float(points[:, 2].min()) - voxel_size_m / 2.0
+    centre = np.append(world_R_box[:2, :2] @ ((lo_xy + hi_xy) / 2.0), (lo_z + top_z) / 2.0)
+    return OrientedBox3D(centre, world_R_box, np.append(hi_xy - lo_xy, top_z - lo_z))
 
 
 def next_to(a: OrientedBox3D, b: OrientedBox3D) -> bool:
@@ -479,8 +511,8 @@ class MemoryResolver:
                 better = (alt_ok and alt and (not ok or (
                     parsed.relation in (Relation.NEAR, Relation.NEAREST_TO) and anchor is not None
                     and not next_to(candidates[0].box, anchor.box)
-                    and relation_score(alt[0].box, [alt_anchor.box], parsed.relation, viewer)
-                    > relation_score(candidates[0].box, [anchor.box], parsed.relation, viewer))))
+                    and self._relation_score(alt[0], alt_anchor, parsed.relation, viewer)
+                    > self._relation_score(candidates[0], anchor, parsed.relation, viewer))))
                 if better:
                     del notes[labelled_notes:]
                     notes.append(f"no detected {parsed.target} holds the relation as well as an unlabelled object "
@@ -686,7 +718,10 @@ class MemoryResolver:
             chosen = floors
         elif kind == "counter":
             lo, hi = COUNTER_HEIGHT_M[0] - SURFACE_HEIGHT_TOL_M, COUNTER_HEIGHT_M[1] + SURFACE_HEIGHT_TOL_M
-            chosen = [s for s in surfaces if s.kind is SupportKind.ELEVATED and lo <= s.height_m - floor_z <= hi]
+            # A worktop one can put things on: a top narrower than a table's (MIN_TOP_SIDE_M) is no counter (a chair's
+            # backrest top, at a worktop's height, is a 0.15 x 0.2 m surface once a 30 Hz stream has seen it often).
+            chosen = [s for s in surfaces if s.kind is SupportKind.ELEVATED and lo <= s.height_m - floor_z <= hi
+                      and min(np.subtract(*s.bounds_xy_m[::-1])) >= MIN_TOP_SIDE_M - 1e-6]
         else:
             chosen = [s for s in surfaces if s.kind is SupportKind.ELEVATED]
         if not chosen:
@@ -770,7 +805,7 @@ class MemoryResolver:
                            key=lambda x: x[0], default=(-np.inf, anchor_sets[0][0]))
                 scored.append((best[0], c, best[1]))
                 continue
-            best = max(((relation_score(c.box, [a.box], parsed.relation, viewer), a) for a in anchor_sets[0]
+            best = max(((self._relation_score(c, a, parsed.relation, viewer), a) for a in anchor_sets[0]
                         if a.instance_id != c.instance_id), key=lambda x: x[0], default=(-np.inf, anchor_sets[0][0]))
             scored.append((best[0], c, best[1]))
         holding = sorted([s for s in scored if np.isfinite(s[0])], key=lambda s: -s[0])
@@ -786,6 +821,41 @@ class MemoryResolver:
         notes.append(f"relation '{parsed.relation.value}' decided in 3D against anchor #{anchor.instance_id} "
                      f"'{anchor.label}' (box centre {centre} m, size {size} m)")
         return [s[1] for s in holding], anchor, True, ""
+
+    def _relation_score(self, target: MemoryObject, anchor: MemoryObject, relation: Relation, viewer) -> float:
+        """`relation_score` of two memory objects: "on" and "at the end of" also against the anchor's top surface
+        (`top_box`), the better of the two; "next to" only beside an unlabelled anchor, gaps under a voxel none."""
+        score = relation_score(target.box, [anchor.box], relation, viewer)
+        if relation in (Relation.NEAR, Relation.NEAREST_TO) and np.isfinite(score):
+            t, a = BoxGeometry.of(target.box), BoxGeometry.of(anchor.box)
+            if anchor.unlabelled and anchor.instance_id >= 0 and (t.lo[2] > a.hi[2] or a.lo[2] > t.hi[2]):
+                # An unlabelled anchor is one of many objects that may be it (`stand_ins`, or every object for "the
+                # thing"): the one meant is beside the target, at its height, not under the table the target stands
+                # on (the 30 Hz kitchen's mug was "next to" a box-sized object that was legs on the floor below it).
+                return -np.inf
+            # Gaps under one memory voxel are not measured (its kept voxels are the map at that resolution): such
+            # objects touch, and the candidates' own ranking orders them (the 30 Hz kitchen's mug beside the box,
+            # 2.1 cm apart, lost to two crumbs on a shelf whose boxes touched).
+            return min(0.0, score + self.memory.config.voxel_size_m)
+        if relation in TOP_RELATIONS and anchor.instance_id >= 0:  # surface tiles (negative ids) are a top already
+            key = ("top", anchor.instance_id, self.memory.version)
+            if key not in self._shape_cache:
+                self._shape_cache[key] = top_box(anchor, self._floor_z(()), self.memory.config.voxel_size_m)
+            top = self._shape_cache[key]
+            voxel = self.memory.config.voxel_size_m
+            # Resting on the top, not through it: a chair pushed under the table, its back up at the top's height,
+            # does not stand on the table (its bottom is below the top's band; ON_GAP_M allows 12 cm either way for
+            # a box's top, which things standing on it may lift).
+            through = (relation is Relation.ON and top is not None and BoxGeometry.of(target.box).lo[2]
+                       < float(top.center_world_m[2] + top.size_m[2] / 2.0) - TOP_BAND_VOXELS * voxel)
+            # "At the end of": the top only where something else stretched the box beyond it by more than the
+            # relation's own slack (END_SIDE_M; the 250-frame kitchen's table box and top differ by 3 cm, and a chair
+            # along its side would otherwise flip on the end zone's border).
+            stretched = relation is Relation.ON or (
+                top is not None and float(np.max(anchor.box.size_m[:2]) - np.max(top.size_m[:2])) > END_SIDE_M)
+            if top is not None and not through and stretched:
+                score = max(score, relation_score(target.box, [top], relation, viewer))
+        return score
 
     def _exclude(self, parsed: ParsedInstruction, rec: InstructionRecognition, candidates: list[MemoryObject],
                  objects: Sequence[MemoryObject], emb: dict, viewer, notes: list[str]) -> list[MemoryObject]:

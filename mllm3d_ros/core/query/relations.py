@@ -121,7 +121,10 @@ def relation_score(target: OrientedBox3D, anchors: Sequence[OrientedBox3D], rela
         depth = float(offset @ forward) * (-1.0 if relation is Relation.IN_FRONT_OF else 1.0)
         return -gap if depth > 0.05 else -np.inf
     if relation is Relation.AT_END_OF:
-        return -gap if _at_end(target, anchors[0], gap) else -np.inf
+        # Ranked by the ground gap: a position along the anchor's footprint; how high a mug on the table stands (a
+        # centimetre of map noise) does not order the things at its end, their own ranking does (a stable sort).
+        ground = float(np.linalg.norm(np.maximum(0.0, np.maximum(t.lo[:2] - a.hi[:2], a.lo[:2] - t.hi[:2]))))
+        return -ground if _at_end(target, anchors[0], gap) else -np.inf
     if relation in (Relation.NEAR, Relation.NEAREST_TO):
         return -gap
     if relation is Relation.FARTHEST_FROM:

@@ -611,3 +611,97 @@ def test_an_answer_grown_around_a_book_stops_at_the_book_held_apart_beside_it():
     taken = np.floor(cloud[np.intersect1d(held.point_indices, second)] / 0.03).astype(np.int64)
     assert (taken[:, None, :] == own[None]).all(axis=2).any(axis=1).all()
     assert np.isin(second, held.point_indices).mean() <= 0.5 < np.isin(second, grown.point_indices).mean()
+
+
+# --- relations against the anchor's top surface; a counter is a worktop --------------------------------------
+def _joined(instance_id, label, *parts, detections=30):
+    """One memory object made of several solids (a table instance that took in what its masks spilled onto)."""
+    from mllm3d_ros.core.memory.object_memory import MemoryObject
+
+    objs = [p[0] for p in parts]
+    points = np.concatenate([o.points_world_m for o in objs])
+    lo, hi = points.min(axis=0) - 0.015, points.max(axis=0) + 0.015
+    box = OrientedBox3D((lo + hi) / 2, np.eye(3), hi - lo)
+    obj = MemoryObject(instance_id, label, ((label, 1.0),), encode([label])[0], points, box, objs[0].mean_color_rgb,
+                       detections, detections, 0.8, (), 0)
+    return obj, np.concatenate([p[1] for p in parts])
+
+
+def _table_with(*extra):
+    """A table top (2.0 x 1.0 m at 0.70-0.76 m) on four legs, as one instance with `extra` solids taken in."""
+    legs = [_solid(0, "Table", (x, y, 0.0), (x + 0.06, y + 0.06, 0.70)) for x in (0.0, 1.94) for y in (0.0, 0.94)]
+    return _joined(1, "Table", _solid(0, "Table", (0.0, 0.0, 0.70), (2.0, 1.0, 0.76)), *legs, *extra)
+
+
+def test_on_is_decided_against_the_top_surface_not_a_box_lifted_by_what_stands_on_it():
+    # The table instance took in a 0.2 m high box standing on it: its box ends 0.96 m high, 0.2 m above the top.
+    table = _table_with(_solid(0, "Table", (1.2, 0.3, 0.76), (1.6, 0.7, 0.96)))
+    controller = _solid(2, "object", (0.3, 0.3, 0.76), (0.48, 0.48, 0.79), colour=(160, 50, 50), unlabelled=True)
+    # A red chair pushed under the table, its back up at the top's height inside the top's footprint: through the
+    # top, not on it.
+    back = _solid(3, "Chair", (0.8, 0.05, 0.66), (1.0, 0.15, 0.96), colour=(160, 50, 50))
+    plan = _ask("the red object on the table", _rec(_generic("object"), _known("table", "Table")),
+                _scene(table, controller, back))
+    assert [c.instance_id for c in plan.candidates] == [2] and plan.anchor.instance_id == 1 and plan.answer
+
+
+def test_at_the_end_of_is_decided_against_the_top_not_a_box_stretched_by_a_chair():
+    # The detector called the end chair "table" in some views: the table instance holds its seat and legs (below the
+    # top), and its box is 2.6 m long; the top is still 2.0 m, and the mug 0.2 m from its end is at the end.
+    chair = _solid(0, "Table", (-0.6, 0.3, 0.0), (-0.1, 0.7, 0.45))
+    mug = _solid(3, "Mug", (0.15, 0.45, 0.76), (0.24, 0.54, 0.86), detections=8)
+    middle = _solid(4, "Mug", (0.95, 0.45, 0.76), (1.04, 0.54, 0.86), detections=8)
+    plan = _ask("the mug at the end of the table", _rec(_known("mug", "Mug"), _known("table", "Table")),
+                _scene(_table_with(chair), mug, middle))
+    assert [c.instance_id for c in plan.candidates] == [3] and plan.answer
+
+
+def test_a_surface_narrower_than_a_top_is_no_counter():
+    # A chair's backrest top at a worktop's height (0.88 m), 0.15 x 0.2 m, next to the chair at the table: no counter;
+    # the chair by the real counter answers.
+    backrest = _surface(3, SupportKind.ELEVATED, 0.88, (0.35, -0.75), (0.5, -0.55))
+    made = [_on(_solid(1, "Chair", (2.3, 0.7, 0.0), (2.8, 1.2, 0.9), detections=12), FLOOR),
+            _on(_solid(2, "Chair", (0.3, -0.7, 0.0), (0.8, -0.2, 0.9), detections=20), FLOOR)]
+    objects, snapshot = _scene(*made)
+    memory = _WithSupports(objects, (FLOOR, TABLE_SURFACE, COUNTER, backrest))
+    plan = MemoryResolver(memory, encode).plan(parse_instruction("the chair by the counter"), snapshot, (),
+                                               _rec(_known("chair", "Chair"), _unknown("counter")))
+    assert plan.candidates[0].instance_id == 1 and plan.anchor.label == "counter"
+    assert any("(#2 at 0.90 m above the floor)" in n for n in plan.notes)
+
+
+def test_next_to_an_unlabelled_anchor_means_beside_it_not_below_the_table_top():
+    # No box was detected. A box-sized object on the floor under the table lies 0.31 m straight below the labelled mug;
+    # the box-sized object on the table is 0.8 m from it, with a mug-sized unlabelled object beside it: that one is
+    # the mug next to the box (flagged), not the labelled mug "next to" the thing under the table.
+    mug, box = _known("mug", "Mug"), _known("box", "Box", shape="box-shaped")
+    made = [_on(_solid(1, "Table", *TABLE_TOP, detections=30), FLOOR),
+            _on(_solid(2, "object", (0.0, 0.0, 0.0), (0.4, 0.3, 0.45), unlabelled=True), FLOOR),
+            _on(_solid(3, "Mug", (0.1, 0.1, 0.76), (0.19, 0.19, 0.86), detections=8), TABLE_SURFACE),
+            _on(_solid(4, "object", (0.7, 0.4, 0.76), (1.1, 0.72, 0.85), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(5, "object", (1.11, 0.45, 0.76), (1.2, 0.54, 0.86), unlabelled=True), TABLE_SURFACE)]
+    plan = _ask_supported("the mug next to the box", _rec(mug, box), made)
+    assert plan.candidates[0].instance_id == 5 and plan.anchor.instance_id == 4 and plan.answer[0].unconfirmed
+
+
+def test_next_to_gaps_under_a_voxel_are_touching_and_the_candidates_ranking_decides():
+    # Two mug-sized stand-ins, each beside a box-sized object: one of a mug's typical size 2.1 cm from its box, one
+    # larger whose box touches its box. Under a voxel (3 cm) both touch: the more typical mug answers.
+    mug, box = _known("mug", "Mug"), _known("box", "Box", shape="box-shaped")
+    made = [_on(_solid(1, "Table", (0.0, 0.0, 0.70), (2.0, 1.0, 0.76), detections=30), FLOOR),
+            _on(_solid(2, "object", (0.1, 0.1, 0.76), (0.5, 0.4, 0.85), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(3, "object", (0.521, 0.1, 0.76), (0.611, 0.19, 0.86), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(4, "object", (1.3, 0.5, 0.76), (1.7, 0.8, 0.85), unlabelled=True), TABLE_SURFACE),
+            _on(_solid(5, "object", (1.7, 0.5, 0.76), (1.85, 0.62, 0.88), unlabelled=True), TABLE_SURFACE)]
+    plan = _ask_supported("the mug next to the box", _rec(mug, box), made)
+    assert plan.candidates[0].instance_id == 3 and plan.anchor.instance_id == 2
+
+
+def test_the_top_is_used_for_at_the_end_of_only_where_something_stretched_the_box():
+    # A book overhanging the top's end by 5 cm (within the relation's slack): the box and the top are the same table,
+    # and a chair along the side, at the end zone's border of the top but not of the box, is not at the end.
+    table = _table_with(_solid(0, "Table", (1.9, 0.4, 0.76), (2.05, 0.6, 0.8)))
+    chair = _solid(2, "Chair", (1.42, 0.86, 0.0), (1.82, 1.26, 0.9), detections=12)
+    plan = _ask("the chair at the end of the table", _rec(_known("chair", "Chair"), _known("table", "Table")),
+                _scene(table, chair))
+    assert plan.answer is None and "no 'chair' in the memory is at the end of a 'table'" in plan.notes

@@ -93,3 +93,13 @@ def test_at_the_end_of_an_elongated_anchor():
     turned = OrientedBox3D(TABLE.center_world_m, yaw90, TABLE.size_m)  # long axis along world y now
     assert relation_score(box(0.0, 0.5, 0.80), [turned], Relation.AT_END_OF) > -np.inf
     assert relation_score(mug_at_end, [turned], Relation.AT_END_OF) == -np.inf  # now beside its long side
+
+
+def test_at_the_end_of_ranks_by_the_ground_gap_not_by_height():
+    # Two mugs at the table's end, one standing a centimetre lower in the map (its bottom inside the top): neither is
+    # more "at the end" than the other; the candidates' own ranking orders them (the 30 Hz kitchen put a sliver of a
+    # mug first by 1.5 cm of height).
+    high, low = box(0.5, 0.1, 0.81), box(0.5, 0.1, 0.79)
+    assert relation_score(high, [TABLE], Relation.AT_END_OF) == relation_score(low, [TABLE], Relation.AT_END_OF) == 0.0
+    # Beside the end on the ground plane: ranked by that gap.
+    assert relation_score(box(0.68, 0.1, 0.8), [TABLE], Relation.AT_END_OF) == pytest.approx(-0.03)
