@@ -184,8 +184,8 @@ def build_occupancy_grid(snapshot: MapSnapshot, config: OccupancyConfig | None =
         data[counts >= cfg.min_occupied_points] = OCCUPIED
         obstacle_xy = pts[band, :2][data[band_cells] == OCCUPIED]
         # One point per 1 cm square (a wall's height of points stands on one spot): fewer to search, same spots.
-        sq = np.floor((obstacle_xy - origin) / _POINT_SQUARE_M).astype(np.int64)
-        _, first = np.unique(sq[:, 1] * (int(math.ceil(width * res / _POINT_SQUARE_M)) + 2) + sq[:, 0], return_index=True)
+        squares_across = int(math.ceil(width * res / _POINT_SQUARE_M)) + 2
+        _, first = np.unique(_cells(obstacle_xy, origin, _POINT_SQUARE_M, squares_across), return_index=True)
         obstacle_xy = obstacle_xy[np.sort(first)].astype(np.float32)
     else:
         obstacle_xy = np.zeros((0, 2), np.float32)

@@ -71,6 +71,15 @@ def lift_masks(projection: ViewProjection, masks: Sequence[np.ndarray]) -> np.nd
     return hits
 
 
+def mask_extent(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(first row, last row, first column, last column) of a mask's pixels, inclusive; (0, -1, 0, -1) when empty."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.shape[0] == 0:
+        return 0, -1, 0, -1
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
 def grow_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
     """The mask grown by radius_px pixels in every direction (8-neighbourhood steps), (H, W) bool."""
     out = np.asarray(mask, dtype=bool)

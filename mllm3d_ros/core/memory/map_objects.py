@@ -55,6 +55,7 @@ import numpy as np
 from ..clustering import _connected_components, voxel_edges
 from ..config import check_int, check_range
 from ..geometry import NEIGHBOUR_KEY_OFFSETS, invert_transform, unproject_depth, voxel_keys
+from .evidence import mask_extent
 from .supports import (SupportConfig, SupportDetection, SupportSurface, cell_keys, find_supports, grow_cells, in_cells,
                        lowest_floor_candidate)
 from ..types import (UNLABELLED, BackendView, InputError, MapSnapshot, Prediction2D, SupportKind, ViewPredictions)
@@ -848,10 +849,9 @@ class MapObjectProposer:
         segmentation = segment_map_objects(pts, snapshot.colors_rgb[crop], normals, detection, cfg)
         predictions = []
         for j, mask in render_masks(view, pts, segmentation, cfg):
-            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            r0, r1, c0, c1 = mask_extent(mask)
             predictions.append(Prediction2D(mask=mask, confidence=cfg.confidence, embedding=np.zeros(0, np.float32),
-                                            label=UNLABELLED, box_xyxy=(float(cols[0]), float(rows[0]),
-                                                                        float(cols[-1] + 1), float(rows[-1] + 1)),
+                                            label=UNLABELLED, box_xyxy=(float(c0), float(r0), float(c1 + 1), float(r1 + 1)),
                                             geometric=True))
         with self._lock:
             self._counts["views"] += 1

@@ -80,7 +80,7 @@ import numpy as np
 
 from ..clustering import cluster_points
 from ..config import ConfigError, check_int, check_range, param, shared_param, validate_fields
-from .evidence import grow_mask
+from .evidence import grow_mask, mask_extent
 from ..geometry import NEIGHBOUR_KEY_OFFSETS as _NEIGHBOUR_KEY_OFFSETS
 from ..geometry import transform_points, unproject_depth, voxel_centers, voxel_keys  # noqa: F401 (re-exported)
 from .object_geometry import oriented_box, strip_support_surface
@@ -287,10 +287,8 @@ class _Unlifted:
         if pred.box_xyxy is not None:
             x0, y0, x1, y1 = (float(v) for v in pred.box_xyxy)
             return _Unlifted(_normalised(pred.embedding), (y0, y1), (x0, x1))
-        mask = np.asarray(pred.mask, dtype=bool)
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        return _Unlifted(_normalised(pred.embedding), (float(rows[0]), float(rows[-1]) + 1.0),
-                         (float(cols[0]), float(cols[-1]) + 1.0))
+        r0, r1, c0, c1 = mask_extent(pred.mask)
+        return _Unlifted(_normalised(pred.embedding), (float(r0), float(r1) + 1.0), (float(c0), float(c1) + 1.0))
 
 
 def _detected_unlifted(inst: "_Instance", unlifted: list[_Unlifted], keyframe: Keyframe,
@@ -363,12 +361,12 @@ def erode_keeping_core(mask: np.ndarray, radius_px: int) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if radius_px <= 0 or not mask.any():
         return mask
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    first_row, last_row, first_col, last_col = mask_extent(mask)
     # A crop reaching r + 3 px beyond the mask (clipped at the image edge, where the full image ends
     # too) erodes exactly as the whole image does for the r + 2 steps that decide.
     pad = radius_px + 3
-    r0, r1 = max(0, rows[0] - pad), min(mask.shape[0], rows[-1] + pad + 1)
-    c0, c1 = max(0, cols[0] - pad), min(mask.shape[1], cols[-1] + pad + 1)
+    r0, r1 = max(0, first_row - pad), min(mask.shape[0], last_row + pad + 1)
+    c0, c1 = max(0, first_col - pad), min(mask.shape[1], last_col + pad + 1)
     steps = [mask[r0:r1, c0:c1]]
     while len(steps) <= radius_px + 2 and steps[-1].any():
         steps.append(~grow_mask(~steps[-1], 1))
@@ -732,22 +730,14 @@ class ObjectMemory:
         mask_boundary_px + 1, meet: the neighbours whose voxels may interleave; a vote for every far pair would
         only fill the `apart` tables)."""
         margin = self.config.mask_boundary_px + 1
-        boxes: dict[int, tuple[int, int, int, int]] = {}
-
-        def box(p: _Proposal) -> tuple[int, int, int, int]:
-            if id(p) not in boxes:
-                mask = p.prediction.mask
-                rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-                boxes[id(p)] = (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])) if rows.shape[0] else (0, 0, -1, -1)
-            return boxes[id(p)]
-
+        extent = {id(p): mask_extent(p.prediction.mask) for p, _ in assigned if p.agnostic}
         for i, (p, a) in enumerate(assigned):
             for q, b in assigned[i + 1:]:
                 if a is b or p.agnostic != q.agnostic:
                     continue
                 if p.agnostic:
-                    (pa, pb, pc, pd), (qa, qb, qc, qd) = box(p), box(q)
-                    if pa > qc + margin or qa > pc + margin or pb > qd + margin or qb > pd + margin:
+                    (pr0, pr1, pc0, pc1), (qr0, qr1, qc0, qc1) = extent[id(p)], extent[id(q)]
+                    if pc0 > qc1 + margin or qc0 > pc1 + margin or pr0 > qr1 + margin or qr0 > pr1 + margin:
                         continue
                 elif not self._kinds_agree(p, q):
                     continue
